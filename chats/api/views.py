@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chats import selectors, services
+from chats.api.serializers import ChatDetailOutput, ChatOutput, WorkspaceOutput
+from mothership.api import Conflict, StrictCharField
+from streams.services import StreamConflict, stream_start
+
+
+class WorkspaceListApi(APIView):
+    @extend_schema(responses=WorkspaceOutput(many=True))
+    def get(self, request):
+        return Response(WorkspaceOutput(selectors.workspace_list(user=request.user), many=True).data)
+
+
+class ChatListCreateApi(APIView):
+    class FilterInput(serializers.Serializer):
+        workspace = serializers.UUIDField(required=False)
+
+    class CreateInput(serializers.Serializer):
+        workspace = serializers.UUIDField()
+        title = StrictCharField(max_length=200, trim_whitespace=True)
+
+    @extend_schema(parameters=[FilterInput], responses=ChatOutput(many=True))
+    def get(self, request):
+        filters = self.FilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        workspace_id = filters.validated_data.get("workspace")
+        workspace = selectors.workspace_get(user=request.user, workspace_id=workspace_id) if workspace_id else None
+        views = selectors.chat_list(user=request.user, workspace=workspace)
+        return Response(ChatOutput(views, many=True).data)
+
+    @extend_schema(request=CreateInput, responses={201: ChatOutput})
+    def post(self, request):
+        payload = self.CreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        workspace = selectors.workspace_get(user=request.user, workspace_id=payload.validated_data["workspace"])
+        chat = services.chat_create(workspace=workspace, title=payload.validated_data["title"])
+        detail = selectors.chat_detail(user=request.user, chat_id=chat.id)
+        return Response(ChatOutput(detail.view).data, status=status.HTTP_201_CREATED)
+
+
+class ChatDetailApi(APIView):
+    @extend_schema(responses=ChatDetailOutput)
+    def get(self, request, chat_id):
+        return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
+
+
+class MessageSendApi(APIView):
+    class Input(serializers.Serializer):
+        content = StrictCharField(max_length=100_000, trim_whitespace=True)
+
+    @extend_schema(
+        request=Input,
+        responses={201: inline_serializer("MessageSendOutput", {"stream_id": serializers.UUIDField(), "message_id": serializers.UUIDField()})},
+    )
+    def post(self, request, chat_id):
+        chat = selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
+        payload = self.Input(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            turn = stream_start(chat=chat, content=payload.validated_data["content"])
+        except StreamConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(
+            {
+                "stream_id": str(turn.stream.id),
+                "message_id": str(turn.assistant_message.id),
+                "user_message_id": str(turn.user_message.id),
+            },
+            status=status.HTTP_201_CREATED,
+        )

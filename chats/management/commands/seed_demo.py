@@ -1,0 +1,56 @@
+"""Ensure the demo user, its workspace and a few chats exist (idempotent)."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from chats import services
+from chats.models import Chat, Workspace
+
+DEMO_TITLES = ["Welcome to Mothership", "Release notes draft", "Incident review: stuck tiles"]
+
+
+class Command(BaseCommand):
+    help = "Create the demo user, workspace and a few chats if they do not exist."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--chats", type=int, default=None, help="Ensure the demo workspace holds at least N chats.")
+        parser.add_argument("--json", action="store_true", help="Print what exists as JSON.")
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        username, password = settings.MOTHERSHIP_DEMO_USERNAME, settings.MOTHERSHIP_DEMO_PASSWORD
+        user = User.objects.filter(username=username).first()
+        created_user = user is None
+        if created_user:
+            user = User.objects.create_user(username=username, password=password, is_staff=True, is_superuser=True)
+        workspace = Workspace.objects.filter(name=settings.MOTHERSHIP_DEMO_WORKSPACE, memberships__user=user).first()
+        if workspace is None:
+            workspace = services.workspace_create(name=settings.MOTHERSHIP_DEMO_WORKSPACE, owner=user)
+        existing = Chat.objects.filter(workspace=workspace).count()
+        wanted = max(options["chats"] or 0, len(DEMO_TITLES) if existing == 0 else 0)
+        new_chats = [
+            Chat(workspace=workspace, title=DEMO_TITLES[i] if i < len(DEMO_TITLES) else f"Demo chat {i + 1}")
+            for i in range(existing, wanted)
+        ]
+        Chat.objects.bulk_create(new_chats, batch_size=500)
+        summary = {
+            "user": username,
+            "user_created": created_user,
+            "workspace": str(workspace.id),
+            "chats": existing + len(new_chats),
+            "chats_created": len(new_chats),
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(summary))
+        else:
+            self.stdout.write(
+                f"demo user {username!r} ({'created' if created_user else 'exists'}), workspace {workspace.name!r}, "
+                f"{summary['chats']} chats ({len(new_chats)} new)"
+            )

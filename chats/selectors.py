@@ -1,0 +1,159 @@
+"""Every read of workspaces and chats. Membership is checked here, in one place."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import redis
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import Http404
+
+from chats.models import Chat, Message, Workspace
+from streams import eventlog, locks
+from streams.models import Stream
+
+logger = logging.getLogger(__name__)
+
+
+def parse_uuid(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def workspace_list(*, user) -> QuerySet[Workspace]:
+    return Workspace.objects.filter(memberships__user=user).order_by("name")
+
+
+def workspace_get(*, user, workspace_id) -> Workspace:
+    """The workspace if ``user`` is a member; 404 otherwise (never a 403 that leaks existence)."""
+    pk = parse_uuid(workspace_id)
+    workspace = Workspace.objects.filter(pk=pk, memberships__user=user).first() if pk else None
+    if workspace is None:
+        raise Http404("No such workspace.")
+    return workspace
+
+
+def _member_chats(*, user) -> QuerySet[Chat]:
+    return Chat.objects.filter(workspace__memberships__user=user)
+
+
+def chat_get_for_member(*, user, chat_id) -> Chat:
+    pk = parse_uuid(chat_id)
+    chat = _member_chats(user=user).select_related("workspace").filter(pk=pk).first() if pk else None
+    if chat is None:
+        raise Http404("No such chat.")
+    return chat
+
+
+def user_is_member(*, user, chat_id) -> bool:
+    pk = parse_uuid(chat_id)
+    return bool(pk) and getattr(user, "is_authenticated", False) and _member_chats(user=user).filter(pk=pk).exists()
+
+
+@dataclass
+class ChatView:
+    """A chat as clients see it: the marker reconciled against the liveness lock."""
+
+    chat: Chat
+    active_stream_id: uuid.UUID | None
+    liveness: str  # "verified" | "unknown"
+    last_stream_status: str | None
+    last_message: str
+
+    @property
+    def state(self) -> str:
+        if self.active_stream_id is not None:
+            return "streaming"
+        if self.last_stream_status in ("cancelled", "interrupted", "failed"):
+            return self.last_stream_status
+        return "idle"
+
+
+def _annotated(qs: QuerySet[Chat]) -> QuerySet[Chat]:
+    last_stream = Stream.objects.filter(chat=OuterRef("pk")).order_by("-created_at")
+    last_message = Message.objects.filter(chat=OuterRef("pk")).exclude(content="").order_by("-created_at")
+    return qs.annotate(
+        last_stream_status=Subquery(last_stream.values("status")[:1]),
+        last_message_content=Subquery(last_message.values("content")[:1]),
+    )
+
+
+def _reconcile(chats: list[Chat]) -> list[ChatView]:
+    """Read-time reconciliation: one MGET for every chat whose marker is set."""
+    marked = [c for c in chats if c.active_stream_id is not None]
+    owners: dict[str, str | None] | None = {}
+    if marked:
+        try:
+            owners = locks.lock_owners(c.id for c in marked)
+        except redis.RedisError:
+            logger.warning("liveness unknown: Redis unreachable while reconciling %d chats", len(marked))
+            owners = None
+    views = []
+    for chat in chats:
+        active, liveness = chat.active_stream_id, "verified"
+        if active is not None:
+            if owners is None:
+                liveness = "unknown"
+            else:
+                owner = owners.get(str(chat.id))
+                # Verified absent: not running. A different owner: the Redis owner wins.
+                active = parse_uuid(owner) if owner else None
+        views.append(
+            ChatView(
+                chat=chat,
+                active_stream_id=active,
+                liveness=liveness,
+                last_stream_status=getattr(chat, "last_stream_status", None),
+                last_message=(getattr(chat, "last_message_content", None) or "")[:200],
+            )
+        )
+    return views
+
+
+def chat_list(*, user, workspace: Workspace | None = None) -> list[ChatView]:
+    qs = _member_chats(user=user)
+    if workspace is not None:
+        qs = qs.filter(workspace=workspace)
+    chats = list(_annotated(qs.select_related("workspace")).order_by("-updated_at", "-created_at"))
+    return _reconcile(chats)
+
+
+@dataclass
+class ChatDetail:
+    view: ChatView
+    messages: list[Message]
+    stream: dict | None
+
+
+def chat_detail(*, user, chat_id) -> ChatDetail:
+    chat = chat_get_for_member(user=user, chat_id=chat_id)
+    chat = _annotated(Chat.objects.filter(pk=chat.pk)).select_related("workspace").get()
+    view = _reconcile([chat])[0]
+    messages = list(chat.messages.all())
+    return ChatDetail(view=view, messages=messages, stream=stream_snapshot(view))
+
+
+def stream_snapshot(view: ChatView) -> dict | None:
+    """The live stream's snapshot (status, last seq, text so far), or None."""
+    if view.active_stream_id is None:
+        return None
+    stream = Stream.objects.filter(pk=view.active_stream_id).first()
+    if stream is None:
+        return None
+    try:
+        log = eventlog.read(stream.id)
+    except redis.RedisError:
+        log = None
+    return {
+        "id": str(stream.id),
+        "status": stream.status,
+        "last_seq": log[-1]["seq"] if log else stream.last_seq,
+        "text": eventlog.snapshot_text(log) if log is not None else None,
+        "assistant_message_id": str(stream.assistant_message_id) if stream.assistant_message_id else None,
+        "provider": stream.provider,
+        "model": stream.model,
+    }

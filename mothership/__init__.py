@@ -1,0 +1,3 @@
+from mothership.celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,24 @@
+"""The Celery app. All beat schedules are declared here, in one place."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
+
+app = Celery("mothership")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def beat_schedule() -> dict:
+    from django.conf import settings
+
+    return {}
+
+
+@app.on_after_configure.connect
+def _install_beat_schedule(sender, **kwargs):
+    sender.conf.beat_schedule = beat_schedule()

@@ -1,0 +1,62 @@
+"""One Redis client factory: a sync singleton per process, one async client per event loop.
+
+Every Redis concern (liveness locks, event log, abort signals, simulated prompt cache)
+builds on these two functions, never on the Django cache (which may swallow errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+# Commands here are short; a blocking read would be a bug, so bound every wait.
+_SOCKET_TIMEOUT = 5.0
+_CONNECT_TIMEOUT = 2.0
+
+_sync_client: redis.Redis | None = None
+_sync_lock = threading.Lock()
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
+
+
+def get_redis() -> redis.Redis:
+    global _sync_client
+    if _sync_client is None:
+        with _sync_lock:
+            if _sync_client is None:
+                _sync_client = redis.Redis.from_url(
+                    settings.REDIS_URL,
+                    socket_timeout=_SOCKET_TIMEOUT,
+                    socket_connect_timeout=_CONNECT_TIMEOUT,
+                    health_check_interval=30,
+                    retry_on_timeout=False,
+                )
+    return _sync_client
+
+
+def aget_redis() -> aioredis.Redis:
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=_SOCKET_TIMEOUT,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            health_check_interval=30,
+        )
+        _async_clients[loop] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that point REDIS_URL elsewhere; forked processes)."""
+    global _sync_client
+    with _sync_lock:
+        if _sync_client is not None:
+            _sync_client.close()
+        _sync_client = None
+    _async_clients.clear()

@@ -1,0 +1,244 @@
+"""Mothership settings: every knob is read from the environment, with safe local defaults.
+
+``.env.example`` lists every variable. With no ``DATABASE_URL`` the app uses a SQLite file;
+with no ``REDIS_URL`` it starts the embedded redis-server (see ``mothership.embedded_redis``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from mothership import embedded_redis
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+DEBUG = env_bool("DJANGO_DEBUG", default=True)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+    SECRET_KEY = "mothership-local-development-key-not-for-production"
+
+ALLOWED_HOSTS = [h.strip() for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "mothership",
+    "chats",
+    "streams",
+    "warming",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mothership.urls"
+ASGI_APPLICATION = "mothership.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+SQLITE_PATH = Path(env_str("MOTHERSHIP_SQLITE_PATH", str(BASE_DIR / "var" / "mothership.sqlite3")))
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+else:
+    SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(SQLITE_PATH)}}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat write concurrently: WAL plus IMMEDIATE transactions avoid
+    # "database is locked" on upgrade from read to write.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file (not :memory:) so that test worker and server processes share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(SQLITE_PATH.with_name("test-" + SQLITE_PATH.name))}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: one server for the channel layer, cache, Celery, locks and logs --------------
+REDIS_URL = embedded_redis.ensure_url()
+REDIS_EMBEDDED = os.environ.get("MOTHERSHIP_EMBEDDED_REDIS") == "1"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "mothership:cache",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+    }
+}
+
+CHANNEL_LAYER_PREFIX = "mothership:asgi"
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            # redis-py 8 defaults socket_timeout to 5 s; a quiet subscriber must not drop.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": CHANNEL_LAYER_PREFIX,
+        },
+    }
+}
+
+# --- Celery ---------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = env_str("MOTHERSHIP_CELERY_QUEUE", "mothership")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = False  # a lost stream task is finalized by the sweeper, never replayed
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_CONCURRENCY = env_int("MOTHERSHIP_WORKER_CONCURRENCY", 32, minimum=1)
+CELERY_BEAT_SCHEDULE: dict = {}  # filled in mothership/celery.py, the one place schedules live
+
+# --- Streams (liveness, event log) ----------------------------------------------------
+MOTHERSHIP_STREAM_LOCK_TTL = env_float("MOTHERSHIP_STREAM_LOCK_TTL", 60.0, minimum=0.5)
+MOTHERSHIP_STREAM_HEARTBEAT = env_float("MOTHERSHIP_STREAM_HEARTBEAT", 20.0, minimum=0.1)
+if MOTHERSHIP_STREAM_HEARTBEAT >= MOTHERSHIP_STREAM_LOCK_TTL:
+    raise ImproperlyConfigured("MOTHERSHIP_STREAM_HEARTBEAT must be shorter than MOTHERSHIP_STREAM_LOCK_TTL.")
+MOTHERSHIP_SWEEP_INTERVAL = env_float("MOTHERSHIP_SWEEP_INTERVAL", 5.0, minimum=0.1)
+MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = env_float("MOTHERSHIP_CANCEL_SETTLE_TIMEOUT", 5.0, minimum=0.1)
+MOTHERSHIP_DELTA_FLUSH_MS = env_float("MOTHERSHIP_DELTA_FLUSH_MS", 15.0, minimum=0.0)
+MOTHERSHIP_EVENT_LOG_TTL = env_float("MOTHERSHIP_EVENT_LOG_TTL", 600.0, minimum=1.0)
+
+# --- Warming --------------------------------------------------------------------------
+MOTHERSHIP_WARMING_TICK = env_float("MOTHERSHIP_WARMING_TICK", 1.0, minimum=0.1)
+MOTHERSHIP_WARMING_MIN_INTERVAL = env_int("MOTHERSHIP_WARMING_MIN_INTERVAL", 30, minimum=1)
+MOTHERSHIP_WARMING_MAX_INTERVAL = env_int("MOTHERSHIP_WARMING_MAX_INTERVAL", 3300, minimum=1)
+MOTHERSHIP_WARMING_DEFAULT_INTERVAL = env_int("MOTHERSHIP_WARMING_DEFAULT_INTERVAL", 240, minimum=1)
+
+# --- Models ---------------------------------------------------------------------------
+LLM_PROVIDER = env_str("LLM_PROVIDER", "local")
+if LLM_PROVIDER not in {"local"}:
+    raise ImproperlyConfigured(f"LLM_PROVIDER must be one of: local (got {LLM_PROVIDER!r}).")
+LLM_MODEL = env_str("LLM_MODEL", "mothership-local-1")
+MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = env_float("MOTHERSHIP_LOCAL_TOKENS_PER_SECOND", 30.0, minimum=0.0)
+MOTHERSHIP_LOCAL_REPLY_TOKENS = env_int("MOTHERSHIP_LOCAL_REPLY_TOKENS", 200, minimum=1)
+
+# --- Demo -----------------------------------------------------------------------------
+MOTHERSHIP_DEMO_USERNAME = env_str("MOTHERSHIP_DEMO_USERNAME", "demo")
+MOTHERSHIP_DEMO_PASSWORD = env_str("MOTHERSHIP_DEMO_PASSWORD", "demo")
+MOTHERSHIP_DEMO_WORKSPACE = env_str("MOTHERSHIP_DEMO_WORKSPACE", "Demo")
+
+# --- Auth, API ------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "mothership.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Mothership API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("MOTHERSHIP_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

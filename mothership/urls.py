@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.authtoken.views import ObtainAuthToken
+
+from chats.api import views as chat_api
+from mothership import views
+
+api_patterns = [
+    path("auth/token", ObtainAuthToken.as_view(), name="api-token"),
+    path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
+    path("mothership/chats", chat_api.ChatListCreateApi.as_view(), name="api-chats"),
+    path("mothership/chats/<str:chat_id>", chat_api.ChatDetailApi.as_view(), name="api-chat"),
+    path("mothership/chats/<str:chat_id>/messages", chat_api.MessageSendApi.as_view(), name="api-chat-messages"),
+    path("schema", SpectacularAPIView.as_view(), name="api-schema"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("chats/<str:chat_id>/", views.chat_page, name="chat"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+]

@@ -1,0 +1,90 @@
+"""Per-stream event log: Redis Stream ``mothership:stream:<stream_id>:events``.
+
+Entry ids are ``<seq>-0``, so Redis itself refuses a duplicate or out-of-order seq and a
+replay is an XRANGE from ``afterSeq + 1``. Appending and fanning out to the chat's channel
+group happen in one Lua call: the event is in the log before any socket can see it live,
+which is what makes join-then-replay gapless. The live append is fenced by the liveness
+lock: a worker that lost its lock cannot write another event.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from mothership.redis_client import aget_redis, get_redis
+from streams import events
+from streams.locks import lock_key
+
+KEY_PREFIX = "mothership:stream:"
+_FIELD = "e"
+# A live stream's log outlives any plausible turn; it is shortened to the retention
+# setting once the terminal event is written.
+_LIVE_TTL_MS = 24 * 3600 * 1000
+
+_APPEND = """
+if ARGV[1] == '1' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return 0
+end
+redis.call('XADD', KEYS[1], ARGV[3] .. '-0', 'e', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+"""
+
+
+class Fenced(Exception):
+    """The worker no longer owns the chat's lock; it must not write anything more."""
+
+
+def log_key(stream_id) -> str:
+    return f"{KEY_PREFIX}{uuid.UUID(str(stream_id))}:events"
+
+
+def _group_channel(group: str) -> str:
+    # The wire name RedisPubSubChannelLayer subscribes to for a group.
+    return f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}__group__{group}"
+
+
+def append(*, chat_id, stream_id, event: dict, fenced: bool = True) -> None:
+    """Append ``event`` to the stream's log and publish it to the chat's group.
+
+    Raises ``Fenced`` when ``fenced`` and the stream no longer owns the chat's lock.
+    """
+    terminal = event["type"] in events.TERMINAL_TYPES
+    ttl_ms = int(settings.MOTHERSHIP_EVENT_LOG_TTL * 1000) if terminal else _LIVE_TTL_MS
+    payload = get_channel_layer().serialize(events.group_message(event))
+    script = get_redis().register_script(_APPEND)
+    ok = script(
+        keys=[log_key(stream_id), lock_key(chat_id)],
+        args=[
+            "1" if fenced else "0",
+            str(stream_id),
+            int(event["seq"]),
+            json.dumps(event, separators=(",", ":")),
+            ttl_ms,
+            _group_channel(events.chat_group(chat_id)),
+            payload,
+        ],
+    )
+    if not ok:
+        raise Fenced(str(stream_id))
+
+
+def _decode(entries) -> list[dict]:
+    return [json.loads(fields[_FIELD.encode()]) for _id, fields in entries]
+
+
+def read(stream_id, *, after_seq: int = 0) -> list[dict]:
+    return _decode(get_redis().xrange(log_key(stream_id), min=f"{after_seq + 1}-0", max="+"))
+
+
+async def aread(stream_id, *, after_seq: int = 0) -> list[dict]:
+    return _decode(await aget_redis().xrange(log_key(stream_id), min=f"{after_seq + 1}-0", max="+"))
+
+
+def snapshot_text(log: list[dict]) -> str:
+    return "".join(e.get("text", "") for e in log if e["type"] == events.DELTA)

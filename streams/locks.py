@@ -1,0 +1,78 @@
+"""Liveness lock per chat: ``mothership:stream-lock:<chat_id>`` holds the live stream's id.
+
+Taken with SET NX PX when the stream is created (a queued stream is alive), kept by the
+worker's heartbeat (compare-and-expire), released by compare-and-delete. Errors raise:
+only read-time reconciliation may degrade to "unknown".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from django.conf import settings
+
+from mothership.redis_client import aget_redis, get_redis
+
+KEY_PREFIX = "mothership:stream-lock:"
+
+_COMPARE_AND_EXPIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def lock_key(chat_id: uuid.UUID | str) -> str:
+    return KEY_PREFIX + str(uuid.UUID(str(chat_id)))
+
+
+def _ttl_ms() -> int:
+    return int(settings.MOTHERSHIP_STREAM_LOCK_TTL * 1000)
+
+
+def lock_acquire(*, chat_id, stream_id) -> bool:
+    """Take the chat's lock for ``stream_id``; False if another stream holds it."""
+    return bool(get_redis().set(lock_key(chat_id), str(stream_id), nx=True, px=_ttl_ms()))
+
+
+def lock_heartbeat(*, chat_id, stream_id) -> bool:
+    """Extend the lock if ``stream_id`` still owns it. False means fenced: stop writing."""
+    script = get_redis().register_script(_COMPARE_AND_EXPIRE)
+    return bool(script(keys=[lock_key(chat_id)], args=[str(stream_id), _ttl_ms()]))
+
+
+def lock_release(*, chat_id, stream_id) -> bool:
+    """Delete the lock only if ``stream_id`` owns it (a late release never frees a newer turn)."""
+    script = get_redis().register_script(_COMPARE_AND_DELETE)
+    return bool(script(keys=[lock_key(chat_id)], args=[str(stream_id)]))
+
+
+def lock_owner(*, chat_id) -> str | None:
+    value = get_redis().get(lock_key(chat_id))
+    return value.decode() if value is not None else None
+
+
+def lock_owners(chat_ids: Iterable) -> dict[str, str | None]:
+    """Owners of many chats' locks in one round trip (MGET)."""
+    ids = [str(c) for c in chat_ids]
+    if not ids:
+        return {}
+    values = get_redis().mget([lock_key(c) for c in ids])
+    return {c: (v.decode() if v is not None else None) for c, v in zip(ids, values)}
+
+
+async def alock_owners(chat_ids: Iterable) -> dict[str, str | None]:
+    ids = [str(c) for c in chat_ids]
+    if not ids:
+        return {}
+    values = await aget_redis().mget([lock_key(c) for c in ids])
+    return {c: (v.decode() if v is not None else None) for c, v in zip(ids, values)}

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Stream(models.Model):
+    """One generation run: a user message answered by one assistant message."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        STREAMING = "streaming"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"
+        FAILED = "failed"
+
+    LIVE_STATUSES = (Status.QUEUED, Status.STREAMING)
+    TERMINAL_STATUSES = (Status.COMPLETED, Status.CANCELLED, Status.INTERRUPTED, Status.FAILED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chat = models.ForeignKey("chats.Chat", on_delete=models.CASCADE, related_name="streams")
+    user_message = models.ForeignKey("chats.Message", on_delete=models.SET_NULL, null=True, related_name="+")
+    assistant_message = models.ForeignKey("chats.Message", on_delete=models.SET_NULL, null=True, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    reason = models.CharField(max_length=64, blank=True, default="")
+    last_seq = models.PositiveIntegerField(default=0)
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    first_delta_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["chat", "-created_at"], name="stream_chat_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.conf import settings
+
+from streams.providers.base import Provider, ProviderError, TextDelta, Usage
+
+
+def get_provider() -> Provider:
+    if settings.LLM_PROVIDER == "local":
+        from streams.providers.local import LocalProvider
+
+        return LocalProvider()
+    raise ValueError(f"unknown LLM_PROVIDER {settings.LLM_PROVIDER!r}")
+
+
+__all__ = ["Provider", "ProviderError", "TextDelta", "Usage", "get_provider"]

@@ -1,0 +1,289 @@
+"""Every write to streams: start a turn, run it in the worker, finalize it."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chats.models import Chat, Message
+from streams import eventlog, events, locks
+from streams.models import Stream
+from streams.providers import ProviderError, TextDelta, Usage, get_provider
+
+logger = logging.getLogger(__name__)
+
+
+class StreamConflict(Exception):
+    """A stream is already live in this chat."""
+
+    def __init__(self, active_stream_id):
+        super().__init__("A reply is already streaming in this chat; stop it or wait for it to finish.")
+        self.active_stream_id = active_stream_id
+
+
+@dataclass(frozen=True)
+class StartedTurn:
+    stream: Stream
+    user_message: Message
+    assistant_message: Message
+
+
+def stream_start(*, chat: Chat, content: str) -> StartedTurn:
+    """Create the user message, the stream and the assistant message; take the liveness lock.
+
+    The marker is set in the same transaction that creates the stream, and the lock is taken
+    before it commits, so a queued stream is alive to every reader. The task is enqueued only
+    after commit.
+    """
+    stream_id = uuid.uuid4()
+    provider = get_provider()
+    lock_taken = False
+    try:
+        with transaction.atomic():
+            locked = Chat.objects.select_for_update().get(pk=chat.pk)
+            owner = locks.lock_owner(chat_id=chat.pk)
+            if owner is not None:
+                raise StreamConflict(owner)
+            now = timezone.now()
+            user_message = Message.objects.create(chat=locked, role=Message.Role.USER, content=content)
+            assistant_message = Message.objects.create(chat=locked, role=Message.Role.ASSISTANT, content="", status=Message.Status.PARTIAL)
+            stream = Stream.objects.create(
+                id=stream_id,
+                chat=locked,
+                user_message=user_message,
+                assistant_message=assistant_message,
+                provider=provider.name,
+                model=provider.model,
+            )
+            Message.objects.filter(pk__in=[user_message.pk, assistant_message.pk]).update(stream=stream)
+            if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
+                raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
+            lock_taken = True
+            # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
+            Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=now, closed_at=None)
+            transaction.on_commit(lambda: _enqueue(stream_id))
+    except BaseException:
+        if lock_taken:
+            locks.lock_release(chat_id=chat.pk, stream_id=stream_id)
+        raise
+    user_message.stream_id = assistant_message.stream_id = stream_id
+    return StartedTurn(stream=stream, user_message=user_message, assistant_message=assistant_message)
+
+
+def _enqueue(stream_id) -> None:
+    from streams.tasks import run_stream
+
+    run_stream.delay(str(stream_id))
+
+
+def conversation_history(*, stream: Stream) -> list[dict]:
+    """What the model sees: every earlier message with text, then this turn's user message."""
+    rows = (
+        Message.objects.filter(chat_id=stream.chat_id, created_at__lte=stream.user_message.created_at)
+        .exclude(pk=stream.assistant_message_id)
+        .exclude(content="")
+        .order_by("created_at", "id")
+        .values("role", "content")
+    )
+    return [{"role": r["role"], "content": r["content"]} for r in rows]
+
+
+# --- The worker side --------------------------------------------------------------------
+
+_END = object()
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the liveness lock; on loss of ownership, fences the run and stops generation."""
+
+    def __init__(self, *, chat_id, stream_id, stop: threading.Event, fenced: threading.Event):
+        super().__init__(name=f"heartbeat-{stream_id}", daemon=True)
+        self.chat_id, self.stream_id, self.stop_generation, self.fenced = chat_id, stream_id, stop, fenced
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(settings.MOTHERSHIP_STREAM_HEARTBEAT):
+            try:
+                if not locks.lock_heartbeat(chat_id=self.chat_id, stream_id=self.stream_id):
+                    logger.warning("stream %s lost its lock; fencing", self.stream_id)
+                    self.fenced.set()
+                    self.stop_generation.set()
+                    return
+            except redis.RedisError:
+                # The lock may still be ours; the next beat (or its expiry) decides.
+                logger.exception("heartbeat failed for stream %s", self.stream_id)
+
+
+class _Run:
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.chat_id = stream.chat_id
+        self.seq = 0
+        self.text: list[str] = []
+        self.usage = Usage()
+        self.stop = threading.Event()
+        self.fenced = threading.Event()
+
+    def emit(self, type: str, **fields) -> None:
+        if self.fenced.is_set():
+            raise eventlog.Fenced(str(self.stream.id))
+        event = events.stream_event(type=type, chat_id=self.chat_id, stream_id=self.stream.id, seq=self.seq + 1, **fields)
+        try:
+            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event)
+        except eventlog.Fenced:
+            self.fenced.set()
+            self.stop.set()
+            raise
+        self.seq += 1
+
+    def _produce(self, provider, messages, out: queue.Queue) -> None:
+        try:
+            for item in provider.stream(messages=messages, stop=self.stop):
+                out.put(item)
+        except BaseException as exc:  # forwarded to the run loop, which decides the outcome
+            out.put(exc)
+        finally:
+            out.put(_END)
+
+    def generate(self) -> None:
+        """Stream the provider's deltas, coalesced into frames of ``MOTHERSHIP_DELTA_FLUSH_MS``."""
+        provider = get_provider()
+        items: queue.Queue = queue.Queue()
+        producer = threading.Thread(target=self._produce, args=(provider, conversation_history(stream=self.stream), items), daemon=True)
+        producer.start()
+        flush_after = settings.MOTHERSHIP_DELTA_FLUSH_MS / 1000.0
+        buffer: list[str] = []
+        deadline = 0.0
+        try:
+            while True:
+                timeout = max(0.0, deadline - time.monotonic()) if buffer else None
+                try:
+                    item = items.get(timeout=timeout)
+                except queue.Empty:
+                    self._flush(buffer)
+                    continue
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, TextDelta):
+                    if not buffer:
+                        deadline = time.monotonic() + flush_after
+                    buffer.append(item.text)
+                    if flush_after == 0 or time.monotonic() >= deadline:
+                        self._flush(buffer)
+                elif isinstance(item, Usage):
+                    self.usage = item
+            self._flush(buffer)
+        finally:
+            self.stop.set()
+            producer.join(timeout=5)
+
+    def _flush(self, buffer: list[str]) -> None:
+        if not buffer:
+            return
+        text = "".join(buffer)
+        buffer.clear()
+        if self.stream.first_delta_at is None:
+            self.stream.first_delta_at = timezone.now()
+        self.emit(events.DELTA, text=text)
+        self.text.append(text)
+
+
+def stream_run(*, stream_id) -> str:
+    """Generate a queued stream's reply. Returns the stream's final status (or why it did nothing)."""
+    stream = Stream.objects.select_related("user_message").filter(pk=stream_id).first()
+    if stream is None or stream.status != Stream.Status.QUEUED:
+        return "not_queued"
+    # Claim: the lock must still be ours (a stream whose lock expired in the queue never starts).
+    if not locks.lock_heartbeat(chat_id=stream.chat_id, stream_id=stream.id):
+        return "lock_lost"
+    started = Stream.objects.filter(pk=stream.pk, status=Stream.Status.QUEUED).update(
+        status=Stream.Status.STREAMING, started_at=timezone.now()
+    )
+    if not started:
+        return "not_queued"
+    run = _Run(stream)
+    heartbeat = _Heartbeat(chat_id=stream.chat_id, stream_id=stream.id, stop=run.stop, fenced=run.fenced)
+    heartbeat.start()
+    try:
+        run.emit(events.STARTED, messageId=str(stream.assistant_message_id), provider=stream.provider, model=stream.model)
+        run.generate()
+        if run.fenced.is_set():
+            return "fenced"
+        if run.usage != Usage():
+            run.emit(events.USAGE, usage=run.usage.as_dict())
+        status, reason = Stream.Status.COMPLETED, ""
+    except eventlog.Fenced:
+        return "fenced"
+    except ProviderError as exc:
+        status, reason = Stream.Status.FAILED, exc.reason
+    except Exception:
+        logger.exception("stream %s failed", stream.id)
+        status, reason = Stream.Status.FAILED, "internal_error"
+    finally:
+        heartbeat.done.set()
+    finalized = stream_finalize(
+        stream=stream, status=status, reason=reason, text="".join(run.text), last_seq=run.seq, usage=run.usage
+    )
+    return status if finalized else "already_finalized"
+
+
+_MESSAGE_STATUS = {
+    Stream.Status.COMPLETED: Message.Status.COMPLETE,
+    Stream.Status.CANCELLED: Message.Status.CANCELLED,
+    Stream.Status.INTERRUPTED: Message.Status.INTERRUPTED,
+    Stream.Status.FAILED: Message.Status.FAILED,
+}
+
+
+def stream_finalize(*, stream: Stream, status: str, reason: str, text: str, last_seq: int, usage: Usage | None = None) -> bool:
+    """Seal a live stream once: save the text, clear the marker, emit the terminal event, free the lock.
+
+    The conditional status update makes exactly one finalizer win (worker, cancel or sweeper);
+    only the winner writes the message, the terminal event and releases the lock.
+    """
+    usage = usage or Usage()
+    terminal_seq = last_seq + 1
+    with transaction.atomic():
+        won = Stream.objects.filter(pk=stream.pk, status__in=Stream.LIVE_STATUSES).update(
+            status=status,
+            reason=reason,
+            last_seq=terminal_seq,
+            finished_at=timezone.now(),
+            first_delta_at=stream.first_delta_at,
+        )
+        if not won:
+            return False
+        Message.objects.filter(pk=stream.assistant_message_id).update(
+            content=text,
+            status=_MESSAGE_STATUS[status],
+            input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+        )
+        # CAS: a late finalizer must not clear a newer turn's marker.
+        Chat.objects.filter(pk=stream.chat_id, active_stream_id=stream.pk).update(active_stream_id=None)
+    terminal = events.stream_event(
+        type=events.TERMINAL_BY_STATUS[status],
+        chat_id=stream.chat_id,
+        stream_id=stream.pk,
+        seq=terminal_seq,
+        message_id=str(stream.assistant_message_id),
+        partial=status != Stream.Status.COMPLETED,
+        reason=reason or None,
+    )
+    # The winner of the DB update is the finalizer of record: its terminal event is unfenced.
+    eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
+    locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+    return True

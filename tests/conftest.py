@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from chats import services as chat_services
+from mothership.celery import app as celery_app
+from tests.support import processes
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_celery_queue():
+    # A private queue: a worker of a running `make run` on the same Redis never takes test tasks.
+    celery_app.conf.task_default_queue = f"mothership-test-{uuid.uuid4().hex[:12]}"
+    yield
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str | None = None, password: str = "pw-123456"):
+        return get_user_model().objects.create_user(username=username or f"user-{uuid.uuid4().hex[:8]}", password=password)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def workspace(user):
+    return chat_services.workspace_create(name="Acme", owner=user)
+
+
+@pytest.fixture
+def chat(workspace):
+    return chat_services.chat_create(workspace=workspace, title="First chat")
+
+
+@pytest.fixture
+def api(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def token(user):
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture(scope="session")
+def live_tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("live")
+
+
+@pytest.fixture(scope="session")
+def live_worker(django_db_setup, django_db_blocker, live_tmp):
+    """One real Celery worker process for the session, on the test database and real Redis."""
+    proc = processes.start_worker(live_tmp)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_url(django_db_setup, django_db_blocker, live_tmp):
+    """A real uvicorn serving the ASGI app (HTTP + WebSockets) on the test database."""
+    proc, base = processes.start_server(live_tmp)
+    yield base
+    proc.stop()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from chats import services as chat_services
+from mothership import redis_client
+from streams import locks
+from streams.services import stream_start
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def browser(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_healthz_checks_database_and_redis(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "database": "ok", "redis": "ok"}
+
+
+def test_healthz_reports_redis_down_as_503(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_client.reset_clients()
+    response = client.get("/healthz")
+    redis_client.reset_clients()  # the next client is built from the restored setting
+    assert response.status_code == 503
+    assert response.json()["redis"].startswith("error")
+
+
+def test_home_requires_login(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_home_shows_tiles_yellow_only_while_a_stream_is_live(browser, chat, workspace):
+    idle = chat_services.chat_create(workspace=workspace, title="Idle chat")
+    turn = stream_start(chat=chat, content="hi")
+    html = browser.get("/").content.decode()
+    assert f'data-chat-id="{chat.id}" data-state="streaming"' in html
+    assert f'data-chat-id="{idle.id}" data-state="idle"' in html
+    assert "tile--streaming" in html
+
+    # The worker died and its lock expired: the tile is no longer yellow on the next render.
+    locks.lock_release(chat_id=chat.id, stream_id=turn.stream.id)
+    html = browser.get("/").content.decode()
+    assert f'data-chat-id="{chat.id}" data-state="idle"' in html
+    assert "tile--streaming" not in html
+
+
+def test_home_of_a_foreign_workspace_is_404(browser, make_user):
+    other = chat_services.workspace_create(name="Other", owner=make_user())
+    assert browser.get(f"/?workspace={other.id}").status_code == 404
+
+
+def test_chat_page_renders_the_transcript_and_is_404_for_strangers(browser, chat, make_user):
+    stream_start(chat=chat, content="what is <b>up</b>")
+    page = browser.get(f"/chats/{chat.id}/")
+    assert page.status_code == 200
+    assert "what is &lt;b&gt;up&lt;/b&gt;" in page.content.decode()
+    stranger = Client()
+    stranger.force_login(make_user())
+    assert stranger.get(f"/chats/{chat.id}/").status_code == 404

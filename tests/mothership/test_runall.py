@@ -1,0 +1,79 @@
+"""`make run`'s supervisor on embedded defaults: serves, restarts a killed worker, stops everything."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.support.processes import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "MOTHERSHIP_EMBEDDED_REDIS"}}
+    env.update(MOTHERSHIP_SQLITE_PATH=str(tmp_path / "app.sqlite3"), PYTHONUNBUFFERED="1", MOTHERSHIP_WORKER_CONCURRENCY="2")
+    port = free_port()
+    log = tmp_path / "runall.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "manage.py", "runall", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        text = lambda: log.read_text(errors="replace")  # noqa: E731
+        _wait_for(lambda: "Mothership on" in text(), 60, "the start banner")
+        assert "login: demo / demo" in text()
+        redis_pid = int(re.search(r"embedded, pid (\d+)", text()).group(1))
+
+        def healthy():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["ok"]
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        _wait_for(healthy, 60, "/healthz")
+        token = httpx.post(f"http://127.0.0.1:{port}/api/auth/token", json={"username": "demo", "password": "demo"}).json()["token"]
+        chats = httpx.get(f"http://127.0.0.1:{port}/api/mothership/chats", headers={"Authorization": f"Token {token}"}).json()
+        assert len(chats) >= 3
+
+        worker_pid = int(re.findall(r"worker \| started \(pid (\d+)\)", text())[-1])
+        os.kill(worker_pid, signal.SIGKILL)
+        _wait_for(lambda: len(re.findall(r"worker \| started \(pid (\d+)\)", text())) == 2, 30, "the worker restart")
+        assert healthy()  # the web server kept serving
+
+        children = [int(p) for p in re.findall(r"\| started \(pid (\d+)\)", text())]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "all stopped" in text()
+        _wait_for(lambda: not _alive(redis_pid), 5, "embedded redis to stop")
+        assert not any(_alive(pid) for pid in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

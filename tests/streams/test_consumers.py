@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+
+from streams import eventlog, events
+from streams.consumers import MothershipConsumer
+from streams.models import Stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def connect(user):
+    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = user
+    connected, code = await communicator.connect()
+    return communicator, connected, code
+
+
+async def test_anonymous_socket_is_refused():
+    communicator, connected, code = await connect(AnonymousUser())
+    assert not connected
+    assert code == 4401
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ("{not json", "bad_json"),
+        (json.dumps([1, 2]), "bad_request"),
+        (json.dumps({"type": 5}), "bad_request"),
+        (json.dumps({"type": "launch"}), "unknown_type"),
+        (json.dumps({"type": "subscribe"}), "bad_request"),
+        (json.dumps({"type": "subscribe", "conversationId": "x"}), "bad_request"),
+        (json.dumps({"type": "subscribe", "conversationId": str(uuid.uuid4())}), "not_found"),
+        (json.dumps({"type": "stream.resume", "conversationId": str(uuid.uuid4()), "streamId": str(uuid.uuid4()), "afterSeq": -1}), "bad_request"),
+        (json.dumps({"type": "stream.resume", "conversationId": str(uuid.uuid4()), "streamId": str(uuid.uuid4()), "afterSeq": "3"}), "bad_request"),
+        ("x" * 70_000, "too_large"),
+    ],
+)
+async def test_refused_messages_get_an_error_frame_and_the_socket_stays_open(user, frame, code):
+    communicator, connected, _ = await connect(user)
+    assert connected
+    await communicator.send_to(text_data=frame)
+    reply = await communicator.receive_json_from(timeout=3)
+    assert reply["type"] == "error" and reply["code"] == code and reply["message"]
+    await communicator.send_json_to({"type": "ping"})
+    assert (await communicator.receive_json_from(timeout=3)) == {"type": "pong"}
+    await communicator.disconnect()
+
+
+async def test_error_frames_echo_conversation_and_surface(user):
+    communicator, _, _ = await connect(user)
+    conversation = str(uuid.uuid4())
+    await communicator.send_json_to({"type": "subscribe", "surfaceId": "nope", "conversationId": conversation})
+    reply = await communicator.receive_json_from(timeout=3)
+    assert (reply["code"], reply["conversationId"], reply["surfaceId"]) == ("unknown_surface", conversation, "nope")
+    await communicator.disconnect()
+
+
+async def test_non_member_cannot_subscribe(chat, make_user):
+    stranger = await database_sync_to_async(make_user)()
+    communicator, _, _ = await connect(stranger)
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    reply = await communicator.receive_json_from(timeout=3)
+    assert reply["code"] == "not_found" and reply["conversationId"] == str(chat.id)
+    await communicator.disconnect()
+
+
+def _append(chat_id, stream_id, seq, type=events.DELTA, **fields):
+    eventlog.append(chat_id=chat_id, stream_id=stream_id, event=events.stream_event(type=type, chat_id=chat_id, stream_id=stream_id, seq=seq, **fields), fenced=False)
+
+
+async def test_subscriber_receives_live_events_and_a_lost_one_is_filled_from_the_log(user, chat):
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    assert (await communicator.receive_json_from(timeout=3))["type"] == "subscribed"
+    stream_id = uuid.uuid4()
+    await database_sync_to_async(_append)(chat.id, stream_id, 1, type=events.STARTED)
+    await database_sync_to_async(_append)(chat.id, stream_id, 2, text="a")
+    # seq 3 is in the log but its live message is lost (at-most-once delivery).
+    await database_sync_to_async(eventlog.get_redis().xadd)(eventlog.log_key(stream_id), {"e": json.dumps(events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream_id, seq=3, text="b"))}, id="3-0")
+    await database_sync_to_async(_append)(chat.id, stream_id, 4, text="c")
+    received = [await communicator.receive_json_from(timeout=3) for _ in range(4)]
+    assert [e["seq"] for e in received] == [1, 2, 3, 4]
+    assert all(e["conversationId"] == str(chat.id) and e["streamId"] == str(stream_id) for e in received)
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_resume_replays_after_the_cursor_then_forwards_only_newer_events(user, chat):
+    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="streaming")
+    for seq in range(1, 6):
+        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 2})
+    replayed = [await communicator.receive_json_from(timeout=3) for _ in range(3)]
+    assert [e["seq"] for e in replayed] == [3, 4, 5]
+    await database_sync_to_async(_append)(chat.id, stream.id, 6, type=events.COMPLETED, message_id=None, partial=False)
+    assert (await communicator.receive_json_from(timeout=3))["seq"] == 6
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_resume_with_a_cursor_older_than_the_log_gets_replay_gap_and_snapshot(user, chat):
+    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="completed")
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 7})
+    reply = await communicator.receive_json_from(timeout=3)
+    assert reply["type"] == events.REPLAY_GAP
+    assert reply["snapshot"]["id"] == str(chat.id)
+    await communicator.disconnect()
+
+
+async def test_resume_of_a_stream_from_another_chat_is_refused(user, chat, workspace):
+    from chats.services import chat_create
+
+    other = await database_sync_to_async(chat_create)(workspace=workspace, title="other")
+    stream = await database_sync_to_async(Stream.objects.create)(chat=other, provider="local", model="m")
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 0})
+    assert (await communicator.receive_json_from(timeout=3))["code"] == "not_found"
+    await communicator.disconnect()

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from mothership.redis_client import get_redis
+from streams import eventlog, events, locks
+
+
+def _event(chat_id, stream_id, seq, type=events.DELTA, **fields):
+    return events.stream_event(type=type, chat_id=chat_id, stream_id=stream_id, seq=seq, **fields)
+
+
+def test_append_is_fenced_by_the_liveness_lock():
+    chat, stream, newer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    locks.lock_acquire(chat_id=chat, stream_id=stream)
+    eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 1, text="a"))
+    # The lock passes to a newer stream: the old writer cannot add one more event.
+    get_redis().set(locks.lock_key(chat), str(newer))
+    with pytest.raises(eventlog.Fenced):
+        eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 2, text="b"))
+    assert [e["seq"] for e in eventlog.read(stream)] == [1]
+    # The finalizer of record may still write the terminal event unfenced.
+    eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 2, type=events.INTERRUPTED), fenced=False)
+    assert [e["type"] for e in eventlog.read(stream)] == [events.DELTA, events.INTERRUPTED]
+
+
+def test_seq_must_increase_so_a_duplicate_is_refused_by_redis():
+    chat, stream = uuid.uuid4(), uuid.uuid4()
+    eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 1, text="a"), fenced=False)
+    with pytest.raises(redis.ResponseError):
+        eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 1, text="again"), fenced=False)
+
+
+def test_read_after_seq_and_snapshot_text():
+    chat, stream = uuid.uuid4(), uuid.uuid4()
+    eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 1, type=events.STARTED), fenced=False)
+    for seq, text in [(2, "Hel"), (3, "lo"), (4, " world")]:
+        eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, seq, text=text), fenced=False)
+    assert [e["seq"] for e in eventlog.read(stream, after_seq=2)] == [3, 4]
+    assert eventlog.snapshot_text(eventlog.read(stream)) == "Hello world"
+
+
+def test_terminal_event_shortens_the_log_retention(settings):
+    settings.MOTHERSHIP_EVENT_LOG_TTL = 30
+    chat, stream = uuid.uuid4(), uuid.uuid4()
+    eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 1, text="a"), fenced=False)
+    assert get_redis().pttl(eventlog.log_key(stream)) > 3600 * 1000
+    eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 2, type=events.COMPLETED), fenced=False)
+    assert 0 < get_redis().pttl(eventlog.log_key(stream)) <= 30_000

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chats.models import Chat, Message
+from mothership.redis_client import get_redis
+from streams import eventlog, events, locks
+from streams.models import Stream
+from streams.providers.local import LocalProvider
+from streams.services import StreamConflict, stream_run, stream_start
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def run_inline(monkeypatch):
+    # These tests run the worker side inline; no worker process may pick the turn up too.
+    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+
+
+@pytest.fixture
+def fast_model(settings):
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 25
+    settings.MOTHERSHIP_DELTA_FLUSH_MS = 0
+
+
+def test_start_sets_marker_and_lock_together_and_refuses_a_second_turn(chat):
+    turn = stream_start(chat=chat, content="hi")
+    chat.refresh_from_db()
+    assert chat.active_stream_id == turn.stream.id
+    assert locks.lock_owner(chat_id=chat.id) == str(turn.stream.id)
+    with pytest.raises(StreamConflict):
+        stream_start(chat=chat, content="again")
+    assert Stream.objects.filter(chat=chat).count() == 1
+
+
+def test_a_failed_start_releases_the_lock_it_took(chat, monkeypatch):
+    def boom(**kwargs):
+        raise RuntimeError("db down")
+
+    monkeypatch.setattr("streams.services.Chat.objects.filter", boom)
+    with pytest.raises(RuntimeError):
+        stream_start(chat=chat, content="hi")
+    assert locks.lock_owner(chat_id=chat.id) is None
+    assert Stream.objects.count() == 0
+
+
+def test_run_streams_gapless_events_persists_the_reply_and_clears_marker_and_lock(chat, fast_model):
+    turn = stream_start(chat=chat, content="hello")
+    assert stream_run(stream_id=turn.stream.id) == "completed"
+
+    log = eventlog.read(turn.stream.id)
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert log[0]["type"] == events.STARTED
+    assert log[-1]["type"] == events.COMPLETED
+    assert log[-1]["message_id"] == str(turn.assistant_message.id) and log[-1]["partial"] is False
+    assert sum(e["type"] == events.TERMINAL_BY_STATUS["completed"] for e in log) == 1
+    expected = "".join(LocalProvider(tokens_per_second=0, reply_tokens=25).reply_for([{"role": "user", "content": "hello"}]))
+    assert eventlog.snapshot_text(log) == expected
+
+    message = Message.objects.get(pk=turn.assistant_message.id)
+    assert (message.content, message.status, message.output_tokens) == (expected, "complete", 25)
+    stream = Stream.objects.get(pk=turn.stream.id)
+    assert (stream.status, stream.last_seq) == ("completed", log[-1]["seq"])
+    chat.refresh_from_db()
+    assert chat.active_stream_id is None
+    assert locks.lock_owner(chat_id=chat.id) is None
+
+
+def test_a_stream_whose_lock_expired_in_the_queue_never_starts(chat, fast_model):
+    turn = stream_start(chat=chat, content="hello")
+    get_redis().delete(locks.lock_key(chat.id))
+    assert stream_run(stream_id=turn.stream.id) == "lock_lost"
+    assert Stream.objects.get(pk=turn.stream.id).status == "queued"
+    assert eventlog.read(turn.stream.id) == []
+
+
+def test_a_fenced_worker_cannot_touch_the_newer_turn(chat, settings):
+    """A stale worker whose lock expired and was taken by a newer stream writes nothing more."""
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 50
+    settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 200
+    settings.MOTHERSHIP_DELTA_FLUSH_MS = 0
+    old = stream_start(chat=chat, content="old turn")
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("status", stream_run(stream_id=old.stream.id)))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while len(eventlog.read(old.stream.id)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    # The old lock "expires" and a newer turn takes the chat.
+    get_redis().delete(locks.lock_key(chat.id))
+    Chat.objects.filter(pk=chat.pk).update(active_stream_id=None)
+    new = stream_start(chat=chat, content="new turn")
+    worker.join(timeout=10)
+
+    assert result["status"] == "fenced"
+    old_log = eventlog.read(old.stream.id)
+    assert old_log[-1]["type"] == events.DELTA  # no terminal: the sweeper finalizes it
+    time.sleep(0.1)
+    assert eventlog.read(old.stream.id) == old_log
+    chat.refresh_from_db()
+    assert chat.active_stream_id == new.stream.id
+    assert locks.lock_owner(chat_id=chat.id) == str(new.stream.id)
+    assert Stream.objects.get(pk=new.stream.id).status == "queued"
+    assert Message.objects.get(pk=new.assistant_message.id).content == ""
+    assert Stream.objects.get(pk=old.stream.id).status == "streaming"
+
+
+def test_history_given_to_the_model_includes_earlier_turns(chat, fast_model, monkeypatch):
+    seen = []
+    original = LocalProvider.stream
+
+    def spy(self, *, messages, stop):
+        seen.append(messages)
+        return original(self, messages=messages, stop=stop)
+
+    monkeypatch.setattr(LocalProvider, "stream", spy)
+    first = stream_start(chat=chat, content="one")
+    stream_run(stream_id=first.stream.id)
+    second = stream_start(chat=chat, content="two")
+    stream_run(stream_id=second.stream.id)
+    assert [m["role"] for m in seen[1]] == ["user", "assistant", "user"]
+    assert seen[1][-1]["content"] == "two"
