@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
+from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Chat, Message
 from streams import locks
