@@ -82,8 +82,13 @@ def _annotated(qs: QuerySet[Chat]) -> QuerySet[Chat]:
     )
 
 
-def _reconcile(chats: list[Chat]) -> list[ChatView]:
-    """Read-time reconciliation: one MGET for every chat whose marker is set."""
+def _reconcile(chats: list[Chat], *, repair: bool = True) -> list[ChatView]:
+    """Read-time reconciliation: one MGET for every chat whose marker is set.
+
+    Verified absent → not running; a different owner → the Redis owner wins; Redis
+    unreachable → liveness "unknown" and the stored marker is kept. Stale rows are repaired
+    in one compare-and-set UPDATE.
+    """
     marked = [c for c in chats if c.active_stream_id is not None]
     owners: dict[str, str | None] | None = {}
     if marked:
@@ -92,7 +97,7 @@ def _reconcile(chats: list[Chat]) -> list[ChatView]:
         except redis.RedisError:
             logger.warning("liveness unknown: Redis unreachable while reconciling %d chats", len(marked))
             owners = None
-    views = []
+    views, repairs = [], {}
     for chat in chats:
         active, liveness = chat.active_stream_id, "verified"
         if active is not None:
@@ -100,8 +105,9 @@ def _reconcile(chats: list[Chat]) -> list[ChatView]:
                 liveness = "unknown"
             else:
                 owner = owners.get(str(chat.id))
-                # Verified absent: not running. A different owner: the Redis owner wins.
                 active = parse_uuid(owner) if owner else None
+                if active != chat.active_stream_id:
+                    repairs[chat.id] = (chat.active_stream_id, active)
         views.append(
             ChatView(
                 chat=chat,
@@ -111,14 +117,20 @@ def _reconcile(chats: list[Chat]) -> list[ChatView]:
                 last_message=(getattr(chat, "last_message_content", None) or "")[:200],
             )
         )
+    if repair and repairs:
+        from chats.services import chat_markers_repair
+
+        chat_markers_repair(repairs=repairs)
     return views
 
 
-def chat_list(*, user, workspace: Workspace | None = None) -> list[ChatView]:
+def chat_list(*, user, workspace: Workspace | None = None, reconcile: bool = True) -> list[ChatView]:
     qs = _member_chats(user=user)
     if workspace is not None:
         qs = qs.filter(workspace=workspace)
     chats = list(_annotated(qs.select_related("workspace")).order_by("-updated_at", "-created_at"))
+    if not reconcile:  # only for measuring what reconciliation costs (bench/reconcile.py)
+        return [ChatView(chat=c, active_stream_id=c.active_stream_id, liveness="unknown", last_stream_status=c.last_stream_status, last_message=c.last_message_content or "") for c in chats]
     return _reconcile(chats)
 
 

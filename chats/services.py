@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Case, Q, UUIDField, Value, When
 from django.utils import timezone
 
 from chats.models import Chat, Membership, Workspace
@@ -23,3 +24,19 @@ def membership_add(*, workspace: Workspace, user, role: str = Membership.Role.ME
 
 def chat_create(*, workspace: Workspace, title: str) -> Chat:
     return Chat.objects.create(workspace=workspace, title=title, updated_at=timezone.now())
+
+
+def chat_markers_repair(*, repairs: dict) -> int:
+    """Rewrite stale ``active_stream_id`` markers in one UPDATE.
+
+    ``repairs`` maps chat id → (marker as read, marker it should be). Each row is guarded by
+    the value that was read (compare-and-set), so a newer turn's marker is never overwritten,
+    and ``updated_at`` is left alone: maintenance never reorders a workspace's chats.
+    """
+    if not repairs:
+        return 0
+    guard = Q()
+    for chat_id, (stale, _) in repairs.items():
+        guard |= Q(pk=chat_id, active_stream_id=stale)
+    new_value = Case(*[When(pk=chat_id, then=Value(new)) for chat_id, (_, new) in repairs.items()], output_field=UUIDField(null=True))
+    return Chat.objects.filter(guard).update(active_stream_id=new_value)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import redis
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -24,6 +26,9 @@ def _first_message(errors) -> str:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, redis.RedisError):
+        # Locks and logs refuse to guess: a write that needs Redis says so instead of a 500.
+        return Response({"detail": "The stream store (Redis) is unavailable; try again shortly."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, ValidationError):
         # Clients get one readable sentence plus the field errors.

@@ -16,7 +16,14 @@ app.autodiscover_tasks()
 def beat_schedule() -> dict:
     from django.conf import settings
 
-    return {}
+    return {
+        # Finalizes streams whose worker died; expires so a stalled beat never piles up sweeps.
+        "streams-sweep": {
+            "task": "streams.sweep",
+            "schedule": settings.MOTHERSHIP_SWEEP_INTERVAL,
+            "options": {"expires": settings.MOTHERSHIP_SWEEP_INTERVAL},
+        },
+    }
 
 
 @app.on_after_configure.connect

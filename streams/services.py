@@ -287,3 +287,70 @@ def stream_finalize(*, stream: Stream, status: str, reason: str, text: str, last
     eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
     locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
     return True
+
+
+# --- Orphans: the sweeper -----------------------------------------------------------------
+
+SWEEP_BATCH = 500
+
+
+def _salvage(stream: Stream) -> tuple[str, int, Usage]:
+    """What the dead worker had already published: text, last seq, usage (from the event log)."""
+    log = eventlog.read(stream.pk)
+    last_seq = max([e["seq"] for e in log], default=stream.last_seq)
+    usage = Usage()
+    for event in log:
+        if event["type"] == events.USAGE:
+            usage = Usage(**event["usage"])
+    return eventlog.snapshot_text(log), last_seq, usage
+
+
+def stream_interrupt_orphan(*, stream: Stream) -> bool:
+    """Finalize a stream whose worker is gone: ``interrupted``, its produced text kept."""
+    text, last_seq, usage = _salvage(stream)
+    reason = "never_started" if stream.status == Stream.Status.QUEUED else "worker_lost"
+    return stream_finalize(stream=stream, status=Stream.Status.INTERRUPTED, reason=reason, text=text, last_seq=last_seq, usage=usage)
+
+
+def streams_sweep(*, stream_ids=None) -> dict:
+    """Finalize, for good, every live stream whose chat's lock it no longer owns.
+
+    One MGET per batch; a stream whose lock is still its own is alive (queued ones too).
+    Lock errors raise: the sweeper never guesses that a stream is dead.
+    """
+    qs = Stream.objects.filter(status__in=Stream.LIVE_STATUSES).order_by("created_at")
+    if stream_ids is not None:
+        qs = qs.filter(pk__in=list(stream_ids))
+    report = {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0}
+    last_created = None
+    while True:
+        batch_qs = qs if last_created is None else qs.filter(created_at__gt=last_created)
+        batch = list(batch_qs[:SWEEP_BATCH])
+        if not batch:
+            break
+        last_created = batch[-1].created_at
+        owners = locks.lock_owners({s.chat_id for s in batch})
+        for stream in batch:
+            report["checked"] += 1
+            if owners.get(str(stream.chat_id)) == str(stream.pk):
+                report["alive"] += 1
+            elif stream_interrupt_orphan(stream=stream):
+                report["interrupted"].append(str(stream.pk))
+            else:
+                report["already_finalized"] += 1
+        if len(batch) < SWEEP_BATCH:
+            break
+    # Markers whose lock is gone and whose stream is no longer live (e.g. finalized elsewhere).
+    marked = list(Chat.objects.filter(active_stream_id__isnull=False).values_list("pk", "active_stream_id")[:SWEEP_BATCH])
+    if marked:
+        from chats.services import chat_markers_repair
+
+        owners = locks.lock_owners(pk for pk, _ in marked)
+        stale = {pk: (marker, None) for pk, marker in marked if owners.get(str(pk)) is None}
+        live = set(Stream.objects.filter(pk__in=[m for _, (m, _) in stale.items()], status__in=Stream.LIVE_STATUSES).values_list("pk", flat=True))
+        report["markers_cleared"] = chat_markers_repair(repairs={pk: v for pk, v in stale.items() if v[0] not in live})
+    else:
+        report["markers_cleared"] = 0
+    if report["interrupted"]:
+        logger.warning("sweeper interrupted %d orphaned streams", len(report["interrupted"]))
+    return report

@@ -73,3 +73,26 @@ def live_server_url(django_db_setup, django_db_blocker, live_tmp):
     proc, base = processes.start_server(live_tmp)
     yield base
     proc.stop()
+
+
+@pytest.fixture
+def private_redis(settings):
+    """Point the app at a Redis of its own, which the test may stop to see Redis down."""
+    from mothership import redis_client
+    from tests.support.redis_server import PrivateRedis
+
+    server = PrivateRedis()
+    settings.REDIS_URL = server.url
+    redis_client.reset_clients()
+    yield server
+    server.stop()
+    redis_client.reset_clients()
+
+
+@pytest.fixture
+def browser_client(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client

@@ -1,0 +1,103 @@
+"""Read-time reconciliation of the chat marker against the liveness lock (seeds/sim-…)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from chats import selectors
+from chats import services as chat_services
+from chats.models import Chat
+from mothership.redis_client import get_redis
+from streams import locks
+from streams.services import stream_start
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_worker(monkeypatch):
+    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+
+
+def test_a_marker_whose_lock_is_gone_reads_as_not_running_and_is_repaired_without_reordering(api, chat, workspace):
+    other = chat_services.chat_create(workspace=workspace, title="newer")
+    stream_start(chat=chat, content="hi")
+    chat.refresh_from_db()
+    before = chat.updated_at
+    get_redis().delete(locks.lock_key(chat.id))  # the worker died and the TTL ran out
+
+    listed = {c["id"]: c for c in api.get(f"/api/mothership/chats?workspace={workspace.id}").json()}
+    assert listed[str(chat.id)]["active_stream_id"] is None
+    assert listed[str(chat.id)]["state"] == "idle" and listed[str(chat.id)]["liveness"] == "verified"
+    chat.refresh_from_db()
+    assert chat.active_stream_id is None  # repaired by compare-and-set
+    assert chat.updated_at == before  # maintenance never bumps ordering
+    assert [c["id"] for c in api.get("/api/mothership/chats").json()] == [str(chat.id), str(other.id)]
+
+
+def test_the_redis_owner_wins_over_a_stale_marker(api, chat):
+    turn = stream_start(chat=chat, content="hi")
+    newer = uuid.uuid4()
+    get_redis().set(locks.lock_key(chat.id), str(newer))
+    detail = api.get(f"/api/mothership/chats/{chat.id}").json()
+    assert detail["active_stream_id"] == str(newer) and detail["state"] == "streaming"
+    chat.refresh_from_db()
+    assert chat.active_stream_id == newer
+    get_redis().delete(locks.lock_key(chat.id))
+    assert turn
+
+
+def test_repair_is_a_compare_and_set_so_a_newer_turn_is_never_cleared(chat):
+    old, new = uuid.uuid4(), uuid.uuid4()
+    Chat.objects.filter(pk=chat.pk).update(active_stream_id=new)  # a newer turn started after the read
+    assert chat_services.chat_markers_repair(repairs={chat.pk: (old, None)}) == 0
+    chat.refresh_from_db()
+    assert chat.active_stream_id == new
+
+
+def test_one_mget_and_constant_queries_whatever_the_number_of_chats(user, workspace, monkeypatch):
+    mgets = []
+    real = locks.lock_owners
+    monkeypatch.setattr(locks, "lock_owners", lambda ids: mgets.append(list(ids)) or real(mgets[-1]))
+    measured = {}
+    for n in (4, 40):
+        Chat.objects.all().delete()
+        chats = Chat.objects.bulk_create([Chat(workspace=workspace, title=f"c{i}", active_stream_id=uuid.uuid4()) for i in range(n)])
+        for c in chats[: n // 2]:
+            get_redis().set(locks.lock_key(c.id), str(c.active_stream_id), px=60_000)
+        mgets.clear()
+        with CaptureQueriesContext(connection) as queries:
+            views = selectors.chat_list(user=user, workspace=workspace)
+        assert sum(v.active_stream_id is not None for v in views) == n // 2
+        assert [len(m) for m in mgets] == [n]  # one MGET for all marked chats
+        measured[n] = len(queries)
+        mgets.clear()
+        selectors.chat_list(user=user, workspace=workspace)
+        assert [len(m) for m in mgets] == [n // 2]  # repaired rows no longer ask Redis
+    assert measured[4] == measured[40]
+    Chat.objects.filter(active_stream_id__isnull=False).update(active_stream_id=None)
+    mgets.clear()
+    selectors.chat_list(user=user, workspace=workspace)
+    assert mgets == []  # no marker set: no Redis round trip at all
+
+
+def test_redis_down_list_and_detail_answer_200_with_liveness_unknown_and_markers_kept(api, chat, private_redis, browser_client):
+    turn = stream_start(chat=chat, content="hi")
+    private_redis.stop()
+    listed = api.get("/api/mothership/chats")
+    assert listed.status_code == 200
+    row = listed.json()[0]
+    assert (row["liveness"], row["active_stream_id"], row["state"]) == ("unknown", str(turn.stream.id), "streaming")
+    detail = api.get(f"/api/mothership/chats/{chat.id}")
+    assert detail.status_code == 200 and detail.json()["liveness"] == "unknown"
+    assert detail.json()["stream"]["text"] is None
+    chat.refresh_from_db()
+    assert chat.active_stream_id == turn.stream.id
+    assert browser_client.get("/").status_code == 200
+    # A write that needs the lock says so clearly instead of failing with a 500.
+    refused = api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "again"}, format="json")
+    assert refused.status_code == 503 and "unavailable" in refused.json()["detail"]

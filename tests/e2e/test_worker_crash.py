@@ -1,0 +1,94 @@
+"""kill -9 a worker mid-stream: the tile stops being yellow within the TTL, the sweeper keeps the text."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing.websocket import WebsocketCommunicator
+
+from chats.models import Message
+from mothership.celery import app as celery_app
+from streams.consumers import MothershipConsumer
+from streams.models import Stream
+from streams.providers.local import LocalProvider
+from tests.support import processes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+TTL = 3
+
+
+@pytest.fixture
+def doomed_worker(tmp_path):
+    """A worker on a queue of its own, with a 3 s lock TTL, that the test will SIGKILL."""
+    queue = f"doomed-{uuid.uuid4().hex[:8]}"
+    proc = processes.start_worker(
+        tmp_path, name="doomed", MOTHERSHIP_CELERY_QUEUE=queue, MOTHERSHIP_STREAM_LOCK_TTL=TTL, MOTHERSHIP_STREAM_HEARTBEAT=1,
+        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=40, MOTHERSHIP_LOCAL_REPLY_TOKENS=1000,
+    )
+    proc.queue = queue
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def sweeping_beat(live_worker, live_tmp, tmp_path):
+    """Real Celery beat ticking the sweeper every 0.5 s; the session's live worker runs the sweeps."""
+    proc = processes.Proc(
+        [sys.executable, "-m", "celery", "-A", "mothership", "beat", "-l", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
+        processes.process_env(MOTHERSHIP_SWEEP_INTERVAL=0.5),
+        tmp_path / "beat.log",
+    )
+    yield proc
+    proc.stop()
+
+
+async def test_kill_9_mid_stream(sweeping_beat, doomed_worker, api, user, chat):
+    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = user
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+    session_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = doomed_worker.queue  # this turn goes to the doomed worker
+    try:
+        sent = await database_sync_to_async(api.post)(f"/api/mothership/chats/{chat.id}/messages", {"content": "crash me"}, format="json")
+    finally:
+        celery_app.conf.task_default_queue = session_queue
+    stream_id = sent.json()["stream_id"]
+
+    received = []
+    while sum(e["type"] == "stream.delta" for e in received) < 15:
+        received.append(await communicator.receive_json_from(timeout=10))
+    doomed_worker.kill9()
+    killed_at = time.monotonic()
+
+    # The list stops showing the chat as streaming within TTL + 1 s, with no sweep needed.
+    while True:
+        row = (await database_sync_to_async(api.get)("/api/mothership/chats")).json()[0]
+        if row["state"] != "streaming":
+            break
+        assert time.monotonic() - killed_at <= TTL + 1, "tile still yellow after TTL + 1 s"
+        await asyncio.sleep(0.1)
+    assert row["active_stream_id"] is None
+
+    # The sweeper finalizes it; the open socket gets the terminal event after every delta.
+    while received[-1]["type"] != "stream.interrupted":
+        received.append(await communicator.receive_json_from(timeout=15))
+    await communicator.disconnect()
+    assert [e["seq"] for e in received] == list(range(1, len(received) + 1))
+    streamed = "".join(e.get("text", "") for e in received if e["type"] == "stream.delta")
+
+    stream = await database_sync_to_async(Stream.objects.get)(pk=stream_id)
+    assert (stream.status, stream.reason) == ("interrupted", "worker_lost")
+    message = await database_sync_to_async(Message.objects.get)(pk=sent.json()["message_id"])
+    assert message.status == "interrupted"
+    assert message.content == streamed  # every delta sent before the kill is kept
+    full = "".join(LocalProvider(tokens_per_second=0, reply_tokens=1000).reply_for([{"role": "user", "content": "crash me"}]))
+    assert full.startswith(streamed) and len(streamed) < len(full)
+    assert received[-1]["partial"] is True and received[-1]["message_id"] == str(message.id)

