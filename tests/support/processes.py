@@ -118,3 +118,21 @@ def start_server(tmp_path: Path, **env) -> tuple[Proc, str]:
             proc.stop()
             raise RuntimeError(f"server did not start:\n{out}")
         time.sleep(0.1)
+
+
+class routed_to:
+    """Send the tasks enqueued inside this block to ``queue`` (a dedicated worker's)."""
+
+    def __init__(self, queue: str):
+        self.queue = queue
+
+    def __enter__(self):
+        from mothership.celery import app
+
+        self.saved = app.conf.task_default_queue
+        app.conf.task_default_queue = self.queue
+
+    def __exit__(self, *exc):
+        from mothership.celery import app
+
+        app.conf.task_default_queue = self.saved
