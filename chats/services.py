@@ -35,8 +35,14 @@ def chat_markers_repair(*, repairs: dict) -> int:
     """
     if not repairs:
         return 0
-    guard = Q()
-    for chat_id, (stale, _) in repairs.items():
-        guard |= Q(pk=chat_id, active_stream_id=stale)
-    new_value = Case(*[When(pk=chat_id, then=Value(new)) for chat_id, (_, new) in repairs.items()], output_field=UUIDField(null=True))
-    return Chat.objects.filter(guard).update(active_stream_id=new_value)
+    # Stream ids are unique, so "marker = the stale stream id" alone is an exact per-row guard.
+    cleared = [stale for stale, new in repairs.values() if new is None]
+    count = Chat.objects.filter(active_stream_id__in=cleared).update(active_stream_id=None) if cleared else 0
+    replaced = {chat_id: pair for chat_id, pair in repairs.items() if pair[1] is not None}
+    if replaced:
+        guard = Q()
+        for chat_id, (stale, _) in replaced.items():
+            guard |= Q(pk=chat_id, active_stream_id=stale)
+        new_value = Case(*[When(pk=chat_id, then=Value(new)) for chat_id, (_, new) in replaced.items()], output_field=UUIDField(null=True))
+        count += Chat.objects.filter(guard).update(active_stream_id=new_value)
+    return count

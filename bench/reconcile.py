@@ -1,0 +1,102 @@
+"""Reconciliation cost on the chat list: Redis round trips, SQL queries, latency ratio.
+
+Usage: .venv/bin/python bench/reconcile.py [--chats 1000] [--repeat 30]
+Uses DATABASE_URL / REDIS_URL when set (embedded defaults otherwise); creates its own workspace
+and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+
+from chats import selectors, services  # noqa: E402
+from chats.models import Chat  # noqa: E402
+from mothership.redis_client import get_redis  # noqa: E402
+from streams import locks  # noqa: E402
+
+
+def redis_commands() -> int:
+    return int(get_redis().info("stats")["total_commands_processed"])
+
+
+def setup(n: int):
+    user = get_user_model().objects.create_user(username=f"bench-{uuid.uuid4().hex[:8]}")
+    workspace = services.workspace_create(name="bench", owner=user)
+    chats = Chat.objects.bulk_create([Chat(workspace=workspace, title=f"chat {i}", active_stream_id=uuid.uuid4()) for i in range(n)], batch_size=1000)
+    pipe = get_redis().pipeline()
+    for chat in chats[: n // 2]:  # half of them really streaming
+        pipe.set(locks.lock_key(chat.id), str(chat.active_stream_id), px=600_000)
+    pipe.execute()
+    return user, workspace, chats
+
+
+def remark(chats):
+    # Put the dead half's markers back so every measured request reconciles (and repairs) them.
+    Chat.objects.filter(pk__in=[c.pk for c in chats[len(chats) // 2:]]).update(active_stream_id=uuid.uuid4())
+
+
+def measure(user, workspace, chats, repeat: int) -> dict:
+    remark(chats)
+    before = redis_commands()
+    with CaptureQueriesContext(connection) as queries:
+        selectors.chat_list(user=user, workspace=workspace)
+    round_trips = redis_commands() - before - 1  # minus the INFO call itself
+    timings = {"with": [], "without": []}
+    for _ in range(repeat):  # interleaved, so both see the same machine noise
+        remark(chats)
+        t0 = time.perf_counter()
+        selectors.chat_list(user=user, workspace=workspace)
+        timings["with"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        selectors.chat_list(user=user, workspace=workspace, reconcile=False)
+        timings["without"].append(time.perf_counter() - t0)
+    return {
+        "redis_round_trips": round_trips,
+        "sql_queries": len(queries),
+        "with_ms": statistics.median(timings["with"]) * 1000,
+        "without_ms": statistics.median(timings["without"]) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chats", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    db = connection.vendor
+    print(f"database={db} redis={'embedded' if os.environ.get('MOTHERSHIP_EMBEDDED_REDIS') else 'REDIS_URL'}")
+    for n in (10, args.chats):
+        user, workspace, chats = setup(n)
+        try:
+            r = measure(user, workspace, chats, args.repeat)
+        finally:
+            get_redis().delete(*[locks.lock_key(c.id) for c in chats])
+            workspace.delete()
+            user.delete()
+        print(
+            f"N={n:>5}  redis round trips/list={r['redis_round_trips']}  sql queries/list={r['sql_queries']}  "
+            f"p50 with reconciliation={r['with_ms']:.2f} ms  without={r['without_ms']:.2f} ms  ratio={r['with_ms'] / r['without_ms']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
