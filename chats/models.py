@@ -42,7 +42,10 @@ class Chat(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="chats")
     title = models.CharField(max_length=200)
     # The persistent "a stream is running" marker; cleared only by compare-and-set.
-    active_stream_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # Deliberately not indexed: marker writes (start, finalize, repair) then stay HOT updates on
+    # PostgreSQL, which halves the cost of a read-time repair. Every lookup by marker is either by
+    # primary key or joins from the (small) set of live streams.
+    active_stream_id = models.UUIDField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Bumped by user-visible activity only (a new turn); maintenance never touches it.

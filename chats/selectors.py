@@ -16,6 +16,8 @@ from streams.models import Stream
 
 logger = logging.getLogger(__name__)
 
+READ_REPAIR_LIMIT = 100
+
 
 def parse_uuid(value) -> uuid.UUID | None:
     try:
@@ -105,7 +107,8 @@ def _reconcile(chats: list[Chat], *, repair: bool = True) -> list[ChatView]:
                 liveness = "unknown"
             else:
                 owner = owners.get(str(chat.id))
-                active = parse_uuid(owner) if owner else None
+                if owner != str(active):  # the common case (the owner is the marker) parses nothing
+                    active = parse_uuid(owner) if owner else None
                 if active != chat.active_stream_id:
                     repairs[chat.id] = (chat.active_stream_id, active)
         views.append(
@@ -120,7 +123,10 @@ def _reconcile(chats: list[Chat], *, repair: bool = True) -> list[ChatView]:
     if repair and repairs:
         from chats.services import chat_markers_repair
 
-        chat_markers_repair(repairs=repairs)
+        # Bounded: the answer is already true; the write is maintenance. A read repairs at most
+        # READ_REPAIR_LIMIT rows (the most recent first) and the sweeper clears the rest within
+        # one MOTHERSHIP_SWEEP_INTERVAL, so a list of thousands of stale chats stays fast.
+        chat_markers_repair(repairs=dict(list(repairs.items())[:READ_REPAIR_LIMIT]))
     return views
 
 

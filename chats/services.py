@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
-from django.db.models import Case, Q, UUIDField, Value, When
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chats.models import Chat, Membership, Workspace
@@ -26,23 +25,39 @@ def chat_create(*, workspace: Workspace, title: str) -> Chat:
     return Chat.objects.create(workspace=workspace, title=title, updated_at=timezone.now())
 
 
+_REPAIR_CHUNK = 1000  # rows per statement: 3 parameters each, well inside SQLite's and PostgreSQL's limits
+
+
 def chat_markers_repair(*, repairs: dict) -> int:
-    """Rewrite stale ``active_stream_id`` markers in one UPDATE.
+    """Rewrite stale ``active_stream_id`` markers, one UPDATE per 1,000 rows.
 
     ``repairs`` maps chat id → (marker as read, marker it should be). Each row is guarded by
     the value that was read (compare-and-set), so a newer turn's marker is never overwritten,
-    and ``updated_at`` is left alone: maintenance never reorders a workspace's chats.
+    and ``updated_at`` is left alone: maintenance never reorders a workspace's chats. The rows
+    are joined to a VALUES list by primary key, so the cost is linear in the number of repairs
+    and independent of the size of the table.
     """
     if not repairs:
         return 0
-    # Stream ids are unique, so "marker = the stale stream id" alone is an exact per-row guard.
-    cleared = [stale for stale, new in repairs.values() if new is None]
-    count = Chat.objects.filter(active_stream_id__in=cleared).update(active_stream_id=None) if cleared else 0
-    replaced = {chat_id: pair for chat_id, pair in repairs.items() if pair[1] is not None}
-    if replaced:
-        guard = Q()
-        for chat_id, (stale, _) in replaced.items():
-            guard |= Q(pk=chat_id, active_stream_id=stale)
-        new_value = Case(*[When(pk=chat_id, then=Value(new)) for chat_id, (_, new) in replaced.items()], output_field=UUIDField(null=True))
-        count += Chat.objects.filter(guard).update(active_stream_id=new_value)
+    table = connection.ops.quote_name(Chat._meta.db_table)
+    pk_field, marker_field = Chat._meta.pk, Chat._meta.get_field("active_stream_id")
+    placeholder = "(%s::uuid, %s::uuid, %s::uuid)" if connection.vendor == "postgresql" else "(%s, %s, %s)"
+    rows = list(repairs.items())
+    count = 0
+    for i in range(0, len(rows), _REPAIR_CHUNK):
+        chunk = rows[i : i + _REPAIR_CHUNK]
+        params = []
+        for chat_id, (stale, new) in chunk:
+            params += [
+                pk_field.get_db_prep_value(chat_id, connection),
+                marker_field.get_db_prep_value(stale, connection),
+                marker_field.get_db_prep_value(new, connection),
+            ]
+        sql = (
+            f"UPDATE {table} SET active_stream_id = v.column3 FROM (VALUES {', '.join([placeholder] * len(chunk))}) AS v "
+            f"WHERE {table}.id = v.column1 AND {table}.active_stream_id = v.column2"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            count += cursor.rowcount
     return count

@@ -32,6 +32,8 @@ return 0
 
 
 def lock_key(chat_id: uuid.UUID | str) -> str:
+    if isinstance(chat_id, uuid.UUID):  # the common case; validating a UUID again costs µs per key
+        return KEY_PREFIX + str(chat_id)
     return KEY_PREFIX + str(uuid.UUID(str(chat_id)))
 
 
@@ -61,18 +63,23 @@ def lock_owner(*, chat_id) -> str | None:
     return value.decode() if value is not None else None
 
 
+def _owners_by_chat(keys: list[str], values: list) -> dict[str, str | None]:
+    start = len(KEY_PREFIX)
+    return {key[start:]: (v.decode() if v is not None else None) for key, v in zip(keys, values)}
+
+
 def lock_owners(chat_ids: Iterable) -> dict[str, str | None]:
     """Owners of many chats' locks in one round trip (MGET)."""
-    ids = [str(c) for c in chat_ids]
-    if not ids:
+    keys = [lock_key(c) for c in chat_ids]
+    if not keys:
         return {}
-    values = get_redis().mget([lock_key(c) for c in ids])
-    return {c: (v.decode() if v is not None else None) for c, v in zip(ids, values)}
+    values = get_redis().mget(keys)
+    return _owners_by_chat(keys, values)
 
 
 async def alock_owners(chat_ids: Iterable) -> dict[str, str | None]:
-    ids = [str(c) for c in chat_ids]
-    if not ids:
+    keys = [lock_key(c) for c in chat_ids]
+    if not keys:
         return {}
-    values = await aget_redis().mget([lock_key(c) for c in ids])
-    return {c: (v.decode() if v is not None else None) for c, v in zip(ids, values)}
+    values = await aget_redis().mget(keys)
+    return _owners_by_chat(keys, values)

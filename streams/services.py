@@ -340,17 +340,18 @@ def streams_sweep(*, stream_ids=None) -> dict:
                 report["already_finalized"] += 1
         if len(batch) < SWEEP_BATCH:
             break
-    # Markers whose lock is gone and whose stream is no longer live (e.g. finalized elsewhere).
-    marked = list(Chat.objects.filter(active_stream_id__isnull=False).values_list("pk", "active_stream_id")[:SWEEP_BATCH])
+    # Markers that point at a stream that is no longer live (finalized elsewhere, or never
+    # existed) and whose lock is gone. Live streams are few, so this scans from them.
+    live_streams = Stream.objects.filter(status__in=Stream.LIVE_STATUSES).values("pk")
+    marked = list(
+        Chat.objects.filter(active_stream_id__isnull=False).exclude(active_stream_id__in=live_streams).values_list("pk", "active_stream_id")[:SWEEP_BATCH]
+    )
+    report["markers_cleared"] = 0
     if marked:
         from chats.services import chat_markers_repair
 
         owners = locks.lock_owners(pk for pk, _ in marked)
-        stale = {pk: (marker, None) for pk, marker in marked if owners.get(str(pk)) is None}
-        live = set(Stream.objects.filter(pk__in=[m for _, (m, _) in stale.items()], status__in=Stream.LIVE_STATUSES).values_list("pk", flat=True))
-        report["markers_cleared"] = chat_markers_repair(repairs={pk: v for pk, v in stale.items() if v[0] not in live})
-    else:
-        report["markers_cleared"] = 0
+        report["markers_cleared"] = chat_markers_repair(repairs={pk: (marker, None) for pk, marker in marked if owners.get(str(pk)) is None})
     if report["interrupted"]:
         logger.warning("sweeper interrupted %d orphaned streams", len(report["interrupted"]))
     return report

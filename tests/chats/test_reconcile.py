@@ -85,6 +85,20 @@ def test_one_mget_and_constant_queries_whatever_the_number_of_chats(user, worksp
     assert mgets == []  # no marker set: no Redis round trip at all
 
 
+def test_a_read_repairs_a_bounded_number_of_rows_and_the_sweeper_clears_the_rest(user, workspace, monkeypatch):
+    monkeypatch.setattr(selectors, "READ_REPAIR_LIMIT", 5)
+    Chat.objects.bulk_create([Chat(workspace=workspace, title=f"c{i}", active_stream_id=uuid.uuid4()) for i in range(12)])
+
+    views = selectors.chat_list(user=user, workspace=workspace)
+
+    assert all(v.active_stream_id is None and v.liveness == "verified" for v in views)  # the answer is whole
+    assert Chat.objects.filter(active_stream_id__isnull=False).count() == 7  # only 5 rows written by the read
+    from streams.services import streams_sweep
+
+    assert streams_sweep()["markers_cleared"] == 7
+    assert not Chat.objects.filter(active_stream_id__isnull=False).exists()
+
+
 def test_redis_down_list_and_detail_answer_200_with_liveness_unknown_and_markers_kept(api, chat, private_redis, browser_client):
     turn = stream_start(chat=chat, content="hi")
     private_redis.stop()
