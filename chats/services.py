@@ -61,3 +61,19 @@ def chat_markers_repair(*, repairs: dict) -> int:
             cursor.execute(sql, params)
             count += cursor.rowcount
     return count
+
+
+def chat_close(*, chat: Chat) -> dict:
+    """Close a conversation: warming off (stop reason ``closed``), the live turn stopped, ``closed_at`` set.
+
+    ``updated_at`` is left alone. A new message reopens the chat (``closed_at`` cleared) but
+    does not turn warming back on.
+    """
+    from streams.services import streams_cancel_chat
+    from warming.services import warming_disable
+
+    warming_disabled = warming_disable(chat=chat, reason="closed")
+    Chat.objects.filter(pk=chat.pk).update(closed_at=timezone.now())
+    outcome = streams_cancel_chat(chat=chat, reason="closed")
+    cancelled = bool(outcome and outcome.cancelled)
+    return {"ok": True, "warming_disabled": warming_disabled, "cancelled": cancelled, "stream_id": outcome.stream_id if cancelled else None}

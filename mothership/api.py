@@ -36,12 +36,20 @@ def exception_handler(exc, context):
     return response
 
 
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers and booleans instead of quietly stringifying them."""
-
-    default_error_messages = {"invalid": "Must be a string."}
+class _StringOnly:
+    """Refuse anything but a JSON string instead of quietly converting numbers and booleans."""
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictCharField(_StringOnly, serializers.CharField):
+    default_error_messages = {"invalid": "Must be a string."}
+
+
+class StrictUUIDField(_StringOnly, serializers.UUIDField):
+    """DRF's UUIDField would also turn an integer into a UUID."""
+
+    default_error_messages = {"invalid": "Must be a valid UUID string."}

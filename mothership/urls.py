@@ -12,6 +12,8 @@ api_patterns = [
     path("mothership/chats", chat_api.ChatListCreateApi.as_view(), name="api-chats"),
     path("mothership/chats/<str:chat_id>", chat_api.ChatDetailApi.as_view(), name="api-chat"),
     path("mothership/chats/<str:chat_id>/messages", chat_api.MessageSendApi.as_view(), name="api-chat-messages"),
+    path("mothership/chats/<str:chat_id>/cancel", chat_api.CancelApi.as_view(), name="api-chat-cancel"),
+    path("mothership/chats/<str:chat_id>/close", chat_api.CloseApi.as_view(), name="api-chat-close"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
 ]
 

@@ -32,6 +32,9 @@ class Stream(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     first_delta_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Stop accounting: when the stop was asked for (cancel/close) and when the worker noticed it.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_noticed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import queue
 import threading
@@ -15,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chats.models import Chat, Message
-from streams import eventlog, events, locks
+from streams import abort, eventlog, events, locks
 from streams.models import Stream
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
 
@@ -100,6 +101,7 @@ def conversation_history(*, stream: Stream) -> list[dict]:
 # --- The worker side --------------------------------------------------------------------
 
 _END = object()
+_ABORT = object()
 
 
 class _Heartbeat(threading.Thread):
@@ -132,6 +134,17 @@ class _Run:
         self.usage = Usage()
         self.stop = threading.Event()
         self.fenced = threading.Event()
+        self.aborted: abort.AbortRequest | None = None
+        self.abort_seen: abort.AbortRequest | None = None
+        self.abort_noticed_at = None
+        self._items: queue.Queue = queue.Queue()
+
+    def on_abort(self, request: abort.AbortRequest) -> None:
+        """Called by the abort listener's thread: stop the model and wake the run loop now."""
+        self.abort_noticed_at = timezone.now()
+        self.aborted = request
+        self.stop.set()
+        self._items.put(_ABORT)
 
     def emit(self, type: str, **fields) -> None:
         if self.fenced.is_set():
@@ -157,7 +170,7 @@ class _Run:
     def generate(self) -> None:
         """Stream the provider's deltas, coalesced into frames of ``MOTHERSHIP_DELTA_FLUSH_MS``."""
         provider = get_provider()
-        items: queue.Queue = queue.Queue()
+        items = self._items
         producer = threading.Thread(target=self._produce, args=(provider, conversation_history(stream=self.stream), items), daemon=True)
         producer.start()
         flush_after = settings.MOTHERSHIP_DELTA_FLUSH_MS / 1000.0
@@ -171,8 +184,8 @@ class _Run:
                 except queue.Empty:
                     self._flush(buffer)
                     continue
-                if item is _END:
-                    break
+                if item is _END or item is _ABORT:
+                    break  # on a stop, what the model sends after it is not waited for
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, TextDelta):
@@ -183,10 +196,13 @@ class _Run:
                         self._flush(buffer)
                 elif isinstance(item, Usage):
                     self.usage = item
+            # Decided here, once: a stop that lands after the model finished changes nothing.
+            self.abort_seen = self.aborted
             self._flush(buffer)
         finally:
             self.stop.set()
-            producer.join(timeout=5)
+            if self.aborted is None:
+                producer.join(timeout=5)
 
     def _flush(self, buffer: list[str]) -> None:
         if not buffer:
@@ -215,25 +231,41 @@ def stream_run(*, stream_id) -> str:
     run = _Run(stream)
     heartbeat = _Heartbeat(chat_id=stream.chat_id, stream_id=stream.id, stop=run.stop, fenced=run.fenced)
     heartbeat.start()
+    listener = abort.listener()
     try:
-        run.emit(events.STARTED, messageId=str(stream.assistant_message_id), provider=stream.provider, model=stream.model)
-        run.generate()
+        # Checks the abort key too: a stop that arrived while the stream was queued wins here,
+        # before a single event is written.
+        listener.register(stream.id, run.on_abort)
+        run.abort_seen = run.aborted
+        if run.abort_seen is None:
+            run.emit(events.STARTED, messageId=str(stream.assistant_message_id), provider=stream.provider, model=stream.model)
+            run.generate()
         if run.fenced.is_set():
             return "fenced"
         if run.usage != Usage():
             run.emit(events.USAGE, usage=run.usage.as_dict())
-        status, reason = Stream.Status.COMPLETED, ""
+        if run.abort_seen is not None:
+            status, reason = Stream.Status.CANCELLED, run.abort_seen.reason
+        else:
+            status, reason = Stream.Status.COMPLETED, ""
     except eventlog.Fenced:
         return "fenced"
     except ProviderError as exc:
-        status, reason = Stream.Status.FAILED, exc.reason
+        status, reason = (Stream.Status.CANCELLED, run.aborted.reason) if run.aborted else (Stream.Status.FAILED, exc.reason)
     except Exception:
         logger.exception("stream %s failed", stream.id)
         status, reason = Stream.Status.FAILED, "internal_error"
     finally:
         heartbeat.done.set()
+        listener.unregister(stream.id)
     finalized = stream_finalize(
-        stream=stream, status=status, reason=reason, text="".join(run.text), last_seq=run.seq, usage=run.usage
+        stream=stream,
+        status=status,
+        reason=reason,
+        text="".join(run.text),
+        last_seq=run.seq,
+        usage=run.usage,
+        cancel_noticed_at=run.abort_noticed_at if run.abort_seen else None,
     )
     return status if finalized else "already_finalized"
 
@@ -246,7 +278,17 @@ _MESSAGE_STATUS = {
 }
 
 
-def stream_finalize(*, stream: Stream, status: str, reason: str, text: str, last_seq: int, usage: Usage | None = None) -> bool:
+def stream_finalize(
+    *,
+    stream: Stream,
+    status: str,
+    reason: str,
+    text: str,
+    last_seq: int,
+    usage: Usage | None = None,
+    from_statuses=Stream.LIVE_STATUSES,
+    cancel_noticed_at=None,
+) -> bool:
     """Seal a live stream once: save the text, clear the marker, emit the terminal event, free the lock.
 
     The conditional status update makes exactly one finalizer win (worker, cancel or sweeper);
@@ -255,12 +297,14 @@ def stream_finalize(*, stream: Stream, status: str, reason: str, text: str, last
     usage = usage or Usage()
     terminal_seq = last_seq + 1
     with transaction.atomic():
-        won = Stream.objects.filter(pk=stream.pk, status__in=Stream.LIVE_STATUSES).update(
+        extra = {"cancel_noticed_at": cancel_noticed_at} if cancel_noticed_at else {}
+        won = Stream.objects.filter(pk=stream.pk, status__in=from_statuses).update(
             status=status,
             reason=reason,
             last_seq=terminal_seq,
             finished_at=timezone.now(),
             first_delta_at=stream.first_delta_at,
+            **extra,
         )
         if not won:
             return False
@@ -287,6 +331,93 @@ def stream_finalize(*, stream: Stream, status: str, reason: str, text: str, last
     eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
     locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
     return True
+
+
+# --- Stop: owner-aware cancel -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """The truthful answer to a stop: did *this* stream stop, and did its worker settle it?"""
+
+    cancelled: bool
+    stream_id: str
+    reason: str | None  # None when cancelled; else "not_active" | "stream_mismatch" | "already_finished"
+    settled: bool  # False when the server had to force-finalize from the event log
+
+    def as_dict(self) -> dict:
+        return {"ok": True, "cancelled": self.cancelled, "stream_id": self.stream_id, "reason": self.reason, "settled": self.settled}
+
+
+_SETTLE_POLL_SECONDS = 0.02
+
+
+def _not_cancelled(*, chat: Chat, stream_id, stream: Stream | None) -> CancelOutcome:
+    owner = locks.lock_owner(chat_id=chat.pk)
+    if owner is not None and owner != str(stream_id):
+        reason = "stream_mismatch"  # a different turn is running now: it is left alone
+    elif stream is not None:
+        reason = "already_finished"
+    else:
+        reason = "not_active"
+    return CancelOutcome(cancelled=False, stream_id=str(stream_id), reason=reason, settled=True)
+
+
+def _outcome_for(stream: Stream, status: str, *, settled: bool) -> CancelOutcome:
+    if status == Stream.Status.CANCELLED:
+        return CancelOutcome(cancelled=True, stream_id=str(stream.pk), reason=None, settled=settled)
+    return CancelOutcome(cancelled=False, stream_id=str(stream.pk), reason="already_finished", settled=True)
+
+
+def stream_cancel(*, chat: Chat, stream_id, reason: str = "user") -> CancelOutcome:
+    """Stop exactly the stream ``stream_id`` of ``chat`` if it is live; never another turn.
+
+    The stop goes to the worker through Redis (key + publish). A stream still queued is
+    finalized here at once (the worker will find it no longer queued and never start). A
+    streaming one is given ``MOTHERSHIP_CANCEL_SETTLE_TIMEOUT`` to save its text and emit
+    ``stream.cancelled``; after that, or at once when no worker holds its lock, the server
+    fences the worker (frees the lock) and finalizes from the event log itself.
+    """
+    stream = Stream.objects.filter(pk=stream_id, chat_id=chat.pk).first()
+    if stream is None or not stream.is_live:
+        return _not_cancelled(chat=chat, stream_id=stream_id, stream=stream)
+    request = abort.abort_request(stream_id=stream.pk, reason=reason)
+    requested_at = datetime.datetime.fromtimestamp(request.requested_at, tz=datetime.timezone.utc)
+    Stream.objects.filter(pk=stream.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=requested_at)
+    # Still queued: the stop wins the race with the start.
+    if stream_finalize(stream=stream, status=Stream.Status.CANCELLED, reason=reason, text="", last_seq=0, from_statuses=(Stream.Status.QUEUED,)):
+        return CancelOutcome(cancelled=True, stream_id=str(stream.pk), reason=None, settled=True)
+    if locks.lock_owner(chat_id=chat.pk) == str(stream.pk):
+        deadline = time.monotonic() + settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            status = Stream.objects.filter(pk=stream.pk).values_list("status", flat=True).first()
+            if status not in Stream.LIVE_STATUSES:
+                return _outcome_for(stream, status, settled=True)
+            time.sleep(_SETTLE_POLL_SECONDS)
+        logger.warning("stream %s did not settle within %.1fs of a stop; force-finalizing", stream.pk, settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT)
+    return _force_cancel(stream=stream, reason=reason)
+
+
+def _force_cancel(*, stream: Stream, reason: str) -> CancelOutcome:
+    # Fence first: with the lock gone the worker can append nothing more, so the log read
+    # below is the whole of what it produced and the terminal seq cannot collide.
+    locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+    stream.refresh_from_db()
+    text, last_seq, usage = _salvage(stream)
+    if stream_finalize(stream=stream, status=Stream.Status.CANCELLED, reason=reason, text=text, last_seq=last_seq, usage=usage):
+        return CancelOutcome(cancelled=True, stream_id=str(stream.pk), reason=None, settled=False)
+    status = Stream.objects.filter(pk=stream.pk).values_list("status", flat=True).first()
+    return _outcome_for(stream, status, settled=True)
+
+
+def streams_cancel_chat(*, chat: Chat, reason: str) -> CancelOutcome | None:
+    """Stop whatever turn is live in ``chat`` (close, operators). None when nothing was live."""
+    outcome = None
+    for stream_id in Stream.objects.filter(chat_id=chat.pk, status__in=Stream.LIVE_STATUSES).order_by("created_at").values_list("pk", flat=True):
+        result = stream_cancel(chat=chat, stream_id=stream_id, reason=reason)
+        if result.cancelled or outcome is None:
+            outcome = result
+    return outcome
 
 
 # --- Orphans: the sweeper -----------------------------------------------------------------

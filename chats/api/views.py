@@ -7,8 +7,8 @@ from rest_framework.views import APIView
 
 from chats import selectors, services
 from chats.api.serializers import ChatDetailOutput, ChatOutput, WorkspaceOutput
-from mothership.api import Conflict, StrictCharField
-from streams.services import StreamConflict, stream_start
+from mothership.api import Conflict, StrictCharField, StrictUUIDField
+from streams.services import StreamConflict, stream_cancel, stream_start
 
 
 class WorkspaceListApi(APIView):
@@ -74,3 +74,52 @@ class MessageSendApi(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+_CancelOutput = inline_serializer(
+    "CancelOutput",
+    {
+        "ok": serializers.BooleanField(),
+        "cancelled": serializers.BooleanField(),
+        "stream_id": serializers.UUIDField(),
+        "reason": serializers.ChoiceField(choices=["not_active", "stream_mismatch", "already_finished"], allow_null=True),
+        "settled": serializers.BooleanField(),
+    },
+)
+
+
+class CancelApi(APIView):
+    """Stop exactly the turn named by ``stream_id``; a stale id never stops a newer turn."""
+
+    class Input(serializers.Serializer):
+        stream_id = StrictUUIDField()
+
+    @extend_schema(request=Input, responses={200: _CancelOutput})
+    def post(self, request, chat_id):
+        chat = selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
+        payload = self.Input(data=request.data)
+        payload.is_valid(raise_exception=True)
+        outcome = stream_cancel(chat=chat, stream_id=payload.validated_data["stream_id"], reason="user")
+        return Response(outcome.as_dict())
+
+
+class CloseApi(APIView):
+    """Close the conversation: warming off (``closed``), the running turn stopped, ``closed_at`` recorded."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "CloseOutput",
+                {
+                    "ok": serializers.BooleanField(),
+                    "warming_disabled": serializers.BooleanField(),
+                    "cancelled": serializers.BooleanField(),
+                    "stream_id": serializers.UUIDField(allow_null=True),
+                },
+            )
+        },
+    )
+    def post(self, request, chat_id):
+        chat = selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
+        return Response(services.chat_close(chat=chat))

@@ -1,18 +1,36 @@
-// Chat page: send a message, render the reply as it streams, resume after a reconnect.
+// Chat page: send a message, render the reply as it streams, resume after a reconnect,
+// stop exactly the turn the user meant, close the conversation.
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
 const transcript = document.getElementById("transcript");
 const composer = document.getElementById("composer");
 const input = document.getElementById("composer-input");
 const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
+const closeButton = document.getElementById("close-chat");
 const statusLine = document.getElementById("composer-status");
 const csrf = document.querySelector("input[name=csrfmiddlewaretoken]")?.value;
+const TERMINAL = ["stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"];
 
-const state = { activeStreamId: root.dataset.activeStream || null, lastSeq: Number(root.dataset.lastSeq || 0), socket: null, retry: 0 };
+const state = {
+  activeStreamId: root.dataset.activeStream || null,
+  activeMessageId: root.dataset.activeMessage || null,
+  lastSeq: Number(root.dataset.lastSeq || 0),
+  socket: null,
+  retry: 0,
+};
 
 function setBusy(busy) {
   sendButton.disabled = busy;
-  statusLine.textContent = busy ? "Streaming…" : "";
+  stopButton.hidden = !busy;
+  stopButton.disabled = !busy;
+  root.dataset.busy = busy ? "true" : "false";
+  if (busy) statusLine.textContent = "Streaming…";
+  else if (statusLine.textContent === "Streaming…") statusLine.textContent = "";
+}
+
+function notice(text) {
+  statusLine.textContent = text;
 }
 
 function bubble(role, text, id) {
@@ -30,17 +48,32 @@ function assistantBubble(messageId) {
   return transcript.querySelector(`[data-message-id="${messageId}"]`) || bubble("assistant", "", messageId);
 }
 
+function markStatus(messageId, status) {
+  const li = messageId && transcript.querySelector(`[data-message-id="${messageId}"]`);
+  if (!li || status === "complete") return;
+  li.classList.add(`msg--${status}`);
+  const tag = li.querySelector(".msg-status") || li.appendChild(document.createElement("span"));
+  tag.className = "msg-status";
+  tag.textContent = status;
+}
+
 function onEvent(event) {
-  if (event.conversationId !== chatId || event.streamId !== state.activeStreamId) return; // stale stream
-  if (event.seq <= state.lastSeq) return;
-  if (event.seq !== state.lastSeq + 1) { resume(); return; }
+  // Events of any stream that is no longer the active one are dropped: no stale tokens in the next turn.
+  if (event.conversationId !== chatId || !state.activeStreamId || event.streamId !== state.activeStreamId) return;
+  if (event.seq <= state.lastSeq) return; // duplicate (live + replay)
+  if (event.seq !== state.lastSeq + 1) { resume(); return; } // a gap: ask the log
   state.lastSeq = event.seq;
-  if (event.type === "stream.started") assistantBubble(event.messageId);
-  else if (event.type === "stream.delta") {
-    const li = transcript.querySelector(".msg--assistant:last-child") ;
-    li.querySelector(".msg-content").textContent += event.text;
-  } else if (["stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"].includes(event.type)) {
+  if (event.type === "stream.started") {
+    state.activeMessageId = event.messageId;
+    assistantBubble(event.messageId);
+  } else if (event.type === "stream.delta") {
+    assistantBubble(state.activeMessageId).querySelector(".msg-content").textContent += event.text;
+  } else if (event.type === "stream.replay_gap") {
+    assistantBubble(state.activeMessageId).querySelector(".msg-content").textContent = event.text ?? "";
+  } else if (TERMINAL.includes(event.type)) {
+    markStatus(event.message_id || state.activeMessageId, event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length));
     state.activeStreamId = null;
+    state.activeMessageId = null;
     setBusy(false);
   }
 }
@@ -59,8 +92,9 @@ function connect() {
     resume();
   });
   socket.addEventListener("message", (msg) => {
-    const event = JSON.parse(msg.data);
-    if (event.type === "error") { statusLine.textContent = event.message; return; }
+    let event;
+    try { event = JSON.parse(msg.data); } catch { return; }
+    if (event.type === "error") { notice(event.message); return; }
     if (event.type?.startsWith("stream.")) onEvent(event);
   });
   socket.addEventListener("close", () => {
@@ -69,25 +103,98 @@ function connect() {
   });
 }
 
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+    body: JSON.stringify(body),
+  });
+  return { response, body: await response.json().catch(() => ({})) };
+}
+
+const NOT_CANCELLED = {
+  already_finished: "That reply had already finished.",
+  stream_mismatch: "Stream is no longer active: a newer reply is running and was left alone.",
+  not_active: "Stream is no longer active.",
+};
+
+async function stop() {
+  // Snapshot the turn the user meant when pressing Stop; everything below is guarded by it.
+  const snapshot = { chat: chatId, stream: state.activeStreamId };
+  if (!snapshot.stream) return;
+  stopButton.disabled = true;
+  notice("Stopping…");
+  let result;
+  try {
+    result = await post(`/api/mothership/chats/${snapshot.chat}/cancel`, { stream_id: snapshot.stream });
+  } catch (err) {
+    console.warn("stop failed", err);
+    if (state.activeStreamId === snapshot.stream) { stopButton.disabled = false; notice("Could not reach the server; the reply may still be running."); }
+    return;
+  }
+  const { response, body } = result;
+  if (!response.ok) {
+    if (state.activeStreamId === snapshot.stream) stopButton.disabled = false;
+    notice(body.detail || `Stop failed (${response.status}).`);
+    return;
+  }
+  if (body.cancelled === false) {
+    notice(NOT_CANCELLED[body.reason] || "Stream is no longer active.");
+    // That stream is over either way; clear busy state only if it is still the one we show.
+    if (state.activeStreamId === snapshot.stream) { state.activeStreamId = null; state.activeMessageId = null; setBusy(false); }
+    return;
+  }
+  notice(body.settled === false ? "Stopped (the worker did not answer; the text so far was kept)." : "Stopped.");
+  // The socket stays open: the terminal stream.cancelled event settles the transcript. If it has
+  // not arrived yet (a reconnect in between), ask the log for it.
+  if (state.activeStreamId === snapshot.stream) resume();
+}
+
+async function closeConversation() {
+  closeButton.disabled = true;
+  try {
+    const { response, body } = await post(`/api/mothership/chats/${chatId}/close`, {});
+    if (!response.ok) { notice(body.detail || `Close failed (${response.status}).`); return; }
+    const parts = ["Conversation closed."];
+    if (body.cancelled) parts.push("The running reply was stopped.");
+    if (body.warming_disabled) parts.push("Cache warming is off.");
+    notice(parts.join(" "));
+    root.dataset.closed = "true";
+    if (body.cancelled && state.activeStreamId === body.stream_id) resume();
+  } catch (err) {
+    notice("Could not reach the server to close the conversation.");
+  } finally {
+    closeButton.disabled = false;
+  }
+}
+
 composer.addEventListener("submit", async (e) => {
   e.preventDefault();
   const content = input.value.trim();
-  if (!content) return;
+  if (!content || state.activeStreamId) return;
   setBusy(true);
-  const response = await fetch(`/api/mothership/chats/${chatId}/messages`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-    body: JSON.stringify({ content }),
-  });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) { setBusy(false); statusLine.textContent = body.detail || `Error ${response.status}`; return; }
+  let result;
+  try {
+    result = await post(`/api/mothership/chats/${chatId}/messages`, { content });
+  } catch (err) {
+    setBusy(false);
+    notice("Could not reach the server; your message was not sent.");
+    return;
+  }
+  const { response, body } = result;
+  if (!response.ok) { setBusy(false); notice(body.detail || `Error ${response.status}`); return; }
   input.value = "";
+  root.dataset.closed = "false";
   bubble("user", content, body.user_message_id);
   assistantBubble(body.message_id);
   state.activeStreamId = body.stream_id;
+  state.activeMessageId = body.message_id;
   state.lastSeq = 0;
-  resume();
+  setBusy(true);
+  resume(); // events that arrived before we knew the stream id were dropped: replay them
 });
 
+stopButton.addEventListener("click", stop);
+closeButton.addEventListener("click", closeConversation);
 setBusy(Boolean(state.activeStreamId));
 connect();

@@ -1,0 +1,240 @@
+"""Owner-aware Stop and Close over a real worker process, real Redis and real sockets (seeds/hermes-…)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing.websocket import WebsocketCommunicator
+
+from chats.models import Chat, Message
+from streams import eventlog, locks
+from streams.consumers import MothershipConsumer
+from streams.models import Stream
+from tests.support import processes
+from warming.models import WarmingSchedule
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def slow_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A worker on a queue of its own whose replies are long enough to be stopped mid-way."""
+    queue = f"slow-{uuid.uuid4().hex[:8]}"
+    proc = processes.start_worker(
+        tmp_path_factory.mktemp("slow"), name="slow", MOTHERSHIP_CELERY_QUEUE=queue,
+        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=100, MOTHERSHIP_LOCAL_REPLY_TOKENS=2000,
+    )
+    proc.queue = queue
+    yield proc
+    proc.stop()
+
+
+async def _socket(user, chat) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = user
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+    return communicator
+
+
+async def _send(api, chat, queue: str, content: str = "hello") -> dict:
+    def post():
+        with processes.routed_to(queue):
+            return api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": content}, format="json")
+
+    response = await database_sync_to_async(post)()
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+async def _post(api, path: str, body: dict):
+    return await database_sync_to_async(api.post)(path, body, format="json")
+
+
+async def _until(events: list, communicator, predicate, timeout: float = 10) -> None:
+    while not any(predicate(e) for e in events):
+        events.append(await communicator.receive_json_from(timeout=timeout))
+
+
+async def test_cancel_mid_stream_keeps_the_partial_text_and_emits_one_terminal_after_the_last_delta(slow_worker, api, user, chat):
+    communicator = await _socket(user, chat)
+    sent = await _send(api, chat, slow_worker.queue)
+    events: list[dict] = []
+    await _until(events, communicator, lambda e: e["type"] == "stream.delta" and e["seq"] >= 6)
+
+    answer = await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": sent["stream_id"]})
+
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True, "cancelled": True, "stream_id": sent["stream_id"], "reason": None, "settled": True}
+    await _until(events, communicator, lambda e: e["type"] == "stream.cancelled")
+    assert await communicator.receive_nothing(timeout=0.5)  # nothing after the terminal event
+    await communicator.disconnect()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events if e["type"].startswith("stream.") and e["type"] not in ("stream.delta", "stream.started", "stream.usage")] == ["stream.cancelled"]
+    assert events[-1]["type"] == "stream.cancelled" and events[-1]["partial"] is True
+    streamed = "".join(e["text"] for e in events if e["type"] == "stream.delta")
+
+    message = await database_sync_to_async(Message.objects.get)(pk=sent["message_id"])
+    assert (message.status, message.content) == ("cancelled", streamed)
+    assert 0 < len(streamed.split()) < 2000
+    stream = await database_sync_to_async(Stream.objects.get)(pk=sent["stream_id"])
+    assert (stream.status, stream.reason) == ("cancelled", "user")
+    assert stream.cancel_requested_at <= stream.cancel_noticed_at <= stream.finished_at
+    assert (await database_sync_to_async(Chat.objects.get)(pk=chat.pk)).active_stream_id is None
+    assert locks.lock_owner(chat_id=chat.id) is None
+
+    again = await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": sent["stream_id"]})
+    assert again.json() == {"ok": True, "cancelled": False, "stream_id": sent["stream_id"], "reason": "already_finished", "settled": True}
+
+
+async def test_a_stale_stream_id_never_stops_the_newer_turn(slow_worker, api, user, chat):
+    first = await _send(api, chat, slow_worker.queue, "first")
+    assert (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": first["stream_id"]})).json()["cancelled"] is True
+    communicator = await _socket(user, chat)
+    second = await _send(api, chat, slow_worker.queue, "second")
+    events: list[dict] = []
+    await _until(events, communicator, lambda e: e["type"] == "stream.delta")
+
+    stale = await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": first["stream_id"]})
+
+    assert stale.json() == {"ok": True, "cancelled": False, "stream_id": first["stream_id"], "reason": "stream_mismatch", "settled": True}
+    await _until(events, communicator, lambda e: e["type"] == "stream.delta" and e["seq"] >= 10)  # still streaming
+    assert all(e["streamId"] == second["stream_id"] for e in events)
+    assert (await database_sync_to_async(Stream.objects.get)(pk=second["stream_id"])).status == "streaming"
+    assert (await database_sync_to_async(Chat.objects.get)(pk=chat.pk)).active_stream_id == uuid.UUID(second["stream_id"])
+    assert locks.lock_owner(chat_id=chat.id) == second["stream_id"]
+    assert (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": second["stream_id"]})).json()["cancelled"] is True
+    await communicator.disconnect()
+
+
+async def test_a_stop_while_queued_wins_and_no_delta_is_ever_produced(slow_worker, api, user, chat):
+    nobody = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker consumes this queue: the turn stays queued
+    communicator = await _socket(user, chat)
+    sent = await _send(api, chat, nobody)
+
+    answer = (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": sent["stream_id"]})).json()
+
+    assert answer == {"ok": True, "cancelled": True, "stream_id": sent["stream_id"], "reason": None, "settled": True}
+    event = await communicator.receive_json_from(timeout=5)
+    assert (event["type"], event["seq"], event["streamId"]) == ("stream.cancelled", 1, sent["stream_id"])
+    # The task is delivered late to a real worker: it finds the stream no longer queued.
+    from streams.tasks import run_stream
+
+    run_stream.apply_async(args=[sent["stream_id"]], queue=slow_worker.queue)
+    await asyncio.sleep(1.0)
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+    assert [e["type"] for e in eventlog.read(sent["stream_id"])] == ["stream.cancelled"]
+    message = await database_sync_to_async(Message.objects.get)(pk=sent["message_id"])
+    assert (message.status, message.content) == ("cancelled", "")
+    assert locks.lock_owner(chat_id=chat.id) is None
+
+
+async def test_close_stops_the_turn_and_the_warming_and_a_new_message_reopens_without_warming(slow_worker, api, user, chat):
+    await database_sync_to_async(WarmingSchedule.objects.create)(chat=chat, enabled=True)
+    communicator = await _socket(user, chat)
+    sent = await _send(api, chat, slow_worker.queue)
+    events: list[dict] = []
+    await _until(events, communicator, lambda e: e["type"] == "stream.delta")
+
+    closed = await _post(api, f"/api/mothership/chats/{chat.id}/close", {})
+
+    assert closed.status_code == 200
+    assert closed.json() == {"ok": True, "warming_disabled": True, "cancelled": True, "stream_id": sent["stream_id"]}
+    await _until(events, communicator, lambda e: e["type"] == "stream.cancelled")
+    await communicator.disconnect()
+    schedule = await database_sync_to_async(WarmingSchedule.objects.get)(chat=chat)
+    assert (schedule.enabled, schedule.stop_reason, schedule.next_warm_at) == (False, "closed", None)
+    stream = await database_sync_to_async(Stream.objects.get)(pk=sent["stream_id"])
+    assert (stream.status, stream.reason) == ("cancelled", "closed")
+    assert (await database_sync_to_async(Chat.objects.get)(pk=chat.pk)).closed_at is not None
+
+    again = (await _post(api, f"/api/mothership/chats/{chat.id}/close", {})).json()
+    assert again == {"ok": True, "warming_disabled": False, "cancelled": False, "stream_id": None}
+
+    reopened = await _send(api, chat, slow_worker.queue, "back again")
+    assert (await database_sync_to_async(Chat.objects.get)(pk=chat.pk)).closed_at is None
+    schedule = await database_sync_to_async(WarmingSchedule.objects.get)(chat=chat)
+    assert (schedule.enabled, schedule.stop_reason) == (False, "closed")  # reopening does not re-enable warming
+    await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": reopened["stream_id"]})
+
+
+async def test_closing_every_socket_stops_nothing(live_worker, api, user, chat):
+    from mothership.celery import app
+
+    communicator = await _socket(user, chat)
+    sent = await _send(api, chat, app.conf.task_default_queue)
+    events: list[dict] = []
+    await _until(events, communicator, lambda e: e["type"] == "stream.delta")
+    await communicator.disconnect()
+    for _ in range(100):
+        stream = await database_sync_to_async(Stream.objects.get)(pk=sent["stream_id"])
+        if not stream.is_live:
+            break
+        await asyncio.sleep(0.1)
+    assert stream.status == "completed"
+    schedule = await database_sync_to_async(WarmingSchedule.objects.filter(chat=chat).first)()
+    assert schedule is None or schedule.stop_reason != "closed"
+    assert (await database_sync_to_async(Chat.objects.get)(pk=chat.pk)).closed_at is None
+
+
+def test_cancel_racing_a_new_send_100_times_never_cancels_the_newer_turn_nor_leaves_a_marker(live_worker, live_server_url, token, chat):
+    """A real server and worker; cancel(A) and send(B) fired together at random points of A's life."""
+    import random
+    import threading
+
+    import httpx
+
+    rng = random.Random(4)
+    client = httpx.Client(base_url=live_server_url, headers={"Authorization": f"Token {token}"}, timeout=30)
+    messages, cancel = f"/api/mothership/chats/{chat.id}/messages", f"/api/mothership/chats/{chat.id}/cancel"
+    outcomes = {"cancelled": 0, "already_finished": 0, "b_started": 0, "b_refused": 0}
+    for i in range(100):
+        first = client.post(messages, json={"content": f"turn {i}"})
+        assert first.status_code == 201, first.text
+        a = first.json()["stream_id"]
+        barrier, results = threading.Barrier(2), {}
+
+        def fire(name, call):
+            barrier.wait()
+            results[name] = call()
+
+        threads = [
+            threading.Thread(target=fire, args=("cancel", lambda: client.post(cancel, json={"stream_id": a}))),
+            threading.Thread(target=fire, args=("send", lambda: client.post(messages, json={"content": f"next {i}"}))),
+        ]
+        threading.Event().wait(rng.uniform(0, 0.3))  # queued, streaming or already done
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+
+        answer = results["cancel"].json()
+        assert results["cancel"].status_code == 200 and answer["stream_id"] == a
+        status_a = Stream.objects.get(pk=a).status
+        if answer["cancelled"]:
+            assert status_a == "cancelled"
+            outcomes["cancelled"] += 1
+        else:
+            # A finished first; if B already runs, the answer says the live turn is another one.
+            expected = "stream_mismatch" if results["send"].status_code == 201 else "already_finished"
+            assert (answer["reason"], status_a) in ((expected, "completed"), ("already_finished", "completed")), answer
+            outcomes["already_finished"] += 1
+        assert results["send"].status_code in (201, 409), results["send"].text
+        if results["send"].status_code == 201:
+            outcomes["b_started"] += 1
+            b = results["send"].json()["stream_id"]
+            assert Stream.objects.get(pk=b).status in ("queued", "streaming", "completed")  # never cancelled by A's stop
+            assert client.post(cancel, json={"stream_id": b}).status_code == 200  # end B before the next round
+            assert Stream.objects.get(pk=b).status in ("cancelled", "completed")
+        else:
+            outcomes["b_refused"] += 1
+        row = client.get(f"/api/mothership/chats/{chat.id}").json()
+        assert (row["active_stream_id"], row["state"] != "streaming") == (None, True), row
+        assert Chat.objects.get(pk=chat.pk).active_stream_id is None and locks.lock_owner(chat_id=chat.id) is None
+    client.close()
+    assert outcomes["cancelled"] > 0 and outcomes["b_refused"] + outcomes["b_started"] == 100, outcomes
