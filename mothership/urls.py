@@ -14,6 +14,7 @@ api_patterns = [
     path("mothership/chats/<str:chat_id>/messages", chat_api.MessageSendApi.as_view(), name="api-chat-messages"),
     path("mothership/chats/<str:chat_id>/cancel", chat_api.CancelApi.as_view(), name="api-chat-cancel"),
     path("mothership/chats/<str:chat_id>/close", chat_api.CloseApi.as_view(), name="api-chat-close"),
+    path("mothership/chats/<str:chat_id>/warming", chat_api.WarmingApi.as_view(), name="api-chat-warming"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
 ]
 

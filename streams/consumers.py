@@ -12,9 +12,11 @@ import logging
 import redis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
 
 from chats import selectors
 from streams import eventlog, events
+from warming import services as warming_services
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.subscriptions: set[str] = set()
+        self.warming_subscriptions: set[str] = set()
         # Per stream: the highest seq this socket has sent (no duplicate, no gap).
         self.cursors: dict[str, int] = {}
         await self.accept()
@@ -63,6 +66,9 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
         # Closing a socket never stops a stream: only leave the groups.
         for chat_id in getattr(self, "subscriptions", set()):
             await self.channel_layer.group_discard(events.chat_group(chat_id), self.channel_name)
+        # Nor does it touch warming: a disconnect is not a close.
+        for chat_id in getattr(self, "warming_subscriptions", set()):
+            await self.channel_layer.group_discard(warming_services.warming_group(chat_id), self.channel_name)
 
     # --- client → server ---------------------------------------------------------------
 
@@ -89,6 +95,8 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
             await handler(content)
         except ClientError as exc:
             await self.send_error(content, exc.code, exc.message)
+        except Http404:
+            await self.send_error(content, "not_found", "No such conversation.")
         except redis.RedisError:
             logger.exception("redis error while handling %s", content.get("type"))
             await self.send_error(content, "unavailable", "The event store is unavailable; try again shortly.")
@@ -98,7 +106,16 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(kind, str):
             raise ClientError("bad_request", "type must be a string.")
         if "surfaceId" in content:
-            raise ClientError("unknown_surface", f"Unknown surface {content.get('surfaceId')!r}.")
+            if content["surfaceId"] != warming_services.SURFACE_ID:
+                raise ClientError("unknown_surface", f"Unknown surface {content.get('surfaceId')!r}.")
+            surface_handlers = {
+                "subscribe": self.on_warming_subscribe,
+                "unsubscribe": self.on_warming_unsubscribe,
+                "invoke": self.on_warming_invoke,
+            }
+            if kind not in surface_handlers:
+                raise ClientError("unknown_type", f"Unknown message type {kind!r} for surface {warming_services.SURFACE_ID!r}.")
+            return surface_handlers[kind]
         handlers = {
             "subscribe": self.on_subscribe,
             "unsubscribe": self.on_unsubscribe,
@@ -159,6 +176,61 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
         for event in log:
             await self._forward(event)
 
+    # --- the cache-warming surface -------------------------------------------------------
+
+    def _surface_frame(self, kind: str, chat_id: str, fields: dict) -> dict:
+        return {"type": kind, "surfaceId": warming_services.SURFACE_ID, "conversationId": chat_id, "fields": fields}
+
+    async def on_warming_subscribe(self, content: dict) -> None:
+        chat_id = _require_uuid(content, "conversationId")
+        if not await _is_member(self.user, chat_id):
+            raise ClientError("not_found", "No such conversation.")
+        if chat_id not in self.warming_subscriptions:
+            await self.channel_layer.group_add(warming_services.warming_group(chat_id), self.channel_name)
+            self.warming_subscriptions.add(chat_id)
+        fields = await database_sync_to_async(_warming_fields)(chat_id)
+        await self.send_json(self._surface_frame("surface", chat_id, fields))
+
+    async def on_warming_unsubscribe(self, content: dict) -> None:
+        chat_id = _require_uuid(content, "conversationId")
+        if chat_id in self.warming_subscriptions:
+            await self.channel_layer.group_discard(warming_services.warming_group(chat_id), self.channel_name)
+            self.warming_subscriptions.discard(chat_id)
+        await self.send_json({"type": "unsubscribed", "surfaceId": warming_services.SURFACE_ID, "conversationId": chat_id})
+
+    async def on_warming_invoke(self, content: dict) -> None:
+        chat_id = _require_uuid(content, "conversationId")
+        action, payload = content.get("action"), content.get("payload")
+        if action == "set-enabled":
+            if not isinstance(payload, bool):
+                raise ClientError("bad_payload", "set-enabled takes an explicit boolean payload (true or false); nothing was changed.")
+            change = {"enabled": payload}
+        elif action == "set-interval":
+            try:
+                change = {"interval_seconds": warming_services.validate_interval(payload)}
+            except warming_services.WarmingInputError as exc:
+                raise ClientError("bad_payload", str(exc)) from None
+        elif action == "toggle":  # legacy: a flip without a payload; an explicit boolean is honoured as such
+            if payload is None:
+                change = {"flip": True}
+            elif isinstance(payload, bool):
+                change = {"enabled": payload}
+            else:
+                raise ClientError("bad_payload", "toggle takes no payload (flip) or an explicit boolean.")
+        else:
+            raise ClientError("unknown_action", f"Unknown action {action!r}; use set-enabled, set-interval or toggle.")
+        try:
+            fields = await database_sync_to_async(_warming_apply)(self.user, chat_id, change)
+        except warming_services.WarmingInputError as exc:
+            raise ClientError("bad_payload", str(exc)) from None
+        if chat_id not in self.warming_subscriptions:  # subscribers get it through the group push
+            await self.send_json(self._surface_frame("update", chat_id, fields))
+
+    async def warming_update(self, message: dict) -> None:
+        chat_id = message["conversationId"]
+        if chat_id in self.warming_subscriptions:
+            await self.send_json(self._surface_frame("update", chat_id, message["fields"]))
+
     # --- server → client ---------------------------------------------------------------
 
     async def stream_event(self, message: dict) -> None:
@@ -189,6 +261,17 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
             if field in content:
                 frame[field] = content[field]
         await self.send_json(frame)
+
+
+def _warming_fields(chat_id) -> dict:
+    from chats.models import Chat
+
+    return warming_services.warming_fields(warming_services.warming_get(chat=Chat(pk=chat_id)))
+
+
+def _warming_apply(user, chat_id, change: dict) -> dict:
+    chat = selectors.chat_get_for_member(user=user, chat_id=chat_id)  # Http404 → not_found below
+    return warming_services.warming_fields(warming_services.warming_update(chat=chat, **change))
 
 
 def _snapshot_for(user, chat_id) -> dict:

@@ -88,3 +88,8 @@ async def aread(stream_id, *, after_seq: int = 0) -> list[dict]:
 
 def snapshot_text(log: list[dict]) -> str:
     return "".join(e.get("text", "") for e in log if e["type"] == events.DELTA)
+
+
+def publish_to_group(group: str, message: dict) -> None:
+    """Send ``message`` to a channel group with one PUBLISH (no per-call layer connection)."""
+    get_redis().publish(_group_channel(group), get_channel_layer().serialize(message))

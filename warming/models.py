@@ -21,6 +21,7 @@ class WarmingSchedule(models.Model):
     hit_count = models.PositiveIntegerField(default=0)
     miss_count = models.PositiveIntegerField(default=0)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    enabled_at = models.DateTimeField(null=True, blank=True)  # the last opt-in
     stop_reason = models.CharField(max_length=32, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -9,6 +11,7 @@ from chats import selectors, services
 from chats.api.serializers import ChatDetailOutput, ChatOutput, WorkspaceOutput
 from mothership.api import Conflict, StrictCharField, StrictUUIDField
 from streams.services import StreamConflict, stream_cancel, stream_start
+from warming import services as warming_services
 
 
 class WorkspaceListApi(APIView):
@@ -123,3 +126,38 @@ class CloseApi(APIView):
     def post(self, request, chat_id):
         chat = selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
         return Response(services.chat_close(chat=chat))
+
+
+class WarmingApi(APIView):
+    """The conversation's cache warming: the same fields as the ``cache-warming`` surface."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, chat_id):
+        chat = selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
+        return Response(warming_services.warming_fields(warming_services.warming_get(chat=chat)))
+
+    @extend_schema(
+        request=inline_serializer("WarmingInput", {"enabled": serializers.BooleanField(required=False), "interval_seconds": serializers.IntegerField(required=False)}),
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def put(self, request, chat_id):
+        chat = selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
+        data = request.data
+        if not isinstance(data, dict):
+            raise ValidationError({"non_field_errors": ["Send a JSON object: {\"enabled\": bool, \"interval_seconds\": int}."]})
+        unknown = sorted(set(data) - {"enabled", "interval_seconds"})
+        if unknown:
+            raise ValidationError({name: ["Unknown field; use enabled and/or interval_seconds."] for name in unknown})
+        if not data:
+            raise ValidationError({"non_field_errors": ["Give enabled and/or interval_seconds."]})
+        errors = {}
+        for field, validate in (("enabled", warming_services.validate_enabled), ("interval_seconds", warming_services.validate_interval)):
+            if field in data:
+                try:
+                    validate(data[field])  # an explicit null is refused too, never read as "unchanged"
+                except warming_services.WarmingInputError as exc:
+                    errors[field] = [str(exc)]
+        if errors:
+            raise ValidationError(errors)
+        schedule = warming_services.warming_update(chat=chat, enabled=data.get("enabled"), interval_seconds=data.get("interval_seconds"))
+        return Response(warming_services.warming_fields(schedule))
