@@ -72,8 +72,9 @@ def chat_close(*, chat: Chat) -> dict:
     from streams.services import streams_cancel_chat
     from warming.services import warming_disable
 
+    # The stop first: it needs Redis, and if Redis is down the close fails (503) having changed nothing.
+    outcome = streams_cancel_chat(chat=chat, reason="closed")
     warming_disabled = warming_disable(chat=chat, reason="closed")
     Chat.objects.filter(pk=chat.pk).update(closed_at=timezone.now())
-    outcome = streams_cancel_chat(chat=chat, reason="closed")
     cancelled = bool(outcome and outcome.cancelled)
     return {"ok": True, "warming_disabled": warming_disabled, "cancelled": cancelled, "stream_id": outcome.stream_id if cancelled else None}

@@ -129,7 +129,7 @@ class AbortListener(threading.Thread):
                             logger.warning("ignoring a malformed abort message %r", message["data"][:200])
                             continue
                         self._fire(key, _parse(message["data"]))
-            except redis.RedisError as exc:
+            except Exception as exc:  # never die: registered streams depend on this thread
                 if self.stopping.is_set():
                     return
                 if not failures:  # once per outage, not once per retry
@@ -141,7 +141,7 @@ class AbortListener(threading.Thread):
                 try:
                     pubsub.close()
                     client.close()
-                except redis.RedisError:
+                except Exception:
                     pass
 
 

@@ -102,14 +102,16 @@ def conversation_history(*, stream: Stream) -> list[dict]:
 
 _END = object()
 _ABORT = object()
+_DRAIN_AFTER_STOP = 0.2  # seconds: how long a stopped model's last words are waited for
 
 
 class _Heartbeat(threading.Thread):
     """Keeps the liveness lock; on loss of ownership, fences the run and stops generation."""
 
-    def __init__(self, *, chat_id, stream_id, stop: threading.Event, fenced: threading.Event):
+    def __init__(self, *, chat_id, stream_id, stop: threading.Event, fenced: threading.Event, on_abort=None):
         super().__init__(name=f"heartbeat-{stream_id}", daemon=True)
         self.chat_id, self.stream_id, self.stop_generation, self.fenced = chat_id, stream_id, stop, fenced
+        self.on_abort = on_abort
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -120,6 +122,9 @@ class _Heartbeat(threading.Thread):
                     self.fenced.set()
                     self.stop_generation.set()
                     return
+                # Belt and braces for a lost publish (a half-open pub/sub socket): the key stays.
+                if self.on_abort is not None and (request := abort.abort_pending(stream_id=self.stream_id)):
+                    self.on_abort(request)
             except redis.RedisError:
                 # The lock may still be ours; the next beat (or its expiry) decides.
                 logger.exception("heartbeat failed for stream %s", self.stream_id)
@@ -137,10 +142,13 @@ class _Run:
         self.aborted: abort.AbortRequest | None = None
         self.abort_seen: abort.AbortRequest | None = None
         self.abort_noticed_at = None
+        self.cut_short = False
         self._items: queue.Queue = queue.Queue()
 
     def on_abort(self, request: abort.AbortRequest) -> None:
         """Called by the abort listener's thread: stop the model and wake the run loop now."""
+        if self.aborted is not None:
+            return
         self.abort_noticed_at = timezone.now()
         self.aborted = request
         self.stop.set()
@@ -165,10 +173,17 @@ class _Run:
         except BaseException as exc:  # forwarded to the run loop, which decides the outcome
             out.put(exc)
         finally:
+            # Was the model cut short by a stop? Written before _END, read after it.
+            self.cut_short = self.stop.is_set()
             out.put(_END)
 
     def generate(self) -> None:
-        """Stream the provider's deltas, coalesced into frames of ``MOTHERSHIP_DELTA_FLUSH_MS``."""
+        """Stream the provider's deltas, coalesced into frames of ``MOTHERSHIP_DELTA_FLUSH_MS``.
+
+        On a stop, what the model already sent (deltas, its usage) is drained for at most
+        ``_DRAIN_AFTER_STOP`` seconds and kept; a model that does not return in that time is
+        not waited for.
+        """
         provider = get_provider()
         items = self._items
         producer = threading.Thread(target=self._produce, args=(provider, conversation_history(stream=self.stream), items), daemon=True)
@@ -176,16 +191,25 @@ class _Run:
         flush_after = settings.MOTHERSHIP_DELTA_FLUSH_MS / 1000.0
         buffer: list[str] = []
         deadline = 0.0
+        drain_until: float | None = None
+        ended = False
         try:
             while True:
-                timeout = max(0.0, deadline - time.monotonic()) if buffer else None
+                waits = ([deadline] if buffer else []) + ([drain_until] if drain_until is not None else [])
+                timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
                 try:
                     item = items.get(timeout=timeout)
                 except queue.Empty:
+                    if drain_until is not None and time.monotonic() >= drain_until:
+                        break
                     self._flush(buffer)
                     continue
-                if item is _END or item is _ABORT:
-                    break  # on a stop, what the model sends after it is not waited for
+                if item is _ABORT:
+                    drain_until = time.monotonic() + _DRAIN_AFTER_STOP
+                    continue
+                if item is _END:
+                    ended = True
+                    break
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, TextDelta):
@@ -196,12 +220,12 @@ class _Run:
                         self._flush(buffer)
                 elif isinstance(item, Usage):
                     self.usage = item
-            # Decided here, once: a stop that lands after the model finished changes nothing.
-            self.abort_seen = self.aborted
+            # Decided here, once: a stop that lands after the model finished on its own changes nothing.
+            self.abort_seen = self.aborted if (not ended or self.cut_short) else None
             self._flush(buffer)
         finally:
             self.stop.set()
-            if self.aborted is None:
+            if ended:
                 producer.join(timeout=5)
 
     def _flush(self, buffer: list[str]) -> None:
@@ -229,7 +253,7 @@ def stream_run(*, stream_id) -> str:
     if not started:
         return "not_queued"
     run = _Run(stream)
-    heartbeat = _Heartbeat(chat_id=stream.chat_id, stream_id=stream.id, stop=run.stop, fenced=run.fenced)
+    heartbeat = _Heartbeat(chat_id=stream.chat_id, stream_id=stream.id, stop=run.stop, fenced=run.fenced, on_abort=run.on_abort)
     heartbeat.start()
     listener = abort.listener()
     try:
@@ -353,13 +377,12 @@ _SETTLE_POLL_SECONDS = 0.02
 
 
 def _not_cancelled(*, chat: Chat, stream_id, stream: Stream | None) -> CancelOutcome:
-    owner = locks.lock_owner(chat_id=chat.pk)
-    if owner is not None and owner != str(stream_id):
-        reason = "stream_mismatch"  # a different turn is running now: it is left alone
-    elif stream is not None:
-        reason = "already_finished"
+    if stream is None:
+        reason = "not_active"  # no such stream in this chat
+    elif (owner := locks.lock_owner(chat_id=chat.pk)) is not None and owner != str(stream_id):
+        reason = "stream_mismatch"  # it is over and a different turn runs now: that one is left alone
     else:
-        reason = "not_active"
+        reason = "already_finished"
     return CancelOutcome(cancelled=False, stream_id=str(stream_id), reason=reason, settled=True)
 
 
@@ -449,7 +472,14 @@ def streams_sweep(*, stream_ids=None) -> dict:
     One MGET per batch; a stream whose lock is still its own is alive (queued ones too).
     Lock errors raise: the sweeper never guesses that a stream is dead.
     """
-    qs = Stream.objects.filter(status__in=Stream.LIVE_STATUSES).order_by("created_at")
+    # A stream whose stop is being settled (its lock may already be freed by the canceller) is
+    # the canceller's to finalize; it is swept only if that stop was abandoned long ago.
+    stopping_since = timezone.now() - datetime.timedelta(seconds=settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT + 30)
+    qs = (
+        Stream.objects.filter(status__in=Stream.LIVE_STATUSES)
+        .exclude(cancel_requested_at__gt=stopping_since)
+        .order_by("created_at")
+    )
     if stream_ids is not None:
         qs = qs.filter(pk__in=list(stream_ids))
     report = {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0}

@@ -18,12 +18,14 @@ const state = {
   lastSeq: Number(root.dataset.lastSeq || 0),
   socket: null,
   retry: 0,
+  settleTimer: null,
 };
 
 function setBusy(busy) {
   sendButton.disabled = busy;
   stopButton.hidden = !busy;
-  stopButton.disabled = !busy;
+  // Stop is armed only once the stream id is known (a send in flight has none yet).
+  stopButton.disabled = !busy || !state.activeStreamId;
   root.dataset.busy = busy ? "true" : "false";
   if (busy) statusLine.textContent = "Streaming…";
   else if (statusLine.textContent === "Streaming…") statusLine.textContent = "";
@@ -57,9 +59,32 @@ function markStatus(messageId, status) {
   tag.textContent = status;
 }
 
+function settle(status) {
+  markStatus(state.activeMessageId, status);
+  state.activeStreamId = null;
+  state.activeMessageId = null;
+  clearTimeout(state.settleTimer);
+  setBusy(false);
+}
+
+function onReplayGap(event) {
+  // The log no longer holds what we missed: take the server's snapshot instead.
+  const live = event.snapshot?.stream;
+  const content = assistantBubble(state.activeMessageId).querySelector(".msg-content");
+  if (live && live.id === state.activeStreamId) {
+    content.textContent = live.text ?? content.textContent;
+    state.lastSeq = live.last_seq;
+    return;
+  }
+  const message = (event.snapshot?.messages || []).find((m) => m.id === state.activeMessageId);
+  if (message) content.textContent = message.content;
+  settle(message?.status || "complete");
+}
+
 function onEvent(event) {
   // Events of any stream that is no longer the active one are dropped: no stale tokens in the next turn.
   if (event.conversationId !== chatId || !state.activeStreamId || event.streamId !== state.activeStreamId) return;
+  if (event.type === "stream.replay_gap") { onReplayGap(event); return; }
   if (event.seq <= state.lastSeq) return; // duplicate (live + replay)
   if (event.seq !== state.lastSeq + 1) { resume(); return; } // a gap: ask the log
   state.lastSeq = event.seq;
@@ -68,13 +93,8 @@ function onEvent(event) {
     assistantBubble(event.messageId);
   } else if (event.type === "stream.delta") {
     assistantBubble(state.activeMessageId).querySelector(".msg-content").textContent += event.text;
-  } else if (event.type === "stream.replay_gap") {
-    assistantBubble(state.activeMessageId).querySelector(".msg-content").textContent = event.text ?? "";
   } else if (TERMINAL.includes(event.type)) {
-    markStatus(event.message_id || state.activeMessageId, event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length));
-    state.activeStreamId = null;
-    state.activeMessageId = null;
-    setBusy(false);
+    settle(event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length));
   }
 }
 
@@ -138,16 +158,16 @@ async function stop() {
     notice(body.detail || `Stop failed (${response.status}).`);
     return;
   }
-  if (body.cancelled === false) {
-    notice(NOT_CANCELLED[body.reason] || "Stream is no longer active.");
-    // That stream is over either way; clear busy state only if it is still the one we show.
-    if (state.activeStreamId === snapshot.stream) { state.activeStreamId = null; state.activeMessageId = null; setBusy(false); }
-    return;
-  }
-  notice(body.settled === false ? "Stopped (the worker did not answer; the text so far was kept)." : "Stopped.");
-  // The socket stays open: the terminal stream.cancelled event settles the transcript. If it has
-  // not arrived yet (a reconnect in between), ask the log for it.
-  if (state.activeStreamId === snapshot.stream) resume();
+  if (state.activeStreamId !== snapshot.stream) return; // a newer turn is on screen: leave it alone
+  if (body.cancelled === false) notice(NOT_CANCELLED[body.reason] || "Stream is no longer active.");
+  else notice(body.settled === false ? "Stopped (the worker did not answer; the text so far was kept)." : "Stopped.");
+  if (body.cancelled === false && body.reason === "not_active") { settle("complete"); return; }
+  // The stream is over either way, and its own terminal event (and any last deltas) settle the
+  // transcript: the socket stays open, and the log is asked in case they were missed. If nothing
+  // comes (the log expired), stop waiting after a few seconds.
+  resume();
+  clearTimeout(state.settleTimer);
+  state.settleTimer = setTimeout(() => { if (state.activeStreamId === snapshot.stream) settle("cancelled"); }, 5000);
 }
 
 async function closeConversation() {
@@ -190,7 +210,7 @@ composer.addEventListener("submit", async (e) => {
   state.activeStreamId = body.stream_id;
   state.activeMessageId = body.message_id;
   state.lastSeq = 0;
-  setBusy(true);
+  setBusy(true); // arms Stop now that the stream id is known
   resume(); // events that arrived before we knew the stream id were dropped: replay them
 });
 

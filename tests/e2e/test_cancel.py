@@ -81,6 +81,10 @@ async def test_cancel_mid_stream_keeps_the_partial_text_and_emits_one_terminal_a
     message = await database_sync_to_async(Message.objects.get)(pk=sent["message_id"])
     assert (message.status, message.content) == ("cancelled", streamed)
     assert 0 < len(streamed.split()) < 2000
+    # The model's usage up to the stop is kept too: one stream.usage, before the terminal event.
+    usage = [e for e in events if e["type"] == "stream.usage"]
+    assert len(usage) == 1 and events.index(usage[0]) == len(events) - 2
+    assert message.output_tokens == usage[0]["usage"]["output_tokens"] == len(streamed.split())
     stream = await database_sync_to_async(Stream.objects.get)(pk=sent["stream_id"])
     assert (stream.status, stream.reason) == ("cancelled", "user")
     assert stream.cancel_requested_at <= stream.cancel_noticed_at <= stream.finished_at

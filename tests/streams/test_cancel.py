@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
 import uuid
 
@@ -137,3 +138,26 @@ def test_a_cancel_racing_the_worker_finishing_gives_one_finalizer_and_a_truthful
         terminals = [e for e in eventlog.read(stream.id) if e["type"] in events.TERMINAL_TYPES]
         assert len(terminals) == 1
         assert locks.lock_owner(chat_id=chat.id) is None and Chat.objects.get(pk=chat.pk).active_stream_id is None
+
+
+def test_the_sweeper_leaves_a_stream_whose_stop_is_being_settled_to_the_canceller(chat):
+    from django.utils import timezone
+
+    from streams.services import streams_sweep
+
+    stream, _ = _hung_worker_turn(chat)
+    Stream.objects.filter(pk=stream.pk).update(cancel_requested_at=timezone.now())
+    locks.lock_release(chat_id=chat.id, stream_id=stream.id)  # the canceller fenced the worker
+
+    assert str(stream.pk) not in streams_sweep()["interrupted"]
+    assert Stream.objects.get(pk=stream.pk).status == "streaming"
+    Stream.objects.filter(pk=stream.pk).update(cancel_requested_at=timezone.now() - datetime.timedelta(minutes=5))
+    assert streams_sweep()["interrupted"] == [str(stream.pk)]  # an abandoned stop is swept after all
+
+
+def test_an_unknown_stream_id_is_not_active_even_while_another_turn_runs(api, chat):
+    turn = stream_start(chat=chat, content="hi")
+    stream_id = str(uuid.uuid4())
+    assert _cancel(api, chat, {"stream_id": stream_id}).json()["reason"] == "not_active"
+    turn.stream.refresh_from_db()
+    assert turn.stream.status == "queued"
