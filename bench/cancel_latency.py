@@ -18,20 +18,17 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
+from _common import percentile, setup_django
 
-import django  # noqa: E402
+setup_django()
 
-django.setup()
+import django  # noqa: E402  (set up above)
 
 import httpx  # noqa: E402
 import websockets  # noqa: E402
@@ -42,11 +39,6 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from chats import services  # noqa: E402
 from streams.models import Stream  # noqa: E402
 from tests.support import processes  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 async def run(base: str, token: str, chat_id: str, cancels: int) -> tuple[list[float], list[str]]:

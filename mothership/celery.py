@@ -23,6 +23,13 @@ def beat_schedule() -> dict:
             "schedule": settings.MOTHERSHIP_SWEEP_INTERVAL,
             "options": {"expires": settings.MOTHERSHIP_SWEEP_INTERVAL},
         },
+        # Claims due warming schedules in batches; one Celery message per batch, never a beat
+        # row per conversation.
+        "warming-dispatch": {
+            "task": "warming.dispatch",
+            "schedule": settings.MOTHERSHIP_WARMING_TICK,
+            "options": {"expires": settings.MOTHERSHIP_WARMING_TICK},
+        },
     }
 
 

@@ -6,6 +6,7 @@ with no ``REDIS_URL`` it starts the embedded redis-server (see ``mothership.embe
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -189,6 +190,20 @@ MOTHERSHIP_WARMING_TICK = env_float("MOTHERSHIP_WARMING_TICK", 1.0, minimum=0.1)
 MOTHERSHIP_WARMING_MIN_INTERVAL = env_int("MOTHERSHIP_WARMING_MIN_INTERVAL", 30, minimum=1)
 MOTHERSHIP_WARMING_MAX_INTERVAL = env_int("MOTHERSHIP_WARMING_MAX_INTERVAL", 3300, minimum=1)
 MOTHERSHIP_WARMING_DEFAULT_INTERVAL = env_int("MOTHERSHIP_WARMING_DEFAULT_INTERVAL", 240, minimum=1)
+MOTHERSHIP_WARMING_BATCH = env_int("MOTHERSHIP_WARMING_BATCH", 100, minimum=1)  # schedules per Celery message
+MOTHERSHIP_WARMING_IDLE_LIMIT = env_float("MOTHERSHIP_WARMING_IDLE_LIMIT", 3600.0, minimum=1.0)  # stop after this idle
+MOTHERSHIP_WARMING_MAX_FAILURES = env_int("MOTHERSHIP_WARMING_MAX_FAILURES", 3, minimum=1)
+# The provider's prompt-cache lifetime (Anthropic: 5 minutes, refreshed by each read).
+MOTHERSHIP_PROMPT_CACHE_TTL = env_float("MOTHERSHIP_PROMPT_CACHE_TTL", 300.0, minimum=1.0)
+# USD per million tokens. ``default`` applies to models not listed. Override with a JSON object
+# in MOTHERSHIP_PRICES_JSON (same shape). Defaults: Anthropic Sonnet-class list prices, where a
+# cache read costs 0.1x and a cache write 1.25x of plain input.
+MOTHERSHIP_PRICES = {"default": {"input": 3.0, "cache_read": 0.30, "cache_write": 3.75, "output": 15.0}}
+if os.environ.get("MOTHERSHIP_PRICES_JSON"):
+    try:
+        MOTHERSHIP_PRICES.update(json.loads(os.environ["MOTHERSHIP_PRICES_JSON"]))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"MOTHERSHIP_PRICES_JSON is not valid JSON: {exc}") from None
 
 # --- Models ---------------------------------------------------------------------------
 LLM_PROVIDER = env_str("LLM_PROVIDER", "local")
@@ -197,6 +212,8 @@ if LLM_PROVIDER not in {"local"}:
 LLM_MODEL = env_str("LLM_MODEL", "mothership-local-1")
 MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = env_float("MOTHERSHIP_LOCAL_TOKENS_PER_SECOND", 30.0, minimum=0.0)
 MOTHERSHIP_LOCAL_REPLY_TOKENS = env_int("MOTHERSHIP_LOCAL_REPLY_TOKENS", 200, minimum=1)
+# The local model caches a prefix only from this size on (like a provider's minimum cacheable size).
+MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS = env_int("MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS", 0, minimum=0)
 
 # --- Demo -----------------------------------------------------------------------------
 MOTHERSHIP_DEMO_USERNAME = env_str("MOTHERSHIP_DEMO_USERNAME", "demo")

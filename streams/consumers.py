@@ -217,8 +217,13 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
                 change = {"enabled": payload}
             else:
                 raise ClientError("bad_payload", "toggle takes no payload (flip) or an explicit boolean.")
+        elif action == "warm-now":
+            fields = await database_sync_to_async(_warming_warm_now)(self.user, chat_id)
+            if chat_id not in self.warming_subscriptions:
+                await self.send_json(self._surface_frame("update", chat_id, fields))
+            return
         else:
-            raise ClientError("unknown_action", f"Unknown action {action!r}; use set-enabled, set-interval or toggle.")
+            raise ClientError("unknown_action", f"Unknown action {action!r}; use set-enabled, set-interval, warm-now or toggle.")
         try:
             fields = await database_sync_to_async(_warming_apply)(self.user, chat_id, change)
         except warming_services.WarmingInputError as exc:
@@ -272,6 +277,19 @@ def _warming_fields(chat_id) -> dict:
 def _warming_apply(user, chat_id, change: dict) -> dict:
     chat = selectors.chat_get_for_member(user=user, chat_id=chat_id)  # Http404 → not_found below
     return warming_services.warming_fields(warming_services.warming_update(chat=chat, **change))
+
+
+def _warming_warm_now(user, chat_id) -> dict:
+    """One warm now, on the worker; its result arrives as an update. Refused while a turn streams."""
+    from streams import locks
+    from warming.dispatch import claim_one
+    from warming.tasks import warm_batch
+
+    chat = selectors.chat_get_for_member(user=user, chat_id=chat_id)
+    if locks.lock_owner(chat_id=chat.pk) is not None:
+        raise ClientError("busy", "A reply is streaming; its end refreshes the cache anyway.")
+    warm_batch.delay([str(chat.pk)], claim_one(chat_id=chat.pk))
+    return warming_services.warming_fields(warming_services.warming_get(chat=chat))
 
 
 def _snapshot_for(user, chat_id) -> dict:

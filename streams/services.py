@@ -320,13 +320,14 @@ def stream_finalize(
     """
     usage = usage or Usage()
     terminal_seq = last_seq + 1
+    sealed_at = timezone.now()
     with transaction.atomic():
         extra = {"cancel_noticed_at": cancel_noticed_at} if cancel_noticed_at else {}
         won = Stream.objects.filter(pk=stream.pk, status__in=from_statuses).update(
             status=status,
             reason=reason,
             last_seq=terminal_seq,
-            finished_at=timezone.now(),
+            finished_at=sealed_at,
             first_delta_at=stream.first_delta_at,
             **extra,
         )
@@ -354,6 +355,12 @@ def stream_finalize(
     # The winner of the DB update is the finalizer of record: its terminal event is unfenced.
     eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
     locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+    try:
+        from warming.dispatch import warming_on_turn_sealed
+
+        warming_on_turn_sealed(chat_id=stream.chat_id, sealed_at=sealed_at)  # next warm: sealed_at + interval
+    except Exception:  # the turn is sealed; a failed reschedule is retried by the next turn or warm
+        logger.exception("could not reschedule warming after stream %s", stream.pk)
     return True
 
 

@@ -21,6 +21,15 @@ class WarmingSchedule(models.Model):
     hit_count = models.PositiveIntegerField(default=0)
     miss_count = models.PositiveIntegerField(default=0)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    consecutive_misses = models.PositiveIntegerField(default=0)
+    # Economics: the last warm's cost and the warms paid since the last turn (USD), the prefix size.
+    last_warm_cost = models.FloatField(null=True, blank=True)
+    idle_warm_cost = models.FloatField(default=0.0)
+    prefix_tokens = models.PositiveIntegerField(default=0)
+    last_turn_at = models.DateTimeField(null=True, blank=True)
+    # The dispatcher's claim: a warm records its result only while its token is still here.
+    claim_token = models.CharField(max_length=32, blank=True, default="")
+    claimed_at = models.DateTimeField(null=True, blank=True)
     enabled_at = models.DateTimeField(null=True, blank=True)  # the last opt-in
     stop_reason = models.CharField(max_length=32, blank=True, default="")
     last_error = models.TextField(blank=True, default="")

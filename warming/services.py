@@ -74,6 +74,8 @@ def warming_update(*, chat, enabled: bool | None = None, interval_seconds: int |
             schedule.stop_reason = ""
             schedule.last_error = ""
             schedule.consecutive_failures = 0
+            schedule.consecutive_misses = 0
+            schedule.idle_warm_cost = 0.0  # the keep-alive vs rebuild comparison restarts
             schedule.enabled_at = now
         elif enabled is False:
             schedule.enabled = False
@@ -117,6 +119,9 @@ def warming_fields(schedule: WarmingSchedule) -> dict:
         "warmCount": schedule.warm_count,
         "stopReason": schedule.stop_reason or None,
         "lastError": schedule.last_error or None,
+        # Estimates from the price table (USD): the last warm, and an hour of warms at this interval.
+        "lastWarmCost": None if schedule.last_warm_cost is None else round(schedule.last_warm_cost, 9),
+        "costPerHour": None if schedule.last_warm_cost is None else round(schedule.last_warm_cost * 3600 / schedule.interval_seconds, 9),
     }
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import threading
 from collections.abc import Iterator
 
 from django.conf import settings
 
+from mothership.redis_client import get_redis
 from streams.providers.base import TextDelta, Usage
 
 _WORDS = (
@@ -41,14 +43,72 @@ class LocalProvider:
 
     def stream(self, *, messages: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
         delay = 1.0 / self.tokens_per_second if self.tokens_per_second > 0 else 0.0
-        produced = 0
+        cached = self._cache.read(messages[:-1])  # the conversation so far, if still cached
+        produced: list[str] = []
         for token in self.reply_for(messages):
             # An Event wait, not sleep: a stop is noticed at once, not after the next token.
             if stop.wait(delay) if delay else stop.is_set():
                 break
-            produced += 1
+            produced.append(token)
             yield TextDelta(token)
-        yield Usage(input_tokens=sum(_count_tokens(m["content"]) for m in messages), output_tokens=produced)
+        # The whole conversation, reply included, is now the cached prefix (as after a turn with
+        # a cache breakpoint at its end), so the warms that follow read it.
+        total = _prefix_tokens(messages)
+        written = self._cache.write([*messages, {"role": "assistant", "content": "".join(produced)}])
+        yield Usage(
+            input_tokens=total - cached if not written else 0,
+            cache_read_tokens=cached,
+            cache_write_tokens=total - cached if written else 0,
+            output_tokens=len(produced),
+        )
 
     def warm(self, *, messages: list[dict]) -> Usage:
-        return Usage(input_tokens=sum(_count_tokens(m["content"]) for m in messages), output_tokens=1)
+        """Refresh the prefix's cache entry with a 1-token request; reports usage like Anthropic's."""
+        total = _prefix_tokens(messages)
+        if cached := self._cache.read(messages):
+            return Usage(cache_read_tokens=cached, output_tokens=1)
+        if self._cache.write(messages):
+            return Usage(cache_write_tokens=total, output_tokens=1)
+        return Usage(input_tokens=total, output_tokens=1)  # below the minimum cacheable size
+
+    @property
+    def _cache(self) -> "SimulatedPromptCache":
+        return SimulatedPromptCache(model=self.model)
+
+
+def _prefix_tokens(messages: list[dict]) -> int:
+    return sum(_count_tokens(m["content"]) for m in messages)
+
+
+class SimulatedPromptCache:
+    """A provider-side prompt cache, simulated in Redis: one entry per exact prefix.
+
+    The entry lives ``MOTHERSHIP_PROMPT_CACHE_TTL`` seconds and every read refreshes it (one
+    EXPIRE does both); prefixes shorter than ``MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS`` are never
+    cached, like a provider's minimum cacheable size.
+    """
+
+    KEY_PREFIX = "mothership:prompt-cache:"
+
+    def __init__(self, *, model: str):
+        self.model = model
+
+    def key(self, messages: list[dict]) -> str:
+        digest = hashlib.sha256(json.dumps([[m["role"], m["content"]] for m in messages]).encode()).hexdigest()
+        return f"{self.KEY_PREFIX}{self.model}:{digest}"
+
+    def _cacheable(self, messages: list[dict]) -> bool:
+        return bool(messages) and _prefix_tokens(messages) >= max(1, settings.MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS)
+
+    def read(self, messages: list[dict]) -> int:
+        """Tokens read from the cache for this exact prefix (0 on a miss); refreshes the TTL."""
+        if not self._cacheable(messages):
+            return 0
+        hit = get_redis().pexpire(self.key(messages), int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000))
+        return _prefix_tokens(messages) if hit else 0
+
+    def write(self, messages: list[dict]) -> bool:
+        if not self._cacheable(messages):
+            return False
+        get_redis().set(self.key(messages), "1", px=int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000))
+        return True

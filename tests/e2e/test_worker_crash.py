@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
 
@@ -39,11 +38,7 @@ def doomed_worker(tmp_path):
 @pytest.fixture
 def sweeping_beat(live_worker, live_tmp, tmp_path):
     """Real Celery beat ticking the sweeper every 0.5 s; the session's live worker runs the sweeps."""
-    proc = processes.Proc(
-        [sys.executable, "-m", "celery", "-A", "mothership", "beat", "-l", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
-        processes.process_env(MOTHERSHIP_SWEEP_INTERVAL=0.5),
-        tmp_path / "beat.log",
-    )
+    proc = processes.start_beat(tmp_path, MOTHERSHIP_SWEEP_INTERVAL=0.5)
     yield proc
     proc.stop()
 

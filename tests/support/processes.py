@@ -98,6 +98,15 @@ def start_worker(tmp_path: Path, *, name: str = "worker", concurrency: int = 8, 
     return proc
 
 
+def start_beat(tmp_path: Path, **env) -> Proc:
+    """Real Celery beat; its tasks go to the session's queue (the session worker runs them)."""
+    return Proc(
+        [sys.executable, "-m", "celery", "-A", "mothership", "beat", "-l", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
+        process_env(**env),
+        tmp_path / "beat.log",
+    )
+
+
 def start_server(tmp_path: Path, **env) -> tuple[Proc, str]:
     port = free_port()
     proc = Proc(
