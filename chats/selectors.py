@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 import redis
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from chats.models import Chat, Message, Workspace
@@ -65,14 +65,30 @@ class ChatView:
     liveness: str  # "verified" | "unknown"
     last_stream_status: str | None
     last_message: str
+    warming: dict | None = None  # {"enabled", "nextWarmAt", "stopReason"} for the tile badge
 
     @property
     def state(self) -> str:
         if self.active_stream_id is not None:
             return "streaming"
+        if self.last_stream_status in ("queued", "streaming") and self.liveness == "verified":
+            # Its lock is gone but the sweeper has not sealed it yet: its worker is dead.
+            return "interrupted"
         if self.last_stream_status in ("cancelled", "interrupted", "failed"):
             return self.last_stream_status
         return "idle"
+
+
+def _tile_warming(chat: Chat) -> dict | None:
+    schedule = getattr(chat, "warming_enabled", None)
+    if schedule is None:
+        return None
+    next_at = getattr(chat, "warming_next_at", None)
+    return {
+        "enabled": bool(chat.warming_enabled),
+        "nextWarmAt": int(next_at.timestamp() * 1000) if next_at else None,
+        "stopReason": chat.warming_stop_reason or None,
+    }
 
 
 def _annotated(qs: QuerySet[Chat]) -> QuerySet[Chat]:
@@ -81,10 +97,14 @@ def _annotated(qs: QuerySet[Chat]) -> QuerySet[Chat]:
     return qs.annotate(
         last_stream_status=Subquery(last_stream.values("status")[:1]),
         last_message_content=Subquery(last_message.values("content")[:1]),
+        # The warming badge, through the 1:1 join (NULL when the chat has no schedule yet).
+        warming_enabled=F("warming__enabled"),
+        warming_next_at=F("warming__next_warm_at"),
+        warming_stop_reason=F("warming__stop_reason"),
     )
 
 
-def _reconcile(chats: list[Chat], *, repair: bool = True) -> list[ChatView]:
+def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) -> list[ChatView]:
     """Read-time reconciliation: one MGET for every chat whose marker is set.
 
     Verified absent → not running; a different owner → the Redis owner wins; Redis
@@ -93,6 +113,8 @@ def _reconcile(chats: list[Chat], *, repair: bool = True) -> list[ChatView]:
     """
     marked = [c for c in chats if c.active_stream_id is not None]
     owners: dict[str, str | None] | None = {}
+    if not check:  # only for measuring what reconciliation costs (bench/reconcile.py)
+        owners, marked, repair = None, [], False
     if marked:
         try:
             owners = locks.lock_owners(c.id for c in marked)
@@ -118,6 +140,7 @@ def _reconcile(chats: list[Chat], *, repair: bool = True) -> list[ChatView]:
                 liveness=liveness,
                 last_stream_status=getattr(chat, "last_stream_status", None),
                 last_message=(getattr(chat, "last_message_content", None) or "")[:200],
+                warming=_tile_warming(chat),
             )
         )
     if repair and repairs:
@@ -135,9 +158,12 @@ def chat_list(*, user, workspace: Workspace | None = None, reconcile: bool = Tru
     if workspace is not None:
         qs = qs.filter(workspace=workspace)
     chats = list(_annotated(qs.select_related("workspace")).order_by("-updated_at", "-created_at"))
-    if not reconcile:  # only for measuring what reconciliation costs (bench/reconcile.py)
-        return [ChatView(chat=c, active_stream_id=c.active_stream_id, liveness="unknown", last_stream_status=c.last_stream_status, last_message=c.last_message_content or "") for c in chats]
-    return _reconcile(chats)
+    return _reconcile(chats, check=reconcile)
+
+
+def chat_views_by_id(chat_ids) -> list[ChatView]:
+    """Reconciled views of these chats (no membership check: callers push to member groups)."""
+    return _reconcile(list(_annotated(Chat.objects.filter(pk__in=list(chat_ids))).select_related("workspace")))
 
 
 @dataclass

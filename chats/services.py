@@ -22,7 +22,11 @@ def membership_add(*, workspace: Workspace, user, role: str = Membership.Role.ME
 
 
 def chat_create(*, workspace: Workspace, title: str) -> Chat:
-    return Chat.objects.create(workspace=workspace, title=title, updated_at=timezone.now())
+    from chats.tiles import tile_push
+
+    chat = Chat.objects.create(workspace=workspace, title=title, updated_at=timezone.now())
+    transaction.on_commit(lambda: tile_push(chat_id=chat.pk))  # a new tile on every open dashboard
+    return chat
 
 
 _REPAIR_CHUNK = 1000  # rows per statement: 3 parameters each, well inside SQLite's and PostgreSQL's limits

@@ -20,6 +20,7 @@ api_patterns = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("chats/new", views.chat_new, name="chat-new"),
     path("chats/<str:chat_id>/", views.chat_page, name="chat"),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -6,10 +6,12 @@ import redis
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.conf import settings
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from chats import selectors
+from chats import services as chat_services
 from mothership.redis_client import get_redis
 
 
@@ -23,14 +25,34 @@ def home(request):
     elif workspaces:
         workspace = workspaces[0]
     tiles = selectors.chat_list(user=request.user, workspace=workspace) if workspace else []
-    return render(request, "mothership/home.html", {"workspaces": workspaces, "workspace": workspace, "tiles": tiles})
+    # While a tile is yellow, the page re-reads the (reconciled) list this often, so a tile whose
+    # worker died clears within the lock TTL plus this, even before the sweeper seals the stream.
+    liveness_poll_ms = int(min(settings.MOTHERSHIP_STREAM_LOCK_TTL / 2, 10) * 1000)
+    context = {"workspaces": workspaces, "workspace": workspace, "tiles": tiles, "liveness_poll_ms": liveness_poll_ms}
+    return render(request, "mothership/home.html", context)
+
+
+@login_required
+@require_POST
+def chat_new(request):
+    """The dashboard's New chat form: create it in the workspace and open it."""
+    workspace = selectors.workspace_get(user=request.user, workspace_id=request.POST.get("workspace"))
+    title = (request.POST.get("title") or "").strip()[:200] or "New chat"
+    chat = chat_services.chat_create(workspace=workspace, title=title)
+    return redirect("chat", chat_id=chat.id)
 
 
 @login_required
 @require_GET
 def chat_page(request, chat_id):
     detail = selectors.chat_detail(user=request.user, chat_id=chat_id)
-    return render(request, "mothership/chat.html", {"detail": detail, "chat": detail.view.chat})
+    context = {
+        "detail": detail,
+        "chat": detail.view.chat,
+        "warming_min": settings.MOTHERSHIP_WARMING_MIN_INTERVAL,
+        "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
+    }
+    return render(request, "mothership/chat.html", context)
 
 
 @require_GET
@@ -51,4 +73,4 @@ def healthz(request):
     return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
 
 
-__all__ = ["home", "chat_page", "healthz"]
+__all__ = ["home", "chat_new", "chat_page", "healthz"]

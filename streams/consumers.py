@@ -35,6 +35,11 @@ def _is_member(user, chat_id) -> bool:
 
 
 @database_sync_to_async
+def _is_workspace_member(user, workspace_id) -> bool:
+    return selectors.workspace_list(user=user).filter(pk=workspace_id).exists()
+
+
+@database_sync_to_async
 def _stream_in_chat(chat_id, stream_id) -> bool:
     from streams.models import Stream
 
@@ -58,6 +63,7 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.subscriptions: set[str] = set()
         self.warming_subscriptions: set[str] = set()
+        self.workspace_subscriptions: set[str] = set()
         # Per stream: the highest seq this socket has sent (no duplicate, no gap).
         self.cursors: dict[str, int] = {}
         await self.accept()
@@ -69,6 +75,8 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
         # Nor does it touch warming: a disconnect is not a close.
         for chat_id in getattr(self, "warming_subscriptions", set()):
             await self.channel_layer.group_discard(warming_services.warming_group(chat_id), self.channel_name)
+        for workspace_id in getattr(self, "workspace_subscriptions", set()):
+            await self.channel_layer.group_discard(events.workspace_group(workspace_id), self.channel_name)
 
     # --- client → server ---------------------------------------------------------------
 
@@ -134,6 +142,9 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
             self.subscriptions.add(chat_id)
 
     async def on_subscribe(self, content: dict) -> None:
+        if "workspaceId" in content and "conversationId" not in content:
+            await self.on_workspace_subscribe(content)
+            return
         chat_id = _require_uuid(content, "conversationId")
         await self._join(chat_id)
         await self.send_json({"type": "subscribed", "conversationId": chat_id})
@@ -172,9 +183,27 @@ class MothershipConsumer(AsyncJsonWebsocketConsumer):
             )
             self.cursors[stream_id] = max((e["seq"] for e in log), default=after_seq)
             return
-        self.cursors[stream_id] = max(self.cursors.get(stream_id, 0), after_seq)
+        # The client says what it has: replay everything after that, even events this socket
+        # already carried (a page may drop events of a stream it did not know yet).
+        self.cursors[stream_id] = after_seq
         for event in log:
             await self._forward(event)
+
+    # --- the dashboard: a workspace's tiles ---------------------------------------------
+
+    async def on_workspace_subscribe(self, content: dict) -> None:
+        workspace_id = _require_uuid(content, "workspaceId")
+        if not await _is_workspace_member(self.user, workspace_id):
+            raise ClientError("not_found", "No such workspace.")
+        if workspace_id not in self.workspace_subscriptions:
+            await self.channel_layer.group_add(events.workspace_group(workspace_id), self.channel_name)
+            self.workspace_subscriptions.add(workspace_id)
+        await self.send_json({"type": "subscribed", "workspaceId": workspace_id})
+
+    async def tile_update(self, message: dict) -> None:
+        tile = message["tile"]
+        if tile["workspaceId"] in self.workspace_subscriptions:
+            await self.send_json(tile)
 
     # --- the cache-warming surface -------------------------------------------------------
 

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chats.models import Chat, Message
+from chats.tiles import tile_push
 from streams import abort, eventlog, events, locks
 from streams.models import Stream
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
@@ -72,6 +73,7 @@ def stream_start(*, chat: Chat, content: str) -> StartedTurn:
             # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
             Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=now, closed_at=None)
             transaction.on_commit(lambda: _enqueue(stream_id))
+            transaction.on_commit(lambda: tile_push(chat_id=chat.pk))  # the tile turns yellow everywhere
     except BaseException:
         if lock_taken:
             locks.lock_release(chat_id=chat.pk, stream_id=stream_id)
@@ -262,7 +264,15 @@ def stream_run(*, stream_id) -> str:
         listener.register(stream.id, run.on_abort)
         run.abort_seen = run.aborted
         if run.abort_seen is None:
-            run.emit(events.STARTED, messageId=str(stream.assistant_message_id), provider=stream.provider, model=stream.model)
+            run.emit(
+                events.STARTED,
+                messageId=str(stream.assistant_message_id),
+                # So every tab (not only the sender's) can show the turn from its first event.
+                userMessageId=str(stream.user_message_id) if stream.user_message_id else None,
+                userMessage=stream.user_message.content if stream.user_message else "",
+                provider=stream.provider,
+                model=stream.model,
+            )
             run.generate()
         if run.fenced.is_set():
             return "fenced"
@@ -355,6 +365,7 @@ def stream_finalize(
     # The winner of the DB update is the finalizer of record: its terminal event is unfenced.
     eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
     locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+    tile_push(chat_id=stream.chat_id)
     try:
         from warming.dispatch import warming_on_turn_sealed
 

@@ -137,3 +137,6 @@ def warming_push(*, chat_id) -> None:
         )
     except Exception:  # a lost push is repaired by the next one; the state itself is saved
         logger.exception("could not push the warming update of chat %s", chat_id)
+    from chats.tiles import tile_push
+
+    tile_push(chat_id=chat_id)  # the dashboard's warming badge

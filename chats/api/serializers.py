@@ -21,6 +21,7 @@ class ChatOutput(serializers.Serializer):
     state = serializers.ChoiceField(choices=["idle", "streaming", "cancelled", "interrupted", "failed"])
     last_message = serializers.CharField()
     closed_at = serializers.DateTimeField(source="chat.closed_at", allow_null=True)
+    warming = serializers.DictField(allow_null=True, help_text="The tile's warming badge: enabled, nextWarmAt (epoch ms), stopReason; null before any opt-in.")
     created_at = serializers.DateTimeField(source="chat.created_at")
     updated_at = serializers.DateTimeField(source="chat.updated_at")
 

@@ -1,5 +1,8 @@
 // Chat page: send a message, render the reply as it streams, resume after a reconnect,
-// stop exactly the turn the user meant, close the conversation.
+// stop exactly the turn the user meant, close the conversation, and the warming panel.
+import { openSocket } from "./live.js";
+import { SURFACE_ID, warmingPanel } from "./warming.js";
+
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
 const transcript = document.getElementById("transcript");
@@ -11,14 +14,16 @@ const closeButton = document.getElementById("close-chat");
 const statusLine = document.getElementById("composer-status");
 const csrf = document.querySelector("input[name=csrfmiddlewaretoken]")?.value;
 const TERMINAL = ["stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"];
+const warming = warmingPanel(document.getElementById("warming"), chatId);
 
 const state = {
   activeStreamId: root.dataset.activeStream || null,
   activeMessageId: root.dataset.activeMessage || null,
   lastSeq: Number(root.dataset.lastSeq || 0),
   socket: null,
-  retry: 0,
   settleTimer: null,
+  sending: false,
+  finished: new Set(), // streams this page saw end: never followed again
 };
 
 function setBusy(busy) {
@@ -36,6 +41,8 @@ function notice(text) {
 }
 
 function bubble(role, text, id) {
+  const existing = id && transcript.querySelector(`[data-message-id="${id}"]`);
+  if (existing) return existing;
   const li = document.createElement("li");
   li.className = `msg msg--${role}`;
   if (id) li.dataset.messageId = id;
@@ -59,7 +66,18 @@ function markStatus(messageId, status) {
   tag.textContent = status;
 }
 
+// A turn started elsewhere (another tab, an API client): follow it from its first event.
+function adopt(event) {
+  state.activeStreamId = event.streamId;
+  state.activeMessageId = event.messageId || null;
+  state.lastSeq = 0;
+  if (event.userMessageId) bubble("user", event.userMessage || "", event.userMessageId);
+  if (event.messageId) assistantBubble(event.messageId);
+  setBusy(true);
+}
+
 function settle(status) {
+  if (state.activeStreamId) state.finished.add(state.activeStreamId);
   markStatus(state.activeMessageId, status);
   state.activeStreamId = null;
   state.activeMessageId = null;
@@ -82,8 +100,13 @@ function onReplayGap(event) {
 }
 
 function onEvent(event) {
+  if (event.conversationId !== chatId) return;
+  if (!state.activeStreamId && !state.sending && !state.finished.has(event.streamId) && !TERMINAL.includes(event.type)) {
+    if (event.type === "stream.started" && event.seq === 1) adopt(event);
+    else { adopt(event); state.lastSeq = 0; resume(); return; } // joined mid-way: replay it from the log
+  }
   // Events of any stream that is no longer the active one are dropped: no stale tokens in the next turn.
-  if (event.conversationId !== chatId || !state.activeStreamId || event.streamId !== state.activeStreamId) return;
+  if (!state.activeStreamId || event.streamId !== state.activeStreamId) return;
   if (event.type === "stream.replay_gap") { onReplayGap(event); return; }
   if (event.seq <= state.lastSeq) return; // duplicate (live + replay)
   if (event.seq !== state.lastSeq + 1) { resume(); return; } // a gap: ask the log
@@ -104,22 +127,18 @@ function resume() {
 }
 
 function connect() {
-  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/`);
-  state.socket = socket;
-  socket.addEventListener("open", () => {
-    state.retry = 0;
-    socket.send(JSON.stringify({ type: "subscribe", conversationId: chatId }));
-    resume();
-  });
-  socket.addEventListener("message", (msg) => {
-    let event;
-    try { event = JSON.parse(msg.data); } catch { return; }
-    if (event.type === "error") { notice(event.message); return; }
-    if (event.type?.startsWith("stream.")) onEvent(event);
-  });
-  socket.addEventListener("close", () => {
-    state.retry = Math.min(state.retry + 1, 6);
-    setTimeout(connect, 250 * 2 ** state.retry);
+  openSocket({
+    onOpen: (socket) => {
+      state.socket = socket;
+      socket.send(JSON.stringify({ type: "subscribe", conversationId: chatId }));
+      warming.subscribe(socket);
+      resume();
+    },
+    onMessage: (event) => {
+      if (event.surfaceId === SURFACE_ID) { warming.onMessage(event); return; }
+      if (event.type === "error") { notice(event.message); return; }
+      if (event.type?.startsWith("stream.")) onEvent(event);
+    },
   });
 }
 
@@ -158,9 +177,10 @@ async function stop() {
     notice(body.detail || `Stop failed (${response.status}).`);
     return;
   }
-  if (state.activeStreamId !== snapshot.stream) return; // a newer turn is on screen: leave it alone
+  if (state.activeStreamId && state.activeStreamId !== snapshot.stream) return; // a newer turn is on screen: leave it alone
   if (body.cancelled === false) notice(NOT_CANCELLED[body.reason] || "Stream is no longer active.");
   else notice(body.settled === false ? "Stopped (the worker did not answer; the text so far was kept)." : "Stopped.");
+  if (state.activeStreamId !== snapshot.stream) return; // already settled by its terminal event
   if (body.cancelled === false && body.reason === "not_active") { settle("complete"); return; }
   // The stream is over either way, and its own terminal event (and any last deltas) settle the
   // transcript: the socket stays open, and the log is asked in case they were missed. If nothing
@@ -191,8 +211,9 @@ async function closeConversation() {
 composer.addEventListener("submit", async (e) => {
   e.preventDefault();
   const content = input.value.trim();
-  if (!content || state.activeStreamId) return;
+  if (!content || state.activeStreamId || state.sending) return;
   setBusy(true);
+  state.sending = true; // until the answer names the stream, its events are left to the replay below
   let result;
   try {
     result = await post(`/api/mothership/chats/${chatId}/messages`, { content });
@@ -200,9 +221,15 @@ composer.addEventListener("submit", async (e) => {
     setBusy(false);
     notice("Could not reach the server; your message was not sent.");
     return;
+  } finally {
+    state.sending = false;
   }
   const { response, body } = result;
-  if (!response.ok) { setBusy(false); notice(body.detail || `Error ${response.status}`); return; }
+  if (!response.ok) {
+    setBusy(Boolean(state.activeStreamId));
+    notice(response.status === 409 ? "A reply is already streaming in this conversation; stop it or wait for it to finish." : body.detail || `Error ${response.status}`);
+    return;
+  }
   input.value = "";
   root.dataset.closed = "false";
   bubble("user", content, body.user_message_id);

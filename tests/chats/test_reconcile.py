@@ -32,7 +32,8 @@ def test_a_marker_whose_lock_is_gone_reads_as_not_running_and_is_repaired_withou
 
     listed = {c["id"]: c for c in api.get(f"/api/mothership/chats?workspace={workspace.id}").json()}
     assert listed[str(chat.id)]["active_stream_id"] is None
-    assert listed[str(chat.id)]["state"] == "idle" and listed[str(chat.id)]["liveness"] == "verified"
+    # Not running; its worker is gone (the sweeper will seal it as interrupted).
+    assert listed[str(chat.id)]["state"] == "interrupted" and listed[str(chat.id)]["liveness"] == "verified"
     chat.refresh_from_db()
     assert chat.active_stream_id is None  # repaired by compare-and-set
     assert chat.updated_at == before  # maintenance never bumps ordering

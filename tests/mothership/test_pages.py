@@ -46,11 +46,12 @@ def test_home_shows_tiles_yellow_only_while_a_stream_is_live(browser, chat, work
     assert f'data-chat-id="{idle.id}" data-state="idle"' in html
     assert "tile--streaming" in html
 
-    # The worker died and its lock expired: the tile is no longer yellow on the next render.
+    # The worker died and its lock expired: the tile is no longer yellow on the next render, and
+    # says what happened (interrupted) even before the sweeper seals the stream.
     locks.lock_release(chat_id=chat.id, stream_id=turn.stream.id)
     html = browser.get("/").content.decode()
-    assert f'data-chat-id="{chat.id}" data-state="idle"' in html
-    assert "tile--streaming" not in html
+    assert f'data-chat-id="{chat.id}" data-state="interrupted"' in html
+    assert "tile--streaming" not in html and "partial reply kept" in html
 
 
 def test_home_of_a_foreign_workspace_is_404(browser, make_user):
@@ -66,3 +67,11 @@ def test_chat_page_renders_the_transcript_and_is_404_for_strangers(browser, chat
     stranger = Client()
     stranger.force_login(make_user())
     assert stranger.get(f"/chats/{chat.id}/").status_code == 404
+
+
+def test_the_server_serves_its_css_and_scripts(live_server_url):
+    import httpx
+
+    for path, kind in (("/static/mothership/app.css", "text/css"), ("/static/mothership/chat.js", "javascript"), ("/static/mothership/live.js", "javascript")):
+        response = httpx.get(live_server_url + path, timeout=10)
+        assert response.status_code == 200 and kind in response.headers["content-type"], path

@@ -107,6 +107,25 @@ async def test_resume_replays_after_the_cursor_then_forwards_only_newer_events(u
     await communicator.disconnect()
 
 
+async def test_resume_on_the_same_socket_replays_events_it_already_carried(user, chat):
+    """A page drops events of a stream it does not know yet, then asks for them by resume."""
+    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="streaming")
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    await communicator.receive_json_from(timeout=3)
+    for seq in range(1, 4):
+        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in range(3)] == [1, 2, 3]
+
+    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 0})
+
+    assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in range(3)] == [1, 2, 3]
+    await database_sync_to_async(_append)(chat.id, stream.id, 4, text="t4")
+    assert (await communicator.receive_json_from(timeout=3))["seq"] == 4
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
 async def test_resume_with_a_cursor_older_than_the_log_gets_replay_gap_and_snapshot(user, chat):
     stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="completed")
     communicator, _, _ = await connect(user)

@@ -1,0 +1,49 @@
+"""Live task tiles: a chat's tile, as the dashboard shows it, pushed to its workspace's group.
+
+Pushed when a turn starts or seals (by the worker, a stop or the sweeper), when a chat is
+created, and when its warming changes. The payload is read back through the reconciling
+selector, so a pushed tile is exactly what a reload would render.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chats.models import Chat
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_TYPE = "tile.update"  # channel-layer type; the consumer's ``tile_update`` handler
+
+
+def tile_payload(view) -> dict:
+    chat = view.chat
+    warming = getattr(view, "warming", None) or {}
+    return {
+        "type": "tile",
+        "workspaceId": str(chat.workspace_id),
+        "conversationId": str(chat.id),
+        "title": chat.title,
+        "state": view.state,
+        "activeStreamId": str(view.active_stream_id) if view.active_stream_id else None,
+        "liveness": view.liveness,
+        "lastMessage": view.last_message,
+        "updatedAt": chat.updated_at.isoformat(),
+        "warming": warming,
+    }
+
+
+def tile_push(*, chat_id) -> None:
+    """Best effort: a lost push is corrected by the page's periodic re-read of the list."""
+    from chats import selectors
+    from streams import events
+    from streams.eventlog import publish_to_group
+
+    try:
+        chat = Chat.objects.filter(pk=chat_id).only("id", "workspace_id").first()
+        if chat is None:
+            return
+        view = selectors.chat_views_by_id([chat_id])[0]
+        publish_to_group(events.workspace_group(chat.workspace_id), {"type": MESSAGE_TYPE, "tile": tile_payload(view)})
+    except Exception:
+        logger.exception("could not push the tile of chat %s", chat_id)

@@ -1,0 +1,47 @@
+// Shared by the pages: one reconnecting /ws/ socket, a countdown that never shows the past,
+// and relative times.
+
+export function openSocket({ onOpen, onMessage }) {
+  const state = { socket: null, retry: 0 };
+  function connect() {
+    const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/`);
+    state.socket = socket;
+    socket.addEventListener("open", () => {
+      state.retry = 0;
+      onOpen(socket);
+    });
+    socket.addEventListener("message", (msg) => {
+      let message;
+      try { message = JSON.parse(msg.data); } catch { return; }
+      onMessage(message, socket);
+    });
+    socket.addEventListener("close", () => {
+      state.retry = Math.min(state.retry + 1, 6);
+      setTimeout(connect, 250 * 2 ** state.retry);
+    });
+  }
+  connect();
+  return state;
+}
+
+// "in 3:05" for a future epoch-ms; a past or missing time reads "waiting…" (never "0s" forever).
+export function countdown(epochMs, now = Date.now()) {
+  const at = Number(epochMs);
+  if (!epochMs || !Number.isFinite(at) || at <= now) return "waiting…";
+  const seconds = Math.ceil((at - now) / 1000);
+  const m = Math.floor(seconds / 60);
+  const s = String(seconds % 60).padStart(2, "0");
+  return `in ${m}:${s}`;
+}
+
+export function relativeTime(iso, now = Date.now()) {
+  const then = Date.parse(iso);
+  if (!Number.isFinite(then)) return "";
+  const seconds = Math.max(0, Math.round((now - then) / 1000));
+  if (seconds < 45) return "just now";
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 36) return `${hours} h ago`;
+  return `${Math.round(hours / 24)} d ago`;
+}

@@ -1,0 +1,105 @@
+"""Browser tests: Debian's chromium driven by Playwright against a real server, worker and beat.
+
+The stack is the app's own processes on a queue of their own, with a model slow enough to be
+stopped mid-reply, a 3 s liveness TTL (so a killed worker's tile clears quickly), a 0.5 s sweep
+and a 0.2 s warming tick.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support import processes
+
+CHROMIUM = os.environ.get("MOTHERSHIP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+class Stack:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.queue = f"browser-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            "MOTHERSHIP_CELERY_QUEUE": self.queue,
+            "MOTHERSHIP_LOCAL_TOKENS_PER_SECOND": 60,
+            "MOTHERSHIP_LOCAL_REPLY_TOKENS": 400,
+            "MOTHERSHIP_STREAM_LOCK_TTL": 3,
+            "MOTHERSHIP_STREAM_HEARTBEAT": 1,
+            "MOTHERSHIP_SWEEP_INTERVAL": 0.5,
+            "MOTHERSHIP_WARMING_TICK": 0.2,
+            "MOTHERSHIP_WARMING_MIN_INTERVAL": 1,
+        }
+        self.worker = processes.start_worker(tmp, name="browser-worker", **self.env)
+        self.server, self.url = processes.start_server(tmp, **self.env)
+        self.beat = processes.start_beat(tmp, **self.env)
+
+    def restart_worker(self) -> None:
+        self.worker.stop()
+        self.worker = processes.start_worker(self.tmp, name="browser-worker", **self.env)
+
+    def stop(self) -> None:
+        for proc in (self.beat, self.server, self.worker):
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
+    s = Stack(tmp_path_factory.mktemp("browser"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread; the tests' own ORM calls are
+    # plain synchronous ones, which Django would otherwise refuse while that loop exists.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def login(chromium, stack, make_user):
+    """A logged-in browser context factory; every page's console errors fail the test."""
+    contexts, errors = [], []
+
+    def open_context(user=None, viewport=None):
+        user = user or make_user(password="pw-123456")
+        context = chromium.new_context(viewport=viewport or {"width": 1200, "height": 900})
+        contexts.append(context)
+        context.on("page", lambda page: _watch(page, errors))
+        page = context.new_page()
+        page.goto(stack.url + "/accounts/login/")
+        page.fill("#id_username", user.username)
+        page.fill("#id_password", "pw-123456")
+        page.click("button[type=submit]")
+        page.wait_for_url(stack.url + "/")
+        return context, page
+
+    yield open_context
+    for context in contexts:
+        context.close()
+    assert errors == [], f"console errors: {errors}"
+
+
+def _watch(page, errors: list) -> None:
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -1,0 +1,169 @@
+"""The UI in a real Chromium: streaming, Stop, two tabs, a killed worker's tile, warming, Close."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from chats.models import Message
+from chats.services import chat_create, workspace_create
+from streams.models import Stream
+from warming.models import WarmingSchedule
+
+from .conftest import SCREENSHOTS
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("ada", password="pw-123456")
+
+
+@pytest.fixture
+def chat(user):
+    workspace = workspace_create(name="Research", owner=user)
+    chat_create(workspace=workspace, title="Moon landing sources")
+    return chat_create(workspace=workspace, title="Release notes draft")
+
+
+def _send(page, text: str) -> None:
+    page.fill("#composer-input", text)
+    page.click("#send")
+
+
+def _assistant_text(page) -> str:
+    return page.locator(".msg--assistant .msg-content").last.inner_text()
+
+
+def _until(page, expression: str, timeout: float = 15) -> None:
+    """Poll ``expression`` in the page from here (a background tab runs no rAF-based waits)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            state = page.evaluate("() => [document.getElementById('composer-status')?.textContent, document.getElementById('transcript')?.innerText]")
+            raise AssertionError(f"timed out waiting for {expression}; status and transcript: {state}")
+        time.sleep(0.1)
+
+
+def _wait_streaming(page, words: int = 5) -> None:
+    _until(page, f"() => (document.querySelector('.msg--assistant:last-child .msg-content')?.textContent || '').split(' ').length >= {words}")
+
+
+def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user, chat, stack):
+    context, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    second = context.new_page()
+    second.goto(f"{stack.url}/chats/{chat.id}/")
+    expect(page.locator("#stop")).to_be_hidden()
+
+    _send(page, "Tell me about the mothership")
+    _wait_streaming(page, 5)
+    first_len = len(_assistant_text(page))
+    _until(page, f"() => document.querySelector('.msg--assistant:last-child .msg-content').textContent.length > {first_len}")  # it grows
+    expect(page.locator("#send")).to_be_disabled()  # this conversation's own turn is running
+    _wait_streaming(second, 15)  # the second tab sees the same stream
+
+    page.click("#stop")
+
+    expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#stop")).to_be_hidden()
+    expect(page.locator("#composer-status")).to_have_text("Stopped.")
+    stream = Stream.objects.get(chat=chat)
+    message = Message.objects.get(pk=stream.assistant_message_id)
+    assert stream.status == "cancelled" and 0 < len(message.content) < 400 * 12
+    assert _assistant_text(page) == message.content  # what was shown is what was kept
+    expect(second.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
+    assert _assistant_text(second) == message.content
+
+    page.reload()  # the server-rendered transcript says the same
+    assert _assistant_text(page) == message.content
+    expect(page.locator(".msg--assistant").last).to_contain_text("cancelled")
+    if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+
+
+def test_a_killed_workers_tile_turns_from_yellow_on_its_own(login, user, chat, stack):
+    context, home = login(user)
+    tile = home.locator(f'.tile[data-chat-id="{chat.id}"]')
+    expect(tile).to_have_attribute("data-state", "idle")
+    page = context.new_page()
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    _send(page, "This one will crash")
+    expect(tile).to_have_attribute("data-state", "streaming", timeout=5000)  # live, no reload
+    _wait_streaming(page, 5)
+    if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        home.screenshot(path=str(SCREENSHOTS / "home.png"), full_page=True)
+
+    stack.worker.kill9()  # the only worker: no sweep runs until it is back
+    killed = time.monotonic()
+    try:
+        # The lock expires (TTL 3 s) and the page's liveness re-read shows it: no sweep, no reload.
+        expect(tile).to_have_attribute("data-state", "interrupted", timeout=6000)
+        assert time.monotonic() - killed <= 3 + 1.5 + 1
+        expect(tile.locator(".tile-state")).to_have_text("interrupted — partial reply kept")
+    finally:
+        stack.restart_worker()
+    # Back, the worker runs the sweeper: the reply is salvaged and the open chat page is told.
+    expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("interrupted", timeout=10000)
+    stream = Stream.objects.get(chat=chat)
+    assert stream.status == "interrupted" and _assistant_text(page).startswith(Message.objects.get(pk=stream.assistant_message_id).content)
+
+
+def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, user, chat, stack):
+    context, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    panel = page.locator("#warming")
+    countdown = page.locator("#warming-countdown")
+    expect(countdown).to_have_text("Off")  # off by default
+    expect(page.locator("#warming-enabled")).not_to_be_checked()
+    _send(page, "Something to keep warm")
+    _wait_streaming(page, 3)
+    page.click("#stop")
+    expect(page.locator("#send")).to_be_enabled(timeout=5000)
+
+    page.fill("#warming-interval", "3")
+    page.locator("#warming-interval").dispatch_event("change")
+    page.check("#warming-enabled")
+    expect(panel).to_have_attribute("data-enabled", "true")
+    expect(countdown).to_have_text(re.compile(r"Next warm in 0:0[1-3]"))
+
+    seen = []
+    deadline = time.monotonic() + 12
+    while len({s for s in seen if s}) < 3 and time.monotonic() < deadline:  # three different warms
+        next_at = countdown.get_attribute("data-next-warm-at")
+        text = countdown.inner_text()
+        assert "waiting" not in text or not next_at or int(next_at) <= time.time() * 1000 + 50, text
+        if next_at and next_at not in seen:
+            seen.append(next_at)
+        time.sleep(0.25)
+    assert len(seen) >= 3, seen
+    assert all(int(b) > int(a) for a, b in zip(seen, seen[1:]))  # each warm moved it to a future time
+    expect(page.locator('[data-field="warmCount"]')).not_to_have_text("0")
+    expect(page.locator('[data-field="lastCachePct"]')).to_have_text("100.0 %")
+
+    page.click("#close-chat")
+    expect(countdown).to_have_text("Off", timeout=5000)
+    expect(page.locator("#warming-status")).to_contain_text("closed")
+    warms = WarmingSchedule.objects.get(chat=chat).warm_count
+    time.sleep(4)  # more than an interval
+    assert WarmingSchedule.objects.get(chat=chat).warm_count == warms
+
+
+def test_the_dashboard_reads_on_a_phone_and_creates_chats(login, user, chat, stack):
+    context, page = login(user, viewport={"width": 375, "height": 740})
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    page.fill("#new-chat-title", "From my phone")
+    page.click(".new-chat button")
+    page.wait_for_url(re.compile(r"/chats/[0-9a-f-]+/$"))
+    expect(page.locator("h1")).to_have_text("From my phone")
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    page.keyboard.press("Tab")  # keyboard reachable, labelled controls
+    assert page.locator("#composer-input").get_attribute("id") == page.locator("label[for=composer-input]").get_attribute("for")

@@ -1,0 +1,58 @@
+"""Live tiles: a workspace subscription receives each chat's tile as it changes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing.websocket import WebsocketCommunicator
+
+from chats.services import chat_create
+from streams.consumers import MothershipConsumer
+from streams.services import stream_cancel, stream_start
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_worker(monkeypatch):
+    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+
+
+async def _dashboard(user, workspace) -> WebsocketCommunicator:
+    tab = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+    tab.scope["user"] = user
+    assert (await tab.connect())[0]
+    await tab.send_json_to({"type": "subscribe", "workspaceId": str(workspace.id)})
+    assert await tab.receive_json_from(timeout=5) == {"type": "subscribed", "workspaceId": str(workspace.id)}
+    return tab
+
+
+async def test_tiles_follow_a_turn_from_yellow_to_its_end_and_new_chats_appear(user, workspace, chat):
+    tab = await _dashboard(user, workspace)
+    turn = await database_sync_to_async(stream_start)(chat=chat, content="hello")
+    tile = await tab.receive_json_from(timeout=5)
+    assert (tile["type"], tile["conversationId"], tile["state"]) == ("tile", str(chat.id), "streaming")
+    assert tile["activeStreamId"] == str(turn.stream.id) and tile["title"] == chat.title
+
+    await database_sync_to_async(stream_cancel)(chat=chat, stream_id=turn.stream.id)
+    tile = await tab.receive_json_from(timeout=5)
+    assert (tile["state"], tile["activeStreamId"]) == ("cancelled", None)
+
+    other = await database_sync_to_async(chat_create)(workspace=workspace, title="brand new")
+    tile = await tab.receive_json_from(timeout=5)
+    assert (tile["conversationId"], tile["title"], tile["state"]) == (str(other.id), "brand new", "idle")
+    await tab.disconnect()
+
+
+async def test_a_workspace_of_someone_else_is_not_found(make_user, workspace):
+    stranger = await database_sync_to_async(make_user)("stranger")
+    tab = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+    tab.scope["user"] = stranger
+    assert (await tab.connect())[0]
+    for workspace_id in (str(workspace.id), str(uuid.uuid4()), "nope"):
+        await tab.send_json_to({"type": "subscribe", "workspaceId": workspace_id})
+        reply = await tab.receive_json_from(timeout=5)
+        assert reply["type"] == "error" and reply["code"] in ("not_found", "bad_request")
+    await tab.disconnect()
