@@ -167,3 +167,39 @@ def test_the_dashboard_reads_on_a_phone_and_creates_chats(login, user, chat, sta
     assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
     page.keyboard.press("Tab")  # keyboard reachable, labelled controls
     assert page.locator("#composer-input").get_attribute("id") == page.locator("label[for=composer-input]").get_attribute("for")
+
+
+def test_a_network_drop_mid_reply_resumes_with_nothing_lost_or_doubled(login, user, chat, stack):
+    context, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    _send(page, "Keep going through the outage")
+    _wait_streaming(page, 10)
+
+    login.allowed.append(r"WebSocket connection to .* failed")  # the browser logs its retries while the server is down
+    stack.restart_server()  # every socket drops; the page reconnects with back-off and resumes
+
+    stream = Stream.objects.get(chat=chat)
+    deadline = time.monotonic() + 30
+    while Stream.objects.get(pk=stream.pk).is_live:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    expect(page.locator("#send")).to_be_enabled(timeout=15000)
+    message = Message.objects.get(pk=stream.assistant_message_id)
+    assert message.status == "complete"
+    assert _assistant_text(page) == message.content  # no gap, no duplicate
+
+
+def test_five_hundred_tiles_render_and_stay_live(login, user, chat, stack):
+    from chats.models import Chat
+
+    Chat.objects.bulk_create([Chat(workspace=chat.workspace, title=f"Bulk chat {i}") for i in range(500)])
+    context, home = login(user)
+    expect(home.locator(".tile")).to_have_count(502)
+    page = context.new_page()
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    _send(page, "A reply while 500 tiles are on screen")
+    tile = home.locator(f'.tile[data-chat-id="{chat.id}"]')
+    expect(tile).to_have_attribute("data-state", "streaming", timeout=5000)
+    page.click("#stop")
+    expect(tile).to_have_attribute("data-state", "cancelled", timeout=5000)
+    expect(home.locator(".tile")).to_have_count(502)  # updates and re-reads never duplicate a tile

@@ -107,8 +107,8 @@ def start_beat(tmp_path: Path, **env) -> Proc:
     )
 
 
-def start_server(tmp_path: Path, **env) -> tuple[Proc, str]:
-    port = free_port()
+def start_server(tmp_path: Path, *, port: int | None = None, **env) -> tuple[Proc, str]:
+    port = port or free_port()
     proc = Proc(
         [sys.executable, "-m", "uvicorn", "mothership.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets"],
         process_env(**env),
