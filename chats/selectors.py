@@ -161,6 +161,16 @@ def chat_list(*, user, workspace: Workspace | None = None, reconcile: bool = Tru
     return _reconcile(chats, check=reconcile)
 
 
+def annotated_chats(qs: QuerySet[Chat]) -> QuerySet[Chat]:
+    """Chats with what their views need (last stream status, last message, warming badge)."""
+    return _annotated(qs)
+
+
+def reconciled_views(chats: list[Chat]) -> list[ChatView]:
+    """Views of already-annotated chats, reconciled with one MGET and no repair (admin pages)."""
+    return _reconcile(chats, repair=False)
+
+
 def chat_views_by_id(chat_ids) -> list[ChatView]:
     """Reconciled views of these chats (no membership check: callers push to member groups)."""
     return _reconcile(list(_annotated(Chat.objects.filter(pk__in=list(chat_ids))).select_related("workspace")))

@@ -2,19 +2,30 @@ import redis
 from django.contrib import admin
 from django.utils.html import format_html
 
+from chats.admin import report, tally
 from streams import eventlog
 from streams.models import Stream
 
 
 @admin.register(Stream)
 class StreamAdmin(admin.ModelAdmin):
-    list_display = ["id", "chat", "status", "reason", "provider", "model", "created_at", "duration_seconds", "last_seq"]
+    list_display = ["id", "chat", "status", "reason", "provider", "model", "started_at", "duration_seconds", "last_seq", "tokens"]
     list_filter = ["status", "reason", "provider"]
     search_fields = ["id", "chat__title", "chat__id"]
+    list_select_related = ["chat", "assistant_message"]
     readonly_fields = [
         "id", "chat", "user_message", "assistant_message", "status", "reason", "last_seq", "provider", "model",
-        "created_at", "started_at", "first_delta_at", "finished_at", "event_log_summary",
+        "created_at", "started_at", "first_delta_at", "finished_at", "cancel_requested_at", "cancel_noticed_at",
+        "event_log_summary",
     ]
+    actions = ["cancel_streams", "sweep_streams"]
+
+    @admin.display(description="tokens (in / cache read / cache write / out)")
+    def tokens(self, obj: Stream) -> str:
+        m = obj.assistant_message
+        if m is None:
+            return "-"
+        return f"{m.input_tokens} / {m.cache_read_tokens} / {m.cache_write_tokens} / {m.output_tokens}"
 
     @admin.display(description="Event log")
     def event_log_summary(self, obj: Stream) -> str:
@@ -29,3 +40,24 @@ class StreamAdmin(admin.ModelAdmin):
             "{} events, last seq {}, last type {}<br><pre style='white-space:pre-wrap'>{}</pre>",
             len(log), log[-1]["seq"], log[-1]["type"], text[:4000],
         )
+
+    @admin.action(description="Cancel the selected live streams (owner-aware, keeps their text)")
+    def cancel_streams(self, request, queryset):
+        from streams.services import stream_cancel
+
+        counts: dict[str, int] = {}
+        for stream in queryset.select_related("chat"):
+            outcome = stream_cancel(chat=stream.chat, stream_id=stream.pk, reason="user")
+            tally(counts, "cancelled" if outcome.cancelled else outcome.reason.replace("_", " "))
+            if outcome.cancelled:
+                self.log_change(request, stream, f"Cancelled (settled: {outcome.settled}).")
+        report(self, request, counts, "Cancel")
+
+    @admin.action(description="Run the sweeper on the selected streams")
+    def sweep_streams(self, request, queryset):
+        from streams.services import streams_sweep
+
+        result = streams_sweep(stream_ids=list(queryset.values_list("pk", flat=True)))
+        for stream in queryset.filter(pk__in=result["interrupted"]):
+            self.log_change(request, stream, "Interrupted by the sweeper (its lock was gone); text salvaged from the log.")
+        report(self, request, {"still alive": result["alive"], "interrupted": len(result["interrupted"]), "already finished": result["already_finalized"]}, "Sweep")

@@ -7,8 +7,7 @@ import json
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from chats.models import Chat
-from chats.selectors import parse_uuid
+from mothership.commands import chat_arg
 from warming.dispatch import claim_one, warm_run
 from warming.services import warming_fields, warming_get
 
@@ -21,10 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the outcome and the surface fields as JSON.")
 
     def handle(self, *args, chat_id, **options):
-        pk = parse_uuid(chat_id)
-        chat = Chat.objects.filter(pk=pk).first() if pk else None
-        if chat is None:
-            raise CommandError(f"No chat {chat_id!r}.")
+        chat = chat_arg(chat_id)
         try:
             result = warm_run(chat_id=chat.pk, token=claim_one(chat_id=chat.pk))
         except redis.RedisError as exc:
