@@ -207,9 +207,20 @@ if os.environ.get("MOTHERSHIP_PRICES_JSON"):
 
 # --- Models ---------------------------------------------------------------------------
 LLM_PROVIDER = env_str("LLM_PROVIDER", "local")
-if LLM_PROVIDER not in {"local"}:
-    raise ImproperlyConfigured(f"LLM_PROVIDER must be one of: local (got {LLM_PROVIDER!r}).")
-LLM_MODEL = env_str("LLM_MODEL", "mothership-local-1")
+if LLM_PROVIDER not in {"local", "openai"}:
+    raise ImproperlyConfigured(f"LLM_PROVIDER must be one of: local, openai (got {LLM_PROVIDER!r}).")
+LLM_MODEL = env_str("LLM_MODEL", "mothership-local-1" if LLM_PROVIDER == "local" else "")
+LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0)  # seconds to connect / between chunks
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)  # only before the first delta
+# OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp server) through the openai SDK.
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "")
+if LLM_PROVIDER != "local":
+    # Fail at start, not mid-stream.
+    if not LLM_MODEL:
+        raise ImproperlyConfigured(f"LLM_MODEL must name the model when LLM_PROVIDER={LLM_PROVIDER}.")
+    if LLM_PROVIDER == "openai" and not OPENAI_API_KEY:
+        raise ImproperlyConfigured("OPENAI_API_KEY must be set when LLM_PROVIDER=openai (any value for a local server that does not check it).")
 MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = env_float("MOTHERSHIP_LOCAL_TOKENS_PER_SECOND", 30.0, minimum=0.0)
 MOTHERSHIP_LOCAL_REPLY_TOKENS = env_int("MOTHERSHIP_LOCAL_REPLY_TOKENS", 200, minimum=1)
 # The local model caches a prefix only from this size on (like a provider's minimum cacheable size).

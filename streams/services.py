@@ -213,6 +213,7 @@ class _Run:
                     ended = True
                     break
                 if isinstance(item, BaseException):
+                    self._flush(buffer)  # what the model produced before the error is kept
                     raise item
                 if isinstance(item, TextDelta):
                     if not buffer:

@@ -10,6 +10,10 @@ def get_provider() -> Provider:
         from streams.providers.local import LocalProvider
 
         return LocalProvider()
+    if settings.LLM_PROVIDER == "openai":
+        from streams.providers.openai_compat import OpenAIProvider
+
+        return OpenAIProvider()
     raise ValueError(f"unknown LLM_PROVIDER {settings.LLM_PROVIDER!r}")
 
 

@@ -1,0 +1,103 @@
+"""The openai provider against a local server speaking OpenAI's streaming wire format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from chats.models import Message
+from streams.models import Stream
+from streams.providers import ProviderError, get_provider
+from streams.services import stream_run, stream_start
+from tests.support.fake_openai import WORDS, FakeOpenAI
+from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def fake(settings, monkeypatch):
+    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+    server = FakeOpenAI()
+    settings.LLM_PROVIDER, settings.LLM_MODEL = "openai", "gpt-fake"
+    settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL = "sk-test", server.url
+    settings.LLM_MAX_RETRIES, settings.LLM_TIMEOUT, settings.MOTHERSHIP_DELTA_FLUSH_MS = 2, 5, 0
+    yield server
+    server.stop()
+
+
+def _turn(chat, content):
+    turn = stream_start(chat=chat, content=content)
+    status = stream_run(stream_id=turn.stream.id)
+    return status, Stream.objects.get(pk=turn.stream.id), Message.objects.get(pk=turn.assistant_message.pk)
+
+
+def test_a_reply_streams_with_usage_and_cached_tokens(fake, chat):
+    status, stream, message = _turn(chat, "hello")
+    assert status == "completed" and (stream.provider, stream.model) == ("openai", "gpt-fake")
+    assert message.content == "".join(WORDS)
+    assert (message.input_tokens, message.cache_read_tokens, message.output_tokens) == (6, 24, len(WORDS))
+    request = fake.requests[-1]
+    assert request["auth"] == "Bearer sk-test" and request["body"]["stream"] is True
+    assert request["body"]["stream_options"] == {"include_usage": True}
+    assert request["body"]["messages"][-1] == {"role": "user", "content": "hello"}
+
+
+def test_a_429_before_the_first_delta_is_retried_after_retry_after(fake, chat):
+    status, _, message = _turn(chat, "429 once please")
+    assert status == "completed" and message.content == "".join(WORDS)
+    assert len(fake.requests) == 2
+
+
+def test_bad_credentials_fail_the_stream_with_a_readable_reason_and_no_retry(fake, chat):
+    status, stream, message = _turn(chat, "401 me")
+    assert status == "failed" and "authentication failed" in stream.reason
+    assert message.status == "failed" and len(fake.requests) == 1
+
+
+def test_a_connection_drop_mid_stream_fails_it_and_keeps_the_text(fake, chat):
+    status, stream, message = _turn(chat, "drop")
+    assert status == "failed" and "dropped mid-stream" in stream.reason
+    assert (message.status, message.content) == ("failed", "".join(WORDS[:3]))
+    assert len(fake.requests) == 1  # no retry after the first delta
+
+
+def test_a_stop_closes_the_http_stream_promptly(fake, chat):
+    provider = get_provider()
+    stop = threading.Event()
+    received = []
+
+    def consume():
+        for item in provider.stream(messages=[{"role": "user", "content": "slow"}], stop=stop):
+            received.append(item)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    time.sleep(0.5)
+    stop.set()
+    stopped = time.monotonic()
+    consumer.join(5)
+    assert not consumer.is_alive() and time.monotonic() - stopped < 0.5
+    assert fake.disconnected.wait(2)  # the server saw the connection go away
+
+
+def test_the_warm_call_asks_for_one_token_and_reads_cached_tokens(fake):
+    usage = get_provider().warm(messages=[{"role": "user", "content": "prefix"}])
+    assert (usage.cache_read_tokens, usage.input_tokens, usage.output_tokens) == (12, 8, 1)
+    assert fake.requests[-1]["body"]["max_tokens"] == 1 and not fake.requests[-1]["body"].get("stream")
+
+
+def test_a_warm_error_is_a_provider_error(fake):
+    with pytest.raises(ProviderError):
+        get_provider().warm(messages=[{"role": "user", "content": "401"}])
+
+
+def test_a_missing_key_fails_at_start_with_a_clear_error():
+    env = {**os.environ, "LLM_PROVIDER": "openai", "LLM_MODEL": "gpt-x", "OPENAI_API_KEY": "", "DJANGO_SETTINGS_MODULE": "mothership.settings"}
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "OPENAI_API_KEY must be set" in result.stderr
