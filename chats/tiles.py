@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from chats.models import Chat
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +17,7 @@ MESSAGE_TYPE = "tile.update"  # channel-layer type; the consumer's ``tile_update
 
 def tile_payload(view) -> dict:
     chat = view.chat
-    warming = getattr(view, "warming", None) or {}
+    warming = view.warming or {}
     return {
         "type": "tile",
         "workspaceId": str(chat.workspace_id),
@@ -40,10 +39,9 @@ def tile_push(*, chat_id) -> None:
     from streams.eventlog import publish_to_group
 
     try:
-        chat = Chat.objects.filter(pk=chat_id).only("id", "workspace_id").first()
-        if chat is None:
+        views = selectors.chat_views_by_id([chat_id])
+        if not views:  # deleted meanwhile
             return
-        view = selectors.chat_views_by_id([chat_id])[0]
-        publish_to_group(events.workspace_group(chat.workspace_id), {"type": MESSAGE_TYPE, "tile": tile_payload(view)})
+        publish_to_group(events.workspace_group(views[0].chat.workspace_id), {"type": MESSAGE_TYPE, "tile": tile_payload(views[0])})
     except Exception:
         logger.exception("could not push the tile of chat %s", chat_id)

@@ -44,7 +44,7 @@ def log_key(stream_id) -> str:
     return f"{KEY_PREFIX}{uuid.UUID(str(stream_id))}:events"
 
 
-def _group_channel(group: str) -> str:
+def group_channel(group: str) -> str:
     # The wire name RedisPubSubChannelLayer subscribes to for a group.
     return f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}__group__{group}"
 
@@ -66,7 +66,7 @@ def append(*, chat_id, stream_id, event: dict, fenced: bool = True) -> None:
             int(event["seq"]),
             json.dumps(event, separators=(",", ":")),
             ttl_ms,
-            _group_channel(events.chat_group(chat_id)),
+            group_channel(events.chat_group(chat_id)),
             payload,
         ],
     )
@@ -92,4 +92,4 @@ def snapshot_text(log: list[dict]) -> str:
 
 def publish_to_group(group: str, message: dict) -> None:
     """Send ``message`` to a channel group with one PUBLISH (no per-call layer connection)."""
-    get_redis().publish(_group_channel(group), get_channel_layer().serialize(message))
+    get_redis().publish(group_channel(group), get_channel_layer().serialize(message))

@@ -32,7 +32,7 @@ class Command(BaseCommand):
         try:
             pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
             # Subscribe first, then read the log: nothing published in between is missed.
-            pubsub.subscribe(eventlog._group_channel(events.chat_group(stream.chat_id)))
+            pubsub.subscribe(eventlog.group_channel(events.chat_group(stream.chat_id)))
             last_seq = 0
             for event in eventlog.read(stream.pk):
                 last_seq = self.emit(event, options["json"])
