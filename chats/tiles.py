@@ -1,7 +1,7 @@
 """Live task tiles: a chat's tile, as the dashboard shows it, pushed to its workspace's group.
 
-Pushed when a turn starts or seals (by the worker, a stop or the sweeper), when a chat is
-created, and when its warming changes. The payload is read back through the reconciling
+Pushed when a turn starts or seals (by the worker, a stop or the sweeper) and when a chat is
+created; a warming change pushes only the badge (``tile.warming``). The payload is read back through the reconciling
 selector, so a pushed tile is exactly what a reload would render.
 """
 
@@ -45,3 +45,13 @@ def tile_push(*, chat_id) -> None:
         publish_to_group(events.workspace_group(views[0].chat.workspace_id), {"type": MESSAGE_TYPE, "tile": tile_payload(views[0])})
     except Exception:
         logger.exception("could not push the tile of chat %s", chat_id)
+
+
+def badge_push(*, workspace_id, chat_id, fields: dict) -> None:
+    """Only the tile's warming badge changed (a warm, a toggle): no need to re-read the tile."""
+    from streams import events
+    from streams.eventlog import publish_to_group
+
+    badge = {"enabled": fields["enabled"], "nextWarmAt": fields["timer"]["nextWarmAt"], "stopReason": fields["stopReason"]}
+    tile = {"type": "tile.warming", "workspaceId": str(workspace_id), "conversationId": str(chat_id), "warming": badge}
+    publish_to_group(events.workspace_group(workspace_id), {"type": MESSAGE_TYPE, "tile": tile})

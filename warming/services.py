@@ -126,17 +126,18 @@ def warming_fields(schedule: WarmingSchedule) -> dict:
 
 
 def warming_push(*, chat_id) -> None:
-    """Push the stored state to every subscriber of the conversation (all tabs). Best effort."""
+    """Push the stored state to every tab of the conversation, and its badge to the dashboards.
+
+    One read of the schedule (with its chat's workspace) feeds both; best effort.
+    """
+    from chats.tiles import badge_push
     from streams.eventlog import publish_to_group
 
-    schedule = WarmingSchedule.objects.filter(chat_id=chat_id).first() or WarmingSchedule(chat_id=chat_id)
+    schedule = WarmingSchedule.objects.select_related("chat").filter(chat_id=chat_id).first()
+    fields = warming_fields(schedule or WarmingSchedule(chat_id=chat_id))
     try:
-        publish_to_group(
-            warming_group(chat_id),
-            {"type": UPDATE_MESSAGE_TYPE, "conversationId": str(chat_id), "fields": warming_fields(schedule)},
-        )
+        publish_to_group(warming_group(chat_id), {"type": UPDATE_MESSAGE_TYPE, "conversationId": str(chat_id), "fields": fields})
+        if schedule is not None:
+            badge_push(workspace_id=schedule.chat.workspace_id, chat_id=chat_id, fields=fields)
     except Exception:  # a lost push is repaired by the next one; the state itself is saved
         logger.exception("could not push the warming update of chat %s", chat_id)
-    from chats.tiles import tile_push
-
-    tile_push(chat_id=chat_id)  # the dashboard's warming badge

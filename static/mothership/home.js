@@ -26,6 +26,13 @@ function newTile(chatId) {
 }
 
 // One tile from a pushed "tile" message or a row of the list API (same fields, two spellings).
+function renderBadge(li, warming) {
+  const badge = li.querySelector(".tile-warming");
+  badge.dataset.enabled = warming?.enabled ? "true" : "false";
+  badge.dataset.nextWarmAt = warming?.nextWarmAt ?? "";
+  badge.hidden = !warming?.enabled;
+}
+
 function render(tile) {
   const chatId = tile.conversationId || tile.id;
   const li = tileFor(chatId) || newTile(chatId);
@@ -40,13 +47,7 @@ function render(tile) {
   const time = li.querySelector(".tile-time");
   time.setAttribute("datetime", tile.updatedAt || tile.updated_at);
   time.textContent = relativeTime(time.getAttribute("datetime"));
-  if ("warming" in tile) {
-    const badge = li.querySelector(".tile-warming");
-    const warming = tile.warming || {};
-    badge.dataset.enabled = warming.enabled ? "true" : "false";
-    badge.dataset.nextWarmAt = warming.nextWarmAt ?? "";
-    badge.hidden = !warming.enabled;
-  }
+  if ("warming" in tile) renderBadge(li, tile.warming);
 }
 
 function tick() {
@@ -76,6 +77,10 @@ if (workspaceId) {
     },
     onMessage: (message) => {
       if (message.type === "tile" && message.workspaceId === workspaceId) render(message);
+      else if (message.type === "tile.warming" && message.workspaceId === workspaceId) {
+        const li = tileFor(message.conversationId);
+        if (li) renderBadge(li, message.warming);
+      }
       else if (message.type === "error") statusLine.textContent = message.message;
     },
   });

@@ -56,3 +56,15 @@ async def test_a_workspace_of_someone_else_is_not_found(make_user, workspace):
         reply = await tab.receive_json_from(timeout=5)
         assert reply["type"] == "error" and reply["code"] in ("not_found", "bad_request")
     await tab.disconnect()
+
+
+async def test_a_warming_change_pushes_only_the_badge(user, workspace, chat):
+    from warming.services import warming_update
+
+    tab = await _dashboard(user, workspace)
+    await database_sync_to_async(warming_update)(chat=chat, enabled=True, interval_seconds=120)
+    badge = await tab.receive_json_from(timeout=5)
+    assert (badge["type"], badge["conversationId"], badge["workspaceId"]) == ("tile.warming", str(chat.id), str(workspace.id))
+    assert badge["warming"]["enabled"] is True and badge["warming"]["nextWarmAt"] > 0
+    assert await tab.receive_nothing(timeout=0.2)
+    await tab.disconnect()
