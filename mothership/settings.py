@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -206,12 +207,17 @@ if os.environ.get("MOTHERSHIP_PRICES_JSON"):
         raise ImproperlyConfigured(f"MOTHERSHIP_PRICES_JSON is not valid JSON: {exc}") from None
 
 # --- Models ---------------------------------------------------------------------------
+LLM_PROVIDERS = ("local", "anthropic", "openai")
 LLM_PROVIDER = env_str("LLM_PROVIDER", "local")
-if LLM_PROVIDER not in {"local", "openai"}:
-    raise ImproperlyConfigured(f"LLM_PROVIDER must be one of: local, openai (got {LLM_PROVIDER!r}).")
+if LLM_PROVIDER not in LLM_PROVIDERS:
+    raise ImproperlyConfigured(f"LLM_PROVIDER must be one of: {', '.join(LLM_PROVIDERS)} (got {LLM_PROVIDER!r}).")
 LLM_MODEL = env_str("LLM_MODEL", "mothership-local-1" if LLM_PROVIDER == "local" else "")
 LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0)  # seconds to connect / between chunks
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)  # only before the first delta
+LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 4096, minimum=1)  # a reply's limit (anthropic requires one)
+# Anthropic's Messages API through the anthropic SDK.
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "")
 # OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp server) through the openai SDK.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "")
@@ -219,8 +225,16 @@ if LLM_PROVIDER != "local":
     # Fail at start, not mid-stream.
     if not LLM_MODEL:
         raise ImproperlyConfigured(f"LLM_MODEL must name the model when LLM_PROVIDER={LLM_PROVIDER}.")
+    if LLM_PROVIDER == "anthropic" and not ANTHROPIC_API_KEY:
+        raise ImproperlyConfigured("ANTHROPIC_API_KEY must be set when LLM_PROVIDER=anthropic.")
     if LLM_PROVIDER == "openai" and not OPENAI_API_KEY:
         raise ImproperlyConfigured("OPENAI_API_KEY must be set when LLM_PROVIDER=openai (any value for a local server that does not check it).")
+    _base_url = {"anthropic": ANTHROPIC_BASE_URL, "openai": OPENAI_BASE_URL}[LLM_PROVIDER]  # only the chosen one's
+    _parts = urlsplit(_base_url)
+    if _base_url and (_parts.scheme not in ("http", "https") or not _parts.hostname):
+        raise ImproperlyConfigured(f"{LLM_PROVIDER.upper()}_BASE_URL must be an http:// or https:// URL with a host (got {_base_url!r}).")
+    if LLM_PROVIDER == "anthropic" and _parts.path.rstrip("/").endswith("/v1"):
+        raise ImproperlyConfigured(f"ANTHROPIC_BASE_URL must not end in /v1: the SDK adds /v1/messages (got {_base_url!r}).")
 MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = env_float("MOTHERSHIP_LOCAL_TOKENS_PER_SECOND", 30.0, minimum=0.0)
 MOTHERSHIP_LOCAL_REPLY_TOKENS = env_int("MOTHERSHIP_LOCAL_REPLY_TOKENS", 200, minimum=1)
 # The local model caches a prefix only from this size on (like a provider's minimum cacheable size).

@@ -1,10 +1,15 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.authtoken.views import ObtainAuthToken
 
 from chats.api import views as chat_api
 from mothership import views
+
+# The admin's front page names the deployment's model (each stream records its own).
+admin.site.index_title = lazy(lambda: f"Site administration · model: {settings.LLM_PROVIDER} / {settings.LLM_MODEL}", str)()
 
 api_patterns = [
     path("auth/token", ObtainAuthToken.as_view(), name="api-token"),

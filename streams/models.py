@@ -24,7 +24,7 @@ class Stream(models.Model):
     user_message = models.ForeignKey("chats.Message", on_delete=models.SET_NULL, null=True, related_name="+")
     assistant_message = models.ForeignKey("chats.Message", on_delete=models.SET_NULL, null=True, related_name="+")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    reason = models.CharField(max_length=64, blank=True, default="")
+    reason = models.CharField(max_length=255, blank=True, default="")
     last_seq = models.PositiveIntegerField(default=0)
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=128)

@@ -330,6 +330,7 @@ def stream_finalize(
     only the winner writes the message, the terminal event and releases the lock.
     """
     usage = usage or Usage()
+    reason = reason[: Stream._meta.get_field("reason").max_length]
     terminal_seq = last_seq + 1
     sealed_at = timezone.now()
     with transaction.atomic():

@@ -28,19 +28,27 @@ export function warmingPanel(root, chatId) {
   const warmNow = root.querySelector("#warming-now");
   let fields = null;
   let socket = null;
+  // The switch's value the user just asked for: an update sent before the server saw it (an
+  // interval change, a warm) must not flip the switch back. Cleared by the update that carries
+  // it, by an error, or after 5 s.
+  let pendingEnabled = null;
+  let pendingTimer = null;
+
+  function settle() { pendingEnabled = null; clearTimeout(pendingTimer); }
 
   function send(action, payload) {
-    if (socket?.readyState !== WebSocket.OPEN) { status.textContent = "Not connected; try again in a moment."; return; }
+    if (socket?.readyState !== WebSocket.OPEN) { status.textContent = "Not connected; try again in a moment."; return false; }
     const frame = { type: "invoke", surfaceId: SURFACE_ID, conversationId: chatId, action };
     if (payload !== undefined) frame.payload = payload;
     socket.send(JSON.stringify(frame));
+    return true;
   }
 
   function render() {
     if (!fields) return;
     root.dataset.enabled = fields.enabled ? "true" : "false";
-    enabled.checked = fields.enabled;
-    enabled.setAttribute("aria-checked", String(fields.enabled));
+    enabled.checked = pendingEnabled ?? fields.enabled;
+    enabled.setAttribute("aria-checked", String(enabled.checked));
     if (document.activeElement !== interval) interval.value = fields.interval_seconds;
     root.querySelector("[data-field=lastCachePct]").textContent = pct(fields.lastCachePct);
     root.querySelector("[data-field=cacheRetention]").textContent = pct(fields.cacheRetention);
@@ -59,7 +67,15 @@ export function warmingPanel(root, chatId) {
     count.dataset.nextWarmAt = next ?? "";
   }
 
-  enabled.addEventListener("change", () => send("set-enabled", enabled.checked)); // explicit, never a flip
+  enabled.addEventListener("change", () => {
+    settle();
+    pendingEnabled = enabled.checked;
+    pendingTimer = setTimeout(() => { settle(); render(); }, 5000);
+    if (!send("set-enabled", enabled.checked)) { // explicit, never a flip
+      settle();
+      if (fields) render(); else enabled.checked = !enabled.checked;
+    }
+  });
   interval.addEventListener("change", () => {
     const value = Number(interval.value);
     if (!Number.isInteger(value) || value < Number(interval.min) || value > Number(interval.max)) {
@@ -78,8 +94,15 @@ export function warmingPanel(root, chatId) {
     },
     onMessage(message) {
       if (message.conversationId !== chatId) return; // another conversation's (stale scope)
-      if (message.type === "surface" || message.type === "update") { fields = message.fields; render(); }
-      else if (message.type === "error") status.textContent = message.message;
+      if (message.type === "surface" || message.type === "update") {
+        fields = message.fields;
+        if (pendingEnabled !== null && fields.enabled === pendingEnabled) settle();
+        render();
+      } else if (message.type === "error") {
+        settle();
+        render();
+        status.textContent = message.message;
+      }
     },
   };
 }

@@ -10,6 +10,10 @@ def get_provider() -> Provider:
         from streams.providers.local import LocalProvider
 
         return LocalProvider()
+    if settings.LLM_PROVIDER == "anthropic":
+        from streams.providers.anthropic_messages import AnthropicProvider
+
+        return AnthropicProvider()
     if settings.LLM_PROVIDER == "openai":
         from streams.providers.openai_compat import OpenAIProvider
 

@@ -3,21 +3,30 @@
 Streaming chat completions with usage included; cached prompt tokens are read from
 ``prompt_tokens_details.cached_tokens``. Retries (rate limit with Retry-After, overload,
 time-out, connection errors) happen only before the first delta; after it, an error ends the
-stream as ``failed`` and the text already produced is kept. A stop closes the HTTP stream at
+stream as ``failed`` and the text already produced is kept. A stop hangs up the HTTP stream at
 once, from a watcher thread, even while the SDK is blocked reading.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx2 as httpx  # the HTTP client the openai SDK is built on
 import openai
 from django.conf import settings
 
-from streams.providers.base import ProviderError, TextDelta, Usage
+from streams.providers.base import (
+    Failure,
+    ProviderError,
+    TextDelta,
+    Usage,
+    closed_on_stop,
+    retry_after,
+    stream_with_retries,
+    transport_failure,
+)
 
 _RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
 
@@ -45,13 +54,18 @@ def _reason(exc: Exception) -> str:
     return f"provider error: {type(exc).__name__}"
 
 
-def _retry_after(exc: Exception, attempt: int) -> float:
-    response = getattr(exc, "response", None)
-    header = response.headers.get("retry-after") if response is not None else None
-    try:
-        return min(30.0, max(0.0, float(header))) if header else min(8.0, 0.5 * 2**attempt)
-    except ValueError:
-        return min(8.0, 0.5 * 2**attempt)
+def _classify(exc: Exception) -> Failure | None:
+    if isinstance(exc, openai.APIConnectionError):  # the SDK wraps what its HTTP client raised
+        return transport_failure(exc.__cause__, httpx) or Failure(_reason(exc), retryable=True)
+    if isinstance(exc, openai.APIError):
+        return Failure(_reason(exc), retryable=isinstance(exc, _RETRYABLE), retry_after=retry_after(getattr(exc, "response", None)))
+    return transport_failure(exc, httpx)
+
+
+@functools.lru_cache(maxsize=4)
+def _client(api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI:
+    """One client (and connection pool) per process and configuration, made on first use."""
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)  # retries are ours
 
 
 class OpenAIProvider:
@@ -59,57 +73,20 @@ class OpenAIProvider:
 
     def __init__(self):
         self.model = settings.LLM_MODEL
-        self.client = openai.OpenAI(
-            api_key=settings.OPENAI_API_KEY,
-            base_url=settings.OPENAI_BASE_URL or None,
-            timeout=settings.LLM_TIMEOUT,
-            max_retries=0,  # retries are ours: only before the first delta
-        )
+        self.client = _client(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL or None, settings.LLM_TIMEOUT)
 
     def stream(self, *, messages: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
-        attempt = 0
-        while True:
-            produced = False
-            try:
-                for item in self._stream_once(messages, stop):
-                    if isinstance(item, TextDelta):
-                        produced = True
-                    yield item
-                return
-            except _RETRYABLE as exc:
-                if produced or attempt >= settings.LLM_MAX_RETRIES or stop.is_set():
-                    raise ProviderError(_reason(exc) + (" mid-stream" if produced else ""), retryable=True) from exc
-                if stop.wait(_retry_after(exc, attempt)):
-                    return
-                attempt += 1
-            except openai.APIError as exc:
-                raise ProviderError(_reason(exc)) from exc
-            except httpx.HTTPError as exc:  # the connection dropped while reading the stream
-                if produced or stop.is_set():
-                    if stop.is_set():
-                        return
-                    raise ProviderError("the connection to the provider dropped mid-stream") from exc
-                if attempt >= settings.LLM_MAX_RETRIES:
-                    raise ProviderError("the connection to the provider dropped") from exc
-                attempt += 1
+        return stream_with_retries(
+            lambda: self._stream_once(messages, stop), classify=_classify, stop=stop, max_retries=settings.LLM_MAX_RETRIES
+        )
 
     def _stream_once(self, messages: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
         response = self.client.chat.completions.create(
             model=self.model, messages=messages, stream=True, stream_options={"include_usage": True}
         )
-        done = threading.Event()
-
-        def close_on_stop():
-            while not done.is_set():
-                if stop.wait(0.05):
-                    response.close()  # aborts a blocked read: the HTTP stream ends now
-                    return
-
-        watcher = threading.Thread(target=close_on_stop, daemon=True)
-        watcher.start()
         usage = Usage()
         finished = False
-        try:
+        with closed_on_stop(stop, response.response):
             for chunk in response:
                 if stop.is_set():
                     break
@@ -120,12 +97,6 @@ class OpenAIProvider:
                     if text:
                         yield TextDelta(text)
                     finished = finished or choice.finish_reason is not None
-        except (httpx.HTTPError, openai.APIError):
-            if not stop.is_set():
-                raise
-        finally:
-            done.set()
-            response.close()
         if not finished and not stop.is_set():
             # The body ended without a finish_reason: the connection was cut, not the reply done.
             raise httpx.RemoteProtocolError("the stream ended without a finish_reason")

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
-import time
-
 import pytest
 
-from chats.models import Message
-from streams.models import Stream
-from streams.providers import ProviderError, get_provider
-from streams.services import stream_run, stream_start
+from streams.providers import ProviderError, TextDelta, get_provider
 from tests.support.fake_openai import WORDS, FakeOpenAI
-from tests.support.processes import ROOT
+from tests.support.turns import django_start, run_turn as _turn, stop_mid_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,12 +20,6 @@ def fake(settings, monkeypatch):
     settings.LLM_MAX_RETRIES, settings.LLM_TIMEOUT, settings.MOTHERSHIP_DELTA_FLUSH_MS = 2, 5, 0
     yield server
     server.stop()
-
-
-def _turn(chat, content):
-    turn = stream_start(chat=chat, content=content)
-    status = stream_run(stream_id=turn.stream.id)
-    return status, Stream.objects.get(pk=turn.stream.id), Message.objects.get(pk=turn.assistant_message.pk)
 
 
 def test_a_reply_streams_with_usage_and_cached_tokens(fake, chat):
@@ -67,23 +52,19 @@ def test_a_connection_drop_mid_stream_fails_it_and_keeps_the_text(fake, chat):
     assert len(fake.requests) == 1  # no retry after the first delta
 
 
-def test_a_stop_closes_the_http_stream_promptly(fake, chat):
-    provider = get_provider()
-    stop = threading.Event()
-    received = []
+def test_a_stop_hangs_up_a_read_blocked_on_a_silent_server(fake, settings):
+    settings.LLM_TIMEOUT = 30
+    received, seconds, returned = stop_mid_stream(get_provider(), "stall")
+    assert returned and seconds < 0.5
+    assert [i.text for i in received if isinstance(i, TextDelta)] == WORDS[:3]
+    assert fake.hung_up.wait(2)  # the server saw the client hang up while it was silent
 
-    def consume():
-        for item in provider.stream(messages=[{"role": "user", "content": "slow"}], stop=stop):
-            received.append(item)
 
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    time.sleep(0.5)
-    stop.set()
-    stopped = time.monotonic()
-    consumer.join(5)
-    assert not consumer.is_alive() and time.monotonic() - stopped < 0.5
-    assert fake.disconnected.wait(2)  # the server saw the connection go away
+def test_a_time_out_between_chunks_is_reported_as_one(fake, chat, settings):
+    settings.LLM_TIMEOUT = 1
+    status, stream, message = _turn(chat, "stall")
+    assert status == "failed" and stream.reason == "the provider timed out mid-stream"
+    assert message.content == "".join(WORDS[:3])
 
 
 def test_the_warm_call_asks_for_one_token_and_reads_cached_tokens(fake):
@@ -98,6 +79,5 @@ def test_a_warm_error_is_a_provider_error(fake):
 
 
 def test_a_missing_key_fails_at_start_with_a_clear_error():
-    env = {**os.environ, "LLM_PROVIDER": "openai", "LLM_MODEL": "gpt-x", "OPENAI_API_KEY": "", "DJANGO_SETTINGS_MODULE": "mothership.settings"}
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = django_start(LLM_PROVIDER="openai", LLM_MODEL="gpt-x", OPENAI_API_KEY="")
     assert result.returncode != 0 and "OPENAI_API_KEY must be set" in result.stderr

@@ -1,0 +1,158 @@
+"""A local HTTP server that speaks Anthropic's Messages API wire format (SSE when streaming).
+
+It checks what the real API checks that matters here (the key as ``x-api-key`` or Bearer, ``anthropic-version``,
+``max_tokens``, roles, non-empty text, at most 4 ``cache_control`` blocks) and keeps a prompt
+cache: every breakpoint writes the prefix up to it; the longest prefix already written is read.
+Tokens are words. Usage reads like Anthropic's: ``input_tokens`` excludes cached tokens.
+
+Scenarios are chosen by the last user message:
+- "429 once" / "529 once": the first such request answers 429 (retry-after: 0) / 529 overloaded;
+- "overloaded": three deltas, then an ``error`` event (overloaded_error) in the 200 stream;
+- "drop": three deltas, then the connection is cut without ``message_stop``;
+- "slow": one delta every 0.2 s (long enough to be stopped);
+- "stall mid-stream": three deltas, then silence for 10 s (a stop must hang up a blocked read);
+- "stall before": nothing for 3 s before the headers (longer than the tests' client time-out);
+- anything else: the reply ``WORDS`` with a ``ping``, ``message_delta`` usage and ``message_stop``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from tests.support.fake_http import FakeServer, Handler
+
+WORDS = ["Hello", " from", " the", " fake", " Claude", ".", " It", " streams", " in", " pieces", "."]
+API_KEY = "sk-ant-test"
+
+
+def _error(kind: str, message: str) -> dict:
+    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}
+
+
+def _text_blocks(message: dict) -> list[dict]:
+    content = message["content"]
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _tokens(block: dict) -> int:
+    return max(1, len(block.get("text", "").split()))
+
+
+class AnthropicHandler(Handler):
+    def do_POST(self):
+        server = self.server_state
+        body = self.read_json()
+        server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+        if self.path != "/v1/messages":
+            return self.send_json(404, _error("not_found_error", f"Not found: {self.path}"))
+        # The SDK sends the key as a Bearer token; older clients send x-api-key. Either is accepted.
+        key = self.headers.get("x-api-key") or self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key != API_KEY:
+            return self.send_json(401, _error("authentication_error", "invalid x-api-key"))
+        if not self.headers.get("anthropic-version"):
+            return self.send_json(400, _error("invalid_request_error", "anthropic-version: header is required"))
+        problem = self._invalid(body)
+        if problem:
+            return self.send_json(400, _error("invalid_request_error", problem))
+        prompt = _text_blocks(body["messages"][-1])[-1]["text"]
+        for trigger, status, kind, headers in (
+            ("429 once", 429, "rate_limit_error", {"retry-after": "0"}),
+            ("429 long", 429, "rate_limit_error", {"retry-after": "120"}),
+            ("529 once", 529, "overloaded_error", {}),  # no retry-after: our own backoff
+        ):
+            if trigger in prompt and (trigger not in server.failed_once or trigger == "429 long"):
+                server.failed_once.add(trigger)
+                return self.send_json(status, _error(kind, kind.replace("_", " ")), headers)
+        if "stall before" in prompt:
+            time.sleep(3)
+        usage = server.cache_usage(body["messages"])
+        if not body.get("stream"):
+            return self.send_json(200, self._message(body, [{"type": "text", "text": "."}], "max_tokens", {**usage, "output_tokens": 1}))
+        self._sse(body, prompt, usage)
+
+    def _invalid(self, body) -> str | None:
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return "model: Field required"
+        if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
+            return "max_tokens: Field required"
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "messages: at least one message is required"
+        breakpoints = 0
+        for i, message in enumerate(messages):
+            if message.get("role") not in ("user", "assistant"):
+                return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            for block in _text_blocks(message):
+                if block.get("type") != "text" or not block.get("text", "").strip():
+                    return f"messages.{i}: text content blocks must be non-empty"
+                if "cache_control" in block:
+                    if block["cache_control"] != {"type": "ephemeral"}:
+                        return f"messages.{i}.cache_control: unsupported"
+                    breakpoints += 1
+        if breakpoints > 4:
+            return f"A maximum of 4 blocks with cache_control may be provided. Found {breakpoints}."
+        return None
+
+    def _message(self, body, content, stop_reason, usage) -> dict:
+        return {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"], "content": content,
+            "stop_reason": stop_reason, "stop_sequence": None, "usage": usage,
+        }
+
+    def _event(self, name: str, payload: dict) -> None:
+        self.write_sse(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+
+    def _sse(self, body, prompt, usage):
+        self.start_sse()
+        try:
+            self._event("message_start", {"type": "message_start", "message": self._message(body, [], None, {**usage, "output_tokens": 1})})
+            self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+            self._event("ping", {"type": "ping"})
+            words = WORDS * (20 if "slow" in prompt else 1)
+            for i, word in enumerate(words):
+                if i == 3 and "drop" in prompt:
+                    return self.cut()  # no message_stop
+                if i == 3 and "overloaded" in prompt:
+                    self._event("error", _error("overloaded_error", "Overloaded"))
+                    return self.end_sse()
+                if i == 3 and "stall mid-stream" in prompt:
+                    self.wait_for_hang_up(10)
+                    return
+                self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}})
+                if "slow" in prompt:
+                    time.sleep(0.2)
+            self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            self._event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": len(words)}})
+            self._event("message_stop", {"type": "message_stop"})
+            self.end_sse()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+            self.server_state.disconnected.set()
+
+
+class FakeAnthropic(FakeServer):
+    def __init__(self):
+        self.failed_once: set[str] = set()
+        self.cache: dict[str, int] = {}  # prefix hash -> its tokens
+        self.min_cache_tokens = 0  # like a model's minimum cacheable prompt (1024 tokens and up)
+        super().__init__(AnthropicHandler)
+
+    def cache_usage(self, messages: list[dict]) -> dict:
+        """Read the longest cached prefix, write one at every breakpoint; usage like Anthropic's."""
+        seen: list[dict] = []
+        total = 0
+        prefixes = []  # (hash, tokens) at each breakpoint, in order
+        for message in messages:
+            for block in _text_blocks(message):
+                seen.append({"role": message["role"], "text": block["text"]})
+                total += _tokens(block)
+                if "cache_control" in block and total >= self.min_cache_tokens:  # shorter: silently not cached
+                    prefixes.append((hashlib.sha256(json.dumps(seen).encode()).hexdigest(), total))
+        read = max((tokens for key, tokens in prefixes if key in self.cache), default=0)
+        written = max((tokens for _, tokens in prefixes), default=0)
+        for key, tokens in prefixes:
+            self.cache[key] = tokens
+        creation = max(0, written - read)
+        return {"input_tokens": total - read - creation, "cache_read_input_tokens": read, "cache_creation_input_tokens": creation}
