@@ -200,3 +200,17 @@ def test_an_unknown_provider_or_bad_base_url_fails_at_start():
     assert result.returncode != 0 and "ANTHROPIC_BASE_URL must not end in /v1" in result.stderr
     # Only the chosen provider's settings are checked.
     assert django_start(LLM_PROVIDER="anthropic", LLM_MODEL="claude-x", ANTHROPIC_API_KEY="k", OPENAI_BASE_URL="nonsense").returncode == 0
+
+
+def test_provider_check_answers_ok_or_names_the_problem(fake, settings, capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    call_command("provider_check")
+    assert "ok: anthropic / claude-fake" in capsys.readouterr().out
+    settings.ANTHROPIC_API_KEY = "sk-ant-wrong"
+    with pytest.raises(CommandError, match=r"anthropic / claude-fake: authentication failed \(check ANTHROPIC_API_KEY\)"):
+        call_command("provider_check")
+    with pytest.raises(SystemExit):
+        call_command("provider_check", "--json")
+    assert '"ok": false' in capsys.readouterr().out
