@@ -1,12 +1,18 @@
 #!/usr/bin/env python
 """Django's command-line utility for administrative tasks."""
+
 import os
 import sys
 
 
 def main():
     """Run administrative tasks."""
-    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mothership.settings')
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
+    if sys.argv[1:2] == ["runall"]:
+        # The whole app owns the embedded Redis (when REDIS_URL is unset); started before the settings load.
+        from mothership import embedded_redis
+
+        embedded_redis.ensure_started()
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:
@@ -18,5 +24,5 @@ def main():
     execute_from_command_line(sys.argv)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

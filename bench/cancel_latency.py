@@ -29,7 +29,6 @@ from _common import percentile, setup_django
 setup_django()
 
 import django  # noqa: E402  (set up above)
-
 import httpx  # noqa: E402
 import websockets  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -45,7 +44,10 @@ async def run(base: str, token: str, chat_id: str, cancels: int) -> tuple[list[f
     headers = {"Authorization": f"Token {token}"}
     ws_url = base.replace("http", "ws", 1) + f"/ws/?token={token}"
     latencies, stream_ids = [], []
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client, websockets.connect(ws_url, close_timeout=0.2) as socket:
+    async with (
+        httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client,
+        websockets.connect(ws_url, close_timeout=0.2) as socket,
+    ):
         await socket.send(json.dumps({"type": "subscribe", "conversationId": chat_id}))
         while json.loads(await socket.recv())["type"] != "subscribed":
             pass
@@ -58,7 +60,9 @@ async def run(base: str, token: str, chat_id: str, cancels: int) -> tuple[list[f
                 if event.get("streamId") == stream_id and event["type"] == "stream.delta":
                     break
             t0 = time.perf_counter()
-            answer_task = asyncio.create_task(client.post(f"/api/mothership/chats/{chat_id}/cancel", json={"stream_id": stream_id}))
+            answer_task = asyncio.create_task(
+                client.post(f"/api/mothership/chats/{chat_id}/cancel", json={"stream_id": stream_id})
+            )
             while True:
                 event = json.loads(await socket.recv())
                 if event.get("streamId") == stream_id and event["type"] == "stream.cancelled":
@@ -89,7 +93,10 @@ def main() -> None:
     background = [services.chat_create(workspace=workspace, title=f"load {i}") for i in range(args.background)]
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Token {token}"}, timeout=30) as client:
-            load = [client.post(f"/api/mothership/chats/{c.id}/messages", json={"content": "load"}).json()["stream_id"] for c in background]
+            load = [
+                client.post(f"/api/mothership/chats/{c.id}/messages", json={"content": "load"}).json()["stream_id"]
+                for c in background
+            ]
         time.sleep(1.0 if background else 0)
         live = Stream.objects.filter(pk__in=load, status="streaming").count()
         latencies, stream_ids = asyncio.run(run(base, token, str(chat.id), args.cancels))

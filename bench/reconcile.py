@@ -22,9 +22,10 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from chats import selectors, services  # noqa: E402
+from chats import services  # noqa: E402
 from chats.models import Chat  # noqa: E402
-from mothership.redis_client import get_redis  # noqa: E402
+from mothership import selectors  # noqa: E402
+from mothership.infra.redis import get_redis  # noqa: E402
 from streams import locks  # noqa: E402
 
 
@@ -35,7 +36,9 @@ def redis_commands() -> int:
 def setup(n: int):
     user = get_user_model().objects.create_user(username=f"bench-{uuid.uuid4().hex[:8]}")
     workspace = services.workspace_create(name="bench", owner=user)
-    chats = Chat.objects.bulk_create([Chat(workspace=workspace, title=f"chat {i}", active_stream_id=uuid.uuid4()) for i in range(n)], batch_size=1000)
+    chats = Chat.objects.bulk_create(
+        [Chat(workspace=workspace, title=f"chat {i}", active_stream_id=uuid.uuid4()) for i in range(n)], batch_size=1000
+    )
     pipe = get_redis().pipeline()
     for chat in chats[: n // 2]:  # half of them really streaming
         pipe.set(locks.lock_key(chat.id), str(chat.active_stream_id), px=600_000)
@@ -46,7 +49,7 @@ def setup(n: int):
 def remark(chats):
     # Put the dead half's markers back so every measured request reconciles (and repairs) them.
     # Each its own stream id, as in life (stream ids are unique).
-    dead = chats[len(chats) // 2:]
+    dead = chats[len(chats) // 2 :]
     for chat in dead:
         chat.active_stream_id = uuid.uuid4()
     Chat.objects.bulk_update(dead, ["active_stream_id"], batch_size=500)

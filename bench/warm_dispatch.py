@@ -44,13 +44,19 @@ def setup(n: int, due: int, due_at):
     workspace = services.workspace_create(name="bench-warming", owner=user)
     chats = Chat.objects.bulk_create([Chat(workspace=workspace, title=f"warm {i}") for i in range(n)], batch_size=2000)
     Message.objects.bulk_create(
-        [Message(chat=c, role=role, content=f"{role} says something about chat {i}") for i, c in enumerate(chats[:due]) for role in ("user", "assistant")],
+        [
+            Message(chat=c, role=role, content=f"{role} says something about chat {i}")
+            for i, c in enumerate(chats[:due])
+            for role in ("user", "assistant")
+        ],
         batch_size=2000,
     )
     later = due_at + datetime.timedelta(hours=1)
     WarmingSchedule.objects.bulk_create(
         [
-            WarmingSchedule(chat=c, enabled=True, interval_seconds=3300, enabled_at=timezone.now(), next_warm_at=due_at if i < due else later)
+            WarmingSchedule(
+                chat=c, enabled=True, interval_seconds=3300, enabled_at=timezone.now(), next_warm_at=due_at if i < due else later
+            )
             for i, c in enumerate(chats)
         ],
         batch_size=2000,
@@ -68,7 +74,9 @@ def main() -> None:
     queue = f"bench-warm-{uuid.uuid4().hex[:8]}"
     app.conf.task_default_queue = queue
     tmp = Path(tempfile.mkdtemp(prefix="mothership-bench-"))
-    worker = processes.start_worker(tmp, name="bench-warm-worker", concurrency=args.worker_concurrency, MOTHERSHIP_CELERY_QUEUE=queue)
+    worker = processes.start_worker(
+        tmp, name="bench-warm-worker", concurrency=args.worker_concurrency, MOTHERSHIP_CELERY_QUEUE=queue
+    )
     due_at = timezone.now() + datetime.timedelta(seconds=5)
     user, workspace, due_chats = setup(args.schedules, args.due, due_at)
     try:
@@ -78,7 +86,7 @@ def main() -> None:
 
         def dispatcher():
             try:
-                reports.append(dispatch.dispatch_due())
+                reports.append(dispatch.warming_dispatch_due())
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
             finally:
@@ -107,14 +115,18 @@ def main() -> None:
         worker.stop()
         workspace.delete()
         user.delete()
-    print(f"database={connection.vendor} schedules={args.schedules} due={args.due} dispatchers=2 worker threads={args.worker_concurrency}")
+    print(
+        f"database={connection.vendor} schedules={args.schedules} due={args.due} dispatchers=2 worker threads={args.worker_concurrency}"
+    )
     print(
         f"claim + enqueue of all due rows: {claim_seconds * 1000:.0f} ms  "
         f"(claimed {sum(r['claimed'] for r in reports)} in {sum(r['batches'] for r in reports)} batches: "
         + ", ".join(f"dispatcher {i + 1} {r['claimed']} rows/{r['batches']} batches" for i, r in enumerate(reports))
         + ")"
     )
-    print(f"lateness of each warm against its nextWarmAt: p50={statistics.median(late) * 1000:.0f} ms  p99={percentile(late, 99) * 1000:.0f} ms  max={max(late) * 1000:.0f} ms")
+    print(
+        f"lateness of each warm against its nextWarmAt: p50={statistics.median(late) * 1000:.0f} ms  p99={percentile(late, 99) * 1000:.0f} ms  max={max(late) * 1000:.0f} ms"
+    )
     print(f"duplicate warms: {duplicates}   warms of schedules not due: {extra}")
 
 

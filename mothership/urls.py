@@ -7,6 +7,9 @@ from rest_framework.authtoken.views import ObtainAuthToken
 
 from chats.api import views as chat_api
 from mothership import views
+from mothership.api import views as mothership_api
+from streams.api import views as stream_api
+from warming.api import views as warming_api
 
 # The admin's front page names the deployment's model (each stream records its own).
 admin.site.index_title = lazy(lambda: f"Site administration · model: {settings.LLM_PROVIDER} / {settings.LLM_MODEL}", str)()
@@ -14,12 +17,12 @@ admin.site.index_title = lazy(lambda: f"Site administration · model: {settings.
 api_patterns = [
     path("auth/token", ObtainAuthToken.as_view(), name="api-token"),
     path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
-    path("mothership/chats", chat_api.ChatListCreateApi.as_view(), name="api-chats"),
-    path("mothership/chats/<str:chat_id>", chat_api.ChatDetailApi.as_view(), name="api-chat"),
-    path("mothership/chats/<str:chat_id>/messages", chat_api.MessageSendApi.as_view(), name="api-chat-messages"),
-    path("mothership/chats/<str:chat_id>/cancel", chat_api.CancelApi.as_view(), name="api-chat-cancel"),
-    path("mothership/chats/<str:chat_id>/close", chat_api.CloseApi.as_view(), name="api-chat-close"),
-    path("mothership/chats/<str:chat_id>/warming", chat_api.WarmingApi.as_view(), name="api-chat-warming"),
+    path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
+    path("mothership/chats/<str:chat_id>", mothership_api.ChatDetailApi.as_view(), name="api-chat"),
+    path("mothership/chats/<str:chat_id>/messages", stream_api.ChatMessageSendApi.as_view(), name="api-chat-messages"),
+    path("mothership/chats/<str:chat_id>/cancel", stream_api.ChatCancelApi.as_view(), name="api-chat-cancel"),
+    path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
+    path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
 ]
 

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import redis
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import JsonResponse
-from django.conf import settings
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from chats import selectors
+from chats import selectors as chat_selectors
 from chats import services as chat_services
-from mothership.redis_client import get_redis
+from mothership import selectors
+from mothership.infra.redis import get_redis
 
 
 @login_required
 @require_GET
 def home(request):
-    workspaces = list(selectors.workspace_list(user=request.user))
+    workspaces = list(chat_selectors.workspace_list(user=request.user))
     workspace = None
     if request.GET.get("workspace"):
-        workspace = selectors.workspace_get(user=request.user, workspace_id=request.GET["workspace"])
+        workspace = chat_selectors.workspace_get(user=request.user, workspace_id=request.GET["workspace"])
     elif workspaces:
         workspace = workspaces[0]
     tiles = selectors.chat_list(user=request.user, workspace=workspace) if workspace else []
@@ -36,7 +37,7 @@ def home(request):
 @require_POST
 def chat_new(request):
     """The dashboard's New chat form: create it in the workspace and open it."""
-    workspace = selectors.workspace_get(user=request.user, workspace_id=request.POST.get("workspace"))
+    workspace = chat_selectors.workspace_get(user=request.user, workspace_id=request.POST.get("workspace"))
     title = (request.POST.get("title") or "").strip()[:200] or "New chat"
     chat = chat_services.chat_create(workspace=workspace, title=title)
     return redirect("chat", chat_id=chat.id)

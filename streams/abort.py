@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from mothership.redis_client import get_redis
+from mothership.infra.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ class AbortListener(threading.Thread):
     def run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=None, health_check_interval=30)
+            client = redis.Redis.from_url(
+                settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=None, health_check_interval=30
+            )
             pubsub = client.pubsub(ignore_subscribe_messages=False)
             try:
                 pubsub.subscribe(CHANNEL)

@@ -1,10 +1,28 @@
+"""Admin for streams: tokens, timings, the event log's summary; stop and sweep through the services."""
+
+from __future__ import annotations
+
 import redis
 from django.contrib import admin
 from django.utils.html import format_html
 
-from chats.admin import report, tally
+from mothership.infra.admin import report, tally
 from streams import eventlog
 from streams.models import Stream
+from streams.services import stream_cancel, streams_sweep
+
+
+class StreamInline(admin.TabularInline):
+    model = Stream
+    fk_name = "chat"
+    extra = 0
+    can_delete = False
+    fields = ["id", "status", "reason", "provider", "model", "created_at", "finished_at", "last_seq"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Stream)
@@ -14,8 +32,21 @@ class StreamAdmin(admin.ModelAdmin):
     search_fields = ["id", "chat__title", "chat__id"]
     list_select_related = ["chat", "assistant_message"]
     readonly_fields = [
-        "id", "chat", "user_message", "assistant_message", "status", "reason", "last_seq", "provider", "model",
-        "created_at", "started_at", "first_delta_at", "finished_at", "cancel_requested_at", "cancel_noticed_at",
+        "id",
+        "chat",
+        "user_message",
+        "assistant_message",
+        "status",
+        "reason",
+        "last_seq",
+        "provider",
+        "model",
+        "created_at",
+        "started_at",
+        "first_delta_at",
+        "finished_at",
+        "cancel_requested_at",
+        "cancel_noticed_at",
         "event_log_summary",
     ]
     actions = ["cancel_streams", "sweep_streams"]
@@ -38,13 +69,14 @@ class StreamAdmin(admin.ModelAdmin):
         text = eventlog.snapshot_text(log)
         return format_html(
             "{} events, last seq {}, last type {}<br><pre style='white-space:pre-wrap'>{}</pre>",
-            len(log), log[-1]["seq"], log[-1]["type"], text[:4000],
+            len(log),
+            log[-1]["seq"],
+            log[-1]["type"],
+            text[:4000],
         )
 
     @admin.action(description="Cancel the selected live streams (owner-aware, keeps their text)")
     def cancel_streams(self, request, queryset):
-        from streams.services import stream_cancel
-
         counts: dict[str, int] = {}
         for stream in queryset.select_related("chat"):
             outcome = stream_cancel(chat=stream.chat, stream_id=stream.pk, reason="user")
@@ -55,9 +87,16 @@ class StreamAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run the sweeper on the selected streams")
     def sweep_streams(self, request, queryset):
-        from streams.services import streams_sweep
-
         result = streams_sweep(stream_ids=list(queryset.values_list("pk", flat=True)))
         for stream in queryset.filter(pk__in=result["interrupted"]):
             self.log_change(request, stream, "Interrupted by the sweeper (its lock was gone); text salvaged from the log.")
-        report(self, request, {"still alive": result["alive"], "interrupted": len(result["interrupted"]), "already finished": result["already_finalized"]}, "Sweep")
+        report(
+            self,
+            request,
+            {
+                "still alive": result["alive"],
+                "interrupted": len(result["interrupted"]),
+                "already finished": result["already_finalized"],
+            },
+            "Sweep",
+        )

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
-from mothership.redis_client import aget_redis, get_redis
+from mothership.infra import groups
+from mothership.infra.redis import aget_redis, get_redis
 from streams import events
 from streams.locks import lock_key
 
@@ -44,11 +44,6 @@ def log_key(stream_id) -> str:
     return f"{KEY_PREFIX}{uuid.UUID(str(stream_id))}:events"
 
 
-def group_channel(group: str) -> str:
-    # The wire name RedisPubSubChannelLayer subscribes to for a group.
-    return f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}__group__{group}"
-
-
 def append(*, chat_id, stream_id, event: dict, fenced: bool = True) -> None:
     """Append ``event`` to the stream's log and publish it to the chat's group.
 
@@ -56,7 +51,7 @@ def append(*, chat_id, stream_id, event: dict, fenced: bool = True) -> None:
     """
     terminal = event["type"] in events.TERMINAL_TYPES
     ttl_ms = int(settings.MOTHERSHIP_EVENT_LOG_TTL * 1000) if terminal else _LIVE_TTL_MS
-    payload = get_channel_layer().serialize(events.group_message(event))
+    payload = groups.serialize(events.group_message(event))
     script = get_redis().register_script(_APPEND)
     ok = script(
         keys=[log_key(stream_id), lock_key(chat_id)],
@@ -66,7 +61,7 @@ def append(*, chat_id, stream_id, event: dict, fenced: bool = True) -> None:
             int(event["seq"]),
             json.dumps(event, separators=(",", ":")),
             ttl_ms,
-            group_channel(events.chat_group(chat_id)),
+            groups.group_channel(groups.chat_group(chat_id)),
             payload,
         ],
     )
@@ -88,8 +83,3 @@ async def aread(stream_id, *, after_seq: int = 0) -> list[dict]:
 
 def snapshot_text(log: list[dict]) -> str:
     return "".join(e.get("text", "") for e in log if e["type"] == events.DELTA)
-
-
-def publish_to_group(group: str, message: dict) -> None:
-    """Send ``message`` to a channel group with one PUBLISH (no per-call layer connection)."""
-    get_redis().publish(group_channel(group), get_channel_layer().serialize(message))

@@ -1,8 +1,6 @@
-"""Stream event types, their dicts, and the channel group names they travel on."""
+"""Stream event types and their dicts (they travel on ``mothership.infra.groups.chat_group``)."""
 
 from __future__ import annotations
-
-import uuid
 
 STARTED = "stream.started"
 DELTA = "stream.delta"
@@ -23,14 +21,6 @@ TERMINAL_BY_STATUS = {
 
 # Channel-layer message type; the consumer's ``stream_event`` handler forwards it.
 GROUP_MESSAGE_TYPE = "stream.event"
-
-
-def chat_group(chat_id) -> str:
-    return f"chat.{uuid.UUID(str(chat_id))}"
-
-
-def workspace_group(workspace_id) -> str:
-    return f"workspace.{uuid.UUID(str(workspace_id))}"
 
 
 def stream_event(*, type: str, chat_id, stream_id, seq: int, **fields) -> dict:

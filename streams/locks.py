@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from mothership.redis_client import aget_redis, get_redis
+from mothership.infra.redis import aget_redis, get_redis
 
 KEY_PREFIX = "mothership:stream-lock:"
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from chats import services as chat_services
+from chats.models import Membership
 from mothership.celery import app as celery_app
+from tests import factories
 from tests.support import processes
 
 
@@ -20,9 +20,19 @@ def _private_celery_queue():
 
 
 @pytest.fixture
+def turns_not_enqueued(monkeypatch) -> list[str]:
+    """Turns stay queued (no worker takes them; tests run them inline). Yields the ids that would have gone to the queue."""
+    from streams.tasks import run_stream
+
+    enqueued: list[str] = []
+    monkeypatch.setattr(run_stream, "delay", enqueued.append)
+    return enqueued
+
+
+@pytest.fixture
 def make_user(db):
     def make(username: str | None = None, password: str = "pw-123456"):
-        return get_user_model().objects.create_user(username=username or f"user-{uuid.uuid4().hex[:8]}", password=password)
+        return factories.UserFactory(username=username or f"user-{uuid.uuid4().hex[:8]}", password=password)
 
     return make
 
@@ -34,12 +44,12 @@ def user(make_user):
 
 @pytest.fixture
 def workspace(user):
-    return chat_services.workspace_create(name="Acme", owner=user)
+    return factories.MembershipFactory(user=user, workspace__name="Acme", role=Membership.Role.OWNER).workspace
 
 
 @pytest.fixture
 def chat(workspace):
-    return chat_services.chat_create(workspace=workspace, title="First chat")
+    return factories.ChatFactory(workspace=workspace, title="First chat")
 
 
 @pytest.fixture
@@ -78,7 +88,7 @@ def live_server_url(django_db_setup, django_db_blocker, live_tmp):
 @pytest.fixture
 def private_redis(settings):
     """Point the app at a Redis of its own, which the test may stop to see Redis down."""
-    from mothership import redis_client
+    from mothership.infra import redis as redis_client
     from tests.support.redis_server import PrivateRedis
 
     server = PrivateRedis()

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chats.models import Message
+from chats.selectors import conversation_prefix
 from streams import locks
 from streams.providers import ProviderError, Usage, get_provider
 from warming.models import WarmingSchedule
@@ -55,18 +55,18 @@ def rebuild_cost(prefix_tokens: int, model: str) -> float:
     return prefix_tokens * prices(model)["cache_write"] / 1_000_000
 
 
-def prefix_messages(chat_id) -> list[dict]:
-    """The conversation's prefix as the model sees it (every message with text, in order)."""
-    rows = Message.objects.filter(chat_id=chat_id).exclude(content="").order_by("created_at", "id").values("role", "content")
-    return [{"role": r["role"], "content": r["content"]} for r in rows]
-
-
 # --- the dispatcher ---------------------------------------------------------------------
 
 
-def dispatch_due(*, now=None, batch_size: int | None = None, enqueue=None, max_batches: int = 1000) -> dict:
+@dataclass(frozen=True)
+class WarmResult:
+    chat_id: str
+    outcome: str  # "warmed" | "failed" | "skipped_streaming" | "superseded" | "empty" | "queued"
+
+
+def warming_dispatch_due(*, now=None, batch_size: int | None = None, enqueue=None, max_batches: int = 1000) -> dict:
     """Claim every due schedule, a batch per statement, and send one Celery message per batch."""
-    from warming.tasks import warm_batch
+    from warming.tasks import warm_batch  # the task module imports this one
 
     now = now or timezone.now()
     batch_size = batch_size or settings.MOTHERSHIP_WARMING_BATCH
@@ -95,20 +95,32 @@ def dispatch_due(*, now=None, batch_size: int | None = None, enqueue=None, max_b
 
 
 def claim_one(*, chat_id) -> str:
-    """Claim one schedule for an immediate warm (``warm-now``, ``manage.py warm_now``)."""
+    """Claim one schedule for an immediate warm (see ``warming_warm_now``)."""
     token = uuid.uuid4().hex
     WarmingSchedule.objects.get_or_create(chat_id=chat_id)
     WarmingSchedule.objects.filter(chat_id=chat_id).update(claim_token=token, claimed_at=timezone.now())
     return token
 
 
+def warming_warm_now(*, chat_id, inline: bool = False) -> WarmResult:
+    """One warm now, whether or not warming is on: the socket's ``warm-now``, the admin, ``manage.py warm_now``.
+
+    Refused (``skipped_streaming``) while a turn streams: its end refreshes the cache anyway.
+    ``inline`` runs it in this process and answers its outcome; otherwise one task goes to the
+    worker (``queued``) and its result arrives as a surface update.
+    """
+    from warming.tasks import warm_batch  # the task module imports this one
+
+    if locks.lock_owner(chat_id=chat_id) is not None:
+        return WarmResult(str(chat_id), "skipped_streaming")
+    token = claim_one(chat_id=chat_id)
+    if inline:
+        return warm_run(chat_id=chat_id, token=token)
+    warm_batch.apply_async(args=[[str(chat_id)], token], expires=CLAIM_LEASE.total_seconds())
+    return WarmResult(str(chat_id), "queued")
+
+
 # --- the warm -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WarmResult:
-    chat_id: str
-    outcome: str  # "warmed" | "failed" | "skipped_streaming" | "superseded" | "empty"
 
 
 def warm_run(*, chat_id, token: str) -> WarmResult:
@@ -120,7 +132,7 @@ def warm_run(*, chat_id, token: str) -> WarmResult:
         # No warm while a turn streams; its seal reschedules (sealed_at + interval).
         WarmingSchedule.objects.filter(chat_id=chat_id, claim_token=token).update(claim_token="", claimed_at=None)
         return WarmResult(str(chat_id), "skipped_streaming")
-    messages = prefix_messages(chat_id)
+    messages = conversation_prefix(chat_id=chat_id)
     if not messages:
         _record(chat_id, token, usage=None, error="", empty=True)
         return WarmResult(str(chat_id), "empty")
@@ -170,7 +182,9 @@ def _apply_usage(schedule: WarmingSchedule, usage: Usage, model: str, now) -> No
     total_input = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
     hit = usage.cache_read_tokens > 0
     previous = max(filter(None, [schedule.last_warm_at, schedule.last_turn_at]), default=None)
-    first_since_enabled = schedule.enabled_at is not None and (schedule.last_warm_at is None or schedule.last_warm_at < schedule.enabled_at)
+    first_since_enabled = schedule.enabled_at is not None and (
+        schedule.last_warm_at is None or schedule.last_warm_at < schedule.enabled_at
+    )
     within_ttl = previous is not None and (now - previous).total_seconds() <= settings.MOTHERSHIP_PROMPT_CACHE_TTL
     if hit:
         schedule.hit_count += 1

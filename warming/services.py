@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime
 import logging
-import uuid
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from mothership.infra import groups
+from mothership.infra.signals import send_logged
 from warming.models import WarmingSchedule
+from warming.signals import warming_changed
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +27,6 @@ UPDATE_MESSAGE_TYPE = "warming.update"  # channel-layer type; the consumer's ``w
 
 class WarmingInputError(ValueError):
     """Bad input from a client: answered with 400 / an error frame, never applied."""
-
-
-def warming_group(chat_id) -> str:
-    return f"warming.{uuid.UUID(str(chat_id))}"
 
 
 def validate_interval(value) -> int:
@@ -51,7 +49,9 @@ def warming_get(*, chat) -> WarmingSchedule:
     return WarmingSchedule.objects.filter(chat_id=chat.pk).first() or WarmingSchedule(chat_id=chat.pk)
 
 
-def warming_update(*, chat, enabled: bool | None = None, interval_seconds: int | None = None, flip: bool = False) -> WarmingSchedule:
+def warming_update(
+    *, chat, enabled: bool | None = None, interval_seconds: int | None = None, flip: bool = False
+) -> WarmingSchedule:
     """Apply an explicit change (or the legacy ``toggle`` flip) and push it after commit.
 
     Enabling schedules the first warm one interval from now and clears the stop reason;
@@ -121,23 +121,26 @@ def warming_fields(schedule: WarmingSchedule) -> dict:
         "lastError": schedule.last_error or None,
         # Estimates from the price table (USD): the last warm, and an hour of warms at this interval.
         "lastWarmCost": None if schedule.last_warm_cost is None else round(schedule.last_warm_cost, 9),
-        "costPerHour": None if schedule.last_warm_cost is None else round(schedule.last_warm_cost * 3600 / schedule.interval_seconds, 9),
+        "costPerHour": None
+        if schedule.last_warm_cost is None
+        else round(schedule.last_warm_cost * 3600 / schedule.interval_seconds, 9),
     }
 
 
 def warming_push(*, chat_id) -> None:
-    """Push the stored state to every tab of the conversation, and its badge to the dashboards.
+    """Push the stored state to every tab of the conversation, and tell the dashboards (its badge).
 
     One read of the schedule (with its chat's workspace) feeds both; best effort.
     """
-    from chats.tiles import badge_push
-    from streams.eventlog import publish_to_group
-
     schedule = WarmingSchedule.objects.select_related("chat").filter(chat_id=chat_id).first()
     fields = warming_fields(schedule or WarmingSchedule(chat_id=chat_id))
     try:
-        publish_to_group(warming_group(chat_id), {"type": UPDATE_MESSAGE_TYPE, "conversationId": str(chat_id), "fields": fields})
-        if schedule is not None:
-            badge_push(workspace_id=schedule.chat.workspace_id, chat_id=chat_id, fields=fields)
+        groups.publish(
+            groups.warming_group(chat_id), {"type": UPDATE_MESSAGE_TYPE, "conversationId": str(chat_id), "fields": fields}
+        )
     except Exception:  # a lost push is repaired by the next one; the state itself is saved
         logger.exception("could not push the warming update of chat %s", chat_id)
+    if schedule is not None:
+        send_logged(
+            warming_changed, sender=WarmingSchedule, chat_id=chat_id, workspace_id=schedule.chat.workspace_id, fields=fields
+        )

@@ -6,9 +6,9 @@ from celery import shared_task
 @shared_task(name="warming.dispatch", ignore_result=True)
 def dispatch() -> dict:
     """Beat's tick: claim every due schedule and send one ``warm_batch`` per batch."""
-    from warming.dispatch import dispatch_due
+    from warming.dispatch import warming_dispatch_due
 
-    return dispatch_due()
+    return warming_dispatch_due()
 
 
 @shared_task(name="warming.warm_batch", ignore_result=True)

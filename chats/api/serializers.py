@@ -10,45 +10,9 @@ class WorkspaceOutput(serializers.Serializer):
     name = serializers.CharField()
 
 
-class ChatOutput(serializers.Serializer):
-    """A ``ChatView``: the chat with its marker reconciled against the liveness lock."""
-
-    id = serializers.UUIDField(source="chat.id")
-    workspace = serializers.UUIDField(source="chat.workspace_id")
-    title = serializers.CharField(source="chat.title")
-    active_stream_id = serializers.UUIDField(allow_null=True)
-    liveness = serializers.ChoiceField(choices=["verified", "unknown"])
-    state = serializers.ChoiceField(choices=["idle", "streaming", "cancelled", "interrupted", "failed"])
-    last_message = serializers.CharField()
-    closed_at = serializers.DateTimeField(source="chat.closed_at", allow_null=True)
-    warming = serializers.DictField(allow_null=True, help_text="The tile's warming badge: enabled, nextWarmAt (epoch ms), stopReason; null before any opt-in.")
-    created_at = serializers.DateTimeField(source="chat.created_at")
-    updated_at = serializers.DateTimeField(source="chat.updated_at")
-
-
 class MessageOutput(serializers.ModelSerializer):
     usage = serializers.DictField(child=serializers.IntegerField())
 
     class Meta:
         model = Message
         fields = ["id", "role", "content", "status", "stream", "usage", "created_at"]
-
-
-class StreamSnapshotOutput(serializers.Serializer):
-    id = serializers.UUIDField()
-    status = serializers.CharField()
-    last_seq = serializers.IntegerField()
-    text = serializers.CharField(allow_null=True)
-    assistant_message_id = serializers.UUIDField(allow_null=True)
-    provider = serializers.CharField()
-    model = serializers.CharField()
-
-
-class ChatDetailOutput(serializers.Serializer):
-    """A ``ChatDetail``: the reconciled chat plus its messages and the live stream's snapshot."""
-
-    def to_representation(self, detail):
-        data = ChatOutput(detail.view).data
-        data["messages"] = MessageOutput(detail.messages, many=True).data
-        data["stream"] = StreamSnapshotOutput(detail.stream).data if detail.stream else None
-        return data

@@ -6,46 +6,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('chats', '0001_initial'),
-        ('streams', '0001_initial'),
+        ("chats", "0001_initial"),
+        ("streams", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='stream',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='streams.stream'),
+            model_name="message",
+            name="stream",
+            field=models.ForeignKey(
+                blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to="streams.stream"
+            ),
         ),
         migrations.AddField(
-            model_name='workspace',
-            name='members',
-            field=models.ManyToManyField(related_name='workspaces', through='chats.Membership', to=settings.AUTH_USER_MODEL),
+            model_name="workspace",
+            name="members",
+            field=models.ManyToManyField(related_name="workspaces", through="chats.Membership", to=settings.AUTH_USER_MODEL),
         ),
         migrations.AddField(
-            model_name='membership',
-            name='workspace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='chats.workspace'),
+            model_name="membership",
+            name="workspace",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="chats.workspace"
+            ),
         ),
         migrations.AddField(
-            model_name='chat',
-            name='workspace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chats', to='chats.workspace'),
+            model_name="chat",
+            name="workspace",
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="chats", to="chats.workspace"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['chat', 'created_at'], name='message_chat_created'),
+            model_name="message",
+            index=models.Index(fields=["chat", "created_at"], name="message_chat_created"),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('user', 'workspace'), name='unique_membership'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(fields=("user", "workspace"), name="unique_membership"),
         ),
         migrations.AddIndex(
-            model_name='chat',
-            index=models.Index(fields=['workspace', '-updated_at'], name='chat_workspace_recent'),
+            model_name="chat",
+            index=models.Index(fields=["workspace", "-updated_at"], name="chat_workspace_recent"),
         ),
     ]

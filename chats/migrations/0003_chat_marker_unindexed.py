@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chats', '0002_initial'),
+        ("chats", "0002_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='chat',
-            name='active_stream_id',
+            model_name="chat",
+            name="active_stream_id",
             field=models.UUIDField(blank=True, null=True),
         ),
     ]

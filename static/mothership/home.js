@@ -1,68 +1,60 @@
 // Dashboard: tiles follow their chats live over /ws/ (a workspace subscription), warming badges
 // count down, and the list is re-read now and then so a lost push never leaves a tile stale.
+// A tile's markup and labels live in one place, the server's templates/mothership/_tile.html:
+// a pushed tile carries it rendered ("html"), and a re-read takes it from the page itself.
 import { countdown, openSocket, relativeTime } from "./live.js";
 
 const root = document.getElementById("dashboard");
 const workspaceId = root.dataset.workspace;
 const list = document.getElementById("tiles");
 const statusLine = document.getElementById("dashboard-status");
-const STATE_LABEL = { interrupted: "interrupted — partial reply kept" };
 const REREAD_MS = 15000;
 
 function tileFor(chatId) {
   return list.querySelector(`.tile[data-chat-id="${chatId}"]`);
 }
 
-function newTile(chatId) {
-  const li = document.createElement("li");
-  li.className = "tile";
-  li.dataset.chatId = chatId;
-  li.innerHTML = `<a><span class="tile-title"></span><span class="tile-state"></span><span class="tile-preview"></span>
-    <span class="tile-foot"><time class="tile-time"></time><span class="tile-warming" hidden>warming</span></span></a>`;
-  li.querySelector("a").href = `/chats/${chatId}/`;
-  list.prepend(li);
-  document.getElementById("no-tiles")?.remove();
-  return li;
+// Put a server-rendered tile in place of its old self, or first in the list when it is new.
+function place(fresh) {
+  const old = tileFor(fresh.dataset.chatId);
+  if (old) old.replaceWith(fresh);
+  else {
+    list.prepend(fresh);
+    document.getElementById("no-tiles")?.remove();
+  }
+  paint(fresh);
 }
 
-// One tile from a pushed "tile" message or a row of the list API (same fields, two spellings).
+function fromHtml(html) {
+  const template = document.createElement("template");
+  template.innerHTML = html.trim();
+  return template.content.firstElementChild;
+}
+
 function renderBadge(li, warming) {
   const badge = li.querySelector(".tile-warming");
   badge.dataset.enabled = warming?.enabled ? "true" : "false";
   badge.dataset.nextWarmAt = warming?.nextWarmAt ?? "";
   badge.hidden = !warming?.enabled;
+  paint(li);
 }
 
-function render(tile) {
-  const chatId = tile.conversationId || tile.id;
-  const li = tileFor(chatId) || newTile(chatId);
-  const state = tile.state;
-  li.className = `tile tile--${state}`;
-  li.dataset.state = state;
-  li.dataset.liveness = tile.liveness;
-  li.querySelector(".tile-title").textContent = tile.title;
-  li.querySelector(".tile-state").textContent = (STATE_LABEL[state] || state) + (tile.liveness === "unknown" ? " (liveness unknown)" : "");
-  const preview = tile.lastMessage ?? tile.last_message ?? "";
-  li.querySelector(".tile-preview").textContent = preview.length > 120 ? `${preview.slice(0, 119)}…` : preview;
-  const time = li.querySelector(".tile-time");
-  time.setAttribute("datetime", tile.updatedAt || tile.updated_at);
-  time.textContent = relativeTime(time.getAttribute("datetime"));
-  if ("warming" in tile) renderBadge(li, tile.warming);
-}
-
-function tick() {
-  for (const badge of list.querySelectorAll(".tile-warming[data-enabled=true]")) {
+// The parts that change with the clock: the countdown and "5 minutes ago".
+function paint(scope) {
+  for (const badge of scope.querySelectorAll(".tile-warming[data-enabled=true]")) {
     badge.textContent = `warming · next ${countdown(badge.dataset.nextWarmAt)}`;
   }
-  for (const time of list.querySelectorAll(".tile-time[datetime]")) time.textContent = relativeTime(time.getAttribute("datetime"));
+  for (const time of scope.querySelectorAll(".tile-time[datetime]")) time.textContent = relativeTime(time.getAttribute("datetime"));
 }
 
 async function reread() {
   if (!workspaceId) return;
   try {
-    const response = await fetch(`/api/mothership/chats?workspace=${workspaceId}`, { headers: { Accept: "application/json" } });
+    const response = await fetch(`/?workspace=${workspaceId}`, { headers: { Accept: "text/html" } });
     if (!response.ok) return;
-    for (const row of await response.json()) render(row);
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    // Oldest first, so that tiles new to this page end up first, in the server's order.
+    for (const fresh of [...page.querySelectorAll("#tiles > .tile")].reverse()) place(document.adoptNode(fresh));
     statusLine.textContent = "";
   } catch (err) {
     statusLine.textContent = "Offline: the tiles may be out of date.";
@@ -76,7 +68,7 @@ if (workspaceId) {
       reread(); // anything that changed while we were away
     },
     onMessage: (message) => {
-      if (message.type === "tile" && message.workspaceId === workspaceId) render(message);
+      if (message.type === "tile" && message.workspaceId === workspaceId) place(fromHtml(message.html));
       else if (message.type === "tile.warming" && message.workspaceId === workspaceId) {
         const li = tileFor(message.conversationId);
         if (li) renderBadge(li, message.warming);
@@ -88,5 +80,5 @@ if (workspaceId) {
   // A yellow tile is re-checked more often: if its worker died, the lock's expiry shows here.
   setInterval(() => { if (list.querySelector('.tile[data-state="streaming"]')) reread(); }, Number(root.dataset.livenessPollMs) || 5000);
 }
-setInterval(tick, 1000);
-tick();
+setInterval(() => paint(list), 1000);
+paint(list);

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('streams', '0001_initial'),
+        ("streams", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='stream',
-            name='cancel_noticed_at',
+            model_name="stream",
+            name="cancel_noticed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='stream',
-            name='cancel_requested_at',
+            model_name="stream",
+            name="cancel_requested_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('streams', '0002_stream_cancel_timing'),
+        ("streams", "0002_stream_cancel_timing"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='stream',
-            name='reason',
-            field=models.CharField(blank=True, default='', max_length=255),
+            model_name="stream",
+            name="reason",
+            field=models.CharField(blank=True, default="", max_length=255),
         ),
     ]

@@ -155,9 +155,7 @@ class AnthropicProvider:
         )
 
     def _stream_once(self, request: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
-        events = self.client.messages.create(
-            model=self.model, max_tokens=settings.LLM_MAX_TOKENS, messages=request, stream=True
-        )
+        events = self.client.messages.create(model=self.model, max_tokens=settings.LLM_MAX_TOKENS, messages=request, stream=True)
         reports = []  # usage of message_start, then message_delta's cumulative figures
         finished = False
         try:

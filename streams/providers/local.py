@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
-from mothership.redis_client import get_redis
+from mothership.infra.redis import get_redis
 from streams.providers.base import TextDelta, Usage
 
 _WORDS = (
@@ -72,7 +72,7 @@ class LocalProvider:
         return Usage(input_tokens=total, output_tokens=1)  # below the minimum cacheable size
 
     @property
-    def _cache(self) -> "SimulatedPromptCache":
+    def _cache(self) -> SimulatedPromptCache:
         return SimulatedPromptCache(model=self.model)
 
 

@@ -58,7 +58,9 @@ def _classify(exc: Exception) -> Failure | None:
     if isinstance(exc, openai.APIConnectionError):  # the SDK wraps what its HTTP client raised
         return transport_failure(exc.__cause__, httpx) or Failure(_reason(exc), retryable=True)
     if isinstance(exc, openai.APIError):
-        return Failure(_reason(exc), retryable=isinstance(exc, _RETRYABLE), retry_after=retry_after(getattr(exc, "response", None)))
+        return Failure(
+            _reason(exc), retryable=isinstance(exc, _RETRYABLE), retry_after=retry_after(getattr(exc, "response", None))
+        )
     return transport_failure(exc, httpx)
 
 

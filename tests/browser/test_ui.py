@@ -45,13 +45,18 @@ def _until(page, expression: str, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while not page.evaluate(expression):
         if time.monotonic() > deadline:
-            state = page.evaluate("() => [document.getElementById('composer-status')?.textContent, document.getElementById('transcript')?.innerText]")
+            state = page.evaluate(
+                "() => [document.getElementById('composer-status')?.textContent, document.getElementById('transcript')?.innerText]"
+            )
             raise AssertionError(f"timed out waiting for {expression}; status and transcript: {state}")
         time.sleep(0.1)
 
 
 def _wait_streaming(page, words: int = 5) -> None:
-    _until(page, f"() => (document.querySelector('.msg--assistant:last-child .msg-content')?.textContent || '').split(' ').length >= {words}")
+    _until(
+        page,
+        f"() => (document.querySelector('.msg--assistant:last-child .msg-content')?.textContent || '').split(' ').length >= {words}",
+    )
 
 
 def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user, chat, stack):
@@ -64,7 +69,9 @@ def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user
     _send(page, "Tell me about the mothership")
     _wait_streaming(page, 5)
     first_len = len(_assistant_text(page))
-    _until(page, f"() => document.querySelector('.msg--assistant:last-child .msg-content').textContent.length > {first_len}")  # it grows
+    _until(
+        page, f"() => document.querySelector('.msg--assistant:last-child .msg-content').textContent.length > {first_len}"
+    )  # it grows
     expect(page.locator("#send")).to_be_disabled()  # this conversation's own turn is running
     _wait_streaming(second, 15)  # the second tab sees the same stream
 
@@ -114,7 +121,9 @@ def test_a_killed_workers_tile_turns_from_yellow_on_its_own(login, user, chat, s
     # Back, the worker runs the sweeper: the reply is salvaged and the open chat page is told.
     expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("interrupted", timeout=10000)
     stream = Stream.objects.get(chat=chat)
-    assert stream.status == "interrupted" and _assistant_text(page).startswith(Message.objects.get(pk=stream.assistant_message_id).content)
+    assert stream.status == "interrupted" and _assistant_text(page).startswith(
+        Message.objects.get(pk=stream.assistant_message_id).content
+    )
 
 
 def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, user, chat, stack):

@@ -10,7 +10,7 @@ from chats.models import Chat, Message
 from streams import locks
 from streams.models import Stream
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def test_token_login_returns_a_token_that_authenticates(user):
@@ -50,7 +50,11 @@ def test_create_chat_returns_the_chat_contract(api, workspace):
 
 @pytest.mark.parametrize(
     "payload, fragment",
-    [({}, "workspace"), ({"workspace": "not-a-uuid", "title": "x"}, "workspace"), ({"workspace": None, "title": ""}, "workspace")],
+    [
+        ({}, "workspace"),
+        ({"workspace": "not-a-uuid", "title": "x"}, "workspace"),
+        ({"workspace": None, "title": ""}, "workspace"),
+    ],
 )
 def test_create_chat_bad_input_is_a_400_with_a_message(api, workspace, payload, fragment):
     response = api.post("/api/mothership/chats", payload, format="json")

@@ -10,8 +10,8 @@ from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Chat, Message
+from mothership.consumers import MothershipConsumer
 from streams import eventlog, locks
-from streams.consumers import MothershipConsumer
 from streams.models import Stream
 from tests.support import processes
 from warming.models import WarmingSchedule
@@ -61,7 +61,11 @@ async def test_cancel_mid_stream_keeps_the_partial_text_and_emits_one_terminal_a
     assert await communicator.receive_nothing(timeout=0.5)  # nothing after the terminal event
     await communicator.disconnect()
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert [e["type"] for e in events if e["type"].startswith("stream.") and e["type"] not in ("stream.delta", "stream.started", "stream.usage")] == ["stream.cancelled"]
+    assert [
+        e["type"]
+        for e in events
+        if e["type"].startswith("stream.") and e["type"] not in ("stream.delta", "stream.started", "stream.usage")
+    ] == ["stream.cancelled"]
     assert events[-1]["type"] == "stream.cancelled" and events[-1]["partial"] is True
     streamed = "".join(e["text"] for e in events if e["type"] == "stream.delta")
 
@@ -79,12 +83,20 @@ async def test_cancel_mid_stream_keeps_the_partial_text_and_emits_one_terminal_a
     assert locks.lock_owner(chat_id=chat.id) is None
 
     again = await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": sent["stream_id"]})
-    assert again.json() == {"ok": True, "cancelled": False, "stream_id": sent["stream_id"], "reason": "already_finished", "settled": True}
+    assert again.json() == {
+        "ok": True,
+        "cancelled": False,
+        "stream_id": sent["stream_id"],
+        "reason": "already_finished",
+        "settled": True,
+    }
 
 
 async def test_a_stale_stream_id_never_stops_the_newer_turn(slow_worker, api, user, chat):
     first = await _send(api, chat, slow_worker.queue, "first")
-    assert (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": first["stream_id"]})).json()["cancelled"] is True
+    assert (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": first["stream_id"]})).json()[
+        "cancelled"
+    ] is True
     communicator = await _socket(user, chat)
     second = await _send(api, chat, slow_worker.queue, "second")
     events: list[dict] = []
@@ -92,13 +104,21 @@ async def test_a_stale_stream_id_never_stops_the_newer_turn(slow_worker, api, us
 
     stale = await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": first["stream_id"]})
 
-    assert stale.json() == {"ok": True, "cancelled": False, "stream_id": first["stream_id"], "reason": "stream_mismatch", "settled": True}
+    assert stale.json() == {
+        "ok": True,
+        "cancelled": False,
+        "stream_id": first["stream_id"],
+        "reason": "stream_mismatch",
+        "settled": True,
+    }
     await _until(events, communicator, lambda e: e["type"] == "stream.delta" and e["seq"] >= 10)  # still streaming
     assert all(e["streamId"] == second["stream_id"] for e in events)
     assert (await database_sync_to_async(Stream.objects.get)(pk=second["stream_id"])).status == "streaming"
     assert (await database_sync_to_async(Chat.objects.get)(pk=chat.pk)).active_stream_id == uuid.UUID(second["stream_id"])
     assert locks.lock_owner(chat_id=chat.id) == second["stream_id"]
-    assert (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": second["stream_id"]})).json()["cancelled"] is True
+    assert (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": second["stream_id"]})).json()[
+        "cancelled"
+    ] is True
     await communicator.disconnect()
 
 
@@ -173,7 +193,9 @@ async def test_closing_every_socket_stops_nothing(live_worker, api, user, chat):
     assert (await database_sync_to_async(Chat.objects.get)(pk=chat.pk)).closed_at is None
 
 
-def test_cancel_racing_a_new_send_100_times_never_cancels_the_newer_turn_nor_leaves_a_marker(live_worker, live_server_url, token, chat):
+def test_cancel_racing_a_new_send_100_times_never_cancels_the_newer_turn_nor_leaves_a_marker(
+    live_worker, live_server_url, token, chat
+):
     """A real server and worker; cancel(A) and send(B) fired together at random points of A's life."""
     import random
     import threading

@@ -47,7 +47,9 @@ def test_status_tail_and_cancel_a_live_stream_from_the_command_line(slow_worker,
     assert row["owns_lock"] and row["status"] == "streaming" and row["heartbeat_age_seconds"] is not None
 
     tail = io.StringIO()
-    follower = threading.Thread(target=lambda: call_command("stream_tail", sent["stream_id"], "--json", "--timeout", "20", stdout=tail))
+    follower = threading.Thread(
+        target=lambda: call_command("stream_tail", sent["stream_id"], "--json", "--timeout", "20", stdout=tail)
+    )
     follower.start()
     _until(lambda: tail.getvalue().count("stream.delta") >= 3)
 
@@ -59,7 +61,9 @@ def test_status_tail_and_cancel_a_live_stream_from_the_command_line(slow_worker,
     assert [e["seq"] for e in followed] == list(range(1, len(followed) + 1))  # replayed, then live: no gap, no duplicate
     assert followed[-1]["type"] == "stream.cancelled"  # what every socket receives
     message = Message.objects.get(pk=sent["message_id"])
-    assert message.status == "cancelled" and message.content == "".join(e["text"] for e in followed if e["type"] == "stream.delta")
+    assert message.status == "cancelled" and message.content == "".join(
+        e["text"] for e in followed if e["type"] == "stream.delta"
+    )
 
     with pytest.raises(SystemExit) as exited:  # nothing left to stop: exit status 1, truthful answer
         run("cancel_stream", str(chat.id), sent["stream_id"])

@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Message
-from streams.consumers import MothershipConsumer
+from mothership.consumers import MothershipConsumer
 from streams.models import Stream
 from tests.support import fake_anthropic, fake_openai, processes
 
@@ -29,8 +29,19 @@ def provider_stack(request, django_db_setup, django_db_blocker, tmp_path_factory
     server_class, words, prefix, key = PROVIDERS[request.param]
     server = server_class()
     queue = f"{request.param}-{uuid.uuid4().hex[:8]}"
-    env = {"LLM_PROVIDER": request.param, "LLM_MODEL": f"{request.param}-fake", f"{prefix}_API_KEY": key, f"{prefix}_BASE_URL": server.url}
-    worker = processes.start_worker(tmp_path_factory.mktemp(request.param), name=request.param, MOTHERSHIP_CELERY_QUEUE=queue, MOTHERSHIP_DELTA_FLUSH_MS=0, **env)
+    env = {
+        "LLM_PROVIDER": request.param,
+        "LLM_MODEL": f"{request.param}-fake",
+        f"{prefix}_API_KEY": key,
+        f"{prefix}_BASE_URL": server.url,
+    }
+    worker = processes.start_worker(
+        tmp_path_factory.mktemp(request.param),
+        name=request.param,
+        MOTHERSHIP_CELERY_QUEUE=queue,
+        MOTHERSHIP_DELTA_FLUSH_MS=0,
+        **env,
+    )
     yield request.param, server, words, queue, env
     worker.stop()
     server.stop()
@@ -62,7 +73,9 @@ async def _turn(api, user, chat, queue: str, content: str, *, until: str, cancel
         deltas = sum(e["type"] == "stream.delta" for e in events)
         if cancel_after is not None and cancelled_at is None and deltas >= cancel_after:
             cancelled_at = time.monotonic()
-            answer = await database_sync_to_async(post)(f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": sent["stream_id"]})
+            answer = await database_sync_to_async(post)(
+                f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": sent["stream_id"]}
+            )
             assert answer.json()["cancelled"] is True
     await communicator.disconnect()
     return sent, events, cancelled_at

@@ -26,8 +26,12 @@ TERMINAL = {"stream.completed", "stream.cancelled", "stream.interrupted", "strea
 def long_stream_worker(tmp_path):
     queue = f"resume-{uuid.uuid4().hex[:8]}"
     proc = processes.start_worker(
-        tmp_path, name="resume", MOTHERSHIP_CELERY_QUEUE=queue, MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=250,
-        MOTHERSHIP_LOCAL_REPLY_TOKENS=300, MOTHERSHIP_DELTA_FLUSH_MS=0,
+        tmp_path,
+        name="resume",
+        MOTHERSHIP_CELERY_QUEUE=queue,
+        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=250,
+        MOTHERSHIP_LOCAL_REPLY_TOKENS=300,
+        MOTHERSHIP_DELTA_FLUSH_MS=0,
     )
     proc.queue = queue
     yield proc
@@ -39,7 +43,9 @@ async def follow(ws_url: str, chat_id: str, stream_id: str, rng: random.Random, 
     received, last, disconnects = [], 0, 0
     while True:
         async with websockets.connect(ws_url, close_timeout=0.2) as socket:
-            await socket.send(json.dumps({"type": "stream.resume", "conversationId": chat_id, "streamId": stream_id, "afterSeq": last}))
+            await socket.send(
+                json.dumps({"type": "stream.resume", "conversationId": chat_id, "streamId": stream_id, "afterSeq": last})
+            )
             take = rng.randint(0, 10) if disconnects < budget else 10**9
             for _ in range(take):
                 try:

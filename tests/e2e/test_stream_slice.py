@@ -14,8 +14,8 @@ from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Chat, Message
+from mothership.consumers import MothershipConsumer
 from streams import locks
-from streams.consumers import MothershipConsumer
 from streams.models import Stream
 from streams.providers.local import LocalProvider
 
@@ -55,7 +55,9 @@ async def test_reply_streams_through_the_real_worker_into_a_subscribed_socket(li
     await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
     assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
 
-    response = await database_sync_to_async(api.post)(f"/api/mothership/chats/{chat.id}/messages", {"content": "tell me"}, format="json")
+    response = await database_sync_to_async(api.post)(
+        f"/api/mothership/chats/{chat.id}/messages", {"content": "tell me"}, format="json"
+    )
     assert response.status_code == 201
     stream_id = response.json()["stream_id"]
 
@@ -74,7 +76,9 @@ async def _ws_receive(socket, timeout):
     return json.loads(await asyncio.wait_for(socket.recv(), timeout))
 
 
-async def test_two_tabs_over_real_websockets_see_the_same_stream_and_closing_one_stops_nothing(live_worker, live_server_url, token, chat):
+async def test_two_tabs_over_real_websockets_see_the_same_stream_and_closing_one_stops_nothing(
+    live_worker, live_server_url, token, chat
+):
     ws_url = live_server_url.replace("http", "ws") + f"/ws/?token={token}"
     headers = {"Authorization": f"Token {token}"}
     async with websockets.connect(ws_url) as tab1, websockets.connect(ws_url) as tab2:
@@ -99,7 +103,11 @@ def test_browser_session_login_page_and_cookie_authenticated_socket(live_server_
     with httpx.Client(base_url=live_server_url) as browser:
         page = browser.get("/accounts/login/")
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        login = browser.post("/accounts/login/", data={"username": "alice", "password": "pw-123456", "csrfmiddlewaretoken": csrf}, headers={"Referer": live_server_url + "/accounts/login/"})
+        login = browser.post(
+            "/accounts/login/",
+            data={"username": "alice", "password": "pw-123456", "csrfmiddlewaretoken": csrf},
+            headers={"Referer": live_server_url + "/accounts/login/"},
+        )
         assert login.status_code == 302
         home = browser.get("/")
         assert home.status_code == 200 and "First chat" in home.text

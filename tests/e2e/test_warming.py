@@ -9,7 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 
-from streams.consumers import MothershipConsumer
+from mothership.consumers import MothershipConsumer
 from streams.models import Stream
 from tests.support import processes
 from warming.models import WarmingSchedule
@@ -28,7 +28,9 @@ def warming_beat(live_worker, tmp_path, settings):
 
 
 async def _turn(api, chat, content: str) -> Stream:
-    sent = await database_sync_to_async(api.post)(f"/api/mothership/chats/{chat.id}/messages", {"content": content}, format="json")
+    sent = await database_sync_to_async(api.post)(
+        f"/api/mothership/chats/{chat.id}/messages", {"content": content}, format="json"
+    )
     assert sent.status_code == 201
     for _ in range(200):
         stream = await database_sync_to_async(Stream.objects.get)(pk=sent.json()["stream_id"])
@@ -39,7 +41,9 @@ async def _turn(api, chat, content: str) -> Stream:
 
 
 async def _invoke(tab, chat, action, payload):
-    await tab.send_json_to({"type": "invoke", "surfaceId": SURFACE, "conversationId": str(chat.id), "action": action, "payload": payload})
+    await tab.send_json_to(
+        {"type": "invoke", "surfaceId": SURFACE, "conversationId": str(chat.id), "action": action, "payload": payload}
+    )
     update = await tab.receive_json_from(timeout=5)
     assert update["type"] == "update", update
     return update
@@ -50,7 +54,9 @@ async def _warm_count(chat) -> int:
     return schedule.warm_count if schedule else 0
 
 
-async def test_automatic_warms_push_a_future_countdown_a_sealed_turn_reschedules_and_close_stops_them(warming_beat, api, user, chat):
+async def test_automatic_warms_push_a_future_countdown_a_sealed_turn_reschedules_and_close_stops_them(
+    warming_beat, api, user, chat
+):
     await _turn(api, chat, "first question")
     tab = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
     tab.scope["user"] = user

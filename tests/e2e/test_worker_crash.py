@@ -12,7 +12,7 @@ from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Message
 from mothership.celery import app as celery_app
-from streams.consumers import MothershipConsumer
+from mothership.consumers import MothershipConsumer
 from streams.models import Stream
 from streams.providers.local import LocalProvider
 from tests.support import processes
@@ -27,8 +27,13 @@ def doomed_worker(tmp_path):
     """A worker on a queue of its own, with a 3 s lock TTL, that the test will SIGKILL."""
     queue = f"doomed-{uuid.uuid4().hex[:8]}"
     proc = processes.start_worker(
-        tmp_path, name="doomed", MOTHERSHIP_CELERY_QUEUE=queue, MOTHERSHIP_STREAM_LOCK_TTL=TTL, MOTHERSHIP_STREAM_HEARTBEAT=1,
-        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=40, MOTHERSHIP_LOCAL_REPLY_TOKENS=1000,
+        tmp_path,
+        name="doomed",
+        MOTHERSHIP_CELERY_QUEUE=queue,
+        MOTHERSHIP_STREAM_LOCK_TTL=TTL,
+        MOTHERSHIP_STREAM_HEARTBEAT=1,
+        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=40,
+        MOTHERSHIP_LOCAL_REPLY_TOKENS=1000,
     )
     proc.queue = queue
     yield proc
@@ -52,7 +57,9 @@ async def test_kill_9_mid_stream(sweeping_beat, doomed_worker, api, user, chat):
     session_queue = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = doomed_worker.queue  # this turn goes to the doomed worker
     try:
-        sent = await database_sync_to_async(api.post)(f"/api/mothership/chats/{chat.id}/messages", {"content": "crash me"}, format="json")
+        sent = await database_sync_to_async(api.post)(
+            f"/api/mothership/chats/{chat.id}/messages", {"content": "crash me"}, format="json"
+        )
     finally:
         celery_app.conf.task_default_queue = session_queue
     stream_id = sent.json()["stream_id"]

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 
 from chats.services import chat_create
-from mothership.redis_client import get_redis
+from mothership.infra.redis import get_redis
 from streams import locks
 from streams.models import Stream
 from streams.services import stream_run, stream_start
@@ -17,8 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def inline(monkeypatch, settings):
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+def inline(turns_not_enqueued, settings):
     settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
     settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 10
     settings.MOTHERSHIP_DELTA_FLUSH_MS = 0
@@ -48,7 +47,7 @@ def test_the_chat_list_shows_reconciled_state_not_the_raw_marker(staff, workspac
 
     html = staff.get("/admin/chats/chat/").content.decode()
 
-    row = lambda title: html[html.index(title):].split("</tr>")[0]  # noqa: E731
+    row = lambda title: html[html.index(title) :].split("</tr>")[0]  # noqa: E731
     assert "streaming" in row("really streaming")
     assert "interrupted" in row("worker died") and str(turn.stream.id) not in row("worker died")
     for query in ("?state=streaming", "?warming=on", "?q=worker", f"?q={dead.id}"):
@@ -80,7 +79,9 @@ def test_stream_actions_cancel_only_live_streams_and_sweep_orphans(staff, worksp
     finished = stream_start(chat=chat, content="first")
     stream_run(stream_id=finished.stream.id)
     live = stream_start(chat=chat, content="second")
-    assert "Cancel: 1 cancelled, 1 already finished" in _act(staff, "streams/stream", "cancel_streams", [finished.stream.id, live.stream.id])
+    assert "Cancel: 1 cancelled, 1 already finished" in _act(
+        staff, "streams/stream", "cancel_streams", [finished.stream.id, live.stream.id]
+    )
 
     other = chat_create(workspace=workspace, title="orphan")
     orphan = stream_start(chat=other, content="lost")

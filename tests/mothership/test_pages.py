@@ -4,11 +4,11 @@ import pytest
 from django.test import Client
 
 from chats import services as chat_services
-from mothership import redis_client
+from mothership.infra import redis as redis_client
 from streams import locks
 from streams.services import stream_start
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -72,6 +72,10 @@ def test_chat_page_renders_the_transcript_and_is_404_for_strangers(browser, chat
 def test_the_server_serves_its_css_and_scripts(live_server_url):
     import httpx
 
-    for path, kind in (("/static/mothership/app.css", "text/css"), ("/static/mothership/chat.js", "javascript"), ("/static/mothership/live.js", "javascript")):
+    for path, kind in (
+        ("/static/mothership/app.css", "text/css"),
+        ("/static/mothership/chat.js", "javascript"),
+        ("/static/mothership/live.js", "javascript"),
+    ):
         response = httpx.get(live_server_url + path, timeout=10)
         assert response.status_code == 200 and kind in response.headers["content-type"], path

@@ -45,7 +45,9 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
     port = free_port()
     log = tmp_path / "runall.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "manage.py", "runall", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runall", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         text = lambda: log.read_text(errors="replace")  # noqa: E731
         _wait_for(lambda: "Mothership on" in text(), 60, "the start banner")
@@ -59,7 +61,9 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
                 return False
 
         _wait_for(healthy, 60, "/healthz")
-        token = httpx.post(f"http://127.0.0.1:{port}/api/auth/token", json={"username": "demo", "password": "demo"}).json()["token"]
+        token = httpx.post(f"http://127.0.0.1:{port}/api/auth/token", json={"username": "demo", "password": "demo"}).json()[
+            "token"
+        ]
         chats = httpx.get(f"http://127.0.0.1:{port}/api/mothership/chats", headers={"Authorization": f"Token {token}"}).json()
         assert len(chats) >= 3
 

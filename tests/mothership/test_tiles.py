@@ -9,15 +9,15 @@ from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 
 from chats.services import chat_create
-from streams.consumers import MothershipConsumer
+from mothership.consumers import MothershipConsumer
 from streams.services import stream_cancel, stream_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def no_worker(monkeypatch):
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+def no_worker(turns_not_enqueued):
+    return turns_not_enqueued
 
 
 async def _dashboard(user, workspace) -> WebsocketCommunicator:
@@ -35,6 +35,8 @@ async def test_tiles_follow_a_turn_from_yellow_to_its_end_and_new_chats_appear(u
     tile = await tab.receive_json_from(timeout=5)
     assert (tile["type"], tile["conversationId"], tile["state"]) == ("tile", str(chat.id), "streaming")
     assert tile["activeStreamId"] == str(turn.stream.id) and tile["title"] == chat.title
+    # The pushed markup is the dashboard's own template (one definition of a tile and its labels)
+    assert f'data-chat-id="{chat.id}"' in tile["html"] and 'data-state="streaming"' in tile["html"]
 
     await database_sync_to_async(stream_cancel)(chat=chat, stream_id=turn.stream.id)
     tile = await tab.receive_json_from(timeout=5)

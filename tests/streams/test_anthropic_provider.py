@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from chats.models import Message
+from chats.selectors import conversation_prefix
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
 from streams.providers.anthropic_messages import MAX_BREAKPOINTS, with_breakpoints
 from tests.support.fake_anthropic import API_KEY, WORDS, FakeAnthropic
-from tests.support.turns import django_start, run_turn as _turn, stop_mid_stream
-from warming.dispatch import prefix_messages
+from tests.support.turns import django_start, stop_mid_stream
+from tests.support.turns import run_turn as _turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,8 +18,7 @@ REPLY = "".join(WORDS)
 
 
 @pytest.fixture
-def fake(settings, monkeypatch):
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+def fake(settings, turns_not_enqueued):
     server = FakeAnthropic()
     settings.LLM_PROVIDER, settings.LLM_MODEL = "anthropic", "claude-fake"
     settings.ANTHROPIC_API_KEY, settings.ANTHROPIC_BASE_URL = API_KEY, server.url
@@ -43,12 +43,19 @@ def test_a_reply_streams_with_usage_mapped_from_message_start_and_delta(fake, ch
     assert status == "completed" and (stream.provider, stream.model) == ("anthropic", "claude-fake")
     assert (message.status, message.content) == ("complete", REPLY)
     # First turn: nothing cached yet, the whole prompt (2 words) is written for the next turn.
-    assert (message.input_tokens, message.cache_read_tokens, message.cache_write_tokens, message.output_tokens) == (0, 0, 2, len(WORDS))
+    assert (message.input_tokens, message.cache_read_tokens, message.cache_write_tokens, message.output_tokens) == (
+        0,
+        0,
+        2,
+        len(WORDS),
+    )
     request = fake.requests[-1]
     assert request["headers"]["Authorization"] == f"Bearer {API_KEY}" and request["headers"]["anthropic-version"]
     body = request["body"]
     assert body["stream"] is True and body["model"] == "claude-fake" and body["max_tokens"] == 321
-    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hello there", "cache_control": {"type": "ephemeral"}}]}]
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hello there", "cache_control": {"type": "ephemeral"}}]}
+    ]
 
 
 def test_the_next_turn_reads_what_the_previous_turn_cached(fake, chat):
@@ -76,20 +83,23 @@ def test_a_long_conversation_never_marks_more_than_the_limit(fake, chat):
     for request in fake.requests:
         assert 1 <= len(_marked(request["body"])) <= MAX_BREAKPOINTS
     assert len(with_breakpoints([{"role": "user", "content": str(i)} for i in range(9)], last=9)) == 9
-    assert len(_marked({"messages": with_breakpoints([{"role": "user", "content": str(i)} for i in range(9)], last=9)})) == MAX_BREAKPOINTS
+    assert (
+        len(_marked({"messages": with_breakpoints([{"role": "user", "content": str(i)} for i in range(9)], last=9)}))
+        == MAX_BREAKPOINTS
+    )
 
 
 def test_the_warm_call_refreshes_the_prefix_and_the_next_turn_reads_it(fake, chat):
     _turn(chat, "first question")
     provider = get_provider()
-    first = provider.warm(messages=prefix_messages(chat.id))
+    first = provider.warm(messages=conversation_prefix(chat_id=chat.id))
     body = fake.requests[-1]["body"]
     assert body["max_tokens"] == 1 and not body.get("stream")
     assert _marked(body) == [(0, "first question"), (1, REPLY)]
     assert body["messages"][-1] == {"role": "user", "content": [{"type": "text", "text": "."}]}  # uncached, discarded
     reply_tokens = len(REPLY.split())
     assert (first.cache_read_tokens, first.cache_write_tokens, first.input_tokens, first.output_tokens) == (2, reply_tokens, 1, 1)
-    again = provider.warm(messages=prefix_messages(chat.id))
+    again = provider.warm(messages=conversation_prefix(chat_id=chat.id))
     assert (again.cache_read_tokens, again.cache_write_tokens) == (2 + reply_tokens, 0)
     _, _, message = _turn(chat, "next")
     assert message.cache_read_tokens == 2 + reply_tokens  # the warm kept the whole prefix
@@ -158,7 +168,7 @@ def test_a_wrong_base_url_names_the_settings_to_check(fake, chat, settings):
 def test_a_prefix_below_the_models_minimum_is_not_cached(fake, chat):
     fake.min_cache_tokens = 1024
     _turn(chat, "first question")
-    usage = get_provider().warm(messages=prefix_messages(chat.id))
+    usage = get_provider().warm(messages=conversation_prefix(chat_id=chat.id))
     assert (usage.cache_read_tokens, usage.cache_write_tokens) == (0, 0)  # a miss, as warming must see it
     assert usage.input_tokens == 2 + len(REPLY.split()) + 1
 
@@ -196,10 +206,15 @@ def test_an_unknown_provider_or_bad_base_url_fails_at_start():
     for url in ("127.0.0.1:9", "http://"):
         result = django_start(LLM_PROVIDER="anthropic", LLM_MODEL="claude-x", ANTHROPIC_API_KEY="k", ANTHROPIC_BASE_URL=url)
         assert result.returncode != 0 and "ANTHROPIC_BASE_URL must be an http:// or https:// URL with a host" in result.stderr
-    result = django_start(LLM_PROVIDER="anthropic", LLM_MODEL="claude-x", ANTHROPIC_API_KEY="k", ANTHROPIC_BASE_URL="https://proxy.example/v1")
+    result = django_start(
+        LLM_PROVIDER="anthropic", LLM_MODEL="claude-x", ANTHROPIC_API_KEY="k", ANTHROPIC_BASE_URL="https://proxy.example/v1"
+    )
     assert result.returncode != 0 and "ANTHROPIC_BASE_URL must not end in /v1" in result.stderr
     # Only the chosen provider's settings are checked.
-    assert django_start(LLM_PROVIDER="anthropic", LLM_MODEL="claude-x", ANTHROPIC_API_KEY="k", OPENAI_BASE_URL="nonsense").returncode == 0
+    assert (
+        django_start(LLM_PROVIDER="anthropic", LLM_MODEL="claude-x", ANTHROPIC_API_KEY="k", OPENAI_BASE_URL="nonsense").returncode
+        == 0
+    )
 
 
 def test_provider_check_answers_ok_or_names_the_problem(fake, settings, capsys):

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def no_worker(monkeypatch):
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+def no_worker(turns_not_enqueued):
+    return turns_not_enqueued
 
 
 def _cancel(api, chat, body):
@@ -41,7 +41,10 @@ def test_non_members_get_404_for_cancel_and_close(make_user, chat):
 
     stranger = APIClient()
     stranger.force_authenticate(make_user("stranger"))
-    assert stranger.post(f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": str(uuid.uuid4())}, format="json").status_code == 404
+    assert (
+        stranger.post(f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": str(uuid.uuid4())}, format="json").status_code
+        == 404
+    )
     assert stranger.post(f"/api/mothership/chats/{chat.id}/close", {}, format="json").status_code == 404
     assert stranger.post("/api/mothership/chats/not-a-uuid/close", {}, format="json").status_code == 404
     chat.refresh_from_db()
@@ -51,7 +54,11 @@ def test_non_members_get_404_for_cancel_and_close(make_user, chat):
 def test_nothing_running_answers_not_active(api, chat):
     stream_id = str(uuid.uuid4())
     assert _cancel(api, chat, {"stream_id": stream_id}).json() == {
-        "ok": True, "cancelled": False, "stream_id": stream_id, "reason": "not_active", "settled": True,
+        "ok": True,
+        "cancelled": False,
+        "stream_id": stream_id,
+        "reason": "not_active",
+        "settled": True,
     }
 
 
@@ -84,7 +91,11 @@ def _hung_worker_turn(chat) -> tuple[Stream, str]:
     Stream.objects.filter(pk=turn.stream.pk).update(status="streaming")
     texts = ["alpha", " beta", " gamma"]
     for seq, text in enumerate(texts, start=1):
-        eventlog.append(chat_id=chat.id, stream_id=turn.stream.id, event=events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=turn.stream.id, seq=seq, text=text))
+        eventlog.append(
+            chat_id=chat.id,
+            stream_id=turn.stream.id,
+            event=events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=turn.stream.id, seq=seq, text=text),
+        )
     return Stream.objects.get(pk=turn.stream.pk), "".join(texts)
 
 
@@ -101,7 +112,11 @@ def test_a_worker_that_does_not_settle_is_fenced_and_force_finalized_from_the_lo
     assert (message.status, message.content) == ("cancelled", text)  # nothing the model produced is lost
     assert Chat.objects.get(pk=chat.pk).active_stream_id is None and locks.lock_owner(chat_id=chat.id) is None
     with pytest.raises(eventlog.Fenced):  # the hung worker can write nothing more
-        eventlog.append(chat_id=chat.id, stream_id=stream.id, event=events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream.id, seq=5, text="late"))
+        eventlog.append(
+            chat_id=chat.id,
+            stream_id=stream.id,
+            event=events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream.id, seq=5, text="late"),
+        )
 
 
 def test_a_stream_whose_lock_is_gone_is_finalized_at_once(api, chat, settings):
@@ -121,6 +136,7 @@ def test_a_cancel_racing_the_worker_finishing_gives_one_finalizer_and_a_truthful
     for _ in range(10):
         turn = stream_start(chat=chat, content="hi")
         outcome = {}
+
         def work():
             try:
                 outcome["run"] = stream_run(stream_id=turn.stream.id)

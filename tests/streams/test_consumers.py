@@ -8,8 +8,8 @@ from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
+from mothership.consumers import MothershipConsumer
 from streams import eventlog, events
-from streams.consumers import MothershipConsumer
 from streams.models import Stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,8 +38,18 @@ async def test_anonymous_socket_is_refused():
         (json.dumps({"type": "subscribe"}), "bad_request"),
         (json.dumps({"type": "subscribe", "conversationId": "x"}), "bad_request"),
         (json.dumps({"type": "subscribe", "conversationId": str(uuid.uuid4())}), "not_found"),
-        (json.dumps({"type": "stream.resume", "conversationId": str(uuid.uuid4()), "streamId": str(uuid.uuid4()), "afterSeq": -1}), "bad_request"),
-        (json.dumps({"type": "stream.resume", "conversationId": str(uuid.uuid4()), "streamId": str(uuid.uuid4()), "afterSeq": "3"}), "bad_request"),
+        (
+            json.dumps(
+                {"type": "stream.resume", "conversationId": str(uuid.uuid4()), "streamId": str(uuid.uuid4()), "afterSeq": -1}
+            ),
+            "bad_request",
+        ),
+        (
+            json.dumps(
+                {"type": "stream.resume", "conversationId": str(uuid.uuid4()), "streamId": str(uuid.uuid4()), "afterSeq": "3"}
+            ),
+            "bad_request",
+        ),
         ("x" * 70_000, "too_large"),
     ],
 )
@@ -73,7 +83,12 @@ async def test_non_member_cannot_subscribe(chat, make_user):
 
 
 def _append(chat_id, stream_id, seq, type=events.DELTA, **fields):
-    eventlog.append(chat_id=chat_id, stream_id=stream_id, event=events.stream_event(type=type, chat_id=chat_id, stream_id=stream_id, seq=seq, **fields), fenced=False)
+    eventlog.append(
+        chat_id=chat_id,
+        stream_id=stream_id,
+        event=events.stream_event(type=type, chat_id=chat_id, stream_id=stream_id, seq=seq, **fields),
+        fenced=False,
+    )
 
 
 async def test_subscriber_receives_live_events_and_a_lost_one_is_filled_from_the_log(user, chat):
@@ -84,7 +99,11 @@ async def test_subscriber_receives_live_events_and_a_lost_one_is_filled_from_the
     await database_sync_to_async(_append)(chat.id, stream_id, 1, type=events.STARTED)
     await database_sync_to_async(_append)(chat.id, stream_id, 2, text="a")
     # seq 3 is in the log but its live message is lost (at-most-once delivery).
-    await database_sync_to_async(eventlog.get_redis().xadd)(eventlog.log_key(stream_id), {"e": json.dumps(events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream_id, seq=3, text="b"))}, id="3-0")
+    await database_sync_to_async(eventlog.get_redis().xadd)(
+        eventlog.log_key(stream_id),
+        {"e": json.dumps(events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream_id, seq=3, text="b"))},
+        id="3-0",
+    )
     await database_sync_to_async(_append)(chat.id, stream_id, 4, text="c")
     received = [await communicator.receive_json_from(timeout=3) for _ in range(4)]
     assert [e["seq"] for e in received] == [1, 2, 3, 4]
@@ -98,7 +117,9 @@ async def test_resume_replays_after_the_cursor_then_forwards_only_newer_events(u
     for seq in range(1, 6):
         await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
     communicator, _, _ = await connect(user)
-    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 2})
+    await communicator.send_json_to(
+        {"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 2}
+    )
     replayed = [await communicator.receive_json_from(timeout=3) for _ in range(3)]
     assert [e["seq"] for e in replayed] == [3, 4, 5]
     await database_sync_to_async(_append)(chat.id, stream.id, 6, type=events.COMPLETED, message_id=None, partial=False)
@@ -117,7 +138,9 @@ async def test_resume_on_the_same_socket_replays_events_it_already_carried(user,
         await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
     assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in range(3)] == [1, 2, 3]
 
-    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 0})
+    await communicator.send_json_to(
+        {"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 0}
+    )
 
     assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in range(3)] == [1, 2, 3]
     await database_sync_to_async(_append)(chat.id, stream.id, 4, text="t4")
@@ -129,7 +152,9 @@ async def test_resume_on_the_same_socket_replays_events_it_already_carried(user,
 async def test_resume_with_a_cursor_older_than_the_log_gets_replay_gap_and_snapshot(user, chat):
     stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="completed")
     communicator, _, _ = await connect(user)
-    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 7})
+    await communicator.send_json_to(
+        {"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 7}
+    )
     reply = await communicator.receive_json_from(timeout=3)
     assert reply["type"] == events.REPLAY_GAP
     assert reply["snapshot"]["id"] == str(chat.id)
@@ -142,6 +167,8 @@ async def test_resume_of_a_stream_from_another_chat_is_refused(user, chat, works
     other = await database_sync_to_async(chat_create)(workspace=workspace, title="other")
     stream = await database_sync_to_async(Stream.objects.create)(chat=other, provider="local", model="m")
     communicator, _, _ = await connect(user)
-    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 0})
+    await communicator.send_json_to(
+        {"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 0}
+    )
     assert (await communicator.receive_json_from(timeout=3))["code"] == "not_found"
     await communicator.disconnect()

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from mothership.redis_client import get_redis
+from mothership.infra.redis import get_redis
 from streams import locks
 
 

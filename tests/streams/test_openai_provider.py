@@ -6,14 +6,14 @@ import pytest
 
 from streams.providers import ProviderError, TextDelta, get_provider
 from tests.support.fake_openai import WORDS, FakeOpenAI
-from tests.support.turns import django_start, run_turn as _turn, stop_mid_stream
+from tests.support.turns import django_start, stop_mid_stream
+from tests.support.turns import run_turn as _turn
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def fake(settings, monkeypatch):
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+def fake(settings, turns_not_enqueued):
     server = FakeOpenAI()
     settings.LLM_PROVIDER, settings.LLM_MODEL = "openai", "gpt-fake"
     settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL = "sk-test", server.url

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from chats.models import Chat, Message
-from mothership.redis_client import get_redis
+from mothership.infra.redis import get_redis
 from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.providers.local import LocalProvider
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def run_inline(monkeypatch):
+def run_inline(turns_not_enqueued):
     # These tests run the worker side inline; no worker process may pick the turn up too.
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+    return turns_not_enqueued
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_a_failed_start_releases_the_lock_it_took(chat, monkeypatch):
     def boom(**kwargs):
         raise RuntimeError("db down")
 
-    monkeypatch.setattr("streams.services.Chat.objects.filter", boom)
+    monkeypatch.setattr("streams.services.start.Chat.objects.filter", boom)
     with pytest.raises(RuntimeError):
         stream_start(chat=chat, content="hi")
     assert locks.lock_owner(chat_id=chat.id) is None

@@ -8,26 +8,34 @@ import pytest
 from django.core.management import call_command
 
 from chats.models import Chat, Message
-from mothership.redis_client import get_redis
+from mothership.infra.redis import get_redis
 from streams import eventlog, events, locks
 from streams.models import Stream
-from streams.services import streams_sweep, stream_start
+from streams.services import stream_start, streams_sweep
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def no_worker(monkeypatch):
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+def no_worker(turns_not_enqueued):
+    return turns_not_enqueued
 
 
 def _orphan_mid_stream(chat, texts):
     """A turn whose worker published some deltas and then died (its lock expired)."""
     turn = stream_start(chat=chat, content="hi")
     Stream.objects.filter(pk=turn.stream.pk).update(status="streaming")
-    eventlog.append(chat_id=chat.id, stream_id=turn.stream.id, event=events.stream_event(type=events.STARTED, chat_id=chat.id, stream_id=turn.stream.id, seq=1))
+    eventlog.append(
+        chat_id=chat.id,
+        stream_id=turn.stream.id,
+        event=events.stream_event(type=events.STARTED, chat_id=chat.id, stream_id=turn.stream.id, seq=1),
+    )
     for i, text in enumerate(texts, start=2):
-        eventlog.append(chat_id=chat.id, stream_id=turn.stream.id, event=events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=turn.stream.id, seq=i, text=text))
+        eventlog.append(
+            chat_id=chat.id,
+            stream_id=turn.stream.id,
+            event=events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=turn.stream.id, seq=i, text=text),
+        )
     get_redis().delete(locks.lock_key(chat.id))
     return turn
 

@@ -69,7 +69,9 @@ class AnthropicHandler(Handler):
             time.sleep(3)
         usage = server.cache_usage(body["messages"])
         if not body.get("stream"):
-            return self.send_json(200, self._message(body, [{"type": "text", "text": "."}], "max_tokens", {**usage, "output_tokens": 1}))
+            return self.send_json(
+                200, self._message(body, [{"type": "text", "text": "."}], "max_tokens", {**usage, "output_tokens": 1})
+            )
         self._sse(body, prompt, usage)
 
     def _invalid(self, body) -> str | None:
@@ -97,8 +99,14 @@ class AnthropicHandler(Handler):
 
     def _message(self, body, content, stop_reason, usage) -> dict:
         return {
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"], "content": content,
-            "stop_reason": stop_reason, "stop_sequence": None, "usage": usage,
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
         }
 
     def _event(self, name: str, payload: dict) -> None:
@@ -107,8 +115,13 @@ class AnthropicHandler(Handler):
     def _sse(self, body, prompt, usage):
         self.start_sse()
         try:
-            self._event("message_start", {"type": "message_start", "message": self._message(body, [], None, {**usage, "output_tokens": 1})})
-            self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+            self._event(
+                "message_start",
+                {"type": "message_start", "message": self._message(body, [], None, {**usage, "output_tokens": 1})},
+            )
+            self._event(
+                "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            )
             self._event("ping", {"type": "ping"})
             words = WORDS * (20 if "slow" in prompt else 1)
             for i, word in enumerate(words):
@@ -120,11 +133,21 @@ class AnthropicHandler(Handler):
                 if i == 3 and "stall mid-stream" in prompt:
                     self.wait_for_hang_up(10)
                     return
-                self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}})
+                self._event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}},
+                )
                 if "slow" in prompt:
                     time.sleep(0.2)
             self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            self._event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": len(words)}})
+            self._event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": len(words)},
+                },
+            )
             self._event("message_stop", {"type": "message_stop"})
             self.end_sse()
         except (BrokenPipeError, ConnectionResetError):

@@ -26,24 +26,45 @@ class OpenAIHandler(Handler):
         server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
         prompt = body["messages"][-1]["content"]
         if "401" in prompt:
-            return self.send_json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}})
+            return self.send_json(
+                401,
+                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}},
+            )
         if "429 once" in prompt and not server.seen_429:
             server.seen_429 = True
-            return self.send_json(429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, {"Retry-After": "0"})
+            return self.send_json(
+                429,
+                {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+                {"Retry-After": "0"},
+            )
         if not body.get("stream"):
             return self.send_json(200, self._completion(body, cached=12))
         self._sse(body, prompt)
 
     def _completion(self, body, cached):
         return {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "."}, "finish_reason": "length"}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21, "prompt_tokens_details": {"cached_tokens": cached}},
+            "usage": {
+                "prompt_tokens": 20,
+                "completion_tokens": 1,
+                "total_tokens": 21,
+                "prompt_tokens_details": {"cached_tokens": cached},
+            },
         }
 
     def _chunk(self, body, delta, finish=None, usage=None):
         choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
-        payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": body["model"], "choices": choices}
+        payload = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": choices,
+        }
         if usage is not None:
             payload["usage"] = usage
         self.write_sse(f"data: {json.dumps(payload)}\n\n".encode())
@@ -64,7 +85,16 @@ class OpenAIHandler(Handler):
                     time.sleep(0.2)
             self._chunk(body, {}, finish="stop")
             if body.get("stream_options", {}).get("include_usage"):
-                self._chunk(body, None, usage={"prompt_tokens": 30, "completion_tokens": len(words), "total_tokens": 30 + len(words), "prompt_tokens_details": {"cached_tokens": 24}})
+                self._chunk(
+                    body,
+                    None,
+                    usage={
+                        "prompt_tokens": 30,
+                        "completion_tokens": len(words),
+                        "total_tokens": 30 + len(words),
+                        "prompt_tokens_details": {"cached_tokens": 24},
+                    },
+                )
             self.write_sse(b"data: [DONE]\n\n")
             self.end_sse()
         except (BrokenPipeError, ConnectionResetError):

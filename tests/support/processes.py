@@ -83,8 +83,25 @@ class Proc:
 
 def start_worker(tmp_path: Path, *, name: str = "worker", concurrency: int = 8, **env) -> Proc:
     proc = Proc(
-        [sys.executable, "-m", "celery", "-A", "mothership", "worker", "-P", "threads", "-c", str(concurrency),
-         "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "mothership",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        ],
         process_env(**env),
         tmp_path / f"{name}.log",
     )
@@ -110,7 +127,18 @@ def start_beat(tmp_path: Path, **env) -> Proc:
 def start_server(tmp_path: Path, *, port: int | None = None, **env) -> tuple[Proc, str]:
     port = port or free_port()
     proc = Proc(
-        [sys.executable, "-m", "uvicorn", "mothership.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "mothership.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ws",
+            "websockets",
+        ],
         process_env(**env),
         tmp_path / "web.log",
     )

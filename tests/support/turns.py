@@ -25,7 +25,9 @@ def stop_mid_stream(provider, prompt: str, *, after: float = 0.5) -> tuple[list,
     """Stream ``prompt``, set the stop after ``after`` s; (items received, seconds to return, returned)."""
     stop = threading.Event()
     received: list = []
-    consumer = threading.Thread(target=lambda: received.extend(provider.stream(messages=[{"role": "user", "content": prompt}], stop=stop)))
+    consumer = threading.Thread(
+        target=lambda: received.extend(provider.stream(messages=[{"role": "user", "content": prompt}], stop=stop))
+    )
     consumer.start()
     time.sleep(after)
     stop.set()
@@ -37,4 +39,6 @@ def stop_mid_stream(provider, prompt: str, *, after: float = 0.5) -> tuple[list,
 def django_start(**env) -> subprocess.CompletedProcess:
     """Load the settings in a fresh process with ``env``: how a misconfiguration fails at start."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mothership.settings", **env}
-    return subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )

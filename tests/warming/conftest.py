@@ -4,9 +4,8 @@ import pytest
 
 
 @pytest.fixture
-def inline_turns(monkeypatch, settings):
+def inline_turns(turns_not_enqueued, settings):
     """Turns run inline in the test (no worker may take them) with an instant local model."""
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
     settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
     settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 10
     settings.MOTHERSHIP_DELTA_FLUSH_MS = 0

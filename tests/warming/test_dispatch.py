@@ -11,8 +11,9 @@ from django.db import connection
 from django.utils import timezone
 
 from chats.models import Message
+from chats.selectors import conversation_prefix
 from chats.services import chat_create
-from streams.consumers import MothershipConsumer
+from mothership.consumers import MothershipConsumer
 from streams.providers import ProviderError
 from streams.providers.local import LocalProvider
 from streams.services import stream_run, stream_start
@@ -54,12 +55,15 @@ def test_the_dispatcher_claims_only_due_enabled_idle_rows_and_sends_one_message_
     stream_start(chat=chats[7], content="busy")  # a turn streams: no warm
     sent = []
 
-    report = dispatch.dispatch_due(batch_size=2, enqueue=lambda ids, token: sent.append((ids, token)))
+    report = dispatch.warming_dispatch_due(batch_size=2, enqueue=lambda ids, token: sent.append((ids, token)))
 
     assert report == {"claimed": 5, "batches": 3}
     assert [len(ids) for ids, _ in sent] == [2, 2, 1] and len({token for _, token in sent}) == 3
     assert sorted(i for ids, _ in sent for i in ids) == sorted(str(c.id) for c in chats[:5])
-    assert dispatch.dispatch_due(enqueue=lambda ids, token: sent.append(ids)) == {"claimed": 0, "batches": 0}  # claimed rows are not due twice
+    assert dispatch.warming_dispatch_due(enqueue=lambda ids, token: sent.append(ids)) == {
+        "claimed": 0,
+        "batches": 0,
+    }  # claimed rows are not due twice
 
 
 def test_two_dispatchers_at_once_never_claim_a_row_twice(workspace):
@@ -71,11 +75,12 @@ def test_two_dispatchers_at_once_never_claim_a_row_twice(workspace):
 
     def run():
         try:
+
             def enqueue(ids, token):
                 with lock:
                     claimed.extend(ids)
 
-            dispatch.dispatch_due(batch_size=5, enqueue=enqueue)
+            dispatch.warming_dispatch_due(batch_size=5, enqueue=enqueue)
         finally:
             connection.close()
 
@@ -107,7 +112,9 @@ async def test_a_warm_saves_the_future_next_warm_then_pushes_it(user, chat):
     assert timer["nextWarmAt"] == timer["lastWarmAt"] + 120_000  # CR-4b: the future one
     assert timer["nextWarmAt"] > timezone.now().timestamp() * 1000 + 100_000
     assert update["fields"]["lastCachePct"] == 100.0 and update["fields"]["warmCount"] == 1  # the turn left the prefix cached
-    assert update["fields"]["lastWarmCost"] > 0 and update["fields"]["costPerHour"] == pytest.approx(update["fields"]["lastWarmCost"] * 30, rel=1e-3)
+    assert update["fields"]["lastWarmCost"] > 0 and update["fields"]["costPerHour"] == pytest.approx(
+        update["fields"]["lastWarmCost"] * 30, rel=1e-3
+    )
     schedule = await database_sync_to_async(WarmingSchedule.objects.get)(chat=chat)
     assert int(schedule.next_warm_at.timestamp() * 1000) == timer["nextWarmAt"]
 
@@ -141,11 +148,11 @@ def test_a_sealed_turn_reschedules_to_sealed_at_plus_interval(chat):
 
 def test_the_cache_is_simulated_with_a_ttl_refreshed_by_each_read(chat, settings):
     _talk(chat)
-    prefix = dispatch.prefix_messages(chat.id)
+    prefix = conversation_prefix(chat_id=chat.id)
     provider = LocalProvider()
     tokens = sum(len(m["content"].split()) for m in prefix)
     assert provider.warm(messages=prefix).cache_read_tokens == tokens  # the turn left it cached
-    from mothership.redis_client import get_redis
+    from mothership.infra.redis import get_redis
 
     get_redis().delete(provider._cache.key(prefix))  # the TTL ran out
     usage = provider.warm(messages=prefix)
@@ -184,7 +191,7 @@ def test_two_misses_within_the_cache_ttl_stop_warming_but_the_first_warm_after_e
 def test_warming_stops_once_idle_warms_cost_more_than_one_rebuild(chat):
     _talk(chat, "a longer question " * 50)
     _due(chat, interval=240)
-    prefix_tokens = sum(len(m["content"].split()) for m in dispatch.prefix_messages(chat.id))
+    prefix_tokens = sum(len(m["content"].split()) for m in conversation_prefix(chat_id=chat.id))
     warm_cost = (prefix_tokens * 0.30 + 15.0) / 1e6  # a cache read of the prefix plus 1 output token
     expected_warms = int(prefix_tokens * 3.75 / 1e6 / warm_cost) + 1  # the first warm that tips it over
     count = 0

@@ -9,7 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 
-from streams.consumers import MothershipConsumer
+from mothership.consumers import MothershipConsumer
 from warming.models import WarmingSchedule
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,8 +52,12 @@ async def test_every_tab_gets_every_update_with_a_future_next_warm(user, chat):
         await _subscribe(tab, chat)
     before = time.time() * 1000
 
-    await tabs[0].send_json_to({"type": "invoke", "surfaceId": SURFACE, "conversationId": str(chat.id), "action": "set-interval", "payload": 60})
-    await tabs[0].send_json_to({"type": "invoke", "surfaceId": SURFACE, "conversationId": str(chat.id), "action": "set-enabled", "payload": True})
+    await tabs[0].send_json_to(
+        {"type": "invoke", "surfaceId": SURFACE, "conversationId": str(chat.id), "action": "set-interval", "payload": 60}
+    )
+    await tabs[0].send_json_to(
+        {"type": "invoke", "surfaceId": SURFACE, "conversationId": str(chat.id), "action": "set-enabled", "payload": True}
+    )
 
     for tab in tabs:
         first, second = await tab.receive_json_from(timeout=5), await tab.receive_json_from(timeout=5)
@@ -136,7 +140,18 @@ def test_http_get_and_put_answer_the_surface_fields(api, chat):
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"enabled": "yes"}, {"enabled": 1}, {"enabled": None}, {"interval_seconds": None}, {"interval_seconds": 10}, {"interval_seconds": "60"}, {"interval_seconds": 60.5}, {"colour": "red"}, [1]],
+    [
+        {},
+        {"enabled": "yes"},
+        {"enabled": 1},
+        {"enabled": None},
+        {"interval_seconds": None},
+        {"interval_seconds": 10},
+        {"interval_seconds": "60"},
+        {"interval_seconds": 60.5},
+        {"colour": "red"},
+        [1],
+    ],
 )
 def test_http_put_refuses_bad_input_with_a_400_and_changes_nothing(api, chat, body):
     response = api.put(f"/api/mothership/chats/{chat.id}/warming", body, format="json")

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('warming', '0001_initial'),
+        ("warming", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='warmingschedule',
-            name='enabled_at',
+            model_name="warmingschedule",
+            name="enabled_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

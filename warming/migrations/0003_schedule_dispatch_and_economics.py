@@ -4,45 +4,44 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('warming', '0002_schedule_enabled_at'),
+        ("warming", "0002_schedule_enabled_at"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='warmingschedule',
-            name='claim_token',
-            field=models.CharField(blank=True, default='', max_length=32),
+            model_name="warmingschedule",
+            name="claim_token",
+            field=models.CharField(blank=True, default="", max_length=32),
         ),
         migrations.AddField(
-            model_name='warmingschedule',
-            name='claimed_at',
+            model_name="warmingschedule",
+            name="claimed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='warmingschedule',
-            name='consecutive_misses',
+            model_name="warmingschedule",
+            name="consecutive_misses",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='warmingschedule',
-            name='idle_warm_cost',
+            model_name="warmingschedule",
+            name="idle_warm_cost",
             field=models.FloatField(default=0.0),
         ),
         migrations.AddField(
-            model_name='warmingschedule',
-            name='last_turn_at',
+            model_name="warmingschedule",
+            name="last_turn_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='warmingschedule',
-            name='last_warm_cost',
+            model_name="warmingschedule",
+            name="last_warm_cost",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='warmingschedule',
-            name='prefix_tokens',
+            model_name="warmingschedule",
+            name="prefix_tokens",
             field=models.PositiveIntegerField(default=0),
         ),
     ]

@@ -115,7 +115,9 @@ class Command(BaseCommand):
     def handle(self, *args, port, host, no_seed, **options):
         embedded = settings.REDIS_EMBEDDED
         self.stdout.write(f"redis: {settings.REDIS_URL}{f' (embedded, pid {embedded_redis.pid()})' if embedded else ''}")
-        self.stdout.write(f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}")
+        self.stdout.write(
+            f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"
+        )
         call_command("migrate", interactive=False, verbosity=0)
         seed = not no_seed and (not settings.DATABASE_URL or os.environ.get("MOTHERSHIP_SEED_DEMO") == "1")
         if seed:
@@ -123,11 +125,58 @@ class Command(BaseCommand):
         (settings.BASE_DIR / "var").mkdir(exist_ok=True)
         python = sys.executable
         children = [
-            Child("web", [python, "-m", "uvicorn", "mothership.asgi:application", "--host", host, "--port", str(port), "--ws", "websockets", "--no-access-log"]),
-            Child("worker", [python, "-m", "celery", "-A", "mothership", "worker", "-P", "threads", "-c", str(settings.CELERY_WORKER_CONCURRENCY),
-                             "-l", "INFO", "--without-gossip", "--without-mingle", "-n", f"mothership-{os.getpid()}@%h"]),
-            Child("beat", [python, "-m", "celery", "-A", "mothership", "beat", "-l", "INFO",
-                           "--schedule", str(settings.BASE_DIR / "var" / "celerybeat-schedule")]),
+            Child(
+                "web",
+                [
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "mothership.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--ws",
+                    "websockets",
+                    "--no-access-log",
+                ],
+            ),
+            Child(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "mothership",
+                    "worker",
+                    "-P",
+                    "threads",
+                    "-c",
+                    str(settings.CELERY_WORKER_CONCURRENCY),
+                    "-l",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"mothership-{os.getpid()}@%h",
+                ],
+            ),
+            Child(
+                "beat",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "mothership",
+                    "beat",
+                    "-l",
+                    "INFO",
+                    "--schedule",
+                    str(settings.BASE_DIR / "var" / "celerybeat-schedule"),
+                ],
+            ),
         ]
         supervisor = Supervisor(children, colour=not options.get("no_color") and sys.stdout.isatty())
 
@@ -137,7 +186,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
         url = f"http://{host}:{port}/"
-        self.stdout.write(f"Mothership on {url}" + (f"  login: {settings.MOTHERSHIP_DEMO_USERNAME} / {settings.MOTHERSHIP_DEMO_PASSWORD}" if seed else ""))
+        self.stdout.write(
+            f"Mothership on {url}"
+            + (f"  login: {settings.MOTHERSHIP_DEMO_USERNAME} / {settings.MOTHERSHIP_DEMO_PASSWORD}" if seed else "")
+        )
         code = supervisor.run()
         embedded_redis.stop()
         self.stdout.write("all stopped")

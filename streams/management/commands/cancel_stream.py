@@ -7,13 +7,15 @@ import json
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from chats.commands import chat_arg
 from chats.selectors import parse_uuid
-from mothership.commands import chat_arg
 from streams.services import stream_cancel
 
 
 class Command(BaseCommand):
-    help = "Cancel a chat's live stream by id (owner-aware: a stale id never stops a newer turn). Exits 1 if nothing was cancelled."
+    help = (
+        "Cancel a chat's live stream by id (owner-aware: a stale id never stops a newer turn). Exits 1 if nothing was cancelled."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("chat_id")
@@ -33,7 +35,10 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(answer))
         elif outcome.cancelled:
-            self.stdout.write(f"cancelled {outcome.stream_id}" + ("" if outcome.settled else " (the worker did not answer; finalized from the event log)"))
+            self.stdout.write(
+                f"cancelled {outcome.stream_id}"
+                + ("" if outcome.settled else " (the worker did not answer; finalized from the event log)")
+            )
         else:
             self.stdout.write(f"not cancelled: {outcome.reason}")
         if not outcome.cancelled:

@@ -22,11 +22,17 @@ class Command(BaseCommand):
             usage = provider.warm(messages=[{"role": "user", "content": "Reply with one word."}])
         except ProviderError as exc:
             if options["json"]:
-                self.stdout.write(json.dumps({"ok": False, "provider": provider.name, "model": provider.model, "reason": exc.reason}))
+                self.stdout.write(
+                    json.dumps({"ok": False, "provider": provider.name, "model": provider.model, "reason": exc.reason})
+                )
                 raise SystemExit(1) from exc
             raise CommandError(f"{provider.name} / {provider.model}: {exc.reason}") from exc
         if options["json"]:
-            self.stdout.write(json.dumps({"ok": True, "provider": provider.name, "model": provider.model, "usage": usage.as_dict()}))
+            self.stdout.write(
+                json.dumps({"ok": True, "provider": provider.name, "model": provider.model, "usage": usage.as_dict()})
+            )
         else:
-            base_url = {"anthropic": settings.ANTHROPIC_BASE_URL, "openai": settings.OPENAI_BASE_URL}.get(provider.name) or "default endpoint"
+            base_url = {"anthropic": settings.ANTHROPIC_BASE_URL, "openai": settings.OPENAI_BASE_URL}.get(
+                provider.name
+            ) or "default endpoint"
             self.stdout.write(f"ok: {provider.name} / {provider.model} at {base_url} answered; usage {usage.as_dict()}")

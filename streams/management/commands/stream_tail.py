@@ -10,7 +10,8 @@ from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
 from chats.selectors import parse_uuid
-from mothership.redis_client import get_redis
+from mothership.infra import groups
+from mothership.infra.redis import get_redis
 from streams import eventlog, events
 from streams.models import Stream
 
@@ -21,7 +22,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("stream_id")
         parser.add_argument("--json", action="store_true", help="One JSON event per line (as sockets receive them).")
-        parser.add_argument("--timeout", type=float, default=0, help="Give up after this many seconds without an event (0: never).")
+        parser.add_argument(
+            "--timeout", type=float, default=0, help="Give up after this many seconds without an event (0: never)."
+        )
 
     def handle(self, *args, stream_id, **options):
         pk = parse_uuid(stream_id)
@@ -32,7 +35,7 @@ class Command(BaseCommand):
         try:
             pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
             # Subscribe first, then read the log: nothing published in between is missed.
-            pubsub.subscribe(eventlog.group_channel(events.chat_group(stream.chat_id)))
+            pubsub.subscribe(groups.group_channel(groups.chat_group(stream.chat_id)))
             last_seq = 0
             for event in eventlog.read(stream.pk):
                 last_seq = self.emit(event, options["json"])

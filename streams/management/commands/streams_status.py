@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from mothership.redis_client import get_redis
+from mothership.infra.redis import get_redis
 from streams import eventlog, locks
 from streams.models import Stream
 
@@ -77,7 +77,11 @@ class Command(BaseCommand):
         self.stdout.write(f"{timezone.now():%H:%M:%S}  {len(rows)} live stream(s)")
         for r in rows:
             beat = "-" if r["heartbeat_age_seconds"] is None else f"{r['heartbeat_age_seconds']}s"
-            owner = "owns its lock" if r["owns_lock"] else f"LOCK {'held by ' + r['lock_owner'] if r['lock_owner'] else 'GONE (the sweeper will interrupt it)'}"
+            owner = (
+                "owns its lock"
+                if r["owns_lock"]
+                else f"LOCK {'held by ' + r['lock_owner'] if r['lock_owner'] else 'GONE (the sweeper will interrupt it)'}"
+            )
             self.stdout.write(
                 f"  {r['stream']}  {r['status']:9}  age {r['age_seconds']:>6}s  heartbeat {beat:>6} ago  seq {r['last_seq']:>5}  {owner}  · {r['title']}"
             )

@@ -7,8 +7,8 @@ import json
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from mothership.commands import chat_arg
-from warming.dispatch import claim_one, warm_run
+from chats.commands import chat_arg
+from warming.dispatch import warming_warm_now
 from warming.services import warming_fields, warming_get
 
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, chat_id, **options):
         chat = chat_arg(chat_id)
         try:
-            result = warm_run(chat_id=chat.pk, token=claim_one(chat_id=chat.pk))
+            result = warming_warm_now(chat_id=chat.pk, inline=True)
         except redis.RedisError as exc:
             raise CommandError(f"Redis is unreachable ({exc}); nothing was warmed.") from exc
         fields = warming_fields(warming_get(chat=chat))
@@ -31,7 +31,9 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"{chat.pk} ({chat.title}): {result.outcome}")
         if result.outcome == "warmed":
-            self.stdout.write(f"  cache {fields['lastCachePct']:.1f}% · warms {fields['warmCount']} · cost ${fields['lastWarmCost']:.6f}")
+            self.stdout.write(
+                f"  cache {fields['lastCachePct']:.1f}% · warms {fields['warmCount']} · cost ${fields['lastWarmCost']:.6f}"
+            )
         elif result.outcome == "failed":
             self.stdout.write(f"  error: {fields['lastError']}")
         elif result.outcome == "skipped_streaming":

@@ -30,7 +30,9 @@ class Command(BaseCommand):
             self.stdout.write("no enabled warming schedules" if not options["all"] else "no warming schedules")
             return
         now_ms = timezone.now().timestamp() * 1000
-        self.stdout.write(f"{'chat':36}  {'on':3}  {'every':>6}  {'next in':>8}  {'last cache %':>12}  {'retention %':>11}  {'warms':>5}  stop reason / last error")
+        self.stdout.write(
+            f"{'chat':36}  {'on':3}  {'every':>6}  {'next in':>8}  {'last cache %':>12}  {'retention %':>11}  {'warms':>5}  stop reason / last error"
+        )
         for r in rows:
             next_at = r["timer"]["nextWarmAt"]
             next_in = f"{(next_at - now_ms) / 1000:.0f} s" if next_at is not None else "-"

@@ -20,7 +20,7 @@ _CONNECT_TIMEOUT = 2.0
 
 _sync_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
-_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
 
 def get_redis() -> redis.Redis:

@@ -1,4 +1,4 @@
-"""Shared by the management commands."""
+"""Shared by the management commands of every app."""
 
 from __future__ import annotations
 

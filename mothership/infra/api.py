@@ -28,7 +28,9 @@ def _first_message(errors) -> str:
 def exception_handler(exc, context):
     if isinstance(exc, redis.RedisError):
         # Locks and logs refuse to guess: a write that needs Redis says so instead of a 500.
-        return Response({"detail": "The stream store (Redis) is unavailable; try again shortly."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(
+            {"detail": "The stream store (Redis) is unavailable; try again shortly."}, status=status.HTTP_503_SERVICE_UNAVAILABLE
+        )
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, ValidationError):
         # Clients get one readable sentence plus the field errors.

@@ -7,8 +7,8 @@ import json
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from chats.services import chat_close
-from mothership.commands import chat_arg
+from chats.commands import chat_arg
+from mothership.services import chat_close
 
 
 class Command(BaseCommand):

@@ -8,19 +8,19 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chats import selectors
 from chats import services as chat_services
 from chats.models import Chat
-from mothership.redis_client import get_redis
+from mothership import selectors
+from mothership.infra.redis import get_redis
 from streams import locks
 from streams.services import stream_start
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def no_worker(monkeypatch):
-    monkeypatch.setattr("streams.services._enqueue", lambda stream_id: None)
+def no_worker(turns_not_enqueued):
+    return turns_not_enqueued
 
 
 def test_a_marker_whose_lock_is_gone_reads_as_not_running_and_is_repaired_without_reordering(api, chat, workspace):
@@ -67,7 +67,9 @@ def test_one_mget_and_constant_queries_whatever_the_number_of_chats(user, worksp
     measured = {}
     for n in (4, 40):
         Chat.objects.all().delete()
-        chats = Chat.objects.bulk_create([Chat(workspace=workspace, title=f"c{i}", active_stream_id=uuid.uuid4()) for i in range(n)])
+        chats = Chat.objects.bulk_create(
+            [Chat(workspace=workspace, title=f"c{i}", active_stream_id=uuid.uuid4()) for i in range(n)]
+        )
         for c in chats[: n // 2]:
             get_redis().set(locks.lock_key(c.id), str(c.active_stream_id), px=60_000)
         mgets.clear()

@@ -1,0 +1,6 @@
+"""What ``chats`` tells the apps above it (connected in their ``AppConfig.ready()``)."""
+
+from django.dispatch import Signal
+
+# Sent after commit when a conversation is created. Arguments: chat_id, workspace_id.
+chat_created = Signal()

@@ -1,0 +1,68 @@
+"""The API of the reconciled chat view and of the operations that span apps (close)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chats import selectors as chat_selectors
+from chats.services import chat_create
+from mothership import selectors, services
+from mothership.api.serializers import ChatDetailOutput, ChatOutput
+from mothership.infra.api import StrictCharField
+
+
+class ChatListCreateApi(APIView):
+    class FilterInput(serializers.Serializer):
+        workspace = serializers.UUIDField(required=False)
+
+    class CreateInput(serializers.Serializer):
+        workspace = serializers.UUIDField()
+        title = StrictCharField(max_length=200, trim_whitespace=True)
+
+    @extend_schema(parameters=[FilterInput], responses=ChatOutput(many=True))
+    def get(self, request):
+        filters = self.FilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        workspace_id = filters.validated_data.get("workspace")
+        workspace = chat_selectors.workspace_get(user=request.user, workspace_id=workspace_id) if workspace_id else None
+        return Response(ChatOutput(selectors.chat_list(user=request.user, workspace=workspace), many=True).data)
+
+    @extend_schema(request=CreateInput, responses={201: ChatOutput})
+    def post(self, request):
+        payload = self.CreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        workspace = chat_selectors.workspace_get(user=request.user, workspace_id=payload.validated_data["workspace"])
+        chat = chat_create(workspace=workspace, title=payload.validated_data["title"])
+        detail = selectors.chat_detail(user=request.user, chat_id=chat.id)
+        return Response(ChatOutput(detail.view).data, status=status.HTTP_201_CREATED)
+
+
+class ChatDetailApi(APIView):
+    @extend_schema(responses=ChatDetailOutput)
+    def get(self, request, chat_id):
+        return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
+
+
+class ChatCloseApi(APIView):
+    """Close the conversation: the running turn stopped, warming off (``closed``), ``closed_at`` recorded."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "CloseOutput",
+                {
+                    "ok": serializers.BooleanField(),
+                    "warming_disabled": serializers.BooleanField(),
+                    "cancelled": serializers.BooleanField(),
+                    "stream_id": serializers.UUIDField(allow_null=True),
+                },
+            )
+        },
+    )
+    def post(self, request, chat_id):
+        chat = chat_selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
+        return Response(services.chat_close(chat=chat))

@@ -1,0 +1,56 @@
+"""The one socket at ``/ws/``, assembled from each feature's handlers.
+
+``StreamSocket`` (streams: chat subscriptions, resume, live events), ``WarmingSocket``
+(warming: the ``cache-warming`` surface) and ``TileSocket`` (here: a workspace's tiles), on
+the shared plumbing of ``SocketConsumer`` (authentication, validation, routing, errors).
+"""
+
+from __future__ import annotations
+
+import json
+
+from channels.db import database_sync_to_async
+
+from chats.selectors import workspace_is_member
+from mothership.api.serializers import ChatDetailOutput
+from mothership.infra.groups import workspace_group
+from mothership.infra.socket import ClientError, SocketConsumer, require_uuid
+from mothership.selectors import chat_detail
+from streams.socket import StreamSocket
+from warming.socket import SURFACE_ID, WarmingSocket
+
+
+class TileSocket:
+    """The dashboard: a workspace's tiles, pushed as they change."""
+
+    async def on_workspace_subscribe(self, content: dict) -> None:
+        workspace_id = require_uuid(content, "workspaceId")
+        if not await database_sync_to_async(workspace_is_member)(user=self.user, workspace_id=workspace_id):
+            raise ClientError("not_found", "No such workspace.")
+        await self.join(workspace_group(workspace_id))
+        await self.send_json({"type": "subscribed", "workspaceId": workspace_id})
+
+    async def tile_update(self, message: dict) -> None:
+        tile = message["tile"]
+        if self.joined(workspace_group(tile["workspaceId"])):
+            await self.send_json(tile)
+
+
+class MothershipConsumer(TileSocket, WarmingSocket, StreamSocket, SocketConsumer):
+    routes = {  # noqa: RUF012 (a constant table)
+        "subscribe": "on_subscribe",
+        "unsubscribe": "on_chat_unsubscribe",
+        "stream.resume": "on_resume",
+        "ping": "on_ping",
+    }
+    surfaces = {SURFACE_ID: WarmingSocket.surface_routes}  # noqa: RUF012
+
+    async def on_subscribe(self, content: dict) -> None:
+        # One message type, two subscriptions: a workspace's tiles or a conversation's stream.
+        if "workspaceId" in content and "conversationId" not in content:
+            await self.on_workspace_subscribe(content)
+        else:
+            await self.on_chat_subscribe(content)
+
+    def replay_snapshot(self, user, chat_id) -> dict:
+        return json.loads(json.dumps(ChatDetailOutput(chat_detail(user=user, chat_id=chat_id)).data, default=str))

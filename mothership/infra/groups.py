@@ -1,0 +1,59 @@
+"""Channel-group names, and publishing to a group from any process after commit.
+
+A group's wire channel is named by channels-redis itself (``RedisPubSubLoopLayer``), never
+rebuilt here, so a message published with one PUBLISH reaches exactly the sockets that
+``group_add`` subscribed.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+
+from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubLoopLayer
+from django.conf import settings
+from django.db import transaction
+
+from mothership.infra.redis import get_redis
+
+
+def chat_group(chat_id) -> str:
+    """A conversation's stream events."""
+    return f"chat.{uuid.UUID(str(chat_id))}"
+
+
+def workspace_group(workspace_id) -> str:
+    """A workspace's tiles (the dashboard)."""
+    return f"workspace.{uuid.UUID(str(workspace_id))}"
+
+
+def warming_group(chat_id) -> str:
+    """A conversation's ``cache-warming`` surface."""
+    return f"warming.{uuid.UUID(str(chat_id))}"
+
+
+@functools.cache
+def _naming_layer() -> RedisPubSubLoopLayer:
+    # Only its naming is used: it opens no connection until subscribed or sent through.
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    return RedisPubSubLoopLayer(hosts=config["hosts"], prefix=config["prefix"])
+
+
+def group_channel(group: str) -> str:
+    """The Redis pub/sub channel that the channel layer subscribes a group's members to."""
+    return _naming_layer()._get_group_channel_name(group)
+
+
+def serialize(message: dict) -> bytes:
+    return get_channel_layer().serialize(message)
+
+
+def publish(group: str, message: dict) -> None:
+    """Send ``message`` to a channel group with one PUBLISH (no per-call layer connection)."""
+    get_redis().publish(group_channel(group), serialize(message))
+
+
+def publish_on_commit(group: str, message: dict) -> None:
+    """Publish once the current transaction commits (at once outside one): events follow the data."""
+    transaction.on_commit(lambda: publish(group, message))

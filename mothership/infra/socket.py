@@ -1,0 +1,132 @@
+"""The socket's plumbing: authentication, frame validation, routing, error frames, group membership.
+
+``mothership.consumers`` assembles the one consumer at ``/ws/`` from this base and each app's
+handler mixin. Every client message is validated; a refused one gets ``{"type": "error",
+"code", "message"}`` echoing ``conversationId`` / ``surfaceId`` when given, and the socket
+stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
+
+from mothership.infra.uuids import parse_uuid
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024
+
+
+class ClientError(Exception):
+    """A client message the server refuses: answered with an error frame, the socket stays open."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def require_uuid(content: dict, field: str) -> str:
+    value = content.get(field)
+    parsed = parse_uuid(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise ClientError("bad_request", f"{field} must be a UUID string.")
+    return str(parsed)
+
+
+class SocketConsumer(AsyncJsonWebsocketConsumer):
+    """Routes each client message to a handler named in ``routes`` (by type) or ``surfaces`` (by surfaceId, then type)."""
+
+    routes: dict[str, str] = {}  # noqa: RUF012 (overridden per consumer, never mutated)
+    surfaces: dict[str, dict[str, str]] = {}  # noqa: RUF012
+
+    def setup_state(self) -> None:
+        """Per-connection state; handler mixins extend it (cooperatively, through super())."""
+        self.groups_joined: set[str] = set()
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.user = user
+        self.setup_state()
+        await self.accept()
+
+    async def disconnect(self, code):
+        # Closing a socket never stops a stream nor touches warming: it only leaves the groups.
+        for group in getattr(self, "groups_joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def join(self, group: str) -> None:
+        if group not in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.add(group)
+
+    async def leave(self, group: str) -> None:
+        if group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.groups_joined.discard(group)
+
+    def joined(self, group: str) -> bool:
+        return group in self.groups_joined
+
+    # --- client → server ---------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is None:
+            await self.send_error({}, "bad_frame", "Send JSON text frames.")
+            return
+        if len(text_data) > MAX_FRAME_BYTES:
+            await self.send_error({}, "too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error({}, "bad_json", "The frame is not valid JSON.")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict):
+            await self.send_error({}, "bad_request", "A message must be a JSON object.")
+            return
+        try:
+            await self._handler_for(content)(content)
+        except ClientError as exc:
+            await self.send_error(content, exc.code, exc.message)
+        except Http404:
+            await self.send_error(content, "not_found", "No such conversation.")
+        except redis.RedisError:
+            logger.exception("redis error while handling %s", content.get("type"))
+            await self.send_error(content, "unavailable", "The event store is unavailable; try again shortly.")
+
+    def _handler_for(self, content: dict):
+        kind = content.get("type")
+        if not isinstance(kind, str):
+            raise ClientError("bad_request", "type must be a string.")
+        if "surfaceId" in content:
+            surface = content["surfaceId"]
+            routes = self.surfaces.get(surface) if isinstance(surface, str) else None
+            if routes is None:
+                raise ClientError("unknown_surface", f"Unknown surface {surface!r}.")
+            if kind not in routes:
+                raise ClientError("unknown_type", f"Unknown message type {kind!r} for surface {surface!r}.")
+            return getattr(self, routes[kind])
+        if kind not in self.routes:
+            raise ClientError("unknown_type", f"Unknown message type {kind!r}.")
+        return getattr(self, self.routes[kind])
+
+    async def on_ping(self, content: dict) -> None:
+        await self.send_json({"type": "pong"})
+
+    async def send_error(self, content: dict, code: str, message: str) -> None:
+        frame = {"type": "error", "code": code, "message": message}
+        for field in ("conversationId", "surfaceId"):
+            if field in content:
+                frame[field] = content[field]
+        await self.send_json(frame)

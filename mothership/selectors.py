@@ -1,0 +1,159 @@
+"""The reconciled chat view: a chat's marker checked against its liveness lock, with its tile's badge.
+
+It composes ``chats`` (membership, chats, messages), ``streams`` (locks, the last stream, the
+live snapshot) and ``warming`` (the badge), which is why it lives above all three.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import redis
+from django.db.models import F, OuterRef, QuerySet, Subquery
+
+from chats.models import Chat, Message, Workspace
+from chats.selectors import chat_get_for_member, member_chats, parse_uuid
+from chats.services import chat_markers_repair
+from streams import locks
+from streams.models import Stream
+from streams.selectors import stream_snapshot
+
+logger = logging.getLogger(__name__)
+
+READ_REPAIR_LIMIT = 100
+
+
+@dataclass
+class ChatView:
+    """A chat as clients see it: the marker reconciled against the liveness lock."""
+
+    chat: Chat
+    active_stream_id: uuid.UUID | None
+    liveness: str  # "verified" | "unknown"
+    last_stream_status: str | None
+    last_message: str
+    warming: dict | None = None  # {"enabled", "nextWarmAt", "stopReason"} for the tile badge
+
+    @property
+    def state(self) -> str:
+        if self.active_stream_id is not None:
+            return "streaming"
+        if self.last_stream_status in Stream.LIVE_STATUSES and self.liveness == "verified":
+            # Its lock is gone but the sweeper has not sealed it yet: its worker is dead.
+            return "interrupted"
+        if self.last_stream_status in ("cancelled", "interrupted", "failed"):
+            return self.last_stream_status
+        return "idle"
+
+
+def _tile_warming(chat: Chat) -> dict | None:
+    if getattr(chat, "warming_enabled", None) is None:
+        return None
+    next_at = getattr(chat, "warming_next_at", None)
+    return {
+        "enabled": bool(chat.warming_enabled),
+        "nextWarmAt": int(next_at.timestamp() * 1000) if next_at else None,
+        "stopReason": chat.warming_stop_reason or None,
+    }
+
+
+def annotated_chats(qs: QuerySet[Chat]) -> QuerySet[Chat]:
+    """Chats with what their views need (last stream status, last message, warming badge)."""
+    last_stream = Stream.objects.filter(chat=OuterRef("pk")).order_by("-created_at")
+    last_message = Message.objects.filter(chat=OuterRef("pk")).exclude(content="").order_by("-created_at")
+    return qs.annotate(
+        last_stream_status=Subquery(last_stream.values("status")[:1]),
+        last_message_content=Subquery(last_message.values("content")[:1]),
+        # The warming badge, through the 1:1 join (NULL when the chat has no schedule yet).
+        warming_enabled=F("warming__enabled"),
+        warming_next_at=F("warming__next_warm_at"),
+        warming_stop_reason=F("warming__stop_reason"),
+    )
+
+
+def _lock_owners(marked: list[Chat]) -> dict[str, str | None] | None:
+    """One MGET for every marked chat; None when Redis is unreachable (liveness unknown)."""
+    if not marked:
+        return {}
+    try:
+        return locks.lock_owners(c.id for c in marked)
+    except redis.RedisError:
+        logger.warning("liveness unknown: Redis unreachable while reconciling %d chats", len(marked))
+        return None
+
+
+def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) -> list[ChatView]:
+    """Read-time reconciliation: one MGET for every chat whose marker is set.
+
+    Verified absent → not running; a different owner → the Redis owner wins; Redis
+    unreachable → liveness "unknown" and the stored marker is kept. Stale rows are repaired
+    in one compare-and-set UPDATE.
+    """
+    if check:
+        owners = _lock_owners([c for c in chats if c.active_stream_id is not None])
+    else:  # only for measuring what reconciliation costs (bench/reconcile.py)
+        owners, repair = None, False
+    views, repairs = [], {}
+    for chat in chats:
+        active, liveness = chat.active_stream_id, "verified"
+        if active is not None:
+            if owners is None:
+                liveness = "unknown"
+            else:
+                owner = owners.get(str(chat.id))
+                if owner != str(active):  # the common case (the owner is the marker) parses nothing
+                    active = parse_uuid(owner) if owner else None
+                if active != chat.active_stream_id:
+                    repairs[chat.id] = (chat.active_stream_id, active)
+        views.append(
+            ChatView(
+                chat=chat,
+                active_stream_id=active,
+                liveness=liveness,
+                last_stream_status=getattr(chat, "last_stream_status", None),
+                last_message=(getattr(chat, "last_message_content", None) or "")[:200],
+                warming=_tile_warming(chat),
+            )
+        )
+    if repair and repairs:
+        # Bounded: the answer is already true; the write is maintenance. A read repairs at most
+        # READ_REPAIR_LIMIT rows (the most recent first) and the sweeper clears the rest within
+        # one MOTHERSHIP_SWEEP_INTERVAL, so a list of thousands of stale chats stays fast.
+        chat_markers_repair(repairs=dict(list(repairs.items())[:READ_REPAIR_LIMIT]))
+    return views
+
+
+def chat_list(*, user, workspace: Workspace | None = None, reconcile: bool = True) -> list[ChatView]:
+    qs = member_chats(user=user)
+    if workspace is not None:
+        qs = qs.filter(workspace=workspace)
+    chats = list(annotated_chats(qs.select_related("workspace")).order_by("-updated_at", "-created_at"))
+    return _reconcile(chats, check=reconcile)
+
+
+def reconciled_views(chats: list[Chat]) -> list[ChatView]:
+    """Views of already-annotated chats, reconciled with one MGET and no repair (admin pages)."""
+    return _reconcile(chats, repair=False)
+
+
+def chat_views_by_id(chat_ids) -> list[ChatView]:
+    """Reconciled views of these chats (no membership check: callers push to member groups)."""
+    return _reconcile(list(annotated_chats(Chat.objects.filter(pk__in=list(chat_ids))).select_related("workspace")))
+
+
+@dataclass
+class ChatDetail:
+    view: ChatView
+    messages: list[Message]
+    stream: dict | None
+
+
+def chat_detail(*, user, chat_id) -> ChatDetail:
+    chat = chat_get_for_member(user=user, chat_id=chat_id)
+    chat = annotated_chats(Chat.objects.filter(pk=chat.pk)).select_related("workspace").get()
+    view = _reconcile([chat])[0]
+    messages = list(chat.messages.all())
+    snapshot = stream_snapshot(stream_id=view.active_stream_id) if view.active_stream_id else None
+    return ChatDetail(view=view, messages=messages, stream=snapshot)

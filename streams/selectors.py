@@ -1,0 +1,35 @@
+"""Every read of streams: the live snapshot, membership of a stream in a chat, the event log."""
+
+from __future__ import annotations
+
+import redis
+
+from streams import eventlog
+from streams.models import Stream
+
+
+def stream_in_chat(*, chat_id, stream_id) -> bool:
+    return Stream.objects.filter(pk=stream_id, chat_id=chat_id).exists()
+
+
+def stream_snapshot(*, stream_id) -> dict | None:
+    """A live stream's snapshot (status, last seq, text so far), or None.
+
+    The text is null when Redis is unreachable: a reader never fails for want of the log.
+    """
+    stream = Stream.objects.filter(pk=stream_id).first()
+    if stream is None:
+        return None
+    try:
+        log = eventlog.read(stream.id)
+    except redis.RedisError:
+        log = None
+    return {
+        "id": str(stream.id),
+        "status": stream.status,
+        "last_seq": log[-1]["seq"] if log else stream.last_seq,
+        "text": eventlog.snapshot_text(log) if log is not None else None,
+        "assistant_message_id": str(stream.assistant_message_id) if stream.assistant_message_id else None,
+        "provider": stream.provider,
+        "model": stream.model,
+    }

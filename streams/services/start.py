@@ -1,0 +1,83 @@
+"""Start a turn: the user message, the stream and the assistant message, the marker and the lock."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from chats.models import Chat, Message
+from mothership.infra.signals import send_logged
+from streams import locks
+from streams.models import Stream
+from streams.providers import get_provider
+from streams.signals import turn_started
+
+
+class StreamConflict(Exception):
+    """A stream is already live in this chat."""
+
+    def __init__(self, active_stream_id):
+        super().__init__("A reply is already streaming in this chat; stop it or wait for it to finish.")
+        self.active_stream_id = active_stream_id
+
+
+@dataclass(frozen=True)
+class StartedTurn:
+    stream: Stream
+    user_message: Message
+    assistant_message: Message
+
+
+def stream_start(*, chat: Chat, content: str) -> StartedTurn:
+    """Create the user message, the stream and the assistant message; take the liveness lock.
+
+    The marker is set in the same transaction that creates the stream, and the lock is taken
+    before it commits, so a queued stream is alive to every reader. The task is enqueued only
+    after commit.
+    """
+    stream_id = uuid.uuid4()
+    provider = get_provider()
+    lock_taken = False
+    try:
+        with transaction.atomic():
+            locked = Chat.objects.select_for_update().get(pk=chat.pk)
+            owner = locks.lock_owner(chat_id=chat.pk)
+            if owner is not None:
+                raise StreamConflict(owner)
+            user_message = Message.objects.create(chat=locked, role=Message.Role.USER, content=content)
+            assistant_message = Message.objects.create(
+                chat=locked, role=Message.Role.ASSISTANT, content="", status=Message.Status.PARTIAL
+            )
+            stream = Stream.objects.create(
+                id=stream_id,
+                chat=locked,
+                user_message=user_message,
+                assistant_message=assistant_message,
+                provider=provider.name,
+                model=provider.model,
+            )
+            Message.objects.filter(pk__in=[user_message.pk, assistant_message.pk]).update(stream=stream)
+            if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
+                raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
+            lock_taken = True
+            # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
+            Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None)
+            transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
+            # The tile turns yellow everywhere.
+            transaction.on_commit(lambda: send_logged(turn_started, sender=Stream, chat_id=chat.pk, stream_id=stream_id))
+    except BaseException:
+        if lock_taken:
+            locks.lock_release(chat_id=chat.pk, stream_id=stream_id)
+        raise
+    user_message.stream_id = assistant_message.stream_id = stream_id
+    return StartedTurn(stream=stream, user_message=user_message, assistant_message=assistant_message)
+
+
+def stream_enqueue(*, stream_id) -> None:
+    """Hand a queued stream to a worker (after commit: the worker must find the rows)."""
+    from streams.tasks import run_stream  # the task module imports this one
+
+    run_stream.delay(str(stream_id))

@@ -1,0 +1,14 @@
+"""What ``streams`` tells the apps above it (connected in their ``AppConfig.ready()``).
+
+Both are sent after commit, with ``send_robust``: a receiver that fails is logged and never
+undoes or delays a turn.
+"""
+
+from django.dispatch import Signal
+
+# A turn was created (its stream is queued and its lock taken). Arguments: chat_id, stream_id.
+turn_started = Signal()
+
+# A turn was sealed once and for all (completed, cancelled, interrupted or failed).
+# Arguments: chat_id, stream_id, status, sealed_at.
+turn_sealed = Signal()

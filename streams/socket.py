@@ -1,0 +1,95 @@
+"""The socket's stream handlers: chat subscriptions, gapless resume, and live stream events.
+
+A mixin of the one consumer (``mothership.consumers``). Live delivery is at-most-once; the
+per-stream log plus ``seq`` make what a socket sends gapless and duplicate-free.
+"""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+
+from chats.selectors import user_is_member
+from mothership.infra.groups import chat_group
+from mothership.infra.socket import ClientError, require_uuid
+from streams import eventlog, events
+from streams.selectors import stream_in_chat
+
+
+class StreamSocket:
+    def setup_state(self) -> None:
+        super().setup_state()
+        # Per stream: the highest seq this socket has sent (no duplicate, no gap).
+        self.cursors: dict[str, int] = {}
+
+    def replay_snapshot(self, user, chat_id) -> dict:
+        """The chat's full snapshot for ``stream.replay_gap`` (sync; provided by the composed consumer)."""
+        raise NotImplementedError
+
+    async def join_chat(self, chat_id: str) -> None:
+        if not await database_sync_to_async(user_is_member)(user=self.user, chat_id=chat_id):
+            raise ClientError("not_found", "No such conversation.")
+        await self.join(chat_group(chat_id))
+
+    async def on_chat_subscribe(self, content: dict) -> None:
+        chat_id = require_uuid(content, "conversationId")
+        await self.join_chat(chat_id)
+        await self.send_json({"type": "subscribed", "conversationId": chat_id})
+
+    async def on_chat_unsubscribe(self, content: dict) -> None:
+        chat_id = require_uuid(content, "conversationId")
+        await self.leave(chat_group(chat_id))
+        await self.send_json({"type": "unsubscribed", "conversationId": chat_id})
+
+    async def on_resume(self, content: dict) -> None:
+        chat_id = require_uuid(content, "conversationId")
+        stream_id = require_uuid(content, "streamId")
+        after_seq = content.get("afterSeq", 0)
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise ClientError("bad_request", "afterSeq must be a non-negative integer.")
+        # Join the group before reading the log: anything published after the read is queued here.
+        await self.join_chat(chat_id)
+        if not await database_sync_to_async(stream_in_chat)(chat_id=chat_id, stream_id=stream_id):
+            raise ClientError("not_found", "No such stream in this conversation.")
+        log = await eventlog.aread(stream_id)
+        retained_from = log[0]["seq"] if log else None
+        if after_seq > 0 and (retained_from is None or retained_from > after_seq + 1):
+            await self.send_json(
+                {
+                    "type": events.REPLAY_GAP,
+                    "conversationId": chat_id,
+                    "streamId": stream_id,
+                    "afterSeq": after_seq,
+                    "snapshot": await database_sync_to_async(self.replay_snapshot)(self.user, chat_id),
+                }
+            )
+            self.cursors[stream_id] = max((e["seq"] for e in log), default=after_seq)
+            return
+        # The client says what it has: replay everything after that, even events this socket
+        # already carried (a page may drop events of a stream it did not know yet).
+        self.cursors[stream_id] = after_seq
+        for event in log:
+            await self._forward(event)
+
+    # --- server → client ---------------------------------------------------------------
+
+    async def stream_event(self, message: dict) -> None:
+        event = message["event"]
+        if not self.joined(chat_group(event.get("conversationId"))):
+            return
+        stream_id, seq = event["streamId"], event["seq"]
+        cursor = self.cursors.get(stream_id)
+        if cursor is not None and seq > cursor + 1:
+            # Live delivery is at-most-once: fill a hole from the log before going on.
+            for missed in await eventlog.aread(stream_id, after_seq=cursor):
+                if missed["seq"] >= seq:
+                    break
+                await self._forward(missed)
+        await self._forward(event)
+
+    async def _forward(self, event: dict) -> None:
+        stream_id, seq = event["streamId"], event["seq"]
+        cursor = self.cursors.get(stream_id)
+        if cursor is not None and seq <= cursor:
+            return
+        self.cursors[stream_id] = seq
+        await self.send_json(event)

@@ -1,0 +1,84 @@
+"""Model factories (factory_boy): rows as a test needs them, without the services' side effects.
+
+A test that is *about* a service (a tile pushed on create, a turn started) calls the service;
+everything else builds its rows here.
+"""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from chats.models import Chat, Membership, Message, Workspace
+from streams.models import Stream
+from warming.models import WarmingSchedule
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+
+    username = factory.Sequence(lambda n: f"user-{n}")
+    password = "pw-123456"
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return model_class.objects.create_user(*args, **kwargs)  # the password hashed, as a login expects
+
+
+class WorkspaceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Workspace
+
+    name = factory.Sequence(lambda n: f"Workspace {n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    workspace = factory.SubFactory(WorkspaceFactory)
+    role = Membership.Role.MEMBER
+
+
+class ChatFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Chat
+
+    workspace = factory.SubFactory(WorkspaceFactory)
+    title = factory.Sequence(lambda n: f"Chat {n}")
+    updated_at = factory.LazyFunction(timezone.now)
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Message
+
+    chat = factory.SubFactory(ChatFactory)
+    role = Message.Role.USER
+    content = factory.Sequence(lambda n: f"message {n}")
+
+
+class StreamFactory(factory.django.DjangoModelFactory):
+    """A finished turn by default (no lock, no marker): live ones come from ``stream_start``."""
+
+    class Meta:
+        model = Stream
+
+    chat = factory.SubFactory(ChatFactory)
+    user_message = factory.SubFactory(MessageFactory, chat=factory.SelfAttribute("..chat"))
+    assistant_message = factory.SubFactory(
+        MessageFactory, chat=factory.SelfAttribute("..chat"), role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE
+    )
+    status = Stream.Status.COMPLETED
+    provider = "local"
+    model = "mothership-local-1"
+
+
+class WarmingScheduleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WarmingSchedule
+
+    chat = factory.SubFactory(ChatFactory)
