@@ -13,7 +13,7 @@ from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.services import stream_start, streams_sweep
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
@@ -40,11 +40,12 @@ def _orphan_mid_stream(chat, texts):
     return turn
 
 
-def test_an_orphan_is_interrupted_with_its_text_salvaged_and_a_terminal_event(chat):
+def test_an_orphan_is_interrupted_with_its_text_salvaged_and_a_terminal_event(chat, django_capture_on_commit_callbacks):
     turn = _orphan_mid_stream(chat, ["Hel", "lo", " there"])
     chat.refresh_from_db()
     updated_at = chat.updated_at
-    report = streams_sweep()
+    with django_capture_on_commit_callbacks(execute=True):  # the seal is announced (terminal event) after commit
+        report = streams_sweep()
     assert report["interrupted"] == [str(turn.stream.id)]
 
     stream = Stream.objects.get(pk=turn.stream.pk)

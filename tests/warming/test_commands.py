@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from streams.services import stream_run, stream_start
 from warming.services import warming_update
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +23,9 @@ def run(*args) -> str:
     return out.getvalue()
 
 
-def test_warm_now_then_warming_status(chat):
-    stream_run(stream_id=stream_start(chat=chat, content="hello").stream.id)
+def test_warm_now_then_warming_status(chat, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # the seal frees the lock after commit
+        stream_run(stream_id=stream_start(chat=chat, content="hello").stream.id)
     warming_update(chat=chat, enabled=True, interval_seconds=240)
 
     report = json.loads(run("warm_now", str(chat.id), "--json"))
