@@ -2,17 +2,15 @@
 
 from streams.services.cancel import CancelOutcome, stream_cancel, streams_cancel_chat
 from streams.services.finalize import stream_finalize
-from streams.services.run import conversation_history, stream_run
-from streams.services.start import StartedTurn, StreamConflict, stream_enqueue, stream_start
+from streams.services.run import stream_run
+from streams.services.start import StartedTurn, StreamConflict, stream_start
 from streams.services.sweep import stream_interrupt_orphan, streams_sweep
 
 __all__ = [
     "CancelOutcome",
     "StartedTurn",
     "StreamConflict",
-    "conversation_history",
     "stream_cancel",
-    "stream_enqueue",
     "stream_finalize",
     "stream_interrupt_orphan",
     "stream_run",
