@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint install chromium clean
+.PHONY: run test lint mutation install chromium clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,5 +33,13 @@ lint: install
 test: lint chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Mutation testing of the modules that hold the invariants ([tool.mutmut] in pyproject.toml).
+# Slow, so not part of `make test`: run it when those modules change; survivors go in docs/testing.md.
+MUTATION_CHILDREN ?= 2
+mutation: install
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN)
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache mutants

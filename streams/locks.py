@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from mothership.infra.redis import aget_redis, get_redis
+from mothership.infra.redis import get_redis
 
 KEY_PREFIX = "mothership:stream-lock:"
 
@@ -74,12 +74,4 @@ def lock_owners(chat_ids: Iterable) -> dict[str, str | None]:
     if not keys:
         return {}
     values = get_redis().mget(keys)
-    return _owners_by_chat(keys, values)
-
-
-async def alock_owners(chat_ids: Iterable) -> dict[str, str | None]:
-    keys = [lock_key(c) for c in chat_ids]
-    if not keys:
-        return {}
-    values = await aget_redis().mget(keys)
     return _owners_by_chat(keys, values)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -9,7 +10,33 @@ from rest_framework.test import APIClient
 from chats.models import Membership
 from mothership.celery import app as celery_app
 from tests import factories
-from tests.support import processes
+from tests.support import postgres, processes
+
+
+def pytest_collection_modifyitems(config, items):
+    """Off PostgreSQL, the row-lock tests leave this run: ``tests/test_postgres_row_locks.py`` runs them on one."""
+    if postgres.on_postgres():
+        return
+    elsewhere = [item for item in items if item.get_closest_marker(postgres.MARKER)]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if not item.get_closest_marker(postgres.MARKER)]
+
+
+def pytest_terminal_summary(terminalreporter):
+    for report in terminalreporter.stats.get("skipped", []):
+        if "test_postgres_row_locks" in report.nodeid:
+            terminalreporter.section("ROW-LOCK TESTS NOT RUN", sep="!", red=True, bold=True)
+            terminalreporter.line(str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr), red=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """``make mutation`` forks one pytest per mutant, several at once: each gets a test database of its own."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        from pytest_django.fixtures import _set_suffix_to_test_databases
+
+        _set_suffix_to_test_databases(suffix=f"mutant{os.getpid()}")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -78,6 +78,8 @@ def warming_update(
             schedule.idle_warm_cost = 0.0  # the keep-alive vs rebuild comparison restarts
             schedule.enabled_at = now
         elif enabled is False:
+            if schedule.enabled:
+                schedule.claim_token, schedule.claimed_at = "", None  # a warm in flight records nothing
             schedule.enabled = False
             schedule.stop_reason = ""
         schedule.next_warm_at = now + datetime.timedelta(seconds=schedule.interval_seconds) if schedule.enabled else None
@@ -95,7 +97,13 @@ def warming_disable(*, chat, reason: str) -> bool:
     with transaction.atomic():
         changed = bool(
             WarmingSchedule.objects.filter(chat_id=chat.pk, enabled=True).update(
-                enabled=False, stop_reason=reason, next_warm_at=None, updated_at=timezone.now()
+                # A warm in flight (its claim voided) records nothing.
+                enabled=False,
+                stop_reason=reason,
+                next_warm_at=None,
+                claim_token="",
+                claimed_at=None,
+                updated_at=timezone.now(),
             )
         )
         if changed:

@@ -103,8 +103,9 @@ def _force_cancel(*, stream: Stream, reason: str) -> CancelOutcome:
     text, last_seq, usage = salvage(stream)
     if stream_finalize(stream=stream, status=Stream.Status.CANCELLED, reason=reason, text=text, last_seq=last_seq, usage=usage):
         return CancelOutcome(cancelled=True, stream_id=str(stream.pk), reason=None, settled=False)
-    status = Stream.objects.filter(pk=stream.pk).values_list("status", flat=True).first()
-    return _outcome_for(stream, status, settled=True)
+    # Another finalizer won meanwhile: the worker (which records when it noticed a stop) or another stop.
+    status, noticed_at = Stream.objects.filter(pk=stream.pk).values_list("status", "cancel_noticed_at").get()
+    return _outcome_for(stream, status, settled=noticed_at is not None)
 
 
 def streams_cancel_chat(*, chat: Chat, reason: str) -> CancelOutcome | None:

@@ -207,7 +207,7 @@ def stream_run(*, stream_id) -> str:
         text="".join(run.text),
         last_seq=run.seq,
         usage=run.usage,
-        cancel_noticed_at=run.abort_noticed_at if run.abort_seen else None,
+        cancel_noticed_at=run.abort_noticed_at if outcome.status == Stream.Status.CANCELLED else None,
     )
     return outcome.status if finalized else "already_finalized"
 

@@ -174,8 +174,23 @@ def test_the_dashboard_reads_on_a_phone_and_creates_chats(login, user, chat, sta
     page.wait_for_url(re.compile(r"/chats/[0-9a-f-]+/$"))
     expect(page.locator("h1")).to_have_text("From my phone")
     assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
-    page.keyboard.press("Tab")  # keyboard reachable, labelled controls
-    assert page.locator("#composer-input").get_attribute("id") == page.locator("label[for=composer-input]").get_attribute("for")
+    # Keyboard reachable: Tab walks every control, each with a name, the composer and then Send among them.
+    focused = []
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        focused.append(
+            page.evaluate(
+                """() => {
+                  const e = document.activeElement;
+                  const label = e.labels && e.labels.length ? e.labels[0].textContent : "";
+                  return {id: e.id, tag: e.tagName, name: (e.getAttribute("aria-label") || label || e.textContent || "").trim()};
+                }"""
+            )
+        )
+    ids = [f["id"] for f in focused]
+    assert "composer-input" in ids and "send" in ids and ids.index("composer-input") < ids.index("send"), focused
+    assert all(f["tag"] != "BODY" and f["name"] for f in focused[: ids.index("send") + 1]), focused
+    assert focused[ids.index("composer-input")]["name"] == "Message"
 
 
 def test_a_network_drop_mid_reply_resumes_with_nothing_lost_or_doubled(login, user, chat, stack):

@@ -41,14 +41,19 @@ def doomed_worker(tmp_path):
 
 
 @pytest.fixture
-def sweeping_beat(live_worker, live_tmp, tmp_path):
-    """Real Celery beat ticking the sweeper every 0.5 s; the session's live worker runs the sweeps."""
-    proc = processes.start_beat(tmp_path, MOTHERSHIP_SWEEP_INTERVAL=0.5)
-    yield proc
-    proc.stop()
+def sweeper(live_worker, tmp_path):
+    """Starts real Celery beat ticking the sweeper every 0.5 s (the session's live worker runs the sweeps)."""
+    started = []
+
+    def start():
+        started.append(processes.start_beat(tmp_path, MOTHERSHIP_SWEEP_INTERVAL=0.5))
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
-async def test_kill_9_mid_stream(sweeping_beat, doomed_worker, api, user, chat):
+async def test_kill_9_mid_stream(sweeper, doomed_worker, api, user, chat):
     communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
     communicator.scope["user"] = user
     assert (await communicator.connect())[0]
@@ -70,7 +75,8 @@ async def test_kill_9_mid_stream(sweeping_beat, doomed_worker, api, user, chat):
     doomed_worker.kill9()
     killed_at = time.monotonic()
 
-    # The list stops showing the chat as streaming within TTL + 1 s, with no sweep needed.
+    # No sweeper runs yet: the list stops showing the chat as streaming within TTL + 1 s by
+    # reading the lock (read-time reconciliation) alone.
     while True:
         row = (await database_sync_to_async(api.get)("/api/mothership/chats")).json()[0]
         if row["state"] != "streaming":
@@ -78,8 +84,10 @@ async def test_kill_9_mid_stream(sweeping_beat, doomed_worker, api, user, chat):
         assert time.monotonic() - killed_at <= TTL + 1, "tile still yellow after TTL + 1 s"
         await asyncio.sleep(0.1)
     assert row["active_stream_id"] is None
+    assert (await database_sync_to_async(Stream.objects.get)(pk=stream_id)).status == "streaming"  # nobody sealed it
 
     # The sweeper finalizes it; the open socket gets the terminal event after every delta.
+    sweeper()
     while received[-1]["type"] != "stream.interrupted":
         received.append(await communicator.receive_json_from(timeout=15))
     await communicator.disconnect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 import uuid
 
 import pytest
@@ -12,7 +13,7 @@ from django.db import connection
 from chats.models import Chat, Message
 from streams import abort, eventlog, events, locks
 from streams.models import Stream
-from streams.services import stream_cancel, stream_run, stream_start
+from streams.services import CancelOutcome, stream_cancel, stream_finalize, stream_run, stream_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,61 +100,240 @@ def _hung_worker_turn(chat) -> tuple[Stream, str]:
     return Stream.objects.get(pk=turn.stream.pk), "".join(texts)
 
 
-def test_a_worker_that_does_not_settle_is_fenced_and_force_finalized_from_the_log(api, chat, settings):
+def _late_delta(stream, seq: int) -> None:
+    eventlog.append(
+        chat_id=stream.chat_id,
+        stream_id=stream.id,
+        event=events.stream_event(type=events.DELTA, chat_id=stream.chat_id, stream_id=stream.id, seq=seq, text=" late"),
+    )
+
+
+def test_a_worker_that_does_not_settle_is_fenced_and_force_finalized_from_the_log(api, chat, settings, monkeypatch, caplog):
+    from streams.services import cancel
+
     settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = 0.3
     stream, text = _hung_worker_turn(chat)
+    usage = {"input_tokens": 7, "output_tokens": 3, "cache_read_tokens": 0, "cache_write_tokens": 0}
+    eventlog.append(
+        chat_id=chat.id,
+        stream_id=stream.id,
+        event=events.stream_event(type=events.USAGE, chat_id=chat.id, stream_id=stream.id, seq=4, usage=usage),
+    )
+    late_write = []
+    real_salvage = cancel.salvage
+
+    def salvage_while_the_worker_writes(stream):
+        try:  # the hung worker wakes up just as the log is read: it must already be fenced
+            _late_delta(stream, 5)
+            late_write.append("accepted")
+        except eventlog.Fenced:
+            late_write.append("fenced")
+        return real_salvage(stream)
+
+    monkeypatch.setattr(cancel, "salvage", salvage_while_the_worker_writes)
 
     answer = _cancel(api, chat, {"stream_id": str(stream.id)}).json()
 
     assert answer == {"ok": True, "cancelled": True, "stream_id": str(stream.id), "reason": None, "settled": False}
+    assert late_write == ["fenced"]
     log = eventlog.read(stream.id)
-    assert [e["seq"] for e in log] == [1, 2, 3, 4] and log[-1]["type"] == "stream.cancelled"
+    assert [e["seq"] for e in log] == [1, 2, 3, 4, 5] and log[-1]["type"] == "stream.cancelled"
     message = Message.objects.get(pk=stream.assistant_message_id)
     assert (message.status, message.content) == ("cancelled", text)  # nothing the model produced is lost
+    assert (message.input_tokens, message.output_tokens) == (7, 3)  # nor what it was billed
     assert Chat.objects.get(pk=chat.pk).active_stream_id is None and locks.lock_owner(chat_id=chat.id) is None
     with pytest.raises(eventlog.Fenced):  # the hung worker can write nothing more
-        eventlog.append(
-            chat_id=chat.id,
-            stream_id=stream.id,
-            event=events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream.id, seq=5, text="late"),
-        )
+        _late_delta(stream, 6)
+    assert f"stream {stream.id} did not settle within 0.3s of a stop; force-finalizing" in caplog.text
+
+
+def test_a_force_finalize_that_loses_to_another_stop_answers_cancelled_and_unsettled(chat, settings, monkeypatch):
+    from streams.services import cancel
+
+    settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = 0.1
+    stream, text = _hung_worker_turn(chat)
+    real_salvage = cancel.salvage
+
+    def salvage_after_a_close_sealed_it(stream):
+        # A Close of the same chat force-finalized the stream first.
+        assert stream_finalize(stream=stream, status="cancelled", reason="closed", text=text, last_seq=3)
+        return real_salvage(stream)
+
+    monkeypatch.setattr(cancel, "salvage", salvage_after_a_close_sealed_it)
+
+    answer = stream_cancel(chat=chat, stream_id=stream.id)
+
+    # (no worker settled it: the other stop force-finalized it too)
+    assert answer == CancelOutcome(cancelled=True, stream_id=str(stream.id), reason=None, settled=False)
+    stream.refresh_from_db()
+    assert (stream.status, stream.reason) == ("cancelled", "closed")
+    assert _one_terminal(stream.id) == "stream.cancelled"
 
 
 def test_a_stream_whose_lock_is_gone_is_finalized_at_once(api, chat, settings):
     settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = 30  # must not be waited for: nobody holds the lock
     stream, text = _hung_worker_turn(chat)
     locks.lock_release(chat_id=chat.id, stream_id=stream.id)
+    started = time.monotonic()
 
     answer = _cancel(api, chat, {"stream_id": str(stream.id)}).json()
 
+    assert time.monotonic() - started < 10  # far less than the settle bound it would otherwise wait out
     assert (answer["cancelled"], answer["settled"]) == (True, False)
     assert Message.objects.get(pk=stream.assistant_message_id).content == text
 
 
-def test_a_cancel_racing_the_worker_finishing_gives_one_finalizer_and_a_truthful_answer(chat, settings):
-    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 2000
-    settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 40
-    for _ in range(10):
-        turn = stream_start(chat=chat, content="hi")
-        outcome = {}
+class _RaceHooks:
+    """Holds the worker and the canceller at chosen points, so each ordering of the race is forced."""
 
-        def work():
+    def __init__(self, monkeypatch):
+        from streams.services import cancel, run
+
+        self.generated = threading.Event()  # the model has finished; the worker is about to seal
+        self.cancel_waiting = threading.Event()  # the canceller is waiting for the worker to settle
+        self.fenced = threading.Event()  # the canceller has fenced the worker, before it force-finalizes
+        self.release_seal = threading.Event()
+        self.seal_after_fence = False
+        self.release_generate = threading.Event()
+        self.sealed = threading.Event()
+        self.generating = threading.Event()  # the worker claimed the turn; its model is about to start
+        self.abort_heard = threading.Event()  # the worker's abort listener heard the stop
+        real_finalize, real_wait, real_salvage = run.stream_finalize, cancel._wait_for_worker, cancel.salvage
+        real_generate, real_on_abort = run._Run.generate, run._Run.on_abort
+
+        def finalize(**kwargs):
+            self.generated.set()
+            assert self.release_seal.wait(10)
             try:
-                outcome["run"] = stream_run(stream_id=turn.stream.id)
+                return real_finalize(**kwargs)
             finally:
-                connection.close()  # the thread's own connection, or the test DB cannot be dropped
+                self.sealed.set()
 
-        worker = threading.Thread(target=work)
-        worker.start()
-        answer = stream_cancel(chat=chat, stream_id=turn.stream.id)
-        worker.join(10)
-        stream = Stream.objects.get(pk=turn.stream.pk)
-        assert answer.cancelled == (stream.status == "cancelled")
-        if not answer.cancelled:
-            assert stream.status == "completed" and answer.reason == "already_finished"
-        terminals = [e for e in eventlog.read(stream.id) if e["type"] in events.TERMINAL_TYPES]
-        assert len(terminals) == 1
-        assert locks.lock_owner(chat_id=chat.id) is None and Chat.objects.get(pk=chat.pk).active_stream_id is None
+        def wait_for_worker(stream):
+            self.cancel_waiting.set()
+            return real_wait(stream)
+
+        def salvage(stream):
+            self.fenced.set()
+            if self.seal_after_fence:
+                assert self.sealed.wait(10)
+            return real_salvage(stream)
+
+        def generate(run_self):
+            self.generating.set()
+            assert self.release_generate.wait(10)
+            return real_generate(run_self)
+
+        def on_abort(run_self, request):
+            try:
+                return real_on_abort(run_self, request)
+            finally:
+                self.abort_heard.set()
+
+        monkeypatch.setattr(run, "stream_finalize", finalize)
+        monkeypatch.setattr(cancel, "_wait_for_worker", wait_for_worker)
+        monkeypatch.setattr(cancel, "salvage", salvage)
+        monkeypatch.setattr(run._Run, "generate", generate)
+        monkeypatch.setattr(run._Run, "on_abort", on_abort)
+
+
+def _race(chat, settings, monkeypatch, *, held_at: str):
+    """A turn whose worker runs in a thread and is held at ``held_at`` ("seal" or "generate")."""
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 20
+    settings.MOTHERSHIP_DELTA_FLUSH_MS = 0
+    hooks = _RaceHooks(monkeypatch)
+    (hooks.release_generate if held_at == "seal" else hooks.release_seal).set()
+    turn = stream_start(chat=chat, content="hi")
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["run"] = stream_run(stream_id=turn.stream.id)
+        finally:
+            connection.close()  # the thread's own connection, or the test DB cannot be dropped
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return hooks, turn, worker, outcome
+
+
+def _one_terminal(stream_id) -> str:
+    terminals = [e["type"] for e in eventlog.read(stream_id) if e["type"] in events.TERMINAL_TYPES]
+    assert len(terminals) == 1, terminals
+    return terminals[0]
+
+
+def _nothing_left_behind(chat) -> None:
+    assert locks.lock_owner(chat_id=chat.id) is None and Chat.objects.get(pk=chat.pk).active_stream_id is None
+
+
+@pytest.mark.parametrize("ordering", ["worker seals while the stop waits", "worker seals between fence and force-finalize"])
+def test_a_stop_racing_the_worker_finishing_loses_truthfully(chat, settings, monkeypatch, ordering):
+    hooks, turn, worker, outcome = _race(chat, settings, monkeypatch, held_at="seal")
+    # Given a worker whose model has finished and which is about to seal the turn as completed
+    assert hooks.generated.wait(10)
+    if ordering == "worker seals while the stop waits":
+        # (the worker seals as soon as the stop is waiting for it)
+        threading.Thread(target=lambda: hooks.cancel_waiting.wait(10) and hooks.release_seal.set()).start()
+    else:
+        # (the stop's settle bound runs out; the worker seals after the fence, before the force-finalize)
+        settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = 0.2
+        hooks.seal_after_fence = True
+        threading.Thread(target=lambda: hooks.fenced.wait(10) and hooks.release_seal.set()).start()
+
+    # When the stop lands in the middle of the seal
+    answer = stream_cancel(chat=chat, stream_id=turn.stream.id)
+    worker.join(10)
+
+    # Then the worker's seal wins, and the stop says so
+    assert hooks.cancel_waiting.is_set()
+    assert outcome["run"] == "completed"
+    assert answer == CancelOutcome(cancelled=False, stream_id=str(turn.stream.id), reason="already_finished", settled=True)
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+    assert message.status == "complete" and len(message.content.split()) == 20
+    assert _one_terminal(turn.stream.id) == "stream.completed"
+    _nothing_left_behind(chat)
+
+
+def test_a_stop_that_lands_before_the_worker_finishes_is_settled_by_the_worker(chat, settings, monkeypatch):
+    hooks, turn, worker, outcome = _race(chat, settings, monkeypatch, held_at="generate")
+    # Given a worker that claimed the turn and holds its lock, its model about to start
+    assert hooks.generating.wait(10)
+    # (it goes on once the stop is waiting for it and its abort listener has heard the stop)
+    threading.Thread(
+        target=lambda: hooks.cancel_waiting.wait(10) and hooks.abort_heard.wait(10) and hooks.release_generate.set()
+    ).start()
+
+    # When the stop lands
+    answer = stream_cancel(chat=chat, stream_id=turn.stream.id)
+    worker.join(10)
+
+    # Then the worker settles it as cancelled, and the stop says so
+    assert outcome["run"] == "cancelled"
+    assert answer == CancelOutcome(cancelled=True, stream_id=str(turn.stream.id), reason=None, settled=True)
+    assert Message.objects.get(pk=turn.assistant_message.pk).status == "cancelled"
+    assert _one_terminal(turn.stream.id) == "stream.cancelled"
+    _nothing_left_behind(chat)
+
+
+def test_a_stop_for_a_finished_turn_while_a_newer_one_runs_is_a_stream_mismatch(chat, settings):
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    first = stream_start(chat=chat, content="first")
+    assert stream_run(stream_id=first.stream.id) == "completed"
+    second = stream_start(chat=chat, content="second")
+
+    answer = stream_cancel(chat=chat, stream_id=first.stream.id)
+
+    assert answer == CancelOutcome(cancelled=False, stream_id=str(first.stream.id), reason="stream_mismatch", settled=True)
+    assert Stream.objects.get(pk=second.stream.pk).status == "queued"
+    assert locks.lock_owner(chat_id=chat.id) == str(second.stream.id)
+    assert stream_cancel(chat=chat, stream_id=first.stream.id).reason == "stream_mismatch"
+    stream_cancel(chat=chat, stream_id=second.stream.id)
+    assert stream_cancel(chat=chat, stream_id=first.stream.id).reason == "already_finished"  # nothing runs now
+    # Sealed a moment ago, its own lock not yet released: still already_finished, not a mismatch.
+    assert locks.lock_acquire(chat_id=chat.id, stream_id=second.stream.id)
+    assert stream_cancel(chat=chat, stream_id=second.stream.id).reason == "already_finished"
 
 
 def test_the_sweeper_leaves_a_stream_whose_stop_is_being_settled_to_the_canceller(chat):

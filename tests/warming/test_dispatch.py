@@ -7,13 +7,14 @@ import threading
 
 import pytest
 from channels.testing.websocket import WebsocketCommunicator
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chats.models import Message
 from chats.selectors import conversation_prefix
 from chats.services import chat_create
 from mothership.consumers import MothershipConsumer
+from mothership.services import chat_close
 from streams.providers import ProviderError
 from streams.providers.local import LocalProvider
 from streams.services import stream_run, stream_start
@@ -66,6 +67,50 @@ def test_the_dispatcher_claims_only_due_enabled_idle_rows_and_sends_one_message_
     }  # claimed rows are not due twice
 
 
+@pytest.mark.postgres
+def test_a_dispatcher_skips_the_rows_another_one_holds_without_waiting_for_them(workspace):
+    # Given 10 due schedules, 4 of them row-locked by another dispatcher's open claim
+    chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(10)]
+    for chat in chats:
+        _due(chat)
+    held_ids = [c.id for c in chats[:4]]
+    holding, release = threading.Event(), threading.Event()
+
+    def other_dispatcher():
+        try:
+            with transaction.atomic():
+                list(WarmingSchedule.objects.select_for_update().filter(chat_id__in=held_ids))
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=other_dispatcher)
+    other.start()
+    assert holding.wait(10)
+    claimed: list[str] = []
+
+    def dispatch_now():
+        try:
+            dispatch.warming_dispatch_due(batch_size=3, enqueue=lambda ids, token: claimed.extend(ids))
+        finally:
+            connection.close()
+
+    # When this dispatcher runs meanwhile
+    this = threading.Thread(target=dispatch_now)
+    this.start()
+    this.join(10)
+    finished_while_held = not this.is_alive()
+    release.set()
+    other.join(10)
+    this.join(30)
+
+    # Then it never waited for the held rows, and claimed every other row once
+    assert finished_while_held, "the dispatcher blocked on rows another dispatcher holds"
+    assert sorted(claimed) == sorted(str(c.id) for c in chats[4:])
+
+
+@pytest.mark.postgres
 def test_two_dispatchers_at_once_never_claim_a_row_twice(workspace):
     chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(60)]
     for chat in chats:
@@ -135,6 +180,122 @@ def test_a_superseded_claim_warms_nothing(chat):
     assert dispatch.warm_run(chat_id=chat.id, token=stale).outcome == "superseded"
     assert dispatch.warm_run(chat_id=chat.id, token=fresh).outcome == "warmed"
     assert WarmingSchedule.objects.get(chat=chat).warm_count == 1
+
+
+@pytest.fixture
+def sent_to_worker(monkeypatch) -> list[dict]:
+    """What would go to the worker's queue: each ``warm_batch`` message's arguments."""
+    from warming.tasks import warm_batch
+
+    sent: list[dict] = []
+    monkeypatch.setattr(warm_batch, "apply_async", lambda **message: sent.append(message))
+    return sent
+
+
+def test_each_batch_goes_to_the_worker_with_its_claim_token_and_expires_with_the_claim(workspace, sent_to_worker):
+    from warming.tasks import warm_batch
+
+    chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(3)]
+    for chat in chats:
+        _talk(chat)
+        _due(chat)
+
+    assert dispatch.warming_dispatch_due(batch_size=2) == {"claimed": 3, "batches": 2}
+
+    assert [sorted(m) for m in sent_to_worker] == [["args", "expires"]] * 2
+    assert {m["expires"] for m in sent_to_worker} == {dispatch.CLAIM_LEASE.total_seconds()}
+    assert sorted(i for m in sent_to_worker for i in m["args"][0]) == sorted(str(c.id) for c in chats)
+    # The worker runs each message as sent: every conversation warmed once, its claim given back.
+    assert [warm_batch(*m["args"]) for m in sent_to_worker] == [{"warmed": 2}, {"warmed": 1}]
+    assert [s.warm_count for s in WarmingSchedule.objects.filter(chat__in=chats)] == [1, 1, 1]
+    assert set(WarmingSchedule.objects.filter(chat__in=chats).values_list("claim_token", flat=True)) == {""}
+
+
+def test_warm_now_queues_one_warm_that_the_worker_runs_and_refuses_while_a_turn_streams(chat, sent_to_worker):
+    from warming.tasks import warm_batch
+
+    _talk(chat)
+
+    assert dispatch.warming_warm_now(chat_id=chat.id) == dispatch.WarmResult(str(chat.id), "queued")
+
+    (message,) = sent_to_worker
+    assert message["args"][0] == [str(chat.id)] and message["expires"] == dispatch.CLAIM_LEASE.total_seconds()
+    assert message["args"][1] == WarmingSchedule.objects.get(chat=chat).claim_token != ""
+    assert warm_batch(*message["args"]) == {"warmed": 1}
+    assert WarmingSchedule.objects.get(chat=chat).next_warm_at is None  # warming is off: a one-off warm schedules nothing
+    stream_start(chat=chat, content="a turn that streams")
+    assert dispatch.warming_warm_now(chat_id=chat.id) == dispatch.WarmResult(str(chat.id), "skipped_streaming")
+    assert len(sent_to_worker) == 1 and WarmingSchedule.objects.get(chat=chat).claim_token == ""
+
+
+def _schedule_row(chat) -> dict:
+    return WarmingSchedule.objects.filter(chat=chat).values().get()
+
+
+def _voided_by(meanwhile: str, chat) -> None:
+    if meanwhile == "re-claimed":  # e.g. after the dispatcher presumed the first claim lost
+        dispatch.claim_one(chat_id=chat.id)
+    elif meanwhile == "disabled":
+        warming_update(chat=chat, enabled=False)
+    elif meanwhile == "closed":
+        chat_close(chat=chat)
+    elif meanwhile == "turn sealed":
+        _talk(chat, "a turn while the warm was in flight")
+    else:
+        raise AssertionError(meanwhile)
+
+
+@pytest.mark.parametrize("meanwhile", ["re-claimed", "disabled", "closed", "turn sealed"])
+def test_a_warm_whose_claim_was_voided_while_in_flight_records_nothing(chat, monkeypatch, meanwhile):
+    # Given a due schedule claimed for a warm, and a model call during which the claim is voided
+    _talk(chat)
+    _due(chat, interval=60)
+    token = dispatch.claim_one(chat_id=chat.id)
+    original, seen = LocalProvider.warm, {}
+
+    def warm_while_voided(self, *, messages):
+        usage = original(self, messages=messages)
+        _voided_by(meanwhile, chat)
+        seen["row"] = _schedule_row(chat)
+        return usage
+
+    monkeypatch.setattr(LocalProvider, "warm", warm_while_voided)
+
+    # When the warm lands
+    result = dispatch.warm_run(chat_id=chat.id, token=token)
+
+    # Then it is superseded and the newer state of the schedule is left exactly as it was
+    assert result.outcome == "superseded"
+    assert seen["row"]["warm_count"] == 0
+    assert _schedule_row(chat) == seen["row"]
+
+
+def test_no_warm_while_a_turn_streams_and_the_seal_reschedules_it(chat, monkeypatch):
+    # Given a schedule claimed just before a turn started
+    _talk(chat)
+    _due(chat, interval=60)
+    token = dispatch.claim_one(chat_id=chat.id)
+    turn = stream_start(chat=chat, content="a turn that streams")
+    calls = []
+    original = LocalProvider.warm
+    monkeypatch.setattr(
+        LocalProvider, "warm", lambda self, *, messages: calls.append(messages) or original(self, messages=messages)
+    )
+
+    # When the claimed warm runs, and a warm-now is asked for, while the turn streams
+    assert dispatch.warm_run(chat_id=chat.id, token=token).outcome == "skipped_streaming"
+    assert dispatch.warming_warm_now(chat_id=chat.id, inline=True).outcome == "skipped_streaming"
+
+    # Then the model is never called, and the claim is given back
+    assert calls == []
+    schedule = WarmingSchedule.objects.get(chat=chat)
+    assert (schedule.warm_count, schedule.claim_token, schedule.claimed_at) == (0, "", None)
+    # And the turn's seal reschedules the warm to sealed_at + interval
+    assert stream_run(stream_id=turn.stream.id) == "completed"
+    schedule.refresh_from_db()
+    assert schedule.next_warm_at == chat.streams.get(pk=turn.stream.id).finished_at + datetime.timedelta(seconds=60)
+    assert dispatch.warm_run(chat_id=chat.id, token=dispatch.claim_one(chat_id=chat.id)).outcome == "warmed"
+    assert len(calls) == 1
 
 
 def test_a_sealed_turn_reschedules_to_sealed_at_plus_interval(chat):
