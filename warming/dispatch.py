@@ -133,9 +133,8 @@ def warm_run(*, chat_id, token: str) -> WarmResult:
         WarmingSchedule.objects.filter(chat_id=chat_id, claim_token=token).update(claim_token="", claimed_at=None)
         return WarmResult(str(chat_id), "skipped_streaming")
     messages = conversation_prefix(chat_id=chat_id)
-    if not messages:
-        _record(chat_id, token, usage=None, error="", empty=True)
-        return WarmResult(str(chat_id), "empty")
+    if not messages:  # nothing to cache yet: rescheduled, and the model is not called
+        return WarmResult(str(chat_id), _record(chat_id, token, usage=None, error="", model="", empty=True))
     provider = get_provider()
     try:
         usage = provider.warm(messages=messages)
@@ -149,7 +148,7 @@ def warm_run(*, chat_id, token: str) -> WarmResult:
     return WarmResult(str(chat_id), outcome)
 
 
-def _record(chat_id, token: str, *, usage: Usage | None, error: str, model: str = "", empty: bool = False) -> str:
+def _record(chat_id, token: str, *, usage: Usage | None, error: str, model: str, empty: bool = False) -> str:
     now = timezone.now()
     with transaction.atomic():
         schedule = WarmingSchedule.objects.select_for_update().filter(chat_id=chat_id, claim_token=token).first()

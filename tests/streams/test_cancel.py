@@ -144,7 +144,9 @@ def test_a_worker_that_does_not_settle_is_fenced_and_force_finalized_from_the_lo
     assert Chat.objects.get(pk=chat.pk).active_stream_id is None and locks.lock_owner(chat_id=chat.id) is None
     with pytest.raises(eventlog.Fenced):  # the hung worker can write nothing more
         _late_delta(stream, 6)
-    assert f"stream {stream.id} did not settle within 0.3s of a stop; force-finalizing" in caplog.text
+    assert f"stream {stream.id} did not settle within 0.3s of a stop; force-finalizing" in [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 def test_a_force_finalize_that_loses_to_another_stop_answers_cancelled_and_unsettled(chat, settings, monkeypatch):
@@ -289,6 +291,8 @@ def test_a_stop_racing_the_worker_finishing_loses_truthfully(chat, settings, mon
     # Then the worker's seal wins, and the stop says so
     assert hooks.cancel_waiting.is_set()
     assert outcome["run"] == "completed"
+    stream = Stream.objects.get(pk=turn.stream.pk)
+    assert stream.started_at <= stream.first_delta_at <= stream.finished_at and stream.cancel_noticed_at is None
     assert answer == CancelOutcome(cancelled=False, stream_id=str(turn.stream.id), reason="already_finished", settled=True)
     message = Message.objects.get(pk=turn.assistant_message.pk)
     assert message.status == "complete" and len(message.content.split()) == 20
@@ -312,6 +316,8 @@ def test_a_stop_that_lands_before_the_worker_finishes_is_settled_by_the_worker(c
     # Then the worker settles it as cancelled, and the stop says so
     assert outcome["run"] == "cancelled"
     assert answer == CancelOutcome(cancelled=True, stream_id=str(turn.stream.id), reason=None, settled=True)
+    stream = Stream.objects.get(pk=turn.stream.pk)
+    assert stream.cancel_requested_at <= stream.cancel_noticed_at <= stream.finished_at  # the stop's latency is on record
     assert Message.objects.get(pk=turn.assistant_message.pk).status == "cancelled"
     assert _one_terminal(turn.stream.id) == "stream.cancelled"
     _nothing_left_behind(chat)
@@ -357,3 +363,20 @@ def test_an_unknown_stream_id_is_not_active_even_while_another_turn_runs(api, ch
     assert _cancel(api, chat, {"stream_id": stream_id}).json()["reason"] == "not_active"
     turn.stream.refresh_from_db()
     assert turn.stream.status == "queued"
+
+
+def test_stopping_a_chat_stops_its_live_turn_only_with_the_reason_given(chat, workspace):
+    from chats.services import chat_create
+    from streams.services import streams_cancel_chat
+
+    other = chat_create(workspace=workspace, title="other")
+    elsewhere = stream_start(chat=other, content="keeps going")
+    assert streams_cancel_chat(chat=chat, reason="closed") is None  # nothing live here
+    turn = stream_start(chat=chat, content="to be closed")
+
+    outcome = streams_cancel_chat(chat=chat, reason="closed")
+
+    assert outcome == CancelOutcome(cancelled=True, stream_id=str(turn.stream.id), reason=None, settled=True)
+    assert Stream.objects.filter(pk=turn.stream.pk).values_list("status", "reason").get() == ("cancelled", "closed")
+    assert Stream.objects.get(pk=elsewhere.stream.pk).status == "queued"
+    assert locks.lock_owner(chat_id=other.id) == str(elsewhere.stream.id)

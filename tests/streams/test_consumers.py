@@ -9,6 +9,7 @@ from channels.testing.websocket import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from mothership.consumers import MothershipConsumer
+from mothership.infra import groups
 from streams import eventlog, events
 from streams.models import Stream
 
@@ -170,5 +171,84 @@ async def test_resume_of_a_stream_from_another_chat_is_refused(user, chat, works
     await communicator.send_json_to(
         {"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 0}
     )
-    assert (await communicator.receive_json_from(timeout=3))["code"] == "not_found"
+    reply = await communicator.receive_json_from(timeout=3)
+    assert (reply["code"], reply["message"]) == ("not_found", "No such stream in this conversation.")
+    await communicator.disconnect()
+
+
+async def test_resume_without_after_seq_replays_the_whole_log(user, chat):
+    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="streaming")
+    for seq in range(1, 4):
+        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id)})
+    assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in range(3)] == [1, 2, 3]
+    await communicator.disconnect()
+
+
+async def _resume(communicator, chat, stream, after_seq: int) -> None:
+    await communicator.send_json_to(
+        {"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": after_seq}
+    )
+
+
+@pytest.mark.parametrize(
+    "after_seq, expected",
+    [
+        (3, "gap"),  # 4 was trimmed: the client cannot be caught up from the log
+        (4, [5, 6, 7]),  # the log starts right after what the client has: no gap
+        (5, [6, 7]),
+    ],
+)
+async def test_resume_against_a_trimmed_log_says_gap_exactly_when_events_are_missing(user, chat, after_seq, expected):
+    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="streaming")
+    for seq in range(1, 8):
+        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    await database_sync_to_async(eventlog.get_redis().xtrim)(eventlog.log_key(stream.id), minid="5-0", approximate=False)
+    communicator, _, _ = await connect(user)
+
+    await _resume(communicator, chat, stream, after_seq)
+
+    if expected == "gap":
+        reply = await communicator.receive_json_from(timeout=3)
+        assert reply["type"] == events.REPLAY_GAP, reply
+        assert (reply["afterSeq"], reply["streamId"]) == (3, str(stream.id)), reply
+        # The snapshot stands for everything the log holds: an old live event is not sent again.
+        late = events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream.id, seq=7, text="t7 delivered late")
+        await database_sync_to_async(groups.publish)(groups.chat_group(chat.id), events.group_message(late))
+        await database_sync_to_async(_append)(chat.id, stream.id, 8, text="t8")
+        assert [(await communicator.receive_json_from(timeout=3))["seq"]] == [8]
+    else:
+        assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in expected] == expected
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_resume_from_nothing_of_a_stream_that_wrote_nothing_yet_sends_nothing(user, chat):
+    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="queued")
+    communicator, _, _ = await connect(user)
+    await _resume(communicator, chat, stream, 0)
+    assert await communicator.receive_nothing(timeout=0.3)
+    await database_sync_to_async(_append)(chat.id, stream.id, 1, type=events.STARTED)
+    assert (await communicator.receive_json_from(timeout=3))["seq"] == 1
+    await communicator.disconnect()
+
+
+async def test_after_unsubscribe_no_event_of_that_chat_arrives(user, chat):
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    assert (await communicator.receive_json_from(timeout=3))["type"] == "subscribed"
+    stream_id = uuid.uuid4()
+    await database_sync_to_async(_append)(chat.id, stream_id, 1, type=events.STARTED)
+    assert (await communicator.receive_json_from(timeout=3))["seq"] == 1
+
+    await communicator.send_json_to({"type": "unsubscribe", "conversationId": str(chat.id)})
+    assert (await communicator.receive_json_from(timeout=3)) == {"type": "unsubscribed", "conversationId": str(chat.id)}
+    await database_sync_to_async(_append)(chat.id, stream_id, 2, text="not for this socket")
+
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})  # and it can join again
+    assert (await communicator.receive_json_from(timeout=3))["type"] == "subscribed"
+    await database_sync_to_async(_append)(chat.id, stream_id, 3, text="again")
+    assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in range(2)] == [2, 3]  # the hole filled
     await communicator.disconnect()

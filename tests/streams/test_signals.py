@@ -50,3 +50,20 @@ def test_start_and_seal_are_announced_after_commit_only(chat, heard, turns_not_e
     # And after it: sealed once, the lock freed, despite a listener that raised
     assert heard[1:] == [("sealed", turn.stream.id, "cancelled")]
     assert locks.lock_owner(chat_id=chat.pk) is None
+
+
+def test_the_seal_clears_its_own_marker_in_its_transaction_before_anything_is_announced(
+    chat, turns_not_enqueued, django_capture_on_commit_callbacks
+):
+    from chats.models import Chat
+    from streams.services import stream_finalize
+
+    with django_capture_on_commit_callbacks(execute=True):
+        turn = stream_start(chat=chat, content="hello")
+
+    with django_capture_on_commit_callbacks(execute=False) as announcements:
+        assert stream_finalize(stream=turn.stream, status="completed", reason="", text="done", last_seq=0)
+
+    # The list is true from the commit on, whatever the announcement (tiles, lock release) does later.
+    assert Chat.objects.get(pk=chat.pk).active_stream_id is None
+    assert locks.lock_owner(chat_id=chat.pk) == str(turn.stream.id) and len(announcements) == 1

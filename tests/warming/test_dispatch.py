@@ -172,14 +172,163 @@ def test_a_warm_never_adds_to_the_history(chat):
     assert list(Message.objects.filter(chat=chat).values_list("id", "content")) == before
 
 
-def test_a_superseded_claim_warms_nothing(chat):
+@pytest.fixture
+def model_calls(monkeypatch) -> list[list[dict]]:
+    """Every prefix the model was asked to warm (the real local model still answers)."""
+    calls: list[list[dict]] = []
+    original = LocalProvider.warm
+    monkeypatch.setattr(
+        LocalProvider, "warm", lambda self, *, messages: calls.append(messages) or original(self, messages=messages)
+    )
+    return calls
+
+
+def test_a_superseded_claim_warms_nothing(chat, model_calls):
     _talk(chat)
     _due(chat)
     stale = dispatch.claim_one(chat_id=chat.id)
     fresh = dispatch.claim_one(chat_id=chat.id)  # re-claimed (e.g. after a lost message)
-    assert dispatch.warm_run(chat_id=chat.id, token=stale).outcome == "superseded"
-    assert dispatch.warm_run(chat_id=chat.id, token=fresh).outcome == "warmed"
-    assert WarmingSchedule.objects.get(chat=chat).warm_count == 1
+    assert dispatch.warm_run(chat_id=chat.id, token=stale) == dispatch.WarmResult(str(chat.id), "superseded")
+    assert model_calls == []  # nothing is spent on a claim that is no longer the row's
+    assert dispatch.warm_run(chat_id=chat.id, token=fresh) == dispatch.WarmResult(str(chat.id), "warmed")
+    assert WarmingSchedule.objects.get(chat=chat).warm_count == 1 and len(model_calls) == 1
+
+
+def test_one_chat_of_a_batch_voided_or_streaming_leaves_the_others_claims_alone(workspace, model_calls):
+    from warming.tasks import warm_batch
+
+    voided, streaming, fine = chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(3)]
+    for chat in chats:
+        _talk(chat)
+        _due(chat)
+    sent = []
+    dispatch.warming_dispatch_due(enqueue=lambda ids, token: sent.append((ids, token)))
+    ((ids, token),) = sent
+    dispatch.warming_on_turn_sealed(chat_id=voided.id, sealed_at=timezone.now())  # its claim is void
+    stream_start(chat=streaming, content="busy")
+
+    outcomes = {chat_id: dispatch.warm_run(chat_id=chat_id, token=token) for chat_id in ids}
+
+    assert outcomes == {
+        str(voided.id): dispatch.WarmResult(str(voided.id), "superseded"),
+        str(streaming.id): dispatch.WarmResult(str(streaming.id), "skipped_streaming"),
+        str(fine.id): dispatch.WarmResult(str(fine.id), "warmed"),
+    }
+    assert len(model_calls) == 1
+    assert warm_batch(ids, token) == {"superseded": 3}  # a redelivered message warms nothing twice
+
+
+def test_an_empty_conversation_is_not_sent_to_the_model_and_is_rescheduled(chat, model_calls, monkeypatch):
+    _due(chat, interval=60)
+    pushed = []
+    monkeypatch.setattr(dispatch, "warming_push", lambda *, chat_id: pushed.append(chat_id))
+
+    assert _warm(chat) == dispatch.WarmResult(str(chat.id), "empty")
+
+    assert model_calls == [] and pushed == [chat.id]
+    schedule = WarmingSchedule.objects.get(chat=chat)
+    assert (schedule.claim_token, schedule.claimed_at, schedule.warm_count, schedule.last_error) == ("", None, 0, "")
+    assert 55 < (schedule.next_warm_at - timezone.now()).total_seconds() <= 60
+    warming_update(chat=chat, enabled=False)
+    assert _warm(chat).outcome == "empty" and WarmingSchedule.objects.get(chat=chat).next_warm_at is None
+
+
+def test_an_unexpected_error_in_a_warm_is_recorded_and_logged_never_raised(chat, monkeypatch, caplog):
+    _talk(chat)
+    _due(chat)
+
+    def broken(self, *, messages):
+        raise RuntimeError("socket closed " + "x" * 600)
+
+    monkeypatch.setattr(LocalProvider, "warm", broken)
+
+    assert _warm(chat) == dispatch.WarmResult(str(chat.id), "failed")
+
+    schedule = WarmingSchedule.objects.get(chat=chat)
+    assert schedule.last_error == ("RuntimeError: socket closed " + "x" * 600)[:500]
+    assert schedule.consecutive_failures == 1 and schedule.enabled
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [f"warm of chat {chat.id} failed"]
+    monkeypatch.setattr(LocalProvider, "warm", lambda self, *, messages: (_ for _ in ()).throw(ProviderError("")))
+    assert _warm(chat).outcome == "failed"
+    assert WarmingSchedule.objects.get(chat=chat).last_error == "provider error"  # never an empty reason
+
+
+def test_the_stats_count_every_warm_hit_miss_and_failure(chat, monkeypatch):
+    from mothership.infra.redis import get_redis
+
+    _talk(chat)
+    _due(chat)
+    prefix = conversation_prefix(chat_id=chat.id)
+    tokens = sum(len(m["content"].split()) for m in prefix)
+
+    def fields():
+        s = WarmingSchedule.objects.get(chat=chat)
+        return (s.warm_count, s.hit_count, s.miss_count, s.consecutive_misses, s.consecutive_failures, s.last_error)
+
+    assert _warm(chat).outcome == "warmed"  # the turn left the prefix cached: a hit
+    assert fields() == (1, 1, 0, 0, 0, "")
+    schedule = WarmingSchedule.objects.get(chat=chat)
+    assert (schedule.prefix_tokens, schedule.last_cache_pct) == (tokens, 100.0)
+    original = LocalProvider.warm
+    monkeypatch.setattr(LocalProvider, "warm", lambda self, *, messages: (_ for _ in ()).throw(ProviderError("overloaded")))
+    assert _warm(chat).outcome == "failed"
+    assert fields() == (1, 1, 0, 0, 1, "overloaded")
+    monkeypatch.setattr(LocalProvider, "warm", original)
+    assert _warm(chat).outcome == "warmed"
+    assert fields() == (2, 2, 0, 0, 0, "")  # a success clears the failure streak and its message
+    get_redis().delete(LocalProvider()._cache.key(prefix))  # the cache expired: the next warm rewrites it
+    assert _warm(chat).outcome == "warmed"
+    assert fields() == (3, 2, 1, 1, 0, "")
+    schedule = WarmingSchedule.objects.get(chat=chat)
+    assert (schedule.prefix_tokens, schedule.last_cache_pct) == (tokens, 0.0)  # written, not read
+    assert _warm(chat).outcome == "warmed"
+    assert fields() == (4, 3, 1, 0, 0, "")
+    assert WarmingSchedule.objects.get(chat=chat).cache_retention == 0.75
+
+
+def test_one_warm_of_a_batch_voided_in_flight_never_writes_into_another_chats_schedule(workspace, monkeypatch):
+    voided, other = chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(2)]
+    for chat in chats:
+        _talk(chat)
+        _due(chat)
+    sent = []
+    dispatch.warming_dispatch_due(enqueue=lambda ids, token: sent.append(token))
+    (token,) = sent
+    original = LocalProvider.warm
+
+    def warm_then_void(self, *, messages):
+        usage = original(self, messages=messages)
+        dispatch.warming_on_turn_sealed(chat_id=voided.id, sealed_at=timezone.now())
+        return usage
+
+    monkeypatch.setattr(LocalProvider, "warm", warm_then_void)
+    before = _schedule_row(other)
+
+    assert dispatch.warm_run(chat_id=voided.id, token=token).outcome == "superseded"
+
+    assert _schedule_row(other) == before  # still claimed by the batch, untouched
+    monkeypatch.setattr(LocalProvider, "warm", original)
+    assert dispatch.warm_run(chat_id=other.id, token=token).outcome == "warmed"
+    assert WarmingSchedule.objects.get(chat=other).warm_count == 1
+
+
+def test_a_warm_is_priced_at_its_models_row_of_the_price_table(chat, settings):
+    _talk(chat)
+    _due(chat)
+    settings.MOTHERSHIP_PRICES = {
+        "default": {"input": 3.0, "cache_read": 0.30, "cache_write": 3.75, "output": 15.0},
+        settings.LLM_MODEL: {"input": 1.0, "cache_read": 0.5, "cache_write": 2.0, "output": 4.0},
+    }
+
+    assert _warm(chat).outcome == "warmed"
+
+    schedule = WarmingSchedule.objects.get(chat=chat)
+    assert schedule.last_warm_cost == pytest.approx((schedule.prefix_tokens * 0.5 + 1 * 4.0) / 1e6)
+    assert schedule.enabled  # at these prices keeping the cache warm is still worth it
+    # At a model whose cache writes cost less than one keep-alive warm, one idle warm is not.
+    settings.MOTHERSHIP_PRICES[settings.LLM_MODEL]["cache_write"] = 0.1
+    assert _warm(chat).outcome == "warmed"
+    assert WarmingSchedule.objects.get(chat=chat).stop_reason == "not_worth_it"
 
 
 @pytest.fixture
@@ -321,7 +470,7 @@ def test_the_cache_is_simulated_with_a_ttl_refreshed_by_each_read(chat, settings
     assert provider.warm(messages=prefix).cache_read_tokens == tokens
 
 
-def test_three_failures_in_a_row_stop_warming_with_failures(chat, monkeypatch):
+def test_three_failures_in_a_row_stop_warming_with_failures(chat, monkeypatch, caplog):
     _talk(chat)
     _due(chat)
 
@@ -334,11 +483,13 @@ def test_three_failures_in_a_row_stop_warming_with_failures(chat, monkeypatch):
         schedule = WarmingSchedule.objects.get(chat=chat)
         assert schedule.enabled is expected_enabled and schedule.last_error == "overloaded"
     assert schedule.stop_reason == "failures" and schedule.next_warm_at is None
+    assert f"warming of chat {chat.id} stopped: failures" in [r.getMessage() for r in caplog.records]
 
 
 def test_two_misses_within_the_cache_ttl_stop_warming_but_the_first_warm_after_enabling_is_no_miss(chat, settings):
     settings.MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS = 10_000  # this prefix is below the provider's minimum
-    _talk(chat)
+    warming_update(chat=chat, enabled=True)
+    _talk(chat)  # a turn within the cache TTL before the first warm: a miss then is still not counted
     _due(chat)
     outcomes = []
     for _ in range(3):
