@@ -92,6 +92,13 @@ def _append(chat_id, stream_id, seq, type=events.DELTA, **fields):
     )
 
 
+async def _stream_with_log(chat, last_seq: int, status: str = "streaming") -> Stream:
+    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status=status)
+    for seq in range(1, last_seq + 1):
+        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    return stream
+
+
 async def test_subscriber_receives_live_events_and_a_lost_one_is_filled_from_the_log(user, chat):
     communicator, _, _ = await connect(user)
     await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
@@ -114,9 +121,7 @@ async def test_subscriber_receives_live_events_and_a_lost_one_is_filled_from_the
 
 
 async def test_resume_replays_after_the_cursor_then_forwards_only_newer_events(user, chat):
-    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="streaming")
-    for seq in range(1, 6):
-        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    stream = await _stream_with_log(chat, 5)
     communicator, _, _ = await connect(user)
     await communicator.send_json_to(
         {"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id), "afterSeq": 2}
@@ -159,6 +164,10 @@ async def test_resume_with_a_cursor_older_than_the_log_gets_replay_gap_and_snaps
     reply = await communicator.receive_json_from(timeout=3)
     assert reply["type"] == events.REPLAY_GAP
     assert reply["snapshot"]["id"] == str(chat.id)
+    # The client has up to 7: an older event delivered late is not sent again.
+    late = events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream.id, seq=5, text="late")
+    await database_sync_to_async(groups.publish)(groups.chat_group(chat.id), events.group_message(late))
+    assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect()
 
 
@@ -177,9 +186,7 @@ async def test_resume_of_a_stream_from_another_chat_is_refused(user, chat, works
 
 
 async def test_resume_without_after_seq_replays_the_whole_log(user, chat):
-    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="streaming")
-    for seq in range(1, 4):
-        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    stream = await _stream_with_log(chat, 3)
     communicator, _, _ = await connect(user)
     await communicator.send_json_to({"type": "stream.resume", "conversationId": str(chat.id), "streamId": str(stream.id)})
     assert [(await communicator.receive_json_from(timeout=3))["seq"] for _ in range(3)] == [1, 2, 3]
@@ -195,15 +202,14 @@ async def _resume(communicator, chat, stream, after_seq: int) -> None:
 @pytest.mark.parametrize(
     "after_seq, expected",
     [
+        (1, "gap"),
         (3, "gap"),  # 4 was trimmed: the client cannot be caught up from the log
         (4, [5, 6, 7]),  # the log starts right after what the client has: no gap
         (5, [6, 7]),
     ],
 )
 async def test_resume_against_a_trimmed_log_says_gap_exactly_when_events_are_missing(user, chat, after_seq, expected):
-    stream = await database_sync_to_async(Stream.objects.create)(chat=chat, provider="local", model="m", status="streaming")
-    for seq in range(1, 8):
-        await database_sync_to_async(_append)(chat.id, stream.id, seq, text=f"t{seq}")
+    stream = await _stream_with_log(chat, 7)
     await database_sync_to_async(eventlog.get_redis().xtrim)(eventlog.log_key(stream.id), minid="5-0", approximate=False)
     communicator, _, _ = await connect(user)
 
@@ -212,7 +218,7 @@ async def test_resume_against_a_trimmed_log_says_gap_exactly_when_events_are_mis
     if expected == "gap":
         reply = await communicator.receive_json_from(timeout=3)
         assert reply["type"] == events.REPLAY_GAP, reply
-        assert (reply["afterSeq"], reply["streamId"]) == (3, str(stream.id)), reply
+        assert (reply["afterSeq"], reply["streamId"]) == (after_seq, str(stream.id)), reply
         # The snapshot stands for everything the log holds: an old live event is not sent again.
         late = events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=stream.id, seq=7, text="t7 delivered late")
         await database_sync_to_async(groups.publish)(groups.chat_group(chat.id), events.group_message(late))

@@ -281,6 +281,7 @@ def test_the_stats_count_every_warm_hit_miss_and_failure(chat, monkeypatch):
     assert fields() == (3, 2, 1, 1, 0, "")
     schedule = WarmingSchedule.objects.get(chat=chat)
     assert (schedule.prefix_tokens, schedule.last_cache_pct) == (tokens, 0.0)  # written, not read
+    assert schedule.last_warm_cost == pytest.approx((tokens * 3.75 + 15.0) / 1e6)  # a cache write, at its price
     assert _warm(chat).outcome == "warmed"
     assert fields() == (4, 3, 1, 0, 0, "")
     assert WarmingSchedule.objects.get(chat=chat).cache_retention == 0.75
@@ -370,8 +371,11 @@ def test_warm_now_queues_one_warm_that_the_worker_runs_and_refuses_while_a_turn_
     (message,) = sent_to_worker
     assert message["args"][0] == [str(chat.id)] and message["expires"] == dispatch.CLAIM_LEASE.total_seconds()
     assert message["args"][1] == WarmingSchedule.objects.get(chat=chat).claim_token != ""
+    assert WarmingSchedule.objects.get(chat=chat).claimed_at is not None  # leased: the dispatcher leaves it alone
     assert warm_batch(*message["args"]) == {"warmed": 1}
     assert WarmingSchedule.objects.get(chat=chat).next_warm_at is None  # warming is off: a one-off warm schedules nothing
+    assert dispatch.warming_warm_now(chat_id=chat.id, inline=True) == dispatch.WarmResult(str(chat.id), "warmed")  # (admin)
+    assert WarmingSchedule.objects.get(chat=chat).warm_count == 2 and len(sent_to_worker) == 1
     stream_start(chat=chat, content="a turn that streams")
     assert dispatch.warming_warm_now(chat_id=chat.id) == dispatch.WarmResult(str(chat.id), "skipped_streaming")
     assert len(sent_to_worker) == 1 and WarmingSchedule.objects.get(chat=chat).claim_token == ""
@@ -498,6 +502,9 @@ def test_two_misses_within_the_cache_ttl_stop_warming_but_the_first_warm_after_e
         outcomes.append((schedule.enabled, schedule.stop_reason))
     assert outcomes == [(True, ""), (True, ""), (False, "cache_miss")]
     assert schedule.last_cache_pct == 0.0 and schedule.cache_retention == 0.0
+    assert (schedule.miss_count, schedule.hit_count, schedule.warm_count) == (3, 0, 3)
+    # Below the cacheable minimum every token is plain input: priced as such (default prices).
+    assert schedule.last_warm_cost == pytest.approx((schedule.prefix_tokens * 3.0 + 15.0) / 1e6)
 
 
 def test_warming_stops_once_idle_warms_cost_more_than_one_rebuild(chat):
