@@ -104,7 +104,7 @@ def _force_cancel(*, stream: Stream, reason: str) -> CancelOutcome:
     if stream_finalize(stream=stream, status=Stream.Status.CANCELLED, reason=reason, text=text, last_seq=last_seq, usage=usage):
         return CancelOutcome(cancelled=True, stream_id=str(stream.pk), reason=None, settled=False)
     # Another finalizer won meanwhile: the worker (which records when it noticed a stop) or another stop.
-    status, noticed_at = Stream.objects.filter(pk=stream.pk).values_list("status", "cancel_noticed_at").get()
+    status, noticed_at = Stream.objects.filter(pk=stream.pk).values_list("status", "cancel_noticed_at").first() or (None, None)
     return _outcome_for(stream, status, settled=noticed_at is not None)
 
 
