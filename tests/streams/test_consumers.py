@@ -23,6 +23,13 @@ async def connect(user):
     return communicator, connected, code
 
 
+async def subscribed(user, chat) -> WebsocketCommunicator:
+    communicator, _, _ = await connect(user)
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    assert (await communicator.receive_json_from(timeout=3))["type"] == "subscribed"
+    return communicator
+
+
 async def test_anonymous_socket_is_refused():
     communicator, connected, code = await connect(AnonymousUser())
     assert not connected
@@ -100,9 +107,7 @@ async def _stream_with_log(chat, last_seq: int, status: str = "streaming") -> St
 
 
 async def test_subscriber_receives_live_events_and_a_lost_one_is_filled_from_the_log(user, chat):
-    communicator, _, _ = await connect(user)
-    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
-    assert (await communicator.receive_json_from(timeout=3))["type"] == "subscribed"
+    communicator = await subscribed(user, chat)
     stream_id = uuid.uuid4()
     await database_sync_to_async(_append)(chat.id, stream_id, 1, type=events.STARTED)
     await database_sync_to_async(_append)(chat.id, stream_id, 2, text="a")
@@ -241,9 +246,7 @@ async def test_resume_from_nothing_of_a_stream_that_wrote_nothing_yet_sends_noth
 
 
 async def test_after_unsubscribe_no_event_of_that_chat_arrives(user, chat):
-    communicator, _, _ = await connect(user)
-    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
-    assert (await communicator.receive_json_from(timeout=3))["type"] == "subscribed"
+    communicator = await subscribed(user, chat)
     stream_id = uuid.uuid4()
     await database_sync_to_async(_append)(chat.id, stream_id, 1, type=events.STARTED)
     assert (await communicator.receive_json_from(timeout=3))["seq"] == 1
