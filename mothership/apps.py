@@ -10,10 +10,11 @@ class MothershipConfig(AppConfig):
     def ready(self):
         from chats.signals import chat_created
         from mothership import receivers
-        from streams.signals import turn_sealed, turn_started
+        from streams.signals import turn_claimed, turn_sealed, turn_started
         from warming.signals import warming_changed
 
         chat_created.connect(receivers.on_chat_created, dispatch_uid="mothership.on_chat_created")
         turn_started.connect(receivers.on_turn_started, dispatch_uid="mothership.on_turn_started")
+        turn_claimed.connect(receivers.on_turn_claimed, dispatch_uid="mothership.on_turn_claimed")
         turn_sealed.connect(receivers.on_turn_sealed, dispatch_uid="mothership.on_turn_sealed")
         warming_changed.connect(receivers.on_warming_changed, dispatch_uid="mothership.on_warming_changed")

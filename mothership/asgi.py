@@ -7,21 +7,41 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
 django_asgi_app = get_asgi_application()
 
-# The app serves its own CSS and ES modules (a self-hosted app with no separate web server):
-# /static/ from the static folders, everything else through Django.
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-
-django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
+# The app serves its own CSS and ES modules through WhiteNoise (see settings: STORAGES).
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from mothership.infra.concurrency import HttpConcurrencyLimit  # noqa: E402
 from mothership.routing import websocket_urlpatterns  # noqa: E402
 from mothership.ws_auth import TokenAuthMiddleware, origin_validator  # noqa: E402
+from streams.providers import get_provider  # noqa: E402
+
+
+def _warm_up() -> None:
+    """Do now, once, what the first requests would otherwise each do at the same time.
+
+    A burst right after a start (a deploy, a restart, every tab reconnecting) would otherwise
+    import the provider and Celery's publisher, build the URL resolver and compile the tile's
+    template in every one of its request threads at once: seconds of CPU on a small machine.
+    """
+    from django.template.loader import get_template
+    from django.urls import get_resolver
+
+    from mothership.celery import app as celery_app
+
+    get_provider()
+    celery_app.amqp  # noqa: B018 (builds Celery's publisher side)
+    get_resolver().reverse_dict  # noqa: B018
+    get_template("mothership/_tile.html")
+
+
+_warm_up()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": HttpConcurrencyLimit(django_asgi_app, limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY),
         "websocket": origin_validator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

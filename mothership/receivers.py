@@ -13,6 +13,10 @@ def on_turn_started(sender, *, chat_id, **kwargs) -> None:
     tile_push(chat_id=chat_id)  # the tile turns yellow everywhere
 
 
+def on_turn_claimed(sender, *, chat_id, **kwargs) -> None:
+    tile_push(chat_id=chat_id)  # "queued" becomes "streaming"
+
+
 def on_turn_sealed(sender, *, chat_id, **kwargs) -> None:
     tile_push(chat_id=chat_id)  # and back to its final colour
 

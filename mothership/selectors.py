@@ -37,6 +37,11 @@ class ChatView:
     warming: dict | None = None  # {"enabled", "nextWarmAt", "stopReason"} for the tile badge
 
     @property
+    def queued(self) -> bool:
+        """Live but not yet taken by a worker (every worker's turns are busy)."""
+        return self.active_stream_id is not None and self.last_stream_status == "queued"
+
+    @property
     def state(self) -> str:
         if self.active_stream_id is not None:
             return "streaming"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from mothership import embedded_redis
+from mothership import embedded_redis, processes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -91,6 +92,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "mothership.infra.api.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -120,12 +123,28 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
 SQLITE_PATH = Path(env_str("MOTHERSHIP_SQLITE_PATH", str(BASE_DIR / "var" / "mothership.sqlite3")))
+# PostgreSQL: a bounded pool per process (Django's psycopg pool). A thread holds a connection
+# only while it queries (a request, a turn's claim and seal, never while the model writes), so
+# (web + worker processes + beat) × this stays well under the server's max_connections (100
+# by default) however many turns run. A request that finds the pool empty waits for
+# MOTHERSHIP_DB_POOL_TIMEOUT seconds, then answers 503.
+MOTHERSHIP_DB_POOL_SIZE = env_int("MOTHERSHIP_DB_POOL_SIZE", 8, minimum=1)
+MOTHERSHIP_DB_POOL_TIMEOUT = env_float("MOTHERSHIP_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": MOTHERSHIP_DB_POOL_SIZE,
+            "timeout": MOTHERSHIP_DB_POOL_TIMEOUT,
+            "max_idle": 60,
+        }
 else:
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(SQLITE_PATH)}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend with writers that queue for their turn (see mothership.infra.sqlite3).
+    DATABASES["default"]["ENGINE"] = "mothership.infra.sqlite3"
     # Web, worker and beat write concurrently: WAL plus IMMEDIATE transactions avoid
     # "database is locked" on upgrade from read to write.
     DATABASES["default"]["OPTIONS"] = {
@@ -154,7 +173,8 @@ CACHES = {
 CHANNEL_LAYER_PREFIX = "mothership:asgi"
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # channels-redis' pub/sub layer with a lean receiver (mothership.infra.pubsub).
+        "BACKEND": "mothership.infra.pubsub.ChannelLayer",
         "CONFIG": {
             # redis-py 8 defaults socket_timeout to 5 s; a quiet subscriber must not drop.
             "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
@@ -174,7 +194,19 @@ CELERY_TASK_ACKS_LATE = False  # a lost stream task is finalized by the sweeper,
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_CONCURRENCY = env_int("MOTHERSHIP_WORKER_CONCURRENCY", 32, minimum=1)
+CELERY_WORKER_CONCURRENCY = env_int("MOTHERSHIP_WORKER_CONCURRENCY", 100, minimum=1)  # turns per worker process
+
+# --- Processes (``manage.py runall``, i.e. ``make run``) ----------------------------------
+# The GIL's switch interval (CPython's default is 5 ms). A web process's event loop fanning out
+# events keeps the GIL busy; every thread that returns from a database or Redis call then waits
+# up to one interval for it, several times per transaction, while it holds the (SQLite) writer
+# lock or a row lock. A shorter interval keeps those transactions short (docs/benchmarks.md).
+GIL_SWITCH_INTERVAL = env_float("MOTHERSHIP_GIL_SWITCH_INTERVAL", 0.001, minimum=0.0001)
+sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+# HTTP requests a web process runs at once (mothership.infra.concurrency); the rest queue.
+MOTHERSHIP_WEB_REQUEST_CONCURRENCY = env_int("MOTHERSHIP_WEB_REQUEST_CONCURRENCY", 8, minimum=1)
+MOTHERSHIP_WEB_PROCESSES = env_int("WEB_CONCURRENCY", processes.cores(), minimum=1)
+MOTHERSHIP_WORKER_PROCESSES = env_int("MOTHERSHIP_WORKER_PROCESSES", processes.cores(), minimum=1)
 CELERY_BEAT_SCHEDULE: dict = {}  # filled in mothership/celery.py, the one place schedules live
 
 # --- Streams (liveness, event log) ----------------------------------------------------
@@ -184,7 +216,9 @@ if MOTHERSHIP_STREAM_HEARTBEAT >= MOTHERSHIP_STREAM_LOCK_TTL:
     raise ImproperlyConfigured("MOTHERSHIP_STREAM_HEARTBEAT must be shorter than MOTHERSHIP_STREAM_LOCK_TTL.")
 MOTHERSHIP_SWEEP_INTERVAL = env_float("MOTHERSHIP_SWEEP_INTERVAL", 5.0, minimum=0.1)
 MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = env_float("MOTHERSHIP_CANCEL_SETTLE_TIMEOUT", 5.0, minimum=0.1)
-MOTHERSHIP_DELTA_FLUSH_MS = env_float("MOTHERSHIP_DELTA_FLUSH_MS", 15.0, minimum=0.0)
+# The frame clock's tick (streams.frames): 40 ms is 25 frames a second, smooth to the eye, and
+# cut the worker's CPU per turn by half against 15 ms (docs/benchmarks.md).
+MOTHERSHIP_DELTA_FLUSH_MS = env_float("MOTHERSHIP_DELTA_FLUSH_MS", 40.0, minimum=0.0)
 MOTHERSHIP_EVENT_LOG_TTL = env_float("MOTHERSHIP_EVENT_LOG_TTL", 600.0, minimum=1.0)
 
 # --- Warming --------------------------------------------------------------------------
@@ -279,7 +313,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = Path(env_str("MOTHERSHIP_STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Static files are served by the web processes through WhiteNoise, with cache headers: with
+# DEBUG off, the compressed copies (gzip) that ``collectstatic`` made (``runall`` runs it at
+# start); with DEBUG on, straight from the source folders (always the current files).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_MAX_AGE = env_int("MOTHERSHIP_STATIC_MAX_AGE", 3600, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -12,6 +12,7 @@ import logging
 
 from django.template.loader import render_to_string
 
+from chats.models import Chat
 from mothership.infra import groups
 from mothership.selectors import ChatView, chat_views_by_id
 
@@ -39,8 +40,16 @@ def tile_payload(view: ChatView) -> dict:
 
 
 def tile_push(*, chat_id) -> None:
-    """Best effort: a lost push is corrected by the page's periodic re-read of the list."""
+    """Best effort: a lost push is corrected by the page's periodic re-read of the list.
+
+    Nothing is read or rendered when no dashboard of the workspace is open (no subscriber in
+    Redis, whatever the process). No race: a dashboard subscribes before it reads its tiles,
+    and this runs after the change committed.
+    """
     try:
+        workspace_id = Chat.objects.filter(pk=chat_id).values_list("workspace_id", flat=True).first()
+        if workspace_id is None or not groups.has_listeners(groups.workspace_group(workspace_id)):
+            return
         views = chat_views_by_id([chat_id])
         if not views:  # deleted meanwhile
             return

@@ -49,24 +49,48 @@ def append(*, chat_id, stream_id, event: dict, fenced: bool = True) -> None:
 
     Raises ``Fenced`` when ``fenced`` and the stream no longer owns the chat's lock.
     """
+    if not _append_script()(**_append_call(chat_id, stream_id, event, fenced)):
+        raise Fenced(str(stream_id))
+
+
+def append_many(items: list[tuple]) -> list[bool]:
+    """Fenced appends of several streams' events, ``(chat_id, stream_id, event)`` each, in one
+    round trip. Each is checked against its own lock; False where that stream was fenced."""
+    pipe = get_redis().pipeline(transaction=False)
+    script = _append_script()
+    for chat_id, stream_id, event in items:
+        script(**_append_call(chat_id, stream_id, event, True), client=pipe)
+    return [bool(ok) for ok in pipe.execute()]
+
+
+def _append_call(chat_id, stream_id, event: dict, fenced: bool) -> dict:
     terminal = event["type"] in events.TERMINAL_TYPES
     ttl_ms = int(settings.MOTHERSHIP_EVENT_LOG_TTL * 1000) if terminal else _LIVE_TTL_MS
-    payload = groups.serialize(events.group_message(event))
-    script = get_redis().register_script(_APPEND)
-    ok = script(
-        keys=[log_key(stream_id), lock_key(chat_id)],
-        args=[
+    text = events.encode(event)  # once: the log's entry, and the text every socket is sent
+    return {
+        "keys": [log_key(stream_id), lock_key(chat_id)],
+        "args": [
             "1" if fenced else "0",
             str(stream_id),
             int(event["seq"]),
-            json.dumps(event, separators=(",", ":")),
+            text,
             ttl_ms,
             groups.group_channel(groups.chat_group(chat_id)),
-            payload,
+            groups.serialize(events.group_message(event, text)),
         ],
-    )
-    if not ok:
-        raise Fenced(str(stream_id))
+    }
+
+
+_script = None
+
+
+def _append_script():
+    """The append script, registered once per Redis client (its SHA is computed once, not per event)."""
+    global _script
+    client = get_redis()
+    if _script is None or _script.registered_client is not client:
+        _script = client.register_script(_APPEND)
+    return _script
 
 
 def _decode(entries) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 STARTED = "stream.started"
 DELTA = "stream.delta"
 USAGE = "stream.usage"
@@ -27,5 +29,23 @@ def stream_event(*, type: str, chat_id, stream_id, seq: int, **fields) -> dict:
     return {"type": type, "conversationId": str(chat_id), "streamId": str(stream_id), "seq": seq, **fields}
 
 
-def group_message(event: dict) -> dict:
-    return {"type": GROUP_MESSAGE_TYPE, "event": event}
+def encode(event: dict) -> str:
+    """The event's JSON text: written once by the worker, stored in the log, sent to sockets as is."""
+    return json.dumps(event, separators=(",", ":"))
+
+
+def group_message(event: dict, text: str | None = None) -> dict:
+    """The channel-layer message for an event: its JSON text, plus what a socket needs to route it
+    (chat, stream, seq), so the web process forwards the text without decoding or re-encoding it."""
+    return {
+        "type": GROUP_MESSAGE_TYPE,
+        "conversationId": event["conversationId"],
+        "streamId": event["streamId"],
+        "seq": event["seq"],
+        "text": encode(event) if text is None else text,
+    }
+
+
+def from_group_message(message: dict) -> dict | None:
+    """The event a channel-layer message carries (None for any other message on the group)."""
+    return json.loads(message["text"]) if message.get("type") == GROUP_MESSAGE_TYPE else None

@@ -1,6 +1,6 @@
 """What ``streams`` tells the apps above it (connected in their ``AppConfig.ready()``).
 
-Both are sent after commit, with ``send_robust``: a receiver that fails is logged and never
+All are sent after commit, with ``send_robust``: a receiver that fails is logged and never
 undoes or delays a turn.
 """
 
@@ -8,6 +8,9 @@ from django.dispatch import Signal
 
 # A turn was created (its stream is queued and its lock taken). Arguments: chat_id, stream_id.
 turn_started = Signal()
+
+# A worker took a queued turn (it leaves the queue and starts streaming). Arguments: chat_id, stream_id.
+turn_claimed = Signal()
 
 # A turn was sealed once and for all (completed, cancelled, interrupted or failed).
 # Arguments: chat_id, stream_id, status, sealed_at.

@@ -73,10 +73,10 @@ class StreamSocket:
     # --- server → client ---------------------------------------------------------------
 
     async def stream_event(self, message: dict) -> None:
-        event = message["event"]
-        if not self.joined(chat_group(event.get("conversationId"))):
+        """A live event from the chat's group: forwarded as the worker encoded it, never re-encoded."""
+        if not self.joined(chat_group(message["conversationId"])):
             return
-        stream_id, seq = event["streamId"], event["seq"]
+        stream_id, seq = message["streamId"], message["seq"]
         cursor = self.cursors.get(stream_id)
         if cursor is not None and seq > cursor + 1:
             # Live delivery is at-most-once: fill a hole from the log before going on.
@@ -84,12 +84,17 @@ class StreamSocket:
                 if missed["seq"] >= seq:
                     break
                 await self._forward(missed)
-        await self._forward(event)
+        if self._advance(stream_id, seq):
+            await self.send(text_data=message["text"])
 
     async def _forward(self, event: dict) -> None:
-        stream_id, seq = event["streamId"], event["seq"]
+        if self._advance(event["streamId"], event["seq"]):
+            await self.send_json(event)
+
+    def _advance(self, stream_id: str, seq: int) -> bool:
+        """Move the stream's cursor to ``seq``; False when this socket already sent it (no duplicate)."""
         cursor = self.cursors.get(stream_id)
         if cursor is not None and seq <= cursor:
-            return
+            return False
         self.cursors[stream_id] = seq
-        await self.send_json(event)
+        return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
@@ -25,7 +27,13 @@ def _first_message(errors) -> str:
     return str(errors)
 
 
+DATABASE_UNAVAILABLE = "The database is unavailable or has no free connection; try again shortly."
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # A database that refuses a connection (down, "too many clients", the pool's time-out).
+        return Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, redis.RedisError):
         # Locks and logs refuse to guess: a write that needs Redis says so instead of a 500.
         return Response(
@@ -55,3 +63,18 @@ class StrictUUIDField(_StringOnly, serializers.UUIDField):
     """DRF's UUIDField would also turn an integer into a UUID."""
 
     default_error_messages = {"invalid": "Must be a valid UUID string."}
+
+
+class DatabaseUnavailableMiddleware:
+    """The same 503 for the pages (the API answers through ``exception_handler``)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            return HttpResponse(DATABASE_UNAVAILABLE, status=503, content_type="text/plain; charset=utf-8")
+        return None

@@ -45,6 +45,12 @@ def group_channel(group: str) -> str:
     return _naming_layer()._get_group_channel_name(group)
 
 
+def has_listeners(group: str) -> bool:
+    """Whether any socket, in any web process, is subscribed to ``group`` now (one PUBSUB NUMSUB)."""
+    ((_channel, count),) = get_redis().pubsub_numsub(group_channel(group))
+    return count > 0
+
+
 def serialize(message: dict) -> bytes:
     return get_channel_layer().serialize(message)
 

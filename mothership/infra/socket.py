@@ -12,6 +12,7 @@ import json
 import logging
 
 import redis
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
@@ -47,6 +48,18 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     def setup_state(self) -> None:
         """Per-connection state; handler mixins extend it (cooperatively, through super())."""
         self.groups_joined: set[str] = set()
+
+    async def dispatch(self, message):
+        """Channels' dispatch without its per-message ``close_old_connections`` thread hop.
+
+        That hop costs a round trip through the one sync thread for every event at every
+        socket; here every database access already goes through ``database_sync_to_async``,
+        which closes stale connections around itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         user = self.scope.get("user")

@@ -26,6 +26,8 @@ const state = {
   finished: new Set(), // streams this page saw end: never followed again
 };
 
+const QUEUED = "Queued — waiting for a worker…";
+
 function setBusy(busy) {
   sendButton.disabled = busy;
   stopButton.hidden = !busy;
@@ -33,7 +35,7 @@ function setBusy(busy) {
   stopButton.disabled = !busy || !state.activeStreamId;
   root.dataset.busy = busy ? "true" : "false";
   if (busy) statusLine.textContent = "Streaming…";
-  else if (statusLine.textContent === "Streaming…") statusLine.textContent = "";
+  else if (statusLine.textContent === "Streaming…" || statusLine.textContent === QUEUED) statusLine.textContent = "";
 }
 
 function notice(text) {
@@ -112,6 +114,7 @@ function onEvent(event) {
   if (event.seq !== state.lastSeq + 1) { resume(); return; } // a gap: ask the log
   state.lastSeq = event.seq;
   if (event.type === "stream.started") {
+    if (statusLine.textContent === QUEUED) statusLine.textContent = "Streaming…";
     state.activeMessageId = event.messageId;
     assistantBubble(event.messageId);
   } else if (event.type === "stream.delta") {
@@ -239,6 +242,11 @@ composer.addEventListener("submit", async (e) => {
   state.lastSeq = 0;
   setBusy(true); // arms Stop now that the stream id is known
   resume(); // events that arrived before we knew the stream id were dropped: replay them
+  // Every worker busy: say so rather than a silent "Streaming…" until a worker takes the turn.
+  const queuedStream = body.stream_id;
+  setTimeout(() => {
+    if (state.activeStreamId === queuedStream && state.lastSeq === 0) statusLine.textContent = QUEUED;
+  }, 500);
 });
 
 stopButton.addEventListener("click", stop);

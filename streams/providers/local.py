@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -42,12 +43,14 @@ class LocalProvider:
         return [(w if i == 0 else " " + w) for i, w in enumerate(rng.choice(_WORDS) for _ in range(self.reply_tokens))]
 
     def stream(self, *, messages: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
-        delay = 1.0 / self.tokens_per_second if self.tokens_per_second > 0 else 0.0
+        rate = self.tokens_per_second
         cached = self._cache.read(messages[:-1])  # the conversation so far, if still cached
         produced: list[str] = []
-        for token in self.reply_for(messages):
-            # An Event wait, not sleep: a stop is noticed at once, not after the next token.
-            if stop.wait(delay) if delay else stop.is_set():
+        started = time.monotonic()
+        for k, token in enumerate(self.reply_for(messages), start=1):
+            # Token k is due at started + k / rate, against the clock (not a sleep per token), so
+            # the rate holds under CPU pressure. An Event wait: a stop is noticed at once.
+            if stop.wait(max(0.0, started + k / rate - time.monotonic())) if rate > 0 else stop.is_set():
                 break
             produced.append(token)
             yield TextDelta(token)

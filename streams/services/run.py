@@ -10,18 +10,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from django import db
 from django.conf import settings
 from django.utils import timezone
 
 from chats.selectors import conversation_prefix
-from streams import abort, eventlog, events, locks
+from mothership.infra.signals import send_logged
+from streams import abort, eventlog, events, frames, locks
 from streams.models import Stream
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
 from streams.services.finalize import stream_finalize
+from streams.signals import turn_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -60,30 +62,14 @@ class _Heartbeat(threading.Thread):
                 logger.exception("heartbeat failed for stream %s", self.stream_id)
 
 
-class _Frames:
-    """Deltas coalesced into frames of ``MOTHERSHIP_DELTA_FLUSH_MS``: neither Redis nor the socket pays per token."""
-
-    def __init__(self, flush: Callable[[str], None]):
-        self.flush_after = settings.MOTHERSHIP_DELTA_FLUSH_MS / 1000.0
-        self.buffer: list[str] = []
-        self.deadline = 0.0
-        self._flush = flush
-
-    def add(self, text: str) -> None:
-        if not self.buffer:
-            self.deadline = time.monotonic() + self.flush_after
-        self.buffer.append(text)
-        if self.flush_after == 0 or time.monotonic() >= self.deadline:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            text = "".join(self.buffer)
-            self.buffer.clear()
-            self._flush(text)
-
-
 class _Run:
+    """One turn in the worker. The producer thread feeds it the model's deltas; the frame clock
+    (``streams.frames``) publishes them in frames; the run loop waits for the end or a stop.
+
+    ``emit_lock`` orders every append of this turn (the run loop's, the producer's first delta,
+    the frame clock's), so its seqs reach the log gapless and in order.
+    """
+
     def __init__(self, stream: Stream):
         self.stream = stream
         self.chat_id = stream.chat_id
@@ -96,6 +82,10 @@ class _Run:
         self.abort_seen: abort.AbortRequest | None = None
         self.abort_noticed_at = None
         self.cut_short = False
+        self.emit_lock = threading.Lock()
+        self.pending: list[str] = []  # text received, not yet in a frame
+        self.closed = False  # the turn's text is final: later deltas are dropped
+        self.clock = frames.clock()
         self._items: queue.Queue = queue.Queue()
 
     def on_abort(self, request: abort.AbortRequest) -> None:
@@ -108,6 +98,10 @@ class _Run:
         self._items.put(_ABORT)
 
     def emit(self, type: str, **fields) -> None:
+        with self.emit_lock:
+            self._emit(type, **fields)
+
+    def _emit(self, type: str, **fields) -> None:
         if self.fenced.is_set():
             raise eventlog.Fenced(str(self.stream.id))
         event = events.stream_event(type=type, chat_id=self.chat_id, stream_id=self.stream.id, seq=self.seq + 1, **fields)
@@ -119,16 +113,66 @@ class _Run:
             raise
         self.seq += 1
 
-    def emit_delta(self, text: str) -> None:
+    def _emit_delta(self, text: str) -> None:
         if self.stream.first_delta_at is None:
             self.stream.first_delta_at = timezone.now()
-        self.emit(events.DELTA, text=text)
+        self._emit(events.DELTA, text=text)
         self.text.append(text)
+
+    def add_text(self, text: str) -> None:
+        """A delta from the model (producer thread): the first one at once, the rest on the frame clock."""
+        with self.emit_lock:
+            if self.closed:
+                return
+            if self.stream.first_delta_at is None or self.clock is None:
+                self._emit_delta(text)
+                return
+            self.pending.append(text)
+        self.clock.schedule(self)
+
+    # --- called by the frame clock, with ``emit_lock`` held --------------------------------
+
+    def take_frame(self) -> dict | None:
+        if self.closed or not self.pending or self.fenced.is_set():
+            return None
+        text = "".join(self.pending)
+        self.pending.clear()
+        return events.stream_event(type=events.DELTA, chat_id=self.chat_id, stream_id=self.stream.id, seq=self.seq + 1, text=text)
+
+    def frame_appended(self, event: dict) -> None:
+        self.seq = event["seq"]
+        self.text.append(event["text"])
+
+    def frame_fenced(self) -> None:
+        self.fenced.set()
+        self.stop.set()
+        self._items.put(eventlog.Fenced(str(self.stream.id)))
+
+    def frame_failed(self, exc: BaseException) -> None:
+        self._items.put(exc)  # the run loop raises it: the turn fails with what was shown
+
+    # --------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Publish the text still waiting for a frame, now (before the usage and the terminal)."""
+        with self.emit_lock:
+            if self.pending and not self.fenced.is_set() and not self.closed:
+                text = "".join(self.pending)
+                self.pending.clear()
+                self._emit_delta(text)
+
+    def close(self) -> None:
+        with self.emit_lock:
+            self.closed = True
+            self.pending.clear()
 
     def _produce(self, provider, messages) -> None:
         try:
             for item in provider.stream(messages=messages, stop=self.stop):
-                self._items.put(item)
+                if isinstance(item, TextDelta):
+                    self.add_text(item.text)
+                else:
+                    self._items.put(item)
         except BaseException as exc:  # forwarded to the run loop, which decides the outcome
             self._items.put(exc)
         finally:
@@ -141,46 +185,43 @@ class _Run:
 
         On a stop, what the model already sent (deltas, its usage) is drained for at most
         ``_DRAIN_AFTER_STOP`` seconds and kept; a model that does not return in that time is
-        not waited for.
+        not waited for. What the model produced before an error is kept too.
         """
-        producer = threading.Thread(
-            target=self._produce, args=(get_provider(), conversation_history(stream=self.stream)), daemon=True
-        )
+        history = conversation_history(stream=self.stream)
+        # The model may take minutes: the database connection goes back to the pool meanwhile
+        # (the seal takes one again), so connections never grow with the turns in flight.
+        if not db.connection.in_atomic_block:  # (a test's transaction keeps its connection)
+            db.connection.close()
+        producer = threading.Thread(target=self._produce, args=(get_provider(), history), daemon=True)
         producer.start()
-        frames = _Frames(self.emit_delta)
         ended = False
         try:
-            ended = self._consume(frames)
+            ended = self._consume()
             # Decided here, once: a stop that lands after the model finished on its own changes nothing.
             self.abort_seen = self.aborted if (not ended or self.cut_short) else None
-            frames.flush()
         finally:
             self.stop.set()
+            try:
+                self.flush()
+            finally:
+                self.close()
             if ended:
                 producer.join(timeout=5)
 
-    def _consume(self, frames: _Frames) -> bool:
+    def _consume(self) -> bool:
         """The run loop. True when the model ended on its own, False when a stop's drain ran out."""
         drain_until: float | None = None
         while True:
-            waits = ([frames.deadline] if frames.buffer else []) + ([drain_until] if drain_until is not None else [])
-            timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
             try:
-                item = self._items.get(timeout=timeout)
+                item = self._items.get(timeout=None if drain_until is None else max(0.0, drain_until - time.monotonic()))
             except queue.Empty:
-                if drain_until is not None and time.monotonic() >= drain_until:
-                    return False
-                frames.flush()
-                continue
+                return False
             if item is _ABORT:
-                drain_until = time.monotonic() + _DRAIN_AFTER_STOP
+                drain_until = drain_until or time.monotonic() + _DRAIN_AFTER_STOP
             elif item is _END:
                 return True
             elif isinstance(item, BaseException):
-                frames.flush()  # what the model produced before the error is kept
                 raise item
-            elif isinstance(item, TextDelta):
-                frames.add(item.text)
             elif isinstance(item, Usage):
                 self.usage = item
 
@@ -223,7 +264,10 @@ def _claim(stream_id) -> Stream | str:
     started = Stream.objects.filter(pk=stream.pk, status=Stream.Status.QUEUED).update(
         status=Stream.Status.STREAMING, started_at=timezone.now()
     )
-    return stream if started else "not_queued"
+    if not started:
+        return "not_queued"
+    send_logged(turn_claimed, sender=Stream, chat_id=stream.chat_id, stream_id=stream.id)  # "queued" ends on the tile
+    return stream
 
 
 def _execute(run: _Run) -> _Outcome | None:

@@ -35,21 +35,22 @@ def stream_start(*, chat: Chat, content: str) -> StartedTurn:
     """Create the user message, the stream and the assistant message; take the liveness lock.
 
     The marker is set in the same transaction that creates the stream, and the lock is taken
-    before it commits, so a queued stream is alive to every reader. The task is enqueued only
-    after commit.
+    before that transaction begins, so a queued stream is alive to every reader and the lock's
+    SET NX is what refuses a second turn. The task is enqueued only after commit. Nothing but
+    SQL runs inside the transaction (a burst of sends queues on it, on SQLite for every chat).
     """
     stream_id = uuid.uuid4()
     provider = get_provider()
-    lock_taken = False
+    if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
+        raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
     try:
         with transaction.atomic():
             locked = Chat.objects.select_for_update().get(pk=chat.pk)
-            owner = locks.lock_owner(chat_id=chat.pk)
-            if owner is not None:
-                raise StreamConflict(owner)
-            user_message = Message.objects.create(chat=locked, role=Message.Role.USER, content=content)
-            assistant_message = Message.objects.create(
-                chat=locked, role=Message.Role.ASSISTANT, content="", status=Message.Status.PARTIAL
+            user_message, assistant_message = Message.objects.bulk_create(
+                [
+                    Message(chat=locked, role=Message.Role.USER, content=content),
+                    Message(chat=locked, role=Message.Role.ASSISTANT, content="", status=Message.Status.PARTIAL),
+                ]
             )
             stream = Stream.objects.create(
                 id=stream_id,
@@ -60,17 +61,13 @@ def stream_start(*, chat: Chat, content: str) -> StartedTurn:
                 model=provider.model,
             )
             Message.objects.filter(pk__in=[user_message.pk, assistant_message.pk]).update(stream=stream)
-            if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
-                raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
-            lock_taken = True
             # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
             Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None)
             transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
             # The tile turns yellow everywhere.
             transaction.on_commit(lambda: send_logged(turn_started, sender=Stream, chat_id=chat.pk, stream_id=stream_id))
     except BaseException:
-        if lock_taken:
-            locks.lock_release(chat_id=chat.pk, stream_id=stream_id)
+        locks.lock_release(chat_id=chat.pk, stream_id=stream_id)
         raise
     user_message.stream_id = assistant_message.stream_id = stream_id
     return StartedTurn(stream=stream, user_message=user_message, assistant_message=assistant_message)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from django.test import Client
 
@@ -79,3 +82,44 @@ def test_the_server_serves_its_css_and_scripts(live_server_url):
     ):
         response = httpx.get(live_server_url + path, timeout=10)
         assert response.status_code == 200 and kind in response.headers["content-type"], path
+        assert "max-age=" in response.headers["cache-control"], path  # WhiteNoise, not the dev handler
+
+
+def test_collected_static_files_are_served_compressed(tmp_path):
+    """After ``collectstatic`` (``runall`` runs it) a browser that accepts gzip gets the gzip copy."""
+    import httpx
+
+    from tests.support import processes
+
+    static_root = tmp_path / "static"
+    env = {**processes.process_env(), "MOTHERSHIP_STATIC_ROOT": str(static_root)}
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=processes.ROOT, env=env, check=True
+    )
+    assert (static_root / "mothership" / "app.css.gz").exists()
+    server, base = processes.start_server(
+        tmp_path, MOTHERSHIP_STATIC_ROOT=str(static_root), DJANGO_DEBUG="0", DJANGO_SECRET_KEY="static-files-test"
+    )
+    try:
+        response = httpx.get(base + "/static/mothership/app.css", headers={"Accept-Encoding": "gzip"}, timeout=10)
+        assert response.status_code == 200 and response.headers["content-encoding"] == "gzip"
+        assert "vary" in response.headers and "max-age=3600" in response.headers["cache-control"]
+    finally:
+        server.stop()
+
+
+def test_a_database_that_refuses_connections_answers_503_with_a_message(browser, api, chat, monkeypatch):
+    from django.db import OperationalError
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    def refuse(self):
+        raise OperationalError("connection failed: FATAL:  sorry, too many clients already")
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", refuse)
+    from django.db import connection
+
+    connection.close() if not connection.in_atomic_block else None
+    for client, path in ((api, f"/api/mothership/chats/{chat.id}"), (browser, "/")):
+        response = client.get(path)
+        assert response.status_code == 503, (path, response.status_code)
+        assert b"database is unavailable" in response.content, path

@@ -1,4 +1,5 @@
-"""`make run`'s supervisor on embedded defaults: serves, restarts a killed worker, stops everything."""
+"""`make run`'s supervisor on embedded defaults: several web and worker processes on one port,
+restarts a killed worker or web process, stops everything."""
 
 from __future__ import annotations
 
@@ -39,9 +40,19 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _started(text: str, name: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"{name} \| started \(pid (\d+)\)", text)]
+
+
 def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "MOTHERSHIP_EMBEDDED_REDIS"}}
-    env.update(MOTHERSHIP_SQLITE_PATH=str(tmp_path / "app.sqlite3"), PYTHONUNBUFFERED="1", MOTHERSHIP_WORKER_CONCURRENCY="2")
+    env.update(
+        MOTHERSHIP_SQLITE_PATH=str(tmp_path / "app.sqlite3"),
+        PYTHONUNBUFFERED="1",
+        MOTHERSHIP_WORKER_CONCURRENCY="2",
+        WEB_CONCURRENCY="2",
+        MOTHERSHIP_WORKER_PROCESSES="2",
+    )
     port = free_port()
     log = tmp_path / "runall.log"
     with open(log, "w") as out:
@@ -67,10 +78,21 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         chats = httpx.get(f"http://127.0.0.1:{port}/api/mothership/chats", headers={"Authorization": f"Token {token}"}).json()
         assert len(chats) >= 3
 
-        worker_pid = int(re.findall(r"worker \| started \(pid (\d+)\)", text())[-1])
-        os.kill(worker_pid, signal.SIGKILL)
-        _wait_for(lambda: len(re.findall(r"worker \| started \(pid (\d+)\)", text())) == 2, 30, "the worker restart")
-        assert healthy()  # the web server kept serving
+        assert "processes: 2 web, 2 worker (2 turns each), 1 beat" in text()
+        assert len(_started(text(), "web-1")) == len(_started(text(), "web-2")) == 1
+        assert len(_started(text(), "worker-1")) == len(_started(text(), "worker-2")) == 1
+        _wait_for(lambda: text().count("ready.") >= 2, 60, "both workers")
+
+        os.kill(_started(text(), "worker-1")[-1], signal.SIGKILL)
+        _wait_for(lambda: len(_started(text(), "worker-1")) == 2, 30, "the worker restart")
+        assert healthy()  # the web processes kept serving
+
+        # A killed web process is restarted; the other one answers meanwhile (same port).
+        os.kill(_started(text(), "web-2")[-1], signal.SIGKILL)
+        assert all(healthy() for _ in range(20))
+        _wait_for(lambda: len(_started(text(), "web-2")) == 2, 30, "the web restart")
+        _wait_for(lambda: text().count("Uvicorn running") >= 3, 30, "the restarted web process")
+        assert all(healthy() for _ in range(20))
 
         children = [int(p) for p in re.findall(r"\| started \(pid (\d+)\)", text())]
         proc.send_signal(signal.SIGINT)

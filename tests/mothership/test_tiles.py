@@ -70,3 +70,25 @@ async def test_a_warming_change_pushes_only_the_badge(user, workspace, chat):
     assert badge["warming"]["enabled"] is True and badge["warming"]["nextWarmAt"] > 0
     assert await tab.receive_nothing(timeout=0.2)
     await tab.disconnect()
+
+
+async def test_a_turn_no_worker_has_taken_shows_queued_until_one_claims_it(user, workspace, chat, settings):
+    from streams.services.run import _claim
+
+    tab = await _dashboard(user, workspace)
+    turn = await database_sync_to_async(stream_start)(chat=chat, content="every worker is busy")
+    tile = await tab.receive_json_from(timeout=5)
+    assert tile["state"] == "streaming" and "queued — waiting for a worker" in tile["html"]
+
+    await database_sync_to_async(_claim)(turn.stream.id)  # a worker takes it
+    tile = await tab.receive_json_from(timeout=5)
+    assert tile["state"] == "streaming" and "queued" not in tile["html"]
+    await database_sync_to_async(stream_cancel)(chat=chat, stream_id=turn.stream.id)
+    await tab.disconnect()
+
+
+def test_a_tile_is_neither_read_nor_rendered_when_no_dashboard_is_open(chat, django_assert_num_queries):
+    from mothership.tiles import tile_push
+
+    with django_assert_num_queries(1):  # the chat's workspace, then PUBSUB NUMSUB says nobody listens
+        tile_push(chat_id=chat.id)

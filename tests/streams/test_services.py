@@ -79,11 +79,12 @@ def test_a_stream_whose_lock_expired_in_the_queue_never_starts(chat, fast_model)
     assert eventlog.read(turn.stream.id) == []
 
 
-def test_a_fenced_worker_cannot_touch_the_newer_turn(chat, settings):
+@pytest.mark.parametrize("flush_ms", [0, 30], ids=["every-delta", "frame-clock"])
+def test_a_fenced_worker_cannot_touch_the_newer_turn(chat, settings, flush_ms):
     """A stale worker whose lock expired and was taken by a newer stream writes nothing more."""
     settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 50
     settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 200
-    settings.MOTHERSHIP_DELTA_FLUSH_MS = 0
+    settings.MOTHERSHIP_DELTA_FLUSH_MS = flush_ms
     old = stream_start(chat=chat, content="old turn")
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault("status", stream_run(stream_id=old.stream.id)))

@@ -6,12 +6,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 from django.conf import settings
+
+from mothership.processes import beat_argv, web_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,25 +84,7 @@ class Proc:
 
 def start_worker(tmp_path: Path, *, name: str = "worker", concurrency: int = 8, **env) -> Proc:
     proc = Proc(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "mothership",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            str(concurrency),
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
-        ],
+        worker_argv(concurrency=concurrency, name=f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", heartbeat=False),
         process_env(**env),
         tmp_path / f"{name}.log",
     )
@@ -117,31 +100,12 @@ def start_worker(tmp_path: Path, *, name: str = "worker", concurrency: int = 8, 
 
 def start_beat(tmp_path: Path, **env) -> Proc:
     """Real Celery beat; its tasks go to the session's queue (the session worker runs them)."""
-    return Proc(
-        [sys.executable, "-m", "celery", "-A", "mothership", "beat", "-l", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
-        process_env(**env),
-        tmp_path / "beat.log",
-    )
+    return Proc(beat_argv(schedule=tmp_path / "beat-schedule"), process_env(**env), tmp_path / "beat.log")
 
 
-def start_server(tmp_path: Path, *, port: int | None = None, **env) -> tuple[Proc, str]:
+def start_server(tmp_path: Path, *, port: int | None = None, name: str = "web", **env) -> tuple[Proc, str]:
     port = port or free_port()
-    proc = Proc(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "mothership.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ws",
-            "websockets",
-        ],
-        process_env(**env),
-        tmp_path / "web.log",
-    )
+    proc = Proc(web_argv(port=port, access_log=True), process_env(**env), tmp_path / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

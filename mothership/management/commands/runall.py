@@ -1,13 +1,20 @@
-"""Run the whole app: ASGI web server, Celery worker and Celery beat, supervised.
+"""Run the whole app: ``WEB_CONCURRENCY`` web processes, ``MOTHERSHIP_WORKER_PROCESSES``
+Celery workers and exactly one Celery beat, supervised.
 
-A child that exits (crash, kill -9, out of memory) is restarted with a short back-off while
-the others keep running. Ctrl-C (or SIGTERM) stops every child and the embedded Redis.
+Each web process gets its own listening socket on the same port (``SO_REUSEPORT``): the kernel
+spreads new connections across them, and a web process that is busy or restarting does not
+hold up the others (``docs/benchmarks.md`` has the comparison with one shared socket). The
+supervisor keeps the sockets open, so a connection that arrives while a web process restarts
+waits in its backlog instead of being refused. A child that exits (crash, kill -9, out of
+memory) is restarted with a short back-off while the others keep running. Ctrl-C (or SIGTERM)
+stops every child and the embedded Redis.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +26,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from mothership import embedded_redis
+from mothership.processes import beat_argv, web_argv, worker_argv
 
-_COLOURS = {"web": "\033[36m", "worker": "\033[33m", "beat": "\033[35m"}
+_COLOURS = {"web": "\033[36m", "worker": "\033[33m", "beat": "\033[35m"}  # by kind: web-2 is cyan too
 _RESET = "\033[0m"
 
 
@@ -32,6 +40,7 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0
     pump: threading.Thread | None = field(default=None, repr=False)
+    pass_fds: tuple[int, ...] = ()
 
 
 class Supervisor:
@@ -42,9 +51,9 @@ class Supervisor:
         self.print_lock = threading.Lock()
 
     def say(self, name: str, line: str) -> None:
-        prefix = f"{name:>6} | "
+        prefix = f"{name:>9} | "
         if self.colour:
-            prefix = f"{_COLOURS.get(name, '')}{prefix}{_RESET}"
+            prefix = f"{_COLOURS.get(name.split('-')[0], '')}{prefix}{_RESET}"
         with self.print_lock:
             sys.stdout.write(prefix + line.rstrip("\n") + "\n")
             sys.stdout.flush()
@@ -58,6 +67,7 @@ class Supervisor:
             bufsize=1,
             env=os.environ.copy(),
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
+            pass_fds=child.pass_fds,
             preexec_fn=embedded_redis._die_with_parent,
         )
         child.started_at = time.monotonic()
@@ -104,6 +114,18 @@ class Supervisor:
         return 0
 
 
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket for one web process (bound with ``SO_REUSEPORT`` when there are several)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 class Command(BaseCommand):
     help = "Run web (ASGI), Celery worker and Celery beat together, restarting any that dies."
 
@@ -119,65 +141,28 @@ class Command(BaseCommand):
             f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"
         )
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)  # compressed copies for WhiteNoise
         seed = not no_seed and (not settings.DATABASE_URL or os.environ.get("MOTHERSHIP_SEED_DEMO") == "1")
         if seed:
             call_command("seed_demo")
         (settings.BASE_DIR / "var").mkdir(exist_ok=True)
-        python = sys.executable
+        web_processes, worker_processes = settings.MOTHERSHIP_WEB_PROCESSES, settings.MOTHERSHIP_WORKER_PROCESSES
+        listeners = [listening_socket(host, port, reuse_port=web_processes > 1) for _ in range(web_processes)]
         children = [
-            Child(
-                "web",
-                [
-                    python,
-                    "-m",
-                    "uvicorn",
-                    "mothership.asgi:application",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--ws",
-                    "websockets",
-                    "--no-access-log",
-                ],
-            ),
-            Child(
-                "worker",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "mothership",
-                    "worker",
-                    "-P",
-                    "threads",
-                    "-c",
-                    str(settings.CELERY_WORKER_CONCURRENCY),
-                    "-l",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"mothership-{os.getpid()}@%h",
-                ],
-            ),
-            Child(
-                "beat",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "mothership",
-                    "beat",
-                    "-l",
-                    "INFO",
-                    "--schedule",
-                    str(settings.BASE_DIR / "var" / "celerybeat-schedule"),
-                ],
-            ),
+            Child(f"web-{i}" if web_processes > 1 else "web", web_argv(fd=sock.fileno()), pass_fds=(sock.fileno(),))
+            for i, sock in enumerate(listeners, start=1)
         ]
+        children += [
+            Child(
+                f"worker-{i}" if worker_processes > 1 else "worker",
+                worker_argv(concurrency=settings.CELERY_WORKER_CONCURRENCY, name=f"mothership-{os.getpid()}-{i}@%h"),
+            )
+            for i in range(1, worker_processes + 1)
+        ]
+        children.append(Child("beat", beat_argv(schedule=settings.BASE_DIR / "var" / "celerybeat-schedule")))
+        self.stdout.write(
+            f"processes: {web_processes} web, {worker_processes} worker ({settings.CELERY_WORKER_CONCURRENCY} turns each), 1 beat"
+        )
         supervisor = Supervisor(children, colour=not options.get("no_color") and sys.stdout.isatty())
 
         def _stop(signum, frame):
@@ -191,6 +176,8 @@ class Command(BaseCommand):
             + (f"  login: {settings.MOTHERSHIP_DEMO_USERNAME} / {settings.MOTHERSHIP_DEMO_PASSWORD}" if seed else "")
         )
         code = supervisor.run()
+        for sock in listeners:
+            sock.close()
         embedded_redis.stop()
         self.stdout.write("all stopped")
         sys.exit(code)

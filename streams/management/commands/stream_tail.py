@@ -56,7 +56,7 @@ class Command(BaseCommand):
                     if options["timeout"] and time.monotonic() - quiet_since > options["timeout"]:
                         raise CommandError(f"no event for {options['timeout']} s")
                     continue
-                event = layer.deserialize(message["data"]).get("event") or {}
+                event = events.from_group_message(layer.deserialize(message["data"])) or {}
                 if event.get("streamId") != str(stream.pk) or event["seq"] <= last_seq:
                     continue
                 if event["seq"] > last_seq + 1:  # a live message was lost: fill the hole from the log

@@ -1,0 +1,68 @@
+"""The app's processes, as command lines: one place for ``runall``, the tests and the benchmarks.
+
+- web: uvicorn (uvloop, httptools, the ``websockets`` protocol without per-message deflate,
+  which costs more CPU than it saves on frames of a few dozen bytes), on a socket given by
+  file descriptor (``runall``) or on a host and port;
+- worker: Celery with a thread pool (a turn mostly waits on the model);
+- beat: Celery beat, exactly one per deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def cores() -> int:
+    """The cores this process may run on (the default number of web and worker processes)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def web_argv(*, fd: int | None = None, host: str = "127.0.0.1", port: int | None = None, access_log: bool = False) -> list[str]:
+    where = ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "mothership.asgi:application",
+        *where,
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--ws",
+        "websockets",
+        "--ws-per-message-deflate",
+        "false",
+        *([] if access_log else ["--no-access-log"]),
+    ]
+
+
+def worker_argv(*, concurrency: int, name: str, heartbeat: bool = True) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "mothership",
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-l",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        *([] if heartbeat else ["--without-heartbeat"]),
+        "-n",
+        name,
+    ]
+
+
+def beat_argv(*, schedule: Path) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "mothership", "beat", "-l", "INFO", "--schedule", str(schedule)]

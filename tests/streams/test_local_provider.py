@@ -1,0 +1,56 @@
+"""The embedded ``local`` model keeps its rate against a clock, so a benchmark's offered load is exact."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from streams.providers import TextDelta
+from streams.providers.local import LocalProvider
+
+pytestmark = pytest.mark.django_db
+
+PROMPT = [{"role": "user", "content": "keep the rate"}]
+
+
+def _deltas(provider, *, stall_after: int | None = None, stall: float = 0.0, stop=None) -> list[tuple[float, str]]:
+    stop = stop or threading.Event()
+    seen = []
+    for item in provider.stream(messages=PROMPT, stop=stop):
+        if isinstance(item, TextDelta):
+            seen.append((time.monotonic(), item.text))
+            if len(seen) == stall_after:
+                time.sleep(stall)  # a consumer starved of CPU for a while
+    return seen
+
+
+def test_a_slow_consumer_does_not_slow_the_offered_rate():
+    """Token k is due at t0 + k/rate: after a stall the model catches up instead of shifting every later token."""
+    provider = LocalProvider(tokens_per_second=50, reply_tokens=25)  # 0.5 s of reply
+    started = time.monotonic()
+    seen = _deltas(provider, stall_after=5, stall=0.3)
+    elapsed = seen[-1][0] - started
+    # A sleep per token would take 0.5 + 0.3 s; the clock keeps it at 0.5 s (+ scheduling).
+    assert 0.48 <= elapsed < 0.7, elapsed
+    assert "".join(text for _, text in seen) == "".join(provider.reply_for(PROMPT))
+
+
+def test_tokens_are_spaced_by_the_rate_not_sent_at_once():
+    provider = LocalProvider(tokens_per_second=40, reply_tokens=8)
+    started = time.monotonic()
+    seen = _deltas(provider)
+    # The k-th token never comes before its time.
+    for k, (at, _text) in enumerate(seen, start=1):
+        assert at - started >= k / 40 - 0.002, (k, at - started)
+
+
+def test_a_stop_is_noticed_while_waiting_for_the_next_token():
+    provider = LocalProvider(tokens_per_second=2, reply_tokens=10)
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    started = time.monotonic()
+    seen = _deltas(provider, stop=stop)
+    assert seen == []
+    assert time.monotonic() - started < 0.4
