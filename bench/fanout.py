@@ -16,7 +16,7 @@ stream. ``--echo`` also measures a bare Channels pub/sub echo (no app code: a co
 joins a group and forwards what is published) at the same load, the ceiling of this box.
 
 Usage: .venv/bin/python bench/fanout.py [--streams 40] [--tabs 2] [--rate 50] [--tokens 400]
-       [--runs 1] [--web N] [--workers N] [--echo]
+       [--runs 1] [--web N] [--workers N] [--echo] [--app-dir ../base]
 """
 
 from __future__ import annotations
@@ -199,13 +199,13 @@ class Helper:
 class App:
     """``manage.py runall`` as ``make run`` starts it, with its output kept in a log."""
 
-    def __init__(self, tmp: Path, *, port: int, env: dict):
+    def __init__(self, tmp: Path, *, port: int, env: dict, app_dir: Path = ROOT):
         self.log_path = tmp / "runall.log"
         self.log = open(self.log_path, "w")
         self.env = env
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runall", "--port", str(port), "--no-seed"],
-            cwd=ROOT,
+            cwd=app_dir,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -684,6 +684,7 @@ def main() -> None:
     parser.add_argument("--echo", action="store_true", help="also measure a bare Channels echo at the same load")
     parser.add_argument("--frames-per-token", type=float, default=0.5, help="echo: frames per token (the app's coalescing)")
     parser.add_argument("--label", default="")
+    parser.add_argument("--app-dir", type=Path, default=ROOT, help="run the app of another checkout (an A/B against a base commit)")
     args = parser.parse_args()
     if args.role:
         spec = json.loads(Path(args.spec).read_text())
@@ -707,7 +708,7 @@ def main() -> None:
     for name, value in (("WEB_CONCURRENCY", args.web), ("MOTHERSHIP_WORKER_PROCESSES", args.workers)):
         if value:
             env[name] = str(value)
-    app = App(tmp, port=port, env=env)
+    app = App(tmp, port=port, env=env, app_dir=args.app_dir)
     try:
         import psutil
 

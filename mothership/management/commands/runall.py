@@ -2,10 +2,10 @@
 Celery workers and exactly one Celery beat, supervised.
 
 Each web process gets its own listening socket on the same port (``SO_REUSEPORT``): the kernel
-spreads new connections across them, and a web process that is busy or restarting does not
-hold up the others (``docs/benchmarks.md`` has the comparison with one shared socket). The
-supervisor keeps the sockets open, so a connection that arrives while a web process restarts
-waits in its backlog instead of being refused. A child that exits (crash, kill -9, out of
+spreads new connections across them evenly (with one shared socket, the process that wakes
+first takes them, so a burst of reconnecting tabs can land on one process). The supervisor
+keeps the sockets open, so a connection that arrives while a web process restarts waits in its
+backlog instead of being refused. A child that exits (crash, kill -9, out of
 memory) is restarted with a short back-off while the others keep running. Ctrl-C (or SIGTERM)
 stops every child and the embedded Redis.
 """
