@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -11,6 +13,7 @@ from mothership.infra.uuids import parse_uuid
 __all__ = [
     "chat_get_for_member",
     "conversation_prefix",
+    "conversation_prefixes",
     "member_chats",
     "parse_uuid",
     "user_is_member",
@@ -68,3 +71,16 @@ def conversation_prefix(*, chat_id, until: Message | None = None, exclude_ids=()
     if exclude_ids:
         rows = rows.exclude(pk__in=list(exclude_ids))
     return [{"role": r["role"], "content": r["content"]} for r in rows.order_by("created_at", "id").values("role", "content")]
+
+
+def conversation_prefixes(*, chat_ids) -> dict[uuid.UUID, list[dict]]:
+    """``conversation_prefix`` of many chats in one query (a warm batch): chat id → its prefix.
+
+    The same rows in the same order as ``conversation_prefix``, or a warm would miss the cache
+    its turn wrote; a chat with no text yet maps to an empty list.
+    """
+    prefixes: dict[uuid.UUID, list[dict]] = {uuid.UUID(str(chat_id)): [] for chat_id in chat_ids}
+    rows = Message.objects.filter(chat_id__in=list(prefixes)).exclude(content="").order_by("chat_id", "created_at", "id")
+    for chat_id, role, content in rows.values_list("chat_id", "role", "content"):
+        prefixes[chat_id].append({"role": role, "content": content})
+    return prefixes

@@ -127,6 +127,35 @@ def private_redis(settings):
 
 
 @pytest.fixture
+def redis_round_trips(monkeypatch) -> list[bytes]:
+    """Every request this process writes to Redis (a pipeline is one): a spy on redis-py's socket write.
+
+    Opening a connection (its handshake) and redis-py's own health-check PINGs are left out;
+    clear the list before the part to measure.
+    """
+    from redis.connection import AbstractConnection
+
+    sent: list = []
+    original_send, original_connect = AbstractConnection.send_packed_command, AbstractConnection.connect_check_health
+
+    def send(self, command, check_health=True):
+        if check_health and not getattr(self, "_opening", False):
+            sent.append(command)
+        return original_send(self, command, check_health)
+
+    def connect(self, *args, **kwargs):
+        self._opening = True
+        try:
+            return original_connect(self, *args, **kwargs)
+        finally:
+            self._opening = False
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+    monkeypatch.setattr(AbstractConnection, "connect_check_health", connect)
+    return sent
+
+
+@pytest.fixture
 def browser_client(user):
     from django.test import Client
 

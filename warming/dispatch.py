@@ -5,6 +5,11 @@ stamps each claimed row with a claim token; one Celery message carries a whole b
 records its result only if its claim token is still the row's, so two dispatchers (or a
 re-claim after a lost message) never warm a conversation twice, and a warm that lands after a
 close or a turn changes nothing. The row is never locked while the model is called.
+
+A batch costs a handful of queries and Redis round trips whatever its size: its claimed rows,
+their liveness locks (one MGET) and their prefixes are read once, the model warms them all (the
+local model's Redis work in one pipeline), one transaction records every result, and after its
+commit one read and one pipeline push them.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chats.selectors import conversation_prefix
+from chats.selectors import conversation_prefixes
+from mothership.infra import bulk
 from streams import locks
-from streams.providers import ProviderError, Usage, get_provider
+from streams.providers import Provider, ProviderError, Usage, get_provider
 from warming.models import WarmingSchedule
-from warming.services import warming_push
+from warming.services import warming_push, warming_push_many
 
 logger = logging.getLogger(__name__)
 
@@ -124,56 +130,132 @@ def warming_warm_now(*, chat_id, inline: bool = False) -> WarmResult:
 
 
 def warm_run(*, chat_id, token: str) -> WarmResult:
-    """Warm one conversation's prefix, then record, reschedule, apply the stop rules and push."""
-    schedule = WarmingSchedule.objects.filter(chat_id=chat_id, claim_token=token).first()
-    if schedule is None:
-        return WarmResult(str(chat_id), "superseded")
-    if locks.lock_owner(chat_id=chat_id) is not None:
-        # No warm while a turn streams; its seal reschedules (sealed_at + interval).
-        WarmingSchedule.objects.filter(chat_id=chat_id, claim_token=token).update(claim_token="", claimed_at=None)
-        return WarmResult(str(chat_id), "skipped_streaming")
-    messages = conversation_prefix(chat_id=chat_id)
-    if not messages:  # nothing to cache yet: rescheduled, and the model is not called
-        return WarmResult(str(chat_id), _record(chat_id, token, usage=None, error="", model="", empty=True))
-    provider = get_provider()
+    """Warm one conversation's prefix: a batch of one (``warm_batch_run``)."""
+    (result,) = warm_batch_run(chat_ids=[chat_id], token=token)
+    return result
+
+
+# Every column a batch may write (a warm's stats, the next warm, the stop rules, the claim).
+_RECORDED_FIELDS = [
+    "enabled",
+    "next_warm_at",
+    "last_warm_at",
+    "last_cache_pct",
+    "warm_count",
+    "hit_count",
+    "miss_count",
+    "consecutive_failures",
+    "consecutive_misses",
+    "last_warm_cost",
+    "idle_warm_cost",
+    "prefix_tokens",
+    "claim_token",
+    "claimed_at",
+    "stop_reason",
+    "last_error",
+    "updated_at",
+]
+
+
+def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
+    """Warm the conversations of one claimed batch, record every result, then push (see the module).
+
+    Nothing is spent on a claim that is no longer the row's; each result is recorded only where
+    the row still carries this claim when the batch's transaction reads it under a row lock.
+    """
+    ids = list(dict.fromkeys(uuid.UUID(str(chat_id)) for chat_id in chat_ids))
+    claimed = set(WarmingSchedule.objects.filter(chat_id__in=ids, claim_token=token).values_list("chat_id", flat=True))
+    outcomes: dict[uuid.UUID, str] = {}
+    if claimed:
+        owners = locks.lock_owners([chat_id for chat_id in ids if chat_id in claimed])
+        # No warm while a turn streams: its claim is given back, and its seal reschedules it.
+        streaming = {chat_id for chat_id in claimed if owners[str(chat_id)] is not None}
+        prefixes = conversation_prefixes(chat_ids=[c for c in ids if c in claimed and c not in streaming])
+        # Nothing to cache yet: rescheduled, and the model is not called.
+        empty = {chat_id for chat_id, messages in prefixes.items() if not messages}
+        model, results = "", {}
+        if len(prefixes) > len(empty):
+            provider = get_provider()
+            model = provider.model
+            results = _warm_many(provider, {c: messages for c, messages in prefixes.items() if messages})
+        outcomes = _record_batch(token, streaming=streaming, empty=empty, results=results, model=model)
+    return [WarmResult(str(chat_id), outcomes.get(chat_id, "superseded")) for chat_id in ids]
+
+
+def _warm_many(provider: Provider, prefixes: dict[uuid.UUID, list[dict]]) -> dict[uuid.UUID, Usage | str]:
+    """Each conversation's usage, or the reason its warm failed: a warm never takes the worker down."""
+    chat_ids = list(prefixes)
     try:
-        usage = provider.warm(messages=messages)
-        error = ""
+        answers = provider.warm_many(prefixes=list(prefixes.values()))
+        if len(answers) != len(chat_ids):
+            raise ValueError(f"the model answered {len(answers)} warms for {len(chat_ids)} prefixes")
     except ProviderError as exc:
-        usage, error = None, exc.reason or "provider error"
-    except Exception as exc:  # a warm never takes the worker down; the failure is visible instead
-        logger.exception("warm of chat %s failed", chat_id)
-        usage, error = None, f"{type(exc).__name__}: {exc}"[:500]
-    outcome = _record(chat_id, token, usage=usage, error=error, model=provider.model)
-    return WarmResult(str(chat_id), outcome)
-
-
-def _record(chat_id, token: str, *, usage: Usage | None, error: str, model: str, empty: bool = False) -> str:
-    now = timezone.now()
-    with transaction.atomic():
-        schedule = WarmingSchedule.objects.select_for_update().filter(chat_id=chat_id, claim_token=token).first()
-        if schedule is None:  # closed, disabled, re-claimed or rescheduled by a turn meanwhile
-            return "superseded"
-        schedule.claim_token, schedule.claimed_at = "", None
-        if empty:
-            schedule.next_warm_at = now + datetime.timedelta(seconds=schedule.interval_seconds) if schedule.enabled else None
-            schedule.save()
-            transaction.on_commit(lambda: warming_push(chat_id=chat_id))
-            return "empty"
-        if usage is None:
-            schedule.consecutive_failures += 1
-            schedule.last_error = error
-            outcome = "failed"
+        answers = [exc] * len(chat_ids)
+    except Exception as exc:  # the whole batch failed: visible on each schedule, logged once
+        logger.exception("warm of a batch of %d conversations failed", len(chat_ids))
+        return dict.fromkeys(chat_ids, _reason(exc))
+    results: dict[uuid.UUID, Usage | str] = {}
+    for chat_id, answer in zip(chat_ids, answers):
+        if isinstance(answer, ProviderError):
+            results[chat_id] = answer.reason or "provider error"  # never an empty reason
+        elif isinstance(answer, Exception):
+            logger.error("warm of chat %s failed", chat_id, exc_info=answer)
+            results[chat_id] = _reason(answer)
         else:
-            _apply_usage(schedule, usage, model, now)
-            outcome = "warmed"
-        # The future next warm, saved before the update is pushed (CR-4b). A one-off warm of a
-        # disabled schedule (warm-now) schedules nothing.
-        schedule.next_warm_at = now + datetime.timedelta(seconds=schedule.interval_seconds) if schedule.enabled else None
-        if schedule.enabled:
-            _apply_stop_rules(schedule, now, model)
-        schedule.save()
-        transaction.on_commit(lambda: warming_push(chat_id=chat_id))  # saved first, then pushed (CR-4b)
+            results[chat_id] = answer
+    return results
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _record_batch(token: str, *, streaming: set, empty: set, results: dict[uuid.UUID, Usage | str], model: str) -> dict:
+    """One transaction for the whole batch: each row's outcome, written only where it still carries ``token``.
+
+    After the commit every recorded conversation but those given back to a streaming turn is pushed.
+    """
+    now = timezone.now()
+    outcomes: dict[uuid.UUID, str] = {}
+    with transaction.atomic():
+        # CAS per row, under its row lock: a close, a disable, a re-claim or a sealed turn that
+        # voided the claim meanwhile leaves the row out, so nothing is recorded there.
+        rows = list(
+            WarmingSchedule.objects.select_for_update().filter(chat_id__in=[*streaming, *empty, *results], claim_token=token)
+        )
+        for schedule in rows:
+            chat_id = schedule.chat_id
+            schedule.claim_token, schedule.claimed_at = "", None
+            if chat_id in streaming:
+                outcomes[chat_id] = "skipped_streaming"  # only the claim given back
+                continue
+            schedule.updated_at = now
+            if chat_id in empty:
+                schedule.next_warm_at = now + datetime.timedelta(seconds=schedule.interval_seconds) if schedule.enabled else None
+                outcomes[chat_id] = "empty"
+            else:
+                outcomes[chat_id] = _apply_warm(schedule, results[chat_id], model, now)
+        bulk.update_by_pk(rows, _RECORDED_FIELDS)  # one statement: each row's own values, by primary key
+        pushed = [chat_id for chat_id, outcome in outcomes.items() if outcome != "skipped_streaming"]
+        if pushed:
+            transaction.on_commit(lambda: warming_push_many(chat_ids=pushed))  # saved first, then pushed (CR-4b)
+    return outcomes
+
+
+def _apply_warm(schedule: WarmingSchedule, result: Usage | str, model: str, now) -> str:
+    """A warm's usage (or its failure's reason) applied to its row, then the next warm and the stop rules."""
+    if isinstance(result, str):
+        schedule.consecutive_failures += 1
+        schedule.last_error = result
+        outcome = "failed"
+    else:
+        _apply_usage(schedule, result, model, now)
+        outcome = "warmed"
+    # The future next warm, saved before the update is pushed (CR-4b). A one-off warm of a
+    # disabled schedule (warm-now) schedules nothing.
+    schedule.next_warm_at = now + datetime.timedelta(seconds=schedule.interval_seconds) if schedule.enabled else None
+    if schedule.enabled:
+        _apply_stop_rules(schedule, now, model)
     return outcome
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from mothership.infra import groups
@@ -136,19 +138,34 @@ def warming_fields(schedule: WarmingSchedule) -> dict:
 
 
 def warming_push(*, chat_id) -> None:
-    """Push the stored state to every tab of the conversation, and tell the dashboards (its badge).
+    """Push the stored state to every tab of the conversation, and tell the dashboards (its badge)."""
+    warming_push_many(chat_ids=[chat_id])
 
-    One read of the schedule (with its chat's workspace) feeds both; best effort.
+
+def warming_push_many(*, chat_ids) -> None:
+    """``warming_push`` for each conversation of a warm batch: one read, every publish in one pipeline.
+
+    One read of the schedules (with their chats' workspaces) feeds both the tabs and the
+    dashboards; best effort: a lost push is repaired by the next one, the state itself is saved.
     """
-    schedule = WarmingSchedule.objects.select_related("chat").filter(chat_id=chat_id).first()
-    fields = warming_fields(schedule or WarmingSchedule(chat_id=chat_id))
+    ids = [uuid.UUID(str(chat_id)) for chat_id in chat_ids]
+    schedules = {
+        s.chat_id: s for s in WarmingSchedule.objects.filter(chat_id__in=ids).annotate(workspace_id=F("chat__workspace_id"))
+    }
     try:
-        groups.publish(
-            groups.warming_group(chat_id), {"type": UPDATE_MESSAGE_TYPE, "conversationId": str(chat_id), "fields": fields}
-        )
-    except Exception:  # a lost push is repaired by the next one; the state itself is saved
-        logger.exception("could not push the warming update of chat %s", chat_id)
-    if schedule is not None:
-        send_logged(
-            warming_changed, sender=WarmingSchedule, chat_id=chat_id, workspace_id=schedule.chat.workspace_id, fields=fields
-        )
+        with groups.batched():  # the surfaces' updates and the dashboards' badges, in one round trip
+            for chat_id in ids:
+                schedule = schedules.get(chat_id)
+                fields = warming_fields(schedule or WarmingSchedule(chat_id=chat_id))
+                update = {"type": UPDATE_MESSAGE_TYPE, "conversationId": str(chat_id), "fields": fields}
+                groups.publish(groups.warming_group(chat_id), update)
+                if schedule is not None:
+                    send_logged(
+                        warming_changed,
+                        sender=WarmingSchedule,
+                        chat_id=chat_id,
+                        workspace_id=schedule.workspace_id,
+                        fields=fields,
+                    )
+    except Exception:
+        logger.exception("could not push the warming updates of %s", ", ".join(map(str, ids)))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections import Counter
+
 from celery import shared_task
 
 
@@ -13,10 +15,7 @@ def dispatch() -> dict:
 
 @shared_task(name="warming.warm_batch", ignore_result=True)
 def warm_batch(chat_ids: list[str], token: str) -> dict:
-    from warming.dispatch import warm_run
+    """One claimed batch: warmed, recorded in one transaction, pushed after its commit. Counts its outcomes."""
+    from warming.dispatch import warm_batch_run
 
-    outcomes: dict[str, int] = {}
-    for chat_id in chat_ids:
-        outcome = warm_run(chat_id=chat_id, token=token).outcome
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    return outcomes
+    return dict(Counter(result.outcome for result in warm_batch_run(chat_ids=chat_ids, token=token)))

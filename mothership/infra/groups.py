@@ -2,13 +2,17 @@
 
 A group's wire channel is named by channels-redis itself (``RedisPubSubLoopLayer``), never
 rebuilt here, so a message published with one PUBLISH reaches exactly the sockets that
-``group_add`` subscribed.
+``group_add`` subscribed. Inside ``batched()`` the publishes of a block (a warm batch's pushes)
+leave together in one pipeline.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubLoopLayer
@@ -55,9 +59,42 @@ def serialize(message: dict) -> bytes:
     return get_channel_layer().serialize(message)
 
 
+# The publishes waiting for the end of the current ``batched()`` block (per thread and task).
+_pending: contextvars.ContextVar[list[tuple[str, bytes]] | None] = contextvars.ContextVar("publish_pending", default=None)
+
+
 def publish(group: str, message: dict) -> None:
-    """Send ``message`` to a channel group with one PUBLISH (no per-call layer connection)."""
+    """Send ``message`` to a channel group with one PUBLISH (no per-call layer connection).
+
+    Inside ``batched()`` it waits for the end of the block and leaves with the others.
+    """
+    pending = _pending.get()
+    if pending is not None:
+        pending.append((group_channel(group), serialize(message)))
+        return
     get_redis().publish(group_channel(group), serialize(message))
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Every ``publish`` inside the block is sent when it ends, in one pipeline (one round trip).
+
+    In the order published; nothing is sent if the block raises; a nested block joins the outer one.
+    """
+    if _pending.get() is not None:
+        yield
+        return
+    pending: list[tuple[str, bytes]] = []
+    reset = _pending.set(pending)
+    try:
+        yield
+    finally:
+        _pending.reset(reset)
+    if pending:
+        pipe = get_redis().pipeline(transaction=False)
+        for channel, data in pending:
+            pipe.publish(channel, data)
+        pipe.execute()
 
 
 def publish_on_commit(group: str, message: dict) -> None:

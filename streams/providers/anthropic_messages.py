@@ -34,6 +34,7 @@ from streams.providers.base import (
     retry_after,
     stream_with_retries,
     transport_failure,
+    warm_each,
 )
 
 CACHE_CONTROL = {"type": "ephemeral"}
@@ -194,3 +195,6 @@ class AnthropicProvider:
             failure = _classify(exc)
             raise ProviderError(failure.reason if failure else f"provider error: {type(exc).__name__}") from exc
         return _usage(reply.usage)
+
+    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage | Exception]:
+        return warm_each(self.warm, prefixes)  # one request per prefix: the API has no batched warm

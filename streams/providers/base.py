@@ -1,4 +1,4 @@
-"""The one model interface: stream deltas and usage for a conversation; warm its prefix."""
+"""The one model interface: stream deltas and usage for a conversation; warm its prefix, or a batch of prefixes."""
 
 from __future__ import annotations
 
@@ -44,6 +44,25 @@ class Provider(Protocol):
 
     def warm(self, *, messages: list[dict]) -> Usage:
         """Refresh the provider's prompt cache for ``messages`` (1 output token at most)."""
+
+    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage | Exception]:
+        """Warm each prefix of a batch: per prefix, in order, its Usage or the exception its warm raised.
+
+        One prefix's failure never fails the others; raising means every warm of the batch failed
+        with that error. The HTTP providers call ``warm`` once per prefix (``warm_each``); the
+        ``local`` model does the whole batch's Redis work in one pipeline.
+        """
+
+
+def warm_each(warm: Callable[..., Usage], prefixes: list[list[dict]]) -> list[Usage | Exception]:
+    """``warm_many`` as one ``warm(messages=…)`` call per prefix, each failure kept as its exception."""
+    results: list[Usage | Exception] = []
+    for messages in prefixes:
+        try:
+            results.append(warm(messages=messages))
+        except Exception as exc:  # this prefix failed; the batch goes on
+            results.append(exc)
+    return results
 
 
 # --- shared by the HTTP providers --------------------------------------------------------

@@ -67,12 +67,12 @@ class LocalProvider:
 
     def warm(self, *, messages: list[dict]) -> Usage:
         """Refresh the prefix's cache entry with a 1-token request; reports usage like Anthropic's."""
-        total = _prefix_tokens(messages)
-        if cached := self._cache.read(messages):
-            return Usage(cache_read_tokens=cached, output_tokens=1)
-        if self._cache.write(messages):
-            return Usage(cache_write_tokens=total, output_tokens=1)
-        return Usage(input_tokens=total, output_tokens=1)  # below the minimum cacheable size
+        (cached,) = self._cache.read_or_write([messages])
+        return _warm_usage(messages, cached)
+
+    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage]:
+        """Warm a batch of prefixes with one Redis round trip for all of them (Redis errors raise)."""
+        return [_warm_usage(messages, cached) for messages, cached in zip(prefixes, self._cache.read_or_write(prefixes))]
 
     @property
     def _cache(self) -> SimulatedPromptCache:
@@ -83,12 +83,22 @@ def _prefix_tokens(messages: list[dict]) -> int:
     return sum(_count_tokens(m["content"]) for m in messages)
 
 
+def _warm_usage(messages: list[dict], cached: bool | None) -> Usage:
+    total = _prefix_tokens(messages)
+    if cached is None:  # below the minimum cacheable size
+        return Usage(input_tokens=total, output_tokens=1)
+    if cached:
+        return Usage(cache_read_tokens=total, output_tokens=1)
+    return Usage(cache_write_tokens=total, output_tokens=1)
+
+
 class SimulatedPromptCache:
     """A provider-side prompt cache, simulated in Redis: one entry per exact prefix.
 
     The entry lives ``MOTHERSHIP_PROMPT_CACHE_TTL`` seconds and every read refreshes it (one
     EXPIRE does both); prefixes shorter than ``MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS`` are never
-    cached, like a provider's minimum cacheable size.
+    cached, like a provider's minimum cacheable size. A batch of warms reads-or-writes all its
+    prefixes in one pipeline.
     """
 
     KEY_PREFIX = "mothership:prompt-cache:"
@@ -115,3 +125,26 @@ class SimulatedPromptCache:
             return False
         get_redis().set(self.key(messages), "1", px=int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000))
         return True
+
+    def read_or_write(self, prefixes: list[list[dict]]) -> list[bool | None]:
+        """A warm of each prefix, all in one pipeline: True if it was cached (and its TTL is
+        refreshed, as by a read), False if it was not (it is written now), None if too short to cache."""
+        ttl = int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000)
+        cacheable = [self._cacheable(messages) for messages in prefixes]
+        if not any(cacheable):
+            return [None] * len(prefixes)
+        pipe = get_redis().pipeline(transaction=False)
+        for messages, ok in zip(prefixes, cacheable):
+            if ok:
+                key = self.key(messages)
+                pipe.pexpire(key, ttl)  # a hit refreshes the entry, as a read does…
+                pipe.set(key, "1", px=ttl, nx=True)  # …and a miss writes it (a no-op after a hit)
+        replies = iter(pipe.execute())
+        found: list[bool | None] = []
+        for ok in cacheable:
+            if ok:
+                refreshed, _written = next(replies), next(replies)
+                found.append(bool(refreshed))
+            else:
+                found.append(None)
+        return found

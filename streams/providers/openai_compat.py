@@ -26,6 +26,7 @@ from streams.providers.base import (
     retry_after,
     stream_with_retries,
     transport_failure,
+    warm_each,
 )
 
 _RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
@@ -111,3 +112,6 @@ class OpenAIProvider:
         except openai.APIError as exc:
             raise ProviderError(_reason(exc)) from exc
         return _usage(completion.usage)
+
+    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage | Exception]:
+        return warm_each(self.warm, prefixes)  # one request per prefix: the API has no batched warm

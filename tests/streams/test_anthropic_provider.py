@@ -195,6 +195,21 @@ def test_a_warm_error_is_a_provider_error(fake, settings):
         get_provider().warm(messages=[{"role": "user", "content": "prefix"}])
 
 
+def test_a_batch_of_warms_is_one_request_per_prefix_and_a_refused_one_fails_alone(fake, chat):
+    _turn(chat, "first question")
+    prefix = conversation_prefix(chat_id=chat.id)
+    refused = [{"role": "system", "content": "not a role the Messages API takes"}]
+
+    results = get_provider().warm_many(prefixes=[prefix, refused, prefix])
+
+    assert [type(r) for r in results] == [Usage, ProviderError, Usage]
+    assert results[1].reason.startswith("the provider refused the request: messages.0.role")
+    reply_tokens = len(REPLY.split())
+    assert (results[0].cache_read_tokens, results[0].cache_write_tokens) == (2, reply_tokens)  # wrote through the reply
+    assert (results[2].cache_read_tokens, results[2].cache_write_tokens) == (2 + reply_tokens, 0)  # and read it back
+    assert [r["body"]["max_tokens"] for r in fake.requests[-3:]] == [1, 1, 1]
+
+
 def test_a_missing_key_fails_at_start_with_a_clear_error():
     result = django_start(LLM_PROVIDER="anthropic", LLM_MODEL="claude-x", ANTHROPIC_API_KEY="")
     assert result.returncode != 0 and "ANTHROPIC_API_KEY must be set when LLM_PROVIDER=anthropic" in result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.providers import ProviderError, TextDelta, get_provider
+from streams.providers import ProviderError, TextDelta, Usage, get_provider
 from tests.support.fake_openai import WORDS, FakeOpenAI
 from tests.support.turns import django_start, stop_mid_stream
 from tests.support.turns import run_turn as _turn
@@ -76,6 +76,17 @@ def test_the_warm_call_asks_for_one_token_and_reads_cached_tokens(fake):
 def test_a_warm_error_is_a_provider_error(fake):
     with pytest.raises(ProviderError):
         get_provider().warm(messages=[{"role": "user", "content": "401"}])
+
+
+def test_a_batch_of_warms_is_one_request_per_prefix_and_a_failing_one_fails_alone(fake):
+    good, refused = [{"role": "user", "content": "prefix"}], [{"role": "user", "content": "401"}]
+
+    results = get_provider().warm_many(prefixes=[good, refused, good])
+
+    assert [type(r) for r in results] == [Usage, ProviderError, Usage]
+    assert results[0] == results[2] == Usage(input_tokens=8, cache_read_tokens=12, output_tokens=1)
+    assert "authentication failed" in results[1].reason
+    assert [r["body"]["messages"] for r in fake.requests] == [good, refused, good]
 
 
 def test_a_missing_key_fails_at_start_with_a_clear_error():

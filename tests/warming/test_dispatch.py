@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import threading
+import time
 
 import pytest
+from channels.layers import get_channel_layer
 from channels.testing.websocket import WebsocketCommunicator
 from django.db import connection, transaction
 from django.utils import timezone
@@ -14,13 +17,16 @@ from chats.models import Message
 from chats.selectors import conversation_prefix
 from chats.services import chat_create
 from mothership.consumers import MothershipConsumer
+from mothership.infra import groups
+from mothership.infra.redis import get_redis
 from mothership.services import chat_close
-from streams.providers import ProviderError
+from streams.providers import ProviderError, Usage
+from streams.providers.base import warm_each
 from streams.providers.local import LocalProvider
 from streams.services import stream_run, stream_start
 from warming import dispatch
 from warming.models import WarmingSchedule
-from warming.services import warming_update
+from warming.services import UPDATE_MESSAGE_TYPE, warming_fields, warming_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,6 +50,49 @@ def _due(chat, interval=60, ago=1) -> WarmingSchedule:
 
 def _warm(chat) -> dispatch.WarmResult:
     return dispatch.warm_run(chat_id=chat.id, token=dispatch.claim_one(chat_id=chat.id))
+
+
+def _claimed_batch() -> tuple[list[str], str]:
+    """Every due schedule claimed by one dispatch, as the one Celery message would carry them."""
+    sent = []
+    dispatch.warming_dispatch_due(enqueue=lambda ids, token: sent.append((ids, token)))
+    ((ids, token),) = sent
+    return ids, token
+
+
+def _model_warms_each(monkeypatch, warm) -> None:
+    """The local model warms a batch one prefix at a time through ``warm(provider, messages=…)``: the model API's edge."""
+    monkeypatch.setattr(LocalProvider, "warm_many", lambda self, *, prefixes: warm_each(functools.partial(warm, self), prefixes))
+
+
+def _tokens(chat) -> int:
+    return sum(len(m["content"].split()) for m in conversation_prefix(chat_id=chat.id))
+
+
+class _Pushes:
+    """What reaches the ``cache-warming`` surfaces of ``chats`` and their workspace's dashboards (real Redis pub/sub)."""
+
+    def __init__(self, workspace, chats):
+        self.pubsub = get_redis().pubsub()
+        channels = [groups.group_channel(groups.workspace_group(workspace.id))]
+        channels += [groups.group_channel(groups.warming_group(c.id)) for c in chats]
+        self.pubsub.subscribe(*channels)
+        confirmed = 0
+        while confirmed < len(channels):  # subscribed on the server before anything is published
+            message = self.pubsub.get_message(timeout=5)
+            assert message is not None, "the subscriptions were not confirmed"
+            confirmed += message["type"] == "subscribe"
+
+    def received(self, wait: float = 0.3) -> list[dict]:
+        messages, deadline = [], time.monotonic() + wait
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.05)
+            if message and message["type"] == "message":
+                messages.append(get_channel_layer().deserialize(message["data"]))
+        return messages
+
+    def close(self) -> None:
+        self.pubsub.close()
 
 
 def test_the_dispatcher_claims_only_due_enabled_idle_rows_and_sends_one_message_per_batch(workspace):
@@ -176,9 +225,9 @@ def test_a_warm_never_adds_to_the_history(chat):
 def model_calls(monkeypatch) -> list[list[dict]]:
     """Every prefix the model was asked to warm (the real local model still answers)."""
     calls: list[list[dict]] = []
-    original = LocalProvider.warm
+    original = LocalProvider.warm_many
     monkeypatch.setattr(
-        LocalProvider, "warm", lambda self, *, messages: calls.append(messages) or original(self, messages=messages)
+        LocalProvider, "warm_many", lambda self, *, prefixes: calls.extend(prefixes) or original(self, prefixes=prefixes)
     )
     return calls
 
@@ -207,25 +256,206 @@ def test_one_chat_of_a_batch_voided_or_streaming_leaves_the_others_claims_alone(
     dispatch.warming_on_turn_sealed(chat_id=voided.id, sealed_at=timezone.now())  # its claim is void
     stream_start(chat=streaming, content="busy")
 
-    outcomes = {chat_id: dispatch.warm_run(chat_id=chat_id, token=token) for chat_id in ids}
+    outcomes = {r.chat_id: r for r in dispatch.warm_batch_run(chat_ids=ids, token=token)}
 
     assert outcomes == {
         str(voided.id): dispatch.WarmResult(str(voided.id), "superseded"),
         str(streaming.id): dispatch.WarmResult(str(streaming.id), "skipped_streaming"),
         str(fine.id): dispatch.WarmResult(str(fine.id), "warmed"),
     }
-    assert len(model_calls) == 1
+    assert model_calls == [conversation_prefix(chat_id=fine.id)]
+    assert WarmingSchedule.objects.get(chat=streaming).claim_token == ""  # given back: the seal reschedules it
     assert warm_batch(ids, token) == {"superseded": 3}  # a redelivered message warms nothing twice
 
 
-def test_an_empty_conversation_is_not_sent_to_the_model_and_is_rescheduled(chat, model_calls, monkeypatch):
+def test_a_batch_costs_the_same_few_queries_and_redis_round_trips_for_2_or_20_warms(
+    workspace, django_assert_max_num_queries, redis_round_trips
+):
+    from warming.tasks import warm_batch
+
+    measured = {}
+    for n in (2, 20):
+        # Given a batch of n due conversations, each with a cached prefix
+        chats = [chat_create(workspace=workspace, title=f"{n}-{i}") for i in range(n)]
+        for chat in chats:
+            _talk(chat, f"question {chat.title}")
+            _due(chat)
+        ids, token = _claimed_batch()
+        redis_round_trips.clear()
+
+        # When the worker runs it: its claims and its prefixes read, one MGET, the model, one
+        # transaction (BEGIN, the rows locked, one UPDATE, COMMIT), and the pushes' one read
+        with django_assert_max_num_queries(7) as queries:
+            assert warm_batch(ids, token) == {"warmed": n}
+
+        # Then its cost does not grow with its size
+        measured[n] = (len(queries), len(redis_round_trips))
+        assert WarmingSchedule.objects.filter(chat__in=chats, warm_count=1, claim_token="").count() == n
+    assert measured[2] == measured[20]
+    assert measured[20][1] <= 3  # the lock MGET, the local model's pipeline, the pushes' pipeline
+
+
+@pytest.mark.postgres
+def test_a_batch_records_every_result_in_one_transaction(workspace, monkeypatch):
+    # Given a batch with a conversation to warm, one whose warm fails, one that streams and one without text
+    warmed, failing, streaming, empty = chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(4)]
+    for chat in chats[:3]:
+        _talk(chat, f"question {chat.title}")
+    for chat in chats:
+        _due(chat)
+    ids, token = _claimed_batch()
+    stream_start(chat=streaming, content="busy")
+    failing_prefix, original = conversation_prefix(chat_id=failing.id), LocalProvider.warm
+    _model_warms_each(
+        monkeypatch,
+        lambda self, *, messages: (
+            original(self, messages=messages)
+            if messages != failing_prefix
+            else (_ for _ in ()).throw(ProviderError("overloaded"))
+        ),
+    )
+    transactions = []
+
+    def note_the_transaction(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("UPDATE") and WarmingSchedule._meta.db_table in sql:
+            with context["connection"].connection.cursor() as cursor:  # the same session, beside Django's cursor
+                cursor.execute("SELECT txid_current_if_assigned()")
+                transactions.append(cursor.fetchone()[0])
+        return result
+
+    # When the worker runs it
+    with connection.execute_wrapper(note_the_transaction):
+        results = dispatch.warm_batch_run(chat_ids=ids, token=token)
+
+    # Then every write of the batch (the results and the claim given back) was one transaction
+    assert sorted(r.outcome for r in results) == ["empty", "failed", "skipped_streaming", "warmed"]
+    assert transactions and None not in transactions and len(set(transactions)) == 1
+    assert set(WarmingSchedule.objects.filter(chat__in=chats).values_list("claim_token", flat=True)) == {""}
+
+
+def test_every_outcome_of_a_batch_lands_on_its_own_row(workspace, monkeypatch):
+    # Given one batch with a conversation of each kind, with prefixes and intervals of their own
+    names = ("warmed", "failing", "streaming", "empty", "voided")
+    chats = dict(zip(names, (chat_create(workspace=workspace, title=name) for name in names)))
+    for i, name in enumerate(names):
+        if name != "empty":
+            _talk(chats[name], f"the question of the {name} conversation " * (i + 1))
+        _due(chats[name], interval=60 + 10 * i)
+    ids, token = _claimed_batch()
+    dispatch.warming_on_turn_sealed(chat_id=chats["voided"].id, sealed_at=timezone.now())  # a turn voided its claim
+    stream_start(chat=chats["streaming"], content="busy")
+    before = {name: _schedule_row(chat) for name, chat in chats.items()}
+    failing_prefix, original = conversation_prefix(chat_id=chats["failing"].id), LocalProvider.warm
+    _model_warms_each(
+        monkeypatch,
+        lambda self, *, messages: (
+            original(self, messages=messages)
+            if messages != failing_prefix
+            else (_ for _ in ()).throw(ProviderError("overloaded"))
+        ),
+    )
+
+    # When the worker runs it
+    started = timezone.now()
+    outcomes = {r.chat_id: r.outcome for r in dispatch.warm_batch_run(chat_ids=ids, token=token)}
+
+    # Then each conversation has its own outcome, on its own row
+    assert outcomes == {
+        str(chats["warmed"].id): "warmed",
+        str(chats["failing"].id): "failed",
+        str(chats["streaming"].id): "skipped_streaming",
+        str(chats["empty"].id): "empty",
+        str(chats["voided"].id): "superseded",
+    }
+    rows = {name: WarmingSchedule.objects.get(chat=chat) for name, chat in chats.items()}
+    for name, row in rows.items():
+        assert (row.claim_token, row.claimed_at) == ("", None), name  # every claim given back or voided
+    warmed = rows["warmed"]
+    assert (warmed.warm_count, warmed.hit_count, warmed.consecutive_failures) == (1, 1, 0)
+    assert (warmed.prefix_tokens, warmed.last_cache_pct) == (_tokens(chats["warmed"]), 100.0)
+    assert warmed.next_warm_at == warmed.last_warm_at + datetime.timedelta(seconds=60)
+    failing = rows["failing"]
+    assert (failing.warm_count, failing.consecutive_failures, failing.last_error, failing.last_warm_at) == (
+        0,
+        1,
+        "overloaded",
+        None,
+    )
+    assert started + datetime.timedelta(seconds=70) <= failing.next_warm_at <= timezone.now() + datetime.timedelta(seconds=70)
+    empty = rows["empty"]
+    assert (empty.warm_count, empty.last_error, empty.last_warm_at) == (0, "", None)
+    assert started + datetime.timedelta(seconds=90) <= empty.next_warm_at <= timezone.now() + datetime.timedelta(seconds=90)
+    streaming = _schedule_row(chats["streaming"])
+    assert {k: v for k, v in streaming.items() if k not in ("claim_token", "claimed_at")} == {
+        k: v for k, v in before["streaming"].items() if k not in ("claim_token", "claimed_at")
+    }  # only its claim given back: the seal of its turn reschedules it
+    assert _schedule_row(chats["voided"]) == before["voided"]
+
+
+def test_a_batch_pushes_each_recorded_warm_to_its_surface_and_dashboards_only_after_its_commit(workspace):
+    # Given a batch of two conversations to warm and one whose turn streams, with their tabs and dashboards listening
+    chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(3)]
+    for chat in chats:
+        _talk(chat)
+        _due(chat, interval=120)
+    ids, token = _claimed_batch()
+    stream_start(chat=chats[2], content="busy")
+    pushes = _Pushes(workspace, chats)
+
+    # When the batch is recorded inside a transaction that has not committed yet
+    with transaction.atomic():
+        dispatch.warm_batch_run(chat_ids=ids, token=token)
+        before_commit = pushes.received()
+
+    # Then nothing was pushed before the commit, and after it each warm's stored state
+    pushed = pushes.received(wait=1.0)
+    pushes.close()
+    assert before_commit == []
+    stored = {str(c.id): warming_fields(WarmingSchedule.objects.get(chat=c)) for c in chats[:2]}
+    surfaces = {m["conversationId"]: m["fields"] for m in pushed if m["type"] == UPDATE_MESSAGE_TYPE}
+    badges = {m["tile"]["conversationId"]: m["tile"] for m in pushed if m["type"] == "tile.update"}
+    assert surfaces == stored and len(pushed) == 4  # none for the conversation that streams
+    assert {cid: (b["type"], b["warming"]["nextWarmAt"]) for cid, b in badges.items()} == {
+        cid: ("tile.warming", fields["timer"]["nextWarmAt"]) for cid, fields in stored.items()
+    }
+    for fields in stored.values():
+        assert fields["timer"]["nextWarmAt"] == fields["timer"]["lastWarmAt"] + 120_000  # the future one (CR-4b)
+
+
+def test_a_model_that_fails_a_whole_batch_fails_each_warm_and_logs_it_once(workspace, monkeypatch, caplog):
+    chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(3)]
+    for chat in chats:
+        _talk(chat)
+        _due(chat)
+    ids, token = _claimed_batch()
+
+    def broken(self, *, prefixes):
+        raise RuntimeError("the pipeline broke")
+
+    monkeypatch.setattr(LocalProvider, "warm_many", broken)  # the model API's edge
+
+    assert {r.outcome for r in dispatch.warm_batch_run(chat_ids=ids, token=token)} == {"failed"}
+
+    for schedule in WarmingSchedule.objects.filter(chat__in=chats):
+        assert (schedule.consecutive_failures, schedule.last_error, schedule.enabled) == (
+            1,
+            "RuntimeError: the pipeline broke",
+            True,
+        )
+        assert schedule.claim_token == "" and schedule.next_warm_at > timezone.now()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == ["warm of a batch of 3 conversations failed"]
+
+
+def test_an_empty_conversation_is_not_sent_to_the_model_and_is_rescheduled(workspace, chat, model_calls):
     _due(chat, interval=60)
-    pushed = []
-    monkeypatch.setattr(dispatch, "warming_push", lambda *, chat_id: pushed.append(chat_id))
+    pushes = _Pushes(workspace, [chat])
 
     assert _warm(chat) == dispatch.WarmResult(str(chat.id), "empty")
 
-    assert model_calls == [] and pushed == [chat.id]
+    pushed = pushes.received()
+    pushes.close()
+    assert model_calls == [] and [m["type"] for m in pushed] == ["warming.update", "tile.update"]
     schedule = WarmingSchedule.objects.get(chat=chat)
     assert (schedule.claim_token, schedule.claimed_at, schedule.warm_count, schedule.last_error) == ("", None, 0, "")
     assert 55 < (schedule.next_warm_at - timezone.now()).total_seconds() <= 60
@@ -240,7 +470,7 @@ def test_an_unexpected_error_in_a_warm_is_recorded_and_logged_never_raised(chat,
     def broken(self, *, messages):
         raise RuntimeError("socket closed " + "x" * 600)
 
-    monkeypatch.setattr(LocalProvider, "warm", broken)
+    _model_warms_each(monkeypatch, broken)
 
     assert _warm(chat) == dispatch.WarmResult(str(chat.id), "failed")
 
@@ -248,7 +478,7 @@ def test_an_unexpected_error_in_a_warm_is_recorded_and_logged_never_raised(chat,
     assert schedule.last_error == ("RuntimeError: socket closed " + "x" * 600)[:500]
     assert schedule.consecutive_failures == 1 and schedule.enabled
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [f"warm of chat {chat.id} failed"]
-    monkeypatch.setattr(LocalProvider, "warm", lambda self, *, messages: (_ for _ in ()).throw(ProviderError("")))
+    _model_warms_each(monkeypatch, lambda self, *, messages: (_ for _ in ()).throw(ProviderError("")))
     assert _warm(chat).outcome == "failed"
     assert WarmingSchedule.objects.get(chat=chat).last_error == "provider error"  # never an empty reason
 
@@ -269,11 +499,11 @@ def test_the_stats_count_every_warm_hit_miss_and_failure(chat, monkeypatch):
     assert fields() == (1, 1, 0, 0, 0, "")
     schedule = WarmingSchedule.objects.get(chat=chat)
     assert (schedule.prefix_tokens, schedule.last_cache_pct) == (tokens, 100.0)
-    original = LocalProvider.warm
-    monkeypatch.setattr(LocalProvider, "warm", lambda self, *, messages: (_ for _ in ()).throw(ProviderError("overloaded")))
+    original = LocalProvider.warm_many
+    _model_warms_each(monkeypatch, lambda self, *, messages: (_ for _ in ()).throw(ProviderError("overloaded")))
     assert _warm(chat).outcome == "failed"
     assert fields() == (1, 1, 0, 0, 1, "overloaded")
-    monkeypatch.setattr(LocalProvider, "warm", original)
+    monkeypatch.setattr(LocalProvider, "warm_many", original)
     assert _warm(chat).outcome == "warmed"
     assert fields() == (2, 2, 0, 0, 0, "")  # a success clears the failure streak and its message
     get_redis().delete(LocalProvider()._cache.key(prefix))  # the cache expired: the next warm rewrites it
@@ -285,32 +515,6 @@ def test_the_stats_count_every_warm_hit_miss_and_failure(chat, monkeypatch):
     assert _warm(chat).outcome == "warmed"
     assert fields() == (4, 3, 1, 0, 0, "")
     assert WarmingSchedule.objects.get(chat=chat).cache_retention == 0.75
-
-
-def test_one_warm_of_a_batch_voided_in_flight_never_writes_into_another_chats_schedule(workspace, monkeypatch):
-    voided, other = chats = [chat_create(workspace=workspace, title=f"c{i}") for i in range(2)]
-    for chat in chats:
-        _talk(chat)
-        _due(chat)
-    sent = []
-    dispatch.warming_dispatch_due(enqueue=lambda ids, token: sent.append(token))
-    (token,) = sent
-    original = LocalProvider.warm
-
-    def warm_then_void(self, *, messages):
-        usage = original(self, messages=messages)
-        dispatch.warming_on_turn_sealed(chat_id=voided.id, sealed_at=timezone.now())
-        return usage
-
-    monkeypatch.setattr(LocalProvider, "warm", warm_then_void)
-    before = _schedule_row(other)
-
-    assert dispatch.warm_run(chat_id=voided.id, token=token).outcome == "superseded"
-
-    assert _schedule_row(other) == before  # still claimed by the batch, untouched
-    monkeypatch.setattr(LocalProvider, "warm", original)
-    assert dispatch.warm_run(chat_id=other.id, token=token).outcome == "warmed"
-    assert WarmingSchedule.objects.get(chat=other).warm_count == 1
 
 
 def test_a_warm_is_priced_at_its_models_row_of_the_price_table(chat, settings):
@@ -399,41 +603,55 @@ def _voided_by(meanwhile: str, chat) -> None:
 
 
 @pytest.mark.parametrize("meanwhile", ["re-claimed", "disabled", "closed", "turn sealed"])
-def test_a_warm_whose_claim_was_voided_while_in_flight_records_nothing(chat, monkeypatch, meanwhile):
-    # Given a due schedule claimed for a warm, and a model call during which the claim is voided
+@pytest.mark.parametrize("batch", ["alone", "with another chat"])
+def test_a_warm_whose_claim_was_voided_while_in_flight_records_nothing(workspace, chat, monkeypatch, meanwhile, batch):
+    # Given a due schedule claimed for a warm (alone, or in one batch with another conversation),
+    # and a model call of that batch during which its claim is voided
     _talk(chat)
     _due(chat, interval=60)
-    token = dispatch.claim_one(chat_id=chat.id)
+    if batch == "alone":
+        token = dispatch.claim_one(chat_id=chat.id)
+    else:
+        bystander = chat_create(workspace=workspace, title="bystander")
+        _talk(bystander, "a longer question from another conversation")
+        _due(bystander, interval=90)
+        ids, token = _claimed_batch()
     original, seen = LocalProvider.warm, {}
 
     def warm_while_voided(self, *, messages):
         usage = original(self, messages=messages)
-        _voided_by(meanwhile, chat)
-        seen["row"] = _schedule_row(chat)
+        if "row" not in seen:  # during the batch's first model call, whichever prefix it is
+            _voided_by(meanwhile, chat)
+            seen["row"] = _schedule_row(chat)
         return usage
 
-    monkeypatch.setattr(LocalProvider, "warm", warm_while_voided)
+    _model_warms_each(monkeypatch, warm_while_voided)
 
-    # When the warm lands
-    result = dispatch.warm_run(chat_id=chat.id, token=token)
+    # When the warm (or the batch) lands
+    if batch == "alone":
+        outcomes = {str(chat.id): dispatch.warm_run(chat_id=chat.id, token=token).outcome}
+    else:
+        outcomes = {r.chat_id: r.outcome for r in dispatch.warm_batch_run(chat_ids=ids, token=token)}
 
     # Then it is superseded and the newer state of the schedule is left exactly as it was
-    assert result.outcome == "superseded"
+    assert outcomes[str(chat.id)] == "superseded"
     assert seen["row"]["warm_count"] == 0
     assert _schedule_row(chat) == seen["row"]
+    if batch != "alone":
+        # And the other warm of the batch is recorded on its own row, with its own figures only
+        assert outcomes[str(bystander.id)] == "warmed"
+        other = WarmingSchedule.objects.get(chat=bystander)
+        assert (other.warm_count, other.prefix_tokens, other.claim_token, other.claimed_at) == (1, _tokens(bystander), "", None)
+        assert other.next_warm_at == other.last_warm_at + datetime.timedelta(seconds=90)
 
 
-def test_no_warm_while_a_turn_streams_and_the_seal_reschedules_it(chat, monkeypatch):
+def test_no_warm_while_a_turn_streams_and_the_seal_reschedules_it(chat, model_calls):
     # Given a schedule claimed just before a turn started
     _talk(chat)
     _due(chat, interval=60)
     token = dispatch.claim_one(chat_id=chat.id)
     turn = stream_start(chat=chat, content="a turn that streams")
-    calls = []
-    original = LocalProvider.warm
-    monkeypatch.setattr(
-        LocalProvider, "warm", lambda self, *, messages: calls.append(messages) or original(self, messages=messages)
-    )
+    calls = model_calls
 
     # When the claimed warm runs, and a warm-now is asked for, while the turn streams
     assert dispatch.warm_run(chat_id=chat.id, token=token).outcome == "skipped_streaming"
@@ -474,6 +692,37 @@ def test_the_cache_is_simulated_with_a_ttl_refreshed_by_each_read(chat, settings
     assert provider.warm(messages=prefix).cache_read_tokens == tokens
 
 
+def test_the_local_model_warms_a_whole_batch_in_one_redis_round_trip(settings, redis_round_trips):
+    # Given a cached prefix whose entry is about to expire, one no longer cached, and one too short to cache
+    settings.MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS = 5
+    provider = LocalProvider()
+    cached = [{"role": "user", "content": "one two three"}, {"role": "assistant", "content": "four five six"}]
+    expired = [{"role": "user", "content": "seven eight nine ten eleven"}]
+    short = [{"role": "user", "content": "too short"}]
+    provider._cache.write(cached)
+    get_redis().pexpire(provider._cache.key(cached), 1000)
+    get_redis().delete(provider._cache.key(expired))
+    redis_round_trips.clear()
+
+    # When the model warms them (the expired one twice) in one batch
+    results = provider.warm_many(prefixes=[cached, expired, short, expired])
+
+    # Then one round trip did it, and each reports what a warm of it alone reports
+    assert len(redis_round_trips) == 1
+    assert results == [
+        Usage(cache_read_tokens=6, output_tokens=1),
+        Usage(cache_write_tokens=5, output_tokens=1),
+        Usage(input_tokens=2, output_tokens=1),  # below the minimum: never cached
+        Usage(cache_read_tokens=5, output_tokens=1),  # written by the first of the two
+    ]
+    ttl = settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000
+    assert ttl - 5000 < get_redis().pttl(provider._cache.key(cached)) <= ttl  # the read refreshed it
+    assert ttl - 5000 < get_redis().pttl(provider._cache.key(expired)) <= ttl
+    redis_round_trips.clear()
+    assert provider.warm_many(prefixes=[short]) == [Usage(input_tokens=2, output_tokens=1)] and redis_round_trips == []
+    assert provider.warm(messages=cached) == Usage(cache_read_tokens=6, output_tokens=1)  # one prefix: a batch of one
+
+
 def test_three_failures_in_a_row_stop_warming_with_failures(chat, monkeypatch, caplog):
     _talk(chat)
     _due(chat)
@@ -481,7 +730,7 @@ def test_three_failures_in_a_row_stop_warming_with_failures(chat, monkeypatch, c
     def broken(self, *, messages):
         raise ProviderError("overloaded")
 
-    monkeypatch.setattr(LocalProvider, "warm", broken)  # the model API's edge
+    _model_warms_each(monkeypatch, broken)  # the model API's edge
     for expected_enabled in (True, True, False):
         assert _warm(chat).outcome == "failed"
         schedule = WarmingSchedule.objects.get(chat=chat)

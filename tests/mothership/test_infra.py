@@ -1,0 +1,87 @@
+"""Leaf infrastructure against the real database and Redis: bulk row updates, batched publishes."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from mothership.infra import bulk, groups
+from mothership.infra.redis import get_redis
+from tests import factories
+from warming.models import WarmingSchedule
+
+pytestmark = pytest.mark.django_db
+
+
+def test_update_by_pk_writes_each_row_its_own_values_nulls_included(workspace):
+    # Given 120 schedules (more than one SQLite statement holds) and one that is not part of the update
+    chats = factories.ChatFactory.create_batch(121, workspace=workspace)
+    rows = [WarmingSchedule.objects.create(chat=chat, enabled=True, last_error="old") for chat in chats]
+    untouched = rows.pop()
+    now = timezone.now()
+    for i, row in enumerate(rows):
+        row.warm_count, row.last_cache_pct = i, (None if i % 2 else i / 2)
+        row.next_warm_at = now + datetime.timedelta(seconds=i) if i % 3 else None
+        row.enabled, row.last_error, row.claim_token = bool(i % 2), f"error {i}", ""
+
+    # When they are written in one go
+    with CaptureQueriesContext(connection) as queries:
+        updated = bulk.update_by_pk(rows, ["warm_count", "last_cache_pct", "next_warm_at", "enabled", "last_error"])
+
+    # Then each row holds exactly its own values, and nothing else changed
+    assert updated == 120
+    size = connection.ops.bulk_batch_size([None] * 6, rows)
+    assert len(queries) == -(-120 // size)  # one statement per chunk (all 120 at once on PostgreSQL)
+    stored = {s.chat_id: s for s in WarmingSchedule.objects.filter(chat__in=chats)}
+    for i, row in enumerate(rows):
+        s = stored[row.chat_id]
+        assert (s.warm_count, s.last_cache_pct, s.next_warm_at, s.enabled, s.last_error) == (
+            i,
+            row.last_cache_pct,
+            row.next_warm_at,
+            bool(i % 2),
+            f"error {i}",
+        )
+    assert (stored[untouched.chat_id].warm_count, stored[untouched.chat_id].last_error) == (0, "old")
+    assert bulk.update_by_pk([], ["warm_count"]) == 0
+
+
+def _subscribed(*groups_):
+    pubsub = get_redis().pubsub()
+    pubsub.subscribe(*[groups.group_channel(g) for g in groups_])
+    for _ in groups_:
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    return pubsub
+
+
+def _received(pubsub, wait=0.3) -> list[dict]:
+    messages = []
+    while (message := pubsub.get_message(timeout=wait)) is not None:
+        messages.append(get_channel_layer().deserialize(message["data"]))
+    return messages
+
+
+def test_publishes_inside_batched_leave_together_in_order_when_the_block_ends(redis_round_trips):
+    a, b = groups.chat_group("9f0b7a1e-0d5c-4c39-9d4e-6b2b7f1a0001"), groups.chat_group("9f0b7a1e-0d5c-4c39-9d4e-6b2b7f1a0002")
+    pubsub = _subscribed(a, b)
+    redis_round_trips.clear()
+
+    with groups.batched():
+        groups.publish(a, {"type": "x", "n": 1})
+        with groups.batched():  # a nested block joins the outer one
+            groups.publish(b, {"type": "x", "n": 2})
+        groups.publish(a, {"type": "x", "n": 3})
+        assert _received(pubsub, wait=0.1) == [] and redis_round_trips == []
+
+    assert [m["n"] for m in _received(pubsub)] == [1, 2, 3] and len(redis_round_trips) == 1
+    with pytest.raises(RuntimeError), groups.batched():
+        groups.publish(a, {"type": "x", "n": 4})
+        raise RuntimeError("the block failed")
+    groups.publish(a, {"type": "x", "n": 5})  # outside a block: at once
+    assert [m["n"] for m in _received(pubsub)] == [5]
+    pubsub.close()
