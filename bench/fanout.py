@@ -684,7 +684,9 @@ def main() -> None:
     parser.add_argument("--echo", action="store_true", help="also measure a bare Channels echo at the same load")
     parser.add_argument("--frames-per-token", type=float, default=0.5, help="echo: frames per token (the app's coalescing)")
     parser.add_argument("--label", default="")
-    parser.add_argument("--app-dir", type=Path, default=ROOT, help="run the app of another checkout (an A/B against a base commit)")
+    parser.add_argument(
+        "--app-dir", type=Path, default=ROOT, help="run the app of another checkout (an A/B against a base commit)"
+    )
     args = parser.parse_args()
     if args.role:
         spec = json.loads(Path(args.spec).read_text())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -197,12 +196,6 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_CONCURRENCY = env_int("MOTHERSHIP_WORKER_CONCURRENCY", 100, minimum=1)  # turns per worker process
 
 # --- Processes (``manage.py runall``, i.e. ``make run``) ----------------------------------
-# The GIL's switch interval (CPython's default is 5 ms). A web process's event loop fanning out
-# events keeps the GIL busy; every thread that returns from a database or Redis call then waits
-# up to one interval for it, several times per transaction, while it holds the (SQLite) writer
-# lock or a row lock. A shorter interval keeps those transactions short (docs/benchmarks.md).
-GIL_SWITCH_INTERVAL = env_float("MOTHERSHIP_GIL_SWITCH_INTERVAL", 0.001, minimum=0.0001)
-sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 # HTTP requests a web process runs at once (mothership.infra.concurrency); the rest queue.
 MOTHERSHIP_WEB_REQUEST_CONCURRENCY = env_int("MOTHERSHIP_WEB_REQUEST_CONCURRENCY", 8, minimum=1)
 MOTHERSHIP_WEB_PROCESSES = env_int("WEB_CONCURRENCY", processes.cores(), minimum=1)
