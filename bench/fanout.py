@@ -550,8 +550,14 @@ def echo_run(args, tmp: Path, redis_url: str) -> dict:
 
     port = _free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE": "bench.echo_asgi_settings", "PYTHONPATH": str(ROOT)}
+    # The app's own server setup (uvloop, httptools, no deflate) and as many processes as the
+    # app runs, so the echo is the ceiling of the same stack without the app's code.
+    from mothership.processes import cores, web_argv
+
+    argv = web_argv(port=port)
+    argv[argv.index("mothership.asgi:application")] = "bench.echo_asgi:application"
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.echo_asgi:application", "--port", str(port), "--log-level", "warning"],
+        [*argv, "--workers", str(args.web or cores()), "--log-level", "warning"],
         cwd=ROOT,
         env=env,
     )
