@@ -20,6 +20,13 @@ import time
 from django.db.backends.sqlite3 import base
 
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "WITH"})
+
+
+def _is_write(query: str) -> bool:
+    words = query.lstrip()[:7].split(None, 1)
+    return bool(words) and words[0].upper() in _WRITES
+
+
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
 
@@ -77,7 +84,7 @@ class CursorWrapper(base.SQLiteCursorWrapper):
 
     def execute(self, query, params=None):
         writer = self.writer
-        if writer is None or writer.held or query.lstrip()[:7].split(None, 1)[0].upper() not in _WRITES:
+        if writer is None or writer.held or not _is_write(query):
             return super().execute(query, params)
         writer.acquire()  # a write in autocommit mode: its own short turn
         try:
