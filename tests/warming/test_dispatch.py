@@ -65,6 +65,18 @@ def _model_warms_each(monkeypatch, warm) -> None:
     monkeypatch.setattr(LocalProvider, "warm_many", lambda self, *, prefixes: warm_each(functools.partial(warm, self), prefixes))
 
 
+def _model_refuses(monkeypatch, chat) -> None:
+    """The model warms every prefix but ``chat``'s, which it refuses as overloaded."""
+    refused, original = conversation_prefix(chat_id=chat.id), LocalProvider.warm
+
+    def warm(self, *, messages):
+        if messages == refused:
+            raise ProviderError("overloaded")
+        return original(self, messages=messages)
+
+    _model_warms_each(monkeypatch, warm)
+
+
 def _tokens(chat) -> int:
     return sum(len(m["content"].split()) for m in conversation_prefix(chat_id=chat.id))
 
@@ -305,15 +317,7 @@ def test_a_batch_records_every_result_in_one_transaction(workspace, monkeypatch)
         _due(chat)
     ids, token = _claimed_batch()
     stream_start(chat=streaming, content="busy")
-    failing_prefix, original = conversation_prefix(chat_id=failing.id), LocalProvider.warm
-    _model_warms_each(
-        monkeypatch,
-        lambda self, *, messages: (
-            original(self, messages=messages)
-            if messages != failing_prefix
-            else (_ for _ in ()).throw(ProviderError("overloaded"))
-        ),
-    )
+    _model_refuses(monkeypatch, failing)
     transactions = []
 
     def note_the_transaction(execute, sql, params, many, context):
@@ -346,15 +350,7 @@ def test_every_outcome_of_a_batch_lands_on_its_own_row(workspace, monkeypatch):
     dispatch.warming_on_turn_sealed(chat_id=chats["voided"].id, sealed_at=timezone.now())  # a turn voided its claim
     stream_start(chat=chats["streaming"], content="busy")
     before = {name: _schedule_row(chat) for name, chat in chats.items()}
-    failing_prefix, original = conversation_prefix(chat_id=chats["failing"].id), LocalProvider.warm
-    _model_warms_each(
-        monkeypatch,
-        lambda self, *, messages: (
-            original(self, messages=messages)
-            if messages != failing_prefix
-            else (_ for _ in ()).throw(ProviderError("overloaded"))
-        ),
-    )
+    _model_refuses(monkeypatch, chats["failing"])
 
     # When the worker runs it
     started = timezone.now()
