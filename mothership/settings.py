@@ -92,13 +92,17 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "mothership.infra.api.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost and sync-only on purpose: the whole chain then runs synchronously in the
+    # request's one thread. With an async-capable middleware inside a sync-only one, Django
+    # hops between that thread and the event loop twice per middleware, and under load each
+    # hop waits behind every socket the loop serves (docs/benchmarks.md, "One thread per request").
+    "mothership.infra.api.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "mothership.urls"
