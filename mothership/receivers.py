@@ -9,12 +9,12 @@ def on_chat_created(sender, *, chat_id, **kwargs) -> None:
     tile_push(chat_id=chat_id)  # a new tile on every open dashboard
 
 
-def on_turn_started(sender, *, chat_id, **kwargs) -> None:
-    tile_push(chat_id=chat_id)  # the tile turns yellow everywhere
+def on_turn_started(sender, *, chat_id, workspace_id, **kwargs) -> None:
+    tile_push(chat_id=chat_id, workspace_id=workspace_id)  # the tile turns yellow everywhere
 
 
-def on_turn_claimed(sender, *, chat_id, **kwargs) -> None:
-    tile_push(chat_id=chat_id)  # "queued" becomes "streaming"
+def on_turn_claimed(sender, *, chat_id, workspace_id, **kwargs) -> None:
+    tile_push(chat_id=chat_id, workspace_id=workspace_id)  # "queued" becomes "streaming"
 
 
 def on_turn_sealed(sender, *, chat_id, **kwargs) -> None:

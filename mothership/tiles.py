@@ -39,7 +39,7 @@ def tile_payload(view: ChatView) -> dict:
     }
 
 
-def tile_push(*, chat_id) -> None:
+def tile_push(*, chat_id, workspace_id=None) -> None:
     """Best effort: a lost push is corrected by the page's periodic re-read of the list.
 
     Nothing is read or rendered when no dashboard of the workspace is open (no subscriber in
@@ -47,7 +47,8 @@ def tile_push(*, chat_id) -> None:
     and this runs after the change committed.
     """
     try:
-        workspace_id = Chat.objects.filter(pk=chat_id).values_list("workspace_id", flat=True).first()
+        if workspace_id is None:
+            workspace_id = Chat.objects.filter(pk=chat_id).values_list("workspace_id", flat=True).first()
         if workspace_id is None or not groups.has_listeners(groups.workspace_group(workspace_id)):
             return
         views = chat_views_by_id([chat_id])

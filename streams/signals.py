@@ -6,10 +6,11 @@ undoes or delays a turn.
 
 from django.dispatch import Signal
 
-# A turn was created (its stream is queued and its lock taken). Arguments: chat_id, stream_id.
+# A turn was created (its stream is queued and its lock taken). Arguments: chat_id, workspace_id, stream_id.
 turn_started = Signal()
 
-# A worker took a queued turn (it leaves the queue and starts streaming). Arguments: chat_id, stream_id.
+# A worker took a queued turn (it leaves the queue and starts streaming).
+# Arguments: chat_id, workspace_id, stream_id.
 turn_claimed = Signal()
 
 # A turn was sealed once and for all (completed, cancelled, interrupted or failed).

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from django.http import Http404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chats.models import Chat
 from chats.selectors import chat_get_for_member
 from mothership.infra.api import Conflict, StrictCharField, StrictUUIDField
 from streams.services import StreamConflict, stream_cancel, stream_start
@@ -35,6 +37,8 @@ class ChatMessageSendApi(APIView):
             turn = stream_start(chat=chat, content=payload.validated_data["content"])
         except StreamConflict as exc:
             raise Conflict(str(exc)) from None
+        except Chat.DoesNotExist:
+            raise Http404("No such chat.") from None
         body = {
             "stream_id": str(turn.stream.id),
             "message_id": str(turn.assistant_message.id),

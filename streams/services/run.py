@@ -255,7 +255,7 @@ def stream_run(*, stream_id) -> str:
 
 def _claim(stream_id) -> Stream | str:
     """Move a queued stream to ``streaming`` if its lock is still its own; else why not."""
-    stream = Stream.objects.select_related("user_message").filter(pk=stream_id).first()
+    stream = Stream.objects.select_related("user_message", "chat").filter(pk=stream_id).first()
     if stream is None or stream.status != Stream.Status.QUEUED:
         return "not_queued"
     # The lock must still be ours (a stream whose lock expired in the queue never starts).
@@ -266,7 +266,9 @@ def _claim(stream_id) -> Stream | str:
     )
     if not started:
         return "not_queued"
-    send_logged(turn_claimed, sender=Stream, chat_id=stream.chat_id, stream_id=stream.id)  # "queued" ends on the tile
+    send_logged(
+        turn_claimed, sender=Stream, chat_id=stream.chat_id, workspace_id=stream.chat.workspace_id, stream_id=stream.id
+    )  # "queued" ends on the tile
     return stream
 
 

@@ -45,31 +45,42 @@ def stream_start(*, chat: Chat, content: str) -> StartedTurn:
         raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
     try:
         with transaction.atomic():
-            locked = Chat.objects.select_for_update().get(pk=chat.pk)
+            # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
+            # whole database), so turns of one chat start one after another.
+            # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
+            if not Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None):
+                raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
+            # The messages name their stream before it exists: foreign keys are checked at commit.
             user_message, assistant_message = Message.objects.bulk_create(
                 [
-                    Message(chat=locked, role=Message.Role.USER, content=content),
-                    Message(chat=locked, role=Message.Role.ASSISTANT, content="", status=Message.Status.PARTIAL),
+                    Message(chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id),
+                    Message(
+                        chat_id=chat.pk,
+                        role=Message.Role.ASSISTANT,
+                        content="",
+                        status=Message.Status.PARTIAL,
+                        stream_id=stream_id,
+                    ),
                 ]
             )
             stream = Stream.objects.create(
                 id=stream_id,
-                chat=locked,
+                chat_id=chat.pk,
                 user_message=user_message,
                 assistant_message=assistant_message,
                 provider=provider.name,
                 model=provider.model,
             )
-            Message.objects.filter(pk__in=[user_message.pk, assistant_message.pk]).update(stream=stream)
-            # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
-            Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None)
             transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
             # The tile turns yellow everywhere.
-            transaction.on_commit(lambda: send_logged(turn_started, sender=Stream, chat_id=chat.pk, stream_id=stream_id))
+            transaction.on_commit(
+                lambda: send_logged(
+                    turn_started, sender=Stream, chat_id=chat.pk, workspace_id=chat.workspace_id, stream_id=stream_id
+                )
+            )
     except BaseException:
         locks.lock_release(chat_id=chat.pk, stream_id=stream_id)
         raise
-    user_message.stream_id = assistant_message.stream_id = stream_id
     return StartedTurn(stream=stream, user_message=user_message, assistant_message=assistant_message)
 
 

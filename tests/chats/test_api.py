@@ -3,12 +3,15 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from chats import services as chat_services
 from chats.models import Chat, Message
 from streams import locks
 from streams.models import Stream
+from streams.services import stream_start
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +105,7 @@ def test_send_creates_turn_marker_and_lock_then_a_second_send_is_409(api, chat):
     stream = Stream.objects.get(pk=body["stream_id"])
     assert stream.status == "queued"
     assert str(stream.assistant_message_id) == body["message_id"]
+    assert set(Message.objects.filter(chat=chat).values_list("stream_id", flat=True)) == {stream.id}
     chat.refresh_from_db()
     assert chat.active_stream_id == stream.id
     assert locks.lock_owner(chat_id=chat.id) == str(stream.id)
@@ -118,6 +122,29 @@ def test_send_creates_turn_marker_and_lock_then_a_second_send_is_409(api, chat):
     assert detail["stream"]["id"] == body["stream_id"]
     assert detail["stream"]["status"] == "queued"
     locks.lock_release(chat_id=chat.id, stream_id=stream.id)
+
+
+def test_a_send_makes_four_statements_and_reads_nothing_for_tiles_nobody_watches(api, chat, django_capture_on_commit_callbacks):
+    """A burst of sends is bound by this cost: the membership, the marker, the two messages (they
+    name their stream before it exists), the stream. The tile push after commit knows the
+    workspace and finds no dashboard listening."""
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True) as hooks:
+        response = api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "hello"}, format="json")
+    assert response.status_code == 201
+    assert len(hooks) == 2  # the task is enqueued and the tile pushed
+    statements = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
+    assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == ["SELECT", "UPDATE", "INSERT", "INSERT"]
+    locks.lock_release(chat_id=chat.id, stream_id=response.json()["stream_id"])
+
+
+def test_a_chat_deleted_after_the_membership_check_starts_nothing_and_frees_its_lock(chat):
+    stale = Chat.objects.get(pk=chat.pk)
+    Chat.objects.filter(pk=chat.pk).delete()
+    with pytest.raises(Chat.DoesNotExist):
+        stream_start(chat=stale, content="hello")
+    assert locks.lock_owner(chat_id=chat.pk) is None
+    assert Stream.objects.count() == 0
+    assert Message.objects.count() == 0
 
 
 @pytest.mark.parametrize("payload", [{}, {"content": ""}, {"content": "   "}, {"content": 12}, {"content": None}])
