@@ -375,13 +375,24 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
     peaks = {"web_rss": 0.0, "worker_rss": 0.0, "redis": 0, "pg_connections": 0}
     sampling = threading.Event()
 
+    timeline: list[tuple[float, float, float, dict]] = []  # (at, box busy s, box idle s, app CPU s per process)
+
+    def _cpu_sample():
+        box = psutil.cpu_times()
+        timeline.append((time.monotonic(), sum(box) - box.idle - getattr(box, "iowait", 0), box.idle, cpu_seconds(procs)))
+
     def _sample():
         pg = None
         if ctx["postgres"]:
             import psycopg
 
             pg = psycopg.connect(ctx["pg_dsn"], autocommit=True)
-        while not sampling.wait(0.25):
+        ticks = 0
+        while not sampling.wait(0.05):
+            _cpu_sample()
+            ticks += 1
+            if ticks % 5:
+                continue
             peaks["web_rss"] = max(peaks["web_rss"], rss_mb(procs, "web"))
             peaks["worker_rss"] = max(peaks["worker_rss"], rss_mb(procs, "worker"))
             if pg is not None:
@@ -409,6 +420,7 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
             await asyncio.gather(*(_send(c) for c in chats))
 
     print(f"  sending {len(chats)} messages at once", flush=True)
+    _cpu_sample()
     started = time.monotonic()
     asyncio.run(_send_all())
     post_seconds = time.monotonic() - started
@@ -463,6 +475,7 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
         if starts:
             first_started.append(starts[0] - sent_at[chat])
     redis_after = rclient.info("memory")["used_memory"]
+    burst = burst_cpu(timeline, started, started + percentile(first_delta, 99)) if first_delta else None
     cpu = {name: cpu_end.get(name, 0) - cpu_start.get(name, 0) for name in cpu_end} | cpu_end_load
     return {
         "streams": args.streams,
@@ -491,6 +504,29 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
         "queue_wait": queue_wait,
         "answered": answered,
         "to_delta": to_delta,
+        "burst": burst,
+    }
+
+
+def burst_cpu(timeline: list, since: float, until: float) -> dict:
+    """Where the CPU went from the sends to the p99 first delta: the whole box, and each app process.
+
+    A first delta that waits on a saturated box is bound by the CPU each turn costs to start,
+    not by any queue in the app.
+    """
+    import psutil
+
+    timeline = sorted(timeline, key=lambda sample: sample[0])
+    start = [sample for sample in timeline if sample[0] <= since][-1]
+    end = min(timeline, key=lambda sample: abs(sample[0] - until))
+    busy, idle = end[1] - start[1], end[2] - start[2]
+    per_process = {name: end[3].get(name, 0) - start[3].get(name, 0) for name in end[3]}
+    return {
+        "wall": end[0] - start[0],
+        "busy_share": busy / max(1e-9, busy + idle),
+        "cores": psutil.cpu_count(),
+        "per_process": per_process,
+        "others": busy - sum(per_process.values()),
     }
 
 
@@ -657,6 +693,13 @@ def report(label: str, run: dict, echo: dict | None) -> None:
         f"created → claimed by a worker p50 / p99 {ms(run['queue_wait'], 50)} / {ms(run['queue_wait'], 99)} ms; "
         f"claimed → first delta p50 / p99 {ms(run['to_delta'], 50)} / {ms(run['to_delta'], 99)} ms"
     )
+    if run["burst"]:
+        b = run["burst"]
+        per = ", ".join(f"{k} {v:.2f}" for k, v in sorted(b["per_process"].items()))
+        print(
+            f"  burst (sends → p99 first delta, {b['wall']:.2f} s): box {b['busy_share']:.0%} busy on {b['cores']} cores; "
+            f"CPU s: {per}, everything else (load clients, Redis, PostgreSQL) {b['others']:.2f}"
+        )
     events_per_s = run["events"] / run["wall"]
     print(f"  events at the sockets: {run['events']:,} ({events_per_s:,.0f}/s); replayed, not live: {run['not_live']}")
     m = run["mem"]
