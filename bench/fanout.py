@@ -698,7 +698,7 @@ def report(label: str, run: dict, echo: dict | None) -> None:
         per = ", ".join(f"{k} {v:.2f}" for k, v in sorted(b["per_process"].items()))
         print(
             f"  burst (sends → p99 first delta, {b['wall']:.2f} s): box {b['busy_share']:.0%} busy on {b['cores']} cores; "
-            f"CPU s: {per}, everything else (load clients, Redis, PostgreSQL) {b['others']:.2f}"
+            f"CPU s: {per}, everything else (the load clients, the bench, PostgreSQL) {b['others']:.2f}"
         )
     events_per_s = run["events"] / run["wall"]
     print(f"  events at the sockets: {run['events']:,} ({events_per_s:,.0f}/s); replayed, not live: {run['not_live']}")
