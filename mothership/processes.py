@@ -13,6 +13,11 @@ import os
 import sys
 from pathlib import Path
 
+# uvicorn's --ws-max-size: a larger WebSocket frame is never read into memory, the socket is
+# closed with 1009. Frames up to this size but past the app's MAX_FRAME_BYTES (64 KiB) get an
+# error frame instead (mothership.infra.socket).
+WS_MAX_BYTES = 1024 * 1024
+
 
 def cores() -> int:
     """The cores this process may run on (the default number of web and worker processes)."""
@@ -38,6 +43,8 @@ def web_argv(*, fd: int | None = None, host: str = "127.0.0.1", port: int | None
         "websockets",
         "--ws-per-message-deflate",
         "false",
+        "--ws-max-size",
+        str(WS_MAX_BYTES),
         *([] if access_log else ["--no-access-log"]),
     ]
 

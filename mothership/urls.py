@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.settings import api_settings
 
 from chats.api import views as chat_api
 from mothership import views
@@ -15,7 +16,8 @@ from warming.api import views as warming_api
 admin.site.index_title = lazy(lambda: f"Site administration · model: {settings.LLM_PROVIDER} / {settings.LLM_MODEL}", str)()
 
 api_patterns = [
-    path("auth/token", ObtainAuthToken.as_view(), name="api-token"),
+    # With the app's parsers (DRF's view names its own, which let a deeply nested body through as a 500).
+    path("auth/token", ObtainAuthToken.as_view(parser_classes=api_settings.DEFAULT_PARSER_CLASSES), name="api-token"),
     path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
     path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
     path("mothership/chats/<str:chat_id>", mothership_api.ChatDetailApi.as_view(), name="api-chat"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from rest_framework import serializers, status
@@ -31,6 +33,11 @@ DATABASE_UNAVAILABLE = "The database is unavailable or has no free connection; t
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         # A database that refuses a connection (down, "too many clients", the pool's time-out).
         return Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE)

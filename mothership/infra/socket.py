@@ -20,6 +20,9 @@ from mothership.infra.uuids import parse_uuid
 
 logger = logging.getLogger(__name__)
 
+# A larger frame is refused with an error frame and the socket stays open. Past the server's
+# own limit (``mothership.processes.WS_MAX_BYTES``) the frame is never read into memory: the
+# server closes the socket with 1009 ("message too big").
 MAX_FRAME_BYTES = 64 * 1024
 
 
@@ -94,13 +97,19 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         if text_data is None:
             await self.send_error({}, "bad_frame", "Send JSON text frames.")
             return
-        if len(text_data) > MAX_FRAME_BYTES:
+        # In bytes, as the server counts them (a character is at most 4 bytes in UTF-8).
+        if len(text_data) > MAX_FRAME_BYTES or (
+            len(text_data) * 4 > MAX_FRAME_BYTES and len(text_data.encode()) > MAX_FRAME_BYTES
+        ):
             await self.send_error({}, "too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
             return
         try:
             content = json.loads(text_data)
         except ValueError:
             await self.send_error({}, "bad_json", "The frame is not valid JSON.")
+            return
+        except RecursionError:
+            await self.send_error({}, "bad_json", "The frame's JSON is nested too deeply.")
             return
         await self.receive_json(content)
 

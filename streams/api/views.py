@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,6 +13,7 @@ from streams.services import StreamConflict, stream_cancel, stream_start
 
 
 class ChatMessageSendApi(APIView):
+    @extend_schema_serializer(component_name="MessageSendInput")
     class Input(serializers.Serializer):
         content = StrictCharField(max_length=100_000, trim_whitespace=True)
 
@@ -26,7 +27,8 @@ class ChatMessageSendApi(APIView):
                     "message_id": serializers.UUIDField(),
                     "user_message_id": serializers.UUIDField(),
                 },
-            )
+            ),
+            409: OpenApiResponse(description="A reply is already streaming in this chat; stop it or wait for it to finish."),
         },
     )
     def post(self, request, chat_id):
@@ -62,6 +64,7 @@ _CancelOutput = inline_serializer(
 class ChatCancelApi(APIView):
     """Stop exactly the turn named by ``stream_id``; a stale id never stops a newer turn."""
 
+    @extend_schema_serializer(component_name="CancelInput")
     class Input(serializers.Serializer):
         stream_id = StrictUUIDField()
 

@@ -59,6 +59,9 @@ async def test_anonymous_socket_is_refused():
             "bad_request",
         ),
         ("x" * 70_000, "too_large"),
+        ('"' + "é" * 40_000 + '"', "too_large"),  # 40,002 characters, 80,002 bytes: the limit is in bytes
+        ("[" * 30_000 + "]" * 30_000, "bad_json"),  # deeper than Python's JSON parser can follow
+        ('{"type": "ping", "x": ' + "[" * 30_000 + "]" * 30_000 + "}", "bad_json"),
     ],
 )
 async def test_refused_messages_get_an_error_frame_and_the_socket_stays_open(user, frame, code):
