@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -577,6 +578,29 @@ def idle_run(app: App, ctx: dict, samples: int) -> dict:
     return {"started": started, "first_delta": deltas, "answered": answered}
 
 
+def warm_backlog(count: int):
+    """Queue ``count`` real warm tasks (each claims nothing when it runs) on the background queue.
+
+    Returns a function that tells how many are still queued.
+    """
+    from mothership.celery import app as celery_app
+    from mothership.celery import background_queue
+    from mothership.infra.redis import get_redis
+    from warming.tasks import warm_batch
+
+    redis = get_redis()
+    scratch = f"bench-scratch-{os.getpid()}"
+    warm_batch.apply_async(args=[[str(uuid.uuid4())], "no-such-claim"], queue=scratch)
+    (message,) = redis.lrange(scratch, 0, -1)
+    redis.delete(scratch)
+    queue = background_queue(celery_app.conf.task_default_queue)
+    pipe = redis.pipeline(transaction=False)
+    for start in range(0, count, 500):
+        pipe.lpush(queue, *[message] * min(500, count - start))
+    pipe.execute()
+    return lambda: redis.llen(queue)
+
+
 # --- the bare Channels echo (the ceiling) -----------------------------------------------------
 
 
@@ -731,6 +755,9 @@ def main() -> None:
     parser.add_argument("--web", type=int, help="WEB_CONCURRENCY for the app (default: its own)")
     parser.add_argument("--workers", type=int, help="MOTHERSHIP_WORKER_PROCESSES for the app (default: its own)")
     parser.add_argument("--echo", action="store_true", help="also measure a bare Channels echo at the same load")
+    parser.add_argument(
+        "--warm-backlog", type=int, default=0, help="idle again behind this many queued warm tasks (the background queue)"
+    )
     parser.add_argument("--frames-per-token", type=float, default=0.5, help="echo: frames per token (the app's coalescing)")
     parser.add_argument("--label", default="")
     parser.add_argument(
@@ -801,6 +828,13 @@ def main() -> None:
                 f"idle, 1 stream × 1 tab, {len(idle['started'])} turns: POST → stream.started p50 {ms(idle['started'], 50)} ms, "
                 f"p99 {ms(idle['started'], 99)} ms; POST → first delta p50 {ms(idle['first_delta'], 50)} ms; "
                 f"POST answered p50 {ms(idle['answered'], 50)} ms"
+            )
+        if args.warm_backlog:
+            backlog = warm_backlog(args.warm_backlog)
+            idle = idle_run(app, ctx, args.idle or 20)
+            print(
+                f"idle behind {args.warm_backlog:,} queued warms, {len(idle['started'])} turns: POST → stream.started "
+                f"p50 {ms(idle['started'], 50)} ms, p99 {ms(idle['started'], 99)} ms; warms still queued after: {backlog():,}"
             )
         echo = echo_run(args, tmp, app.redis_url) if args.echo else None
         print(

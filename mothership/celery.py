@@ -13,6 +13,21 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+# The turn itself is the one task on the default queue; every other task is background work.
+TURN_TASKS = frozenset({"streams.run_stream"})
+
+
+def background_queue(turn_queue: str) -> str:
+    return f"{turn_queue}.background"
+
+
+def route_task(name, args, kwargs, options, task=None, **kw):
+    """CELERY_TASK_ROUTES: turns on the default queue, the rest on its background queue."""
+    if name in TURN_TASKS:
+        return None
+    return {"queue": background_queue(app.conf.task_default_queue)}
+
+
 def beat_schedule() -> dict:
     from django.conf import settings
 

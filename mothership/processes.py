@@ -3,7 +3,8 @@
 - web: uvicorn (uvloop, httptools, the ``websockets`` protocol without per-message deflate,
   which costs more CPU than it saves on frames of a few dozen bytes), on a socket given by
   file descriptor (``runall``) or on a host and port;
-- worker: Celery with a thread pool (a turn mostly waits on the model);
+- worker: Celery with a thread pool (a turn mostly waits on the model), on the turn queue or
+  the background queue (or both, as the tests run them);
 - beat: Celery beat, exactly one per deployment.
 """
 
@@ -49,7 +50,7 @@ def web_argv(*, fd: int | None = None, host: str = "127.0.0.1", port: int | None
     ]
 
 
-def worker_argv(*, concurrency: int, name: str, heartbeat: bool = True) -> list[str]:
+def worker_argv(*, concurrency: int, name: str, queues: list[str], heartbeat: bool = True) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -65,6 +66,8 @@ def worker_argv(*, concurrency: int, name: str, heartbeat: bool = True) -> list[
         "INFO",
         "--without-gossip",
         "--without-mingle",
+        "-Q",
+        ",".join(queues),
         *([] if heartbeat else ["--without-heartbeat"]),
         "-n",
         name,

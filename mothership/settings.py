@@ -190,7 +190,14 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
+# Two queues: turns on this one, everything else (warms, the warming dispatcher, the sweeper) on
+# "<this>.background" (mothership.celery.route_task), each with workers of its own, so that a
+# backlog of warms never delays a turn and a pool full of turns never delays a sweep.
 CELERY_TASK_DEFAULT_QUEUE = env_str("MOTHERSHIP_CELERY_QUEUE", "mothership")
+CELERY_TASK_ROUTES = ("mothership.celery.route_task",)
+# A worker takes a task only when it has a thread free for it: a waiting turn stays in the queue
+# (where its worker-side keeper renews its lock, streams.queue) instead of in a busy worker's memory.
+CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = False  # a lost stream task is finalized by the sweeper, never replayed
@@ -204,6 +211,9 @@ CELERY_WORKER_CONCURRENCY = env_int("MOTHERSHIP_WORKER_CONCURRENCY", 100, minimu
 MOTHERSHIP_WEB_REQUEST_CONCURRENCY = env_int("MOTHERSHIP_WEB_REQUEST_CONCURRENCY", 8, minimum=1)
 MOTHERSHIP_WEB_PROCESSES = env_int("WEB_CONCURRENCY", processes.cores(), minimum=1)
 MOTHERSHIP_WORKER_PROCESSES = env_int("MOTHERSHIP_WORKER_PROCESSES", processes.cores(), minimum=1)
+# Workers of the background queue (warms, dispatch, sweeps), and the tasks each runs at once.
+MOTHERSHIP_BACKGROUND_WORKER_PROCESSES = env_int("MOTHERSHIP_BACKGROUND_WORKER_PROCESSES", 1, minimum=1)
+MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY = env_int("MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY", 16, minimum=1)
 CELERY_BEAT_SCHEDULE: dict = {}  # filled in mothership/celery.py, the one place schedules live
 
 # --- Streams (liveness, event log) ----------------------------------------------------

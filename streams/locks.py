@@ -52,6 +52,19 @@ def lock_heartbeat(*, chat_id, stream_id) -> bool:
     return bool(script(keys=[lock_key(chat_id)], args=[str(stream_id), _ttl_ms()]))
 
 
+def locks_heartbeat(pairs: Iterable[tuple]) -> int:
+    """``lock_heartbeat`` for many (chat_id, stream_id) pairs in one round trip; how many were renewed."""
+    pairs = list(pairs)
+    if not pairs:
+        return 0
+    client = get_redis()
+    script = client.register_script(_COMPARE_AND_EXPIRE)
+    pipe = client.pipeline(transaction=False)
+    for chat_id, stream_id in pairs:
+        script(keys=[lock_key(chat_id)], args=[str(stream_id), _ttl_ms()], client=pipe)
+    return sum(1 for renewed in pipe.execute() if renewed)
+
+
 def lock_release(*, chat_id, stream_id) -> bool:
     """Delete the lock only if ``stream_id`` owns it (a late release never frees a newer turn)."""
     script = get_redis().register_script(_COMPARE_AND_DELETE)

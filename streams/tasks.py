@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
+
+_keepers: list = []
 
 
 @shared_task(name="streams.run_stream", ignore_result=True, acks_late=False)
@@ -15,3 +18,21 @@ def sweep_streams() -> dict:
     from streams.services import streams_sweep
 
     return streams_sweep()
+
+
+@worker_ready.connect
+def _start_queue_keeper(sender, **kwargs) -> None:
+    """A worker of the turn queue keeps that queue's waiting turns alive (streams.queue)."""
+    from streams.queue import QueueKeeper
+
+    turn_queue = sender.app.conf.task_default_queue
+    if turn_queue in {queue.name for queue in sender.task_consumer.queues}:
+        keeper = QueueKeeper(queue=turn_queue)
+        keeper.start()
+        _keepers.append(keeper)
+
+
+@worker_shutdown.connect
+def _stop_queue_keeper(**kwargs) -> None:
+    while _keepers:
+        _keepers.pop().stop()

@@ -52,7 +52,7 @@ def turns_not_enqueued(monkeypatch) -> list[str]:
     from streams.tasks import run_stream
 
     enqueued: list[str] = []
-    monkeypatch.setattr(run_stream, "delay", enqueued.append)
+    monkeypatch.setattr(run_stream, "apply_async", lambda args, **options: enqueued.append(args[0]))
     return enqueued
 
 

@@ -88,4 +88,5 @@ def stream_enqueue(*, stream_id) -> None:
     """Hand a queued stream to a worker (after commit: the worker must find the rows)."""
     from streams.tasks import run_stream  # the task module imports this one
 
-    run_stream.delay(str(stream_id))
+    # The task's id is the stream's: the queue keeper finds a waiting turn by it (streams.queue).
+    run_stream.apply_async(args=[str(stream_id)], task_id=str(stream_id))

@@ -78,10 +78,24 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         chats = httpx.get(f"http://127.0.0.1:{port}/api/mothership/chats", headers={"Authorization": f"Token {token}"}).json()
         assert len(chats) >= 3
 
-        assert "processes: 2 web, 2 worker (2 turns each), 1 beat" in text()
+        assert "processes: 2 web, 2 worker (2 turns each), 1 background worker (16 tasks each), 1 beat" in text()
         assert len(_started(text(), "web-1")) == len(_started(text(), "web-2")) == 1
-        assert len(_started(text(), "worker-1")) == len(_started(text(), "worker-2")) == 1
-        _wait_for(lambda: text().count("ready.") >= 2, 60, "both workers")
+        assert len(_started(text(), "worker-1")) == len(_started(text(), "worker-2")) == len(_started(text(), "background")) == 1
+        _wait_for(lambda: text().count("ready.") >= 3, 60, "both turn workers and the background worker")
+
+        # A turn runs end to end on the turn workers.
+        headers = {"Authorization": f"Token {token}"}
+        chat_id = chats[0]["id"]
+        sent = httpx.post(
+            f"http://127.0.0.1:{port}/api/mothership/chats/{chat_id}/messages", json={"content": "hi"}, headers=headers
+        )
+        assert sent.status_code == 201, sent.text
+
+        def finished():
+            detail = httpx.get(f"http://127.0.0.1:{port}/api/mothership/chats/{chat_id}", headers=headers).json()
+            return detail["state"] == "idle" and detail["messages"][-1]["status"] == "complete"
+
+        _wait_for(finished, 60, "the turn to complete")
 
         os.kill(_started(text(), "worker-1")[-1], signal.SIGKILL)
         _wait_for(lambda: len(_started(text(), "worker-1")) == 2, 30, "the worker restart")

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 
+from mothership.celery import background_queue
 from mothership.processes import beat_argv, web_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,9 +83,15 @@ class Proc:
         self.log.close()
 
 
-def start_worker(tmp_path: Path, *, name: str = "worker", concurrency: int = 8, **env) -> Proc:
+def start_worker(tmp_path: Path, *, name: str = "worker", concurrency: int = 8, queues: str = "both", **env) -> Proc:
+    """A real worker on the queue ``MOTHERSHIP_CELERY_QUEUE`` names (the session's by default):
+    its turns, its background tasks, or (``queues="both"``, as most tests want) both."""
+    turns = env.get("MOTHERSHIP_CELERY_QUEUE") or process_env()["MOTHERSHIP_CELERY_QUEUE"]
+    names = {"turns": [turns], "background": [background_queue(turns)], "both": [turns, background_queue(turns)]}[queues]
     proc = Proc(
-        worker_argv(concurrency=concurrency, name=f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", heartbeat=False),
+        worker_argv(
+            concurrency=concurrency, name=f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", queues=names, heartbeat=False
+        ),
         process_env(**env),
         tmp_path / f"{name}.log",
     )

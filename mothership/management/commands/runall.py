@@ -26,9 +26,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from mothership import embedded_redis
+from mothership.celery import background_queue
 from mothership.processes import beat_argv, web_argv, worker_argv
 
-_COLOURS = {"web": "\033[36m", "worker": "\033[33m", "beat": "\033[35m"}  # by kind: web-2 is cyan too
+_COLOURS = {"web": "\033[36m", "worker": "\033[33m", "background": "\033[32m", "beat": "\033[35m"}  # by kind: web-2 is cyan too
 _RESET = "\033[0m"
 
 
@@ -152,16 +153,32 @@ class Command(BaseCommand):
             Child(f"web-{i}" if web_processes > 1 else "web", web_argv(fd=sock.fileno()), pass_fds=(sock.fileno(),))
             for i, sock in enumerate(listeners, start=1)
         ]
+        turns, background = settings.CELERY_TASK_DEFAULT_QUEUE, background_queue(settings.CELERY_TASK_DEFAULT_QUEUE)
         children += [
             Child(
                 f"worker-{i}" if worker_processes > 1 else "worker",
-                worker_argv(concurrency=settings.CELERY_WORKER_CONCURRENCY, name=f"mothership-{os.getpid()}-{i}@%h"),
+                worker_argv(
+                    concurrency=settings.CELERY_WORKER_CONCURRENCY, name=f"mothership-{os.getpid()}-{i}@%h", queues=[turns]
+                ),
             )
             for i in range(1, worker_processes + 1)
         ]
+        background_processes = settings.MOTHERSHIP_BACKGROUND_WORKER_PROCESSES
+        children += [
+            Child(
+                f"background-{i}" if background_processes > 1 else "background",
+                worker_argv(
+                    concurrency=settings.MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY,
+                    name=f"mothership-background-{os.getpid()}-{i}@%h",
+                    queues=[background],
+                ),
+            )
+            for i in range(1, background_processes + 1)
+        ]
         children.append(Child("beat", beat_argv(schedule=settings.BASE_DIR / "var" / "celerybeat-schedule")))
         self.stdout.write(
-            f"processes: {web_processes} web, {worker_processes} worker ({settings.CELERY_WORKER_CONCURRENCY} turns each), 1 beat"
+            f"processes: {web_processes} web, {worker_processes} worker ({settings.CELERY_WORKER_CONCURRENCY} turns each), "
+            f"{background_processes} background worker ({settings.MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY} tasks each), 1 beat"
         )
         supervisor = Supervisor(children, colour=not options.get("no_color") and sys.stdout.isatty())
 
