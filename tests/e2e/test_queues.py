@@ -14,6 +14,7 @@ from streams import locks
 from streams.models import Stream
 from streams.services import streams_sweep
 from tests.support import processes
+from tests.support.waiting import wait_for
 from warming.tasks import warm_batch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -25,16 +26,6 @@ def _send(api, chat) -> str:
     response = api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "wait your turn"}, format="json")
     assert response.status_code == 201, response.content
     return response.json()["stream_id"]
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -62,7 +53,7 @@ def test_a_turn_queued_longer_than_the_lock_ttl_stays_alive_and_then_runs(one_th
     first, second = (chat_services.chat_create(workspace=workspace, title=t) for t in ("first", "second"))
     with processes.routed_to(one_thread_worker.queue):
         running = _send(api, first)
-        _wait_for(lambda: Stream.objects.get(pk=running).status == Stream.Status.STREAMING, 10, "the first turn to start")
+        wait_for(lambda: Stream.objects.get(pk=running).status == Stream.Status.STREAMING, 10, "the first turn to start")
         waiting = _send(api, second)
 
     # The only thread is busy for ~10 s: the second turn waits in the queue for more than the
@@ -75,7 +66,7 @@ def test_a_turn_queued_longer_than_the_lock_ttl_stays_alive_and_then_runs(one_th
         time.sleep(0.5)
     assert Stream.objects.get(pk=running).status == Stream.Status.STREAMING  # it really was still waiting
 
-    done = _wait_for(lambda: Stream.objects.filter(pk=waiting, status=Stream.Status.COMPLETED).first(), 20, "the second turn")
+    done = wait_for(lambda: Stream.objects.filter(pk=waiting, status=Stream.Status.COMPLETED).first(), 20, "the second turn")
     assert done.assistant_message.content
     assert locks.lock_owner(chat_id=second.id) is None
 
@@ -108,7 +99,7 @@ def test_a_turn_starts_at_once_behind_ten_thousand_queued_warms(split_workers, a
 
     with processes.routed_to(queue):
         stream_id = _send(api, chat)
-    _wait_for(lambda: Stream.objects.get(pk=stream_id).status != Stream.Status.QUEUED, 10, "the turn to start")
+    wait_for(lambda: Stream.objects.get(pk=stream_id).status != Stream.Status.QUEUED, 10, "the turn to start")
     # It did not wait behind the warms: most of them are still queued.
     assert redis.llen(backlog) > 5_000
-    _wait_for(lambda: Stream.objects.get(pk=stream_id).status == Stream.Status.COMPLETED, 20, "the turn to finish")
+    wait_for(lambda: Stream.objects.get(pk=stream_id).status == Stream.Status.COMPLETED, 20, "the turn to finish")

@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from tests.support.processes import ROOT, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,16 +28,6 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _started(text: str, name: str) -> list[int]:
@@ -61,7 +51,7 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         )
     try:
         text = lambda: log.read_text(errors="replace")  # noqa: E731
-        _wait_for(lambda: "Mothership on" in text(), 60, "the start banner")
+        wait_for(lambda: "Mothership on" in text(), 60, "the start banner")
         assert "login: demo / demo" in text()
         redis_pid = int(re.search(r"embedded, pid (\d+)", text()).group(1))
 
@@ -71,7 +61,7 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
             except (httpx.HTTPError, ValueError):
                 return False
 
-        _wait_for(healthy, 60, "/healthz")
+        wait_for(healthy, 60, "/healthz")
         token = httpx.post(f"http://127.0.0.1:{port}/api/auth/token", json={"username": "demo", "password": "demo"}).json()[
             "token"
         ]
@@ -81,7 +71,7 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         assert "processes: 2 web, 2 worker (2 turns each), 1 background worker (16 tasks each), 1 beat" in text()
         assert len(_started(text(), "web-1")) == len(_started(text(), "web-2")) == 1
         assert len(_started(text(), "worker-1")) == len(_started(text(), "worker-2")) == len(_started(text(), "background")) == 1
-        _wait_for(lambda: text().count("ready.") >= 3, 60, "both turn workers and the background worker")
+        wait_for(lambda: text().count("ready.") >= 3, 60, "both turn workers and the background worker")
 
         # A turn runs end to end on the turn workers.
         headers = {"Authorization": f"Token {token}"}
@@ -95,24 +85,24 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
             detail = httpx.get(f"http://127.0.0.1:{port}/api/mothership/chats/{chat_id}", headers=headers).json()
             return detail["state"] == "idle" and detail["messages"][-1]["status"] == "complete"
 
-        _wait_for(finished, 60, "the turn to complete")
+        wait_for(finished, 60, "the turn to complete")
 
         os.kill(_started(text(), "worker-1")[-1], signal.SIGKILL)
-        _wait_for(lambda: len(_started(text(), "worker-1")) == 2, 30, "the worker restart")
+        wait_for(lambda: len(_started(text(), "worker-1")) == 2, 30, "the worker restart")
         assert healthy()  # the web processes kept serving
 
         # A killed web process is restarted; the other one answers meanwhile (same port).
         os.kill(_started(text(), "web-2")[-1], signal.SIGKILL)
         assert all(healthy() for _ in range(20))
-        _wait_for(lambda: len(_started(text(), "web-2")) == 2, 30, "the web restart")
-        _wait_for(lambda: text().count("Uvicorn running") >= 3, 30, "the restarted web process")
+        wait_for(lambda: len(_started(text(), "web-2")) == 2, 30, "the web restart")
+        wait_for(lambda: text().count("Uvicorn running") >= 3, 30, "the restarted web process")
         assert all(healthy() for _ in range(20))
 
         children = [int(p) for p in re.findall(r"\| started \(pid (\d+)\)", text())]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert "all stopped" in text()
-        _wait_for(lambda: not _alive(redis_pid), 5, "embedded redis to stop")
+        wait_for(lambda: not _alive(redis_pid), 5, "embedded redis to stop")
         assert not any(_alive(pid) for pid in children)
     finally:
         if proc.poll() is None:
