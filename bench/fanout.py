@@ -263,6 +263,8 @@ class App:
                 kind = "redis"
             elif "uvicorn" in cmd or "web" in proc.name():
                 kind = "web"
+            elif " worker" in cmd and ".background" in cmd:
+                kind = "background"
             elif " worker" in cmd:
                 kind = "worker"
             elif " beat" in cmd:
