@@ -4,8 +4,10 @@ Used only when ``REDIS_URL`` is unset. Only the processes that own a whole app s
 ``manage.py runall`` (``make run``) and the test suite. The owner starts it on a free loopback
 port, exports ``REDIS_URL`` so that every child (web, worker, beat, test servers) talks to the
 same server, and records the URL beside the SQLite file, so that an operator's ``manage.py``
-command finds the running app's Redis instead of starting an empty one of its own. Importing
-the settings never starts a server. The server dies with the process that started it.
+command finds the running app's Redis instead of starting an empty one of its own. The app's
+server keeps its data on disk (``var/redis/``, append-only, fsync every second) and ``runall``
+starts it again, on the same port, if it dies. Importing the settings never starts a server.
+The server dies with the process that started it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ NOT_RUNNING_URL = "redis://127.0.0.1:1/0"
 
 _process: subprocess.Popen | None = None
 _workdir: str | None = None
+_port: int | None = None
+_persist = False
 
 
 def redis_server_binary() -> str:
@@ -67,36 +71,54 @@ def _wait_until_ready(port: int, timeout: float) -> None:
     raise RuntimeError(f"embedded redis-server did not answer on port {port} within {timeout}s")
 
 
-def start(*, record: bool = True) -> str:
-    """Start the embedded server (once per process) and return its URL; ``record`` it for operators' commands."""
-    global _process, _workdir
-    if _process is not None and _process.poll() is None:
-        return os.environ["REDIS_URL"]
-    _workdir = tempfile.mkdtemp(prefix="mothership-redis-")
-    port = _free_port()
+def data_dir() -> Path:
+    """Where the app's embedded Redis keeps its append-only file: beside the SQLite file."""
+    return record_path().parent / "redis"
+
+
+def _argv(port: int, workdir: str, persist: bool) -> list[str]:
+    # Persisted: append-only, fsync every second (at most a second of writes lost on a crash),
+    # no RDB snapshots. Otherwise (tests, benchmarks) nothing is written to disk.
+    durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
+    return [
+        redis_server_binary(),
+        *("--bind", "127.0.0.1", "--port", str(port), "--save", ""),
+        *durability,
+        *("--dir", workdir, "--loglevel", "warning"),
+    ]
+
+
+def _spawn() -> None:
+    global _process
     _process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            _workdir,
-            "--loglevel",
-            "warning",
-        ],
+        _argv(_port, _workdir, _persist),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
     )
+    _wait_until_ready(_port, timeout=10)
+
+
+def start(*, record: bool = True, persist: bool | None = None) -> str:
+    """Start the embedded server (once per process) and return its URL.
+
+    The app's owner (``runall``) ``record``s it for operators' commands and ``persist``s its data
+    in ``data_dir()`` (``var/redis/``), so that a restart of the server keeps the turns' locks,
+    logs and queue; tests and benchmarks get a throw-away server.
+    """
+    global _workdir, _port, _persist
+    if _process is not None and _process.poll() is None:
+        return os.environ["REDIS_URL"]
+    _persist = record if persist is None else persist
+    if _persist:
+        data_dir().mkdir(parents=True, exist_ok=True)
+        _workdir = str(data_dir())
+    else:
+        _workdir = tempfile.mkdtemp(prefix="mothership-redis-")
+    _port = _free_port()
+    _spawn()
     atexit.register(stop)
-    _wait_until_ready(port, timeout=10)
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://127.0.0.1:{_port}/0"
     os.environ["REDIS_URL"] = url
     os.environ["MOTHERSHIP_EMBEDDED_REDIS"] = "1"
     if record:
@@ -104,6 +126,18 @@ def start(*, record: bool = True) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{url} {os.getpid()}\n")
     return url
+
+
+def restart_if_dead() -> int | None:
+    """Start the server again (same port, same data) if it died; the new pid, or None if it runs.
+
+    Every process keeps its ``REDIS_URL`` and reconnects; a persisted server reloads its
+    append-only file first.
+    """
+    if _process is None or _process.poll() is None or _port is None:
+        return None
+    _spawn()
+    return _process.pid
 
 
 def stop() -> None:
@@ -118,7 +152,7 @@ def stop() -> None:
     record = record_path()
     if record.exists() and record.read_text().split()[1:2] == [str(os.getpid())]:
         record.unlink(missing_ok=True)
-    if _workdir:
+    if _workdir and not _persist:
         shutil.rmtree(_workdir, ignore_errors=True)
 
 
@@ -169,4 +203,4 @@ def ensure_started(*, record: bool = True) -> None:
         start(record=record)
 
 
-__all__ = ["ensure_started", "is_running", "pid", "record_path", "settings_url", "start", "stop"]
+__all__ = ["data_dir", "ensure_started", "is_running", "pid", "record_path", "restart_if_dead", "settings_url", "start", "stop"]

@@ -8,9 +8,11 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
+import redis
 
 from tests.support.processes import ROOT, free_port
 from tests.support.waiting import wait_for
@@ -86,6 +88,23 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
             return detail["state"] == "idle" and detail["messages"][-1]["status"] == "complete"
 
         wait_for(finished, 60, "the turn to complete")
+
+        # The embedded Redis dies (kill -9): it is started again on its port with its data, and
+        # the app carries on. The finished turn's log survives (append-only, fsync every second).
+        log_key = f"mothership:stream:{sent.json()['stream_id']}:events"
+        redis_url = re.search(r"redis: (redis://\S+)", text()).group(1)
+        assert redis.Redis.from_url(redis_url).exists(log_key)
+        time.sleep(1.5)  # past the next fsync
+        os.kill(redis_pid, signal.SIGKILL)
+        wait_for(lambda: "redis | exited; restarted" in text(), 30, "the embedded Redis restart")
+        redis_pid = int(re.search(r"redis \| exited; restarted \(pid (\d+)\)", text()).group(1))
+        assert redis.Redis.from_url(redis_url).xlen(log_key) > 2
+        wait_for(healthy, 30, "/healthz after the Redis restart")
+        again = httpx.post(
+            f"http://127.0.0.1:{port}/api/mothership/chats/{chat_id}/messages", json={"content": "hi"}, headers=headers
+        )
+        assert again.status_code == 201, again.text
+        wait_for(finished, 60, "a turn after the Redis restart")
 
         os.kill(_started(text(), "worker-1")[-1], signal.SIGKILL)
         wait_for(lambda: len(_started(text(), "worker-1")) == 2, 30, "the worker restart")

@@ -80,10 +80,13 @@ class Supervisor:
         for line in process.stdout:
             self.say(child.name, line)
 
-    def run(self) -> int:
+    def run(self, *, on_tick=None) -> int:
+        """Start every child, then restart any that dies; ``on_tick`` runs every half second too."""
         for child in self.children:
             self.start(child)
         while not self.stopping.wait(0.5):
+            if on_tick is not None:
+                on_tick()
             for child in self.children:
                 code = child.process.poll()
                 if code is None or self.stopping.is_set():
@@ -192,7 +195,20 @@ class Command(BaseCommand):
             f"Mothership on {url}"
             + (f"  login: {settings.MOTHERSHIP_DEMO_USERNAME} / {settings.MOTHERSHIP_DEMO_PASSWORD}" if seed else "")
         )
-        code = supervisor.run()
+
+        def _embedded_redis_alive():
+            # The embedded Redis is supervised like the children: restarted on its port, its data reloaded.
+            if not embedded:
+                return
+            try:
+                restarted = embedded_redis.restart_if_dead()
+            except (OSError, RuntimeError) as exc:
+                supervisor.say("redis", f"exited; could not restart it yet ({exc}); retrying")
+                return
+            if restarted is not None:
+                supervisor.say("redis", f"exited; restarted (pid {restarted}), data reloaded from {embedded_redis.data_dir()}")
+
+        code = supervisor.run(on_tick=_embedded_redis_alive)
         for sock in listeners:
             sock.close()
         embedded_redis.stop()
