@@ -4,7 +4,8 @@ Entry ids are ``<seq>-0``, so Redis itself refuses a duplicate or out-of-order s
 replay is an XRANGE from ``afterSeq + 1``. Appending and fanning out to the chat's channel
 group happen in one Lua call: the event is in the log before any socket can see it live,
 which is what makes join-then-replay gapless. The live append is fenced by the liveness
-lock: a worker that lost its lock cannot write another event.
+lock: a worker that lost its lock cannot write another event. An append is idempotent: one
+whose seq is already in the log (retried after its reply was lost) changes nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ _APPEND = """
 if ARGV[1] == '1' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return 0
 end
-redis.call('XADD', KEYS[1], ARGV[3] .. '-0', 'e', ARGV[4])
+local added = redis.pcall('XADD', KEYS[1], ARGV[3] .. '-0', 'e', ARGV[4])
+if type(added) == 'table' and added.err then
+  if string.find(added.err, 'equal or smaller', 1, true) then
+    return 2  -- already in the log: an append retried after its reply was lost
+  end
+  return redis.error_reply(added.err)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
@@ -95,6 +102,12 @@ def _append_script():
 
 def _decode(entries) -> list[dict]:
     return [json.loads(fields[_FIELD.encode()]) for _id, fields in entries]
+
+
+def last_seq(stream_id) -> int:
+    """The seq of the log's last entry (0 for an empty or missing log)."""
+    entries = get_redis().xrevrange(log_key(stream_id), count=1)
+    return int(entries[0][0].split(b"-")[0]) if entries else 0
 
 
 def read(stream_id, *, after_seq: int = 0) -> list[dict]:

@@ -17,6 +17,7 @@ import threading
 import redis
 from django.conf import settings
 
+from mothership.infra.redis import UNAVAILABLE
 from streams import eventlog
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,28 @@ def publish_frames(runs: list) -> None:
         for run in sorted(runs, key=id):  # one lock order
             run.emit_lock.acquire()
             held.append(run)
-        batch = [(run, event) for run in held if (event := run.take_frame()) is not None]
+        batch = []
+        for run in held:
+            if (event := run.take_frame()) is None:
+                continue
+            try:
+                run.resync()  # after Redis was away: the log's lost tail first, the lock again
+            except eventlog.Fenced:
+                run.frame_fenced()
+                continue
+            except UNAVAILABLE as exc:
+                run.frame_unsent(event, exc)
+                continue
+            batch.append((run, event))
         if not batch:
             return
         try:
             results = eventlog.append_many([(run.chat_id, run.stream.id, event) for run, event in batch])
+        except UNAVAILABLE as exc:
+            # Redis restarting or away for a moment: each frame is sent again on a later tick.
+            for run, event in batch:
+                run.frame_unsent(event, exc)
+            return
         except redis.RedisError as exc:
             for run, _event in batch:
                 run.frame_failed(exc)

@@ -7,7 +7,9 @@ builds on these two functions, never on the Django cache (which may swallow erro
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 import weakref
 
 import redis
@@ -17,6 +19,8 @@ from django.conf import settings
 # Commands here are short; a blocking read would be a bug, so bound every wait.
 _SOCKET_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 2.0
+
+logger = logging.getLogger(__name__)
 
 _sync_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
@@ -60,3 +64,30 @@ def reset_clients() -> None:
             _sync_client.close()
         _sync_client = None
     _async_clients.clear()
+
+
+# What a Redis that is restarting, loading its data or unreachable for a moment raises.
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+def retrying(call, *, for_seconds: float, what: str):
+    """``call()``, retried with back-off (50 ms doubling to 1 s) while Redis is unavailable, for at
+    most ``for_seconds``; then its error is raised. Any other error is raised at once."""
+    delay, deadline, failures = 0.05, None, 0
+    while True:
+        try:
+            result = call()
+        except UNAVAILABLE as exc:
+            now = time.monotonic()
+            deadline = deadline or now + for_seconds
+            if now >= deadline:
+                raise
+            if not failures:
+                logger.warning("redis unavailable during %s (%s); retrying for up to %.0f s", what, exc, for_seconds)
+            failures += 1
+            time.sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(1.0, delay * 2)
+            continue
+        if failures:
+            logger.warning("redis back for %s after %d failed attempts", what, failures)
+        return result

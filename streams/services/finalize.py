@@ -6,10 +6,12 @@ only the winner writes the message, emits the terminal event and frees the lock.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from chats.models import Chat, Message
+from mothership.infra.redis import retrying
 from mothership.infra.signals import send_logged
 from streams import eventlog, events, locks
 from streams.models import Stream
@@ -88,9 +90,15 @@ def _announce(*, stream: Stream, status: str, reason: str, terminal_seq: int, se
         partial=status != Stream.Status.COMPLETED,
         reason=reason or None,
     )
+
     # The winner of the DB update is the finalizer of record: its terminal event is unfenced.
-    eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
-    locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+    # Committed already: a Redis away for a moment is waited for (up to the lock's TTL), so the
+    # sockets get the terminal event and the lock is freed once it is back.
+    def announce_in_redis():
+        eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
+        locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+
+    retrying(announce_in_redis, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL, what=f"the seal of stream {stream.pk}")
     # Tiles and warming (sealed_at + interval) hear of it; a failing receiver is logged, never raised.
     send_logged(turn_sealed, sender=Stream, chat_id=stream.chat_id, stream_id=stream.pk, status=status, sealed_at=sealed_at)
 

