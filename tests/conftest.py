@@ -122,7 +122,7 @@ def private_redis(settings):
     settings.REDIS_URL = server.url
     redis_client.reset_clients()
     yield server
-    server.stop()
+    server.close()
     redis_client.reset_clients()
 
 

@@ -6,8 +6,12 @@ only the winner writes the message, emits the terminal event and frees the lock.
 
 from __future__ import annotations
 
+import logging
+import time
+
+import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from chats.models import Chat, Message
@@ -17,6 +21,11 @@ from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.providers import Usage
 from streams.signals import turn_sealed
+
+logger = logging.getLogger(__name__)
+
+# How long a worker keeps trying to seal its turn while the database is away (its lock kept).
+SEAL_RETRY_SECONDS = 300
 
 _MESSAGE_STATUS = {
     Stream.Status.COMPLETED: Message.Status.COMPLETE,
@@ -58,6 +67,43 @@ def stream_finalize(
                 lambda: _announce(stream=stream, status=status, reason=reason, terminal_seq=terminal_seq, sealed_at=sealed_at)
             )
     return won
+
+
+def stream_finalize_despite_outage(*, stream: Stream, **seal) -> bool:
+    """``stream_finalize`` for the worker that ran the turn: a database that is away (restarting,
+    out of connections) is waited for, with back-off, for up to ``SEAL_RETRY_SECONDS``, while the
+    turn's lock is kept alive (so no sweeper takes the turn for dead meanwhile), then the turn is
+    sealed with its true status. A failure whose commit may have gone through is checked: a turn
+    found sealed with this outcome is announced here.
+    """
+    delay, deadline, failed = 0.1, time.monotonic() + SEAL_RETRY_SECONDS, False
+    while True:
+        try:
+            won = stream_finalize(stream=stream, **seal)
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if not failed:
+                logger.warning("could not seal stream %s (%s); retrying while the database is away", stream.pk, exc)
+            failed = True
+            connection.close()  # a broken connection is never reused
+            try:
+                locks.lock_heartbeat(chat_id=stream.chat_id, stream_id=stream.pk)
+            except redis.RedisError:
+                pass
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+            continue
+        if won or not failed:
+            if failed:
+                logger.warning("sealed stream %s after the database came back", stream.pk)
+            return won
+        # Lost after a failure: the failed attempt may have committed (its reply was lost).
+        row = Stream.objects.filter(pk=stream.pk).first()
+        if row is not None and row.status == seal["status"] and locks.lock_owner(chat_id=stream.chat_id) == str(stream.pk):
+            _announce(stream=row, status=row.status, reason=row.reason, terminal_seq=row.last_seq, sealed_at=row.finished_at)
+            return True
+        return False
 
 
 def _seal(

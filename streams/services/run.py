@@ -23,7 +23,7 @@ from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, frames, locks
 from streams.models import Stream
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
-from streams.services.finalize import stream_finalize
+from streams.services.finalize import stream_finalize_despite_outage
 from streams.signals import turn_claimed
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def stream_run(*, stream_id) -> str:
     outcome = _execute(run)
     if outcome is None:
         return "fenced"
-    finalized = stream_finalize(
+    finalized = stream_finalize_despite_outage(
         stream=stream,
         status=outcome.status,
         reason=outcome.reason,

@@ -51,7 +51,7 @@ def outage(request, settings, tmp_path):
     server.queue, server.worker = queue, worker
     yield server
     worker.stop()
-    server.stop()
+    server.close()
     redis_client.reset_clients()
 
 

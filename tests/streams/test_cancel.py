@@ -200,7 +200,7 @@ class _RaceHooks:
         self.sealed = threading.Event()
         self.generating = threading.Event()  # the worker claimed the turn; its model is about to start
         self.abort_heard = threading.Event()  # the worker's abort listener heard the stop
-        real_finalize, real_wait, real_salvage = run.stream_finalize, cancel._wait_for_worker, cancel.salvage
+        real_finalize, real_wait, real_salvage = run.stream_finalize_despite_outage, cancel._wait_for_worker, cancel.salvage
         real_generate, real_on_abort = run._Run.generate, run._Run.on_abort
 
         def finalize(**kwargs):
@@ -232,7 +232,7 @@ class _RaceHooks:
             finally:
                 self.abort_heard.set()
 
-        monkeypatch.setattr(run, "stream_finalize", finalize)
+        monkeypatch.setattr(run, "stream_finalize_despite_outage", finalize)
         monkeypatch.setattr(cancel, "_wait_for_worker", wait_for_worker)
         monkeypatch.setattr(cancel, "salvage", salvage)
         monkeypatch.setattr(run._Run, "generate", generate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 
@@ -38,3 +39,8 @@ class PrivateRedis:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        """Stop it for good and remove its folder."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
