@@ -31,19 +31,16 @@ def _send(api, chat) -> str:
 @pytest.fixture
 def one_thread_worker(tmp_path):
     """One worker thread on a turn queue of its own, a 3 s lock TTL, replies of ~10 s."""
-    queue = f"one-{uuid.uuid4().hex[:8]}"
-    proc = processes.start_worker(
+    proc = processes.start_worker_on_own_queue(
         tmp_path,
         name="one-thread",
         concurrency=1,
         queues="turns",
-        MOTHERSHIP_CELERY_QUEUE=queue,
         MOTHERSHIP_STREAM_LOCK_TTL=TTL,
         MOTHERSHIP_STREAM_HEARTBEAT=1,
         MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=25,
         MOTHERSHIP_LOCAL_REPLY_TOKENS=250,
     )
-    proc.queue = queue
     yield proc
     proc.stop()
 

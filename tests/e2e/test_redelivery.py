@@ -4,7 +4,6 @@ whether the turn is still streaming or already finished."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from channels.db import database_sync_to_async
@@ -26,15 +25,9 @@ TOKENS = 60
 @pytest.fixture
 def worker(tmp_path):
     """A worker of its own whose replies take ~3 s, long enough to be delivered again mid-way."""
-    queue = f"redeliver-{uuid.uuid4().hex[:8]}"
-    proc = processes.start_worker(
-        tmp_path,
-        name="redeliver",
-        MOTHERSHIP_CELERY_QUEUE=queue,
-        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
-        MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
+    proc = processes.start_worker_on_own_queue(
+        tmp_path, name="redeliver", MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20, MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS
     )
-    proc.queue = queue
     yield proc
     proc.stop()
 

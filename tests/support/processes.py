@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -102,6 +103,14 @@ def start_worker(tmp_path: Path, *, name: str = "worker", concurrency: int = 8, 
             proc.stop()
             raise RuntimeError(f"worker did not start:\n{out}")
         time.sleep(0.1)
+    return proc
+
+
+def start_worker_on_own_queue(tmp_path: Path, *, name: str, **kwargs) -> Proc:
+    """A worker on a queue of its own (``proc.queue``): only what a test routes there reaches it."""
+    queue = f"{name}-{uuid.uuid4().hex[:8]}"
+    proc = start_worker(tmp_path, name=name, MOTHERSHIP_CELERY_QUEUE=queue, **kwargs)
+    proc.queue = queue
     return proc
 
 
