@@ -37,3 +37,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
 ]
+
+handler404 = "mothership.views.not_found"

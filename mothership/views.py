@@ -75,3 +75,12 @@ def healthz(request):
 
 
 __all__ = ["home", "chat_new", "chat_page", "healthz"]
+
+
+def not_found(request, exception=None):
+    """``handler404``: an unknown API URL answers JSON like the rest of the API; pages get Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "No such API URL."}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)

@@ -47,3 +47,10 @@ def test_a_body_over_the_size_limit_is_a_413_with_a_message(client, chat, settin
         assert response.status_code == 413, url
         assert response.json()["detail"] == f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.", url
     assert Message.objects.count() == 0
+
+
+def test_an_unknown_api_url_is_a_json_404_and_an_unknown_page_stays_a_page(client):
+    response = client.get("/api/mothership/nope")
+    assert response.status_code == 404 and response.json() == {"detail": "No such API URL."}
+    page = client.get("/no-such-page")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
