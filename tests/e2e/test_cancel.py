@@ -7,26 +7,16 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Chat, Message
-from mothership.consumers import MothershipConsumer
 from streams import eventlog, locks
 from streams.models import Stream
 from tests.support import processes
+from tests.support.sockets import subscribed_socket
 from tests.support.waiting import wait_for
 from warming.models import WarmingSchedule
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
-
-
-async def _socket(user, chat) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
-    communicator.scope["user"] = user
-    assert (await communicator.connect())[0]
-    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
-    return communicator
 
 
 async def _send(api, chat, queue: str, content: str = "hello") -> dict:
@@ -49,7 +39,7 @@ async def _until(events: list, communicator, predicate, timeout: float = 10) -> 
 
 
 async def test_cancel_mid_stream_keeps_the_partial_text_and_emits_one_terminal_after_the_last_delta(slow_worker, api, user, chat):
-    communicator = await _socket(user, chat)
+    communicator = await subscribed_socket(user, chat)
     sent = await _send(api, chat, slow_worker.queue)
     events: list[dict] = []
     await _until(events, communicator, lambda e: e["type"] == "stream.delta" and e["seq"] >= 6)
@@ -98,7 +88,7 @@ async def test_a_stale_stream_id_never_stops_the_newer_turn(slow_worker, api, us
     assert (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": first["stream_id"]})).json()[
         "cancelled"
     ] is True
-    communicator = await _socket(user, chat)
+    communicator = await subscribed_socket(user, chat)
     second = await _send(api, chat, slow_worker.queue, "second")
     events: list[dict] = []
     await _until(events, communicator, lambda e: e["type"] == "stream.delta")
@@ -125,7 +115,7 @@ async def test_a_stale_stream_id_never_stops_the_newer_turn(slow_worker, api, us
 
 async def test_a_stop_while_queued_wins_and_no_delta_is_ever_produced(slow_worker, api, user, chat):
     nobody = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker consumes this queue: the turn stays queued
-    communicator = await _socket(user, chat)
+    communicator = await subscribed_socket(user, chat)
     sent = await _send(api, chat, nobody)
 
     answer = (await _post(api, f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": sent["stream_id"]})).json()
@@ -153,7 +143,7 @@ async def test_a_stop_while_queued_wins_and_no_delta_is_ever_produced(slow_worke
 
 async def test_close_stops_the_turn_and_the_warming_and_a_new_message_reopens_without_warming(slow_worker, api, user, chat):
     await database_sync_to_async(WarmingSchedule.objects.create)(chat=chat, enabled=True)
-    communicator = await _socket(user, chat)
+    communicator = await subscribed_socket(user, chat)
     sent = await _send(api, chat, slow_worker.queue)
     events: list[dict] = []
     await _until(events, communicator, lambda e: e["type"] == "stream.delta")
@@ -183,7 +173,7 @@ async def test_close_stops_the_turn_and_the_warming_and_a_new_message_reopens_wi
 async def test_closing_every_socket_stops_nothing(live_worker, api, user, chat):
     from mothership.celery import app
 
-    communicator = await _socket(user, chat)
+    communicator = await subscribed_socket(user, chat)
     sent = await _send(api, chat, app.conf.task_default_queue)
     events: list[dict] = []
     await _until(events, communicator, lambda e: e["type"] == "stream.delta")

@@ -4,7 +4,6 @@ retries its seal with back-off and seals the turn with its true status once the 
 from __future__ import annotations
 
 import time
-import uuid
 
 import dj_database_url
 import pytest
@@ -29,19 +28,17 @@ def cut_off_worker(tmp_path):
     db = django_settings.DATABASES["default"]
     proxy = TcpProxy(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432))
     url = dj_database_url.parse(processes.database_url())
-    queue = f"outage-{uuid.uuid4().hex[:8]}"
-    worker = processes.start_worker(
+    worker = processes.start_worker_on_own_queue(
         tmp_path,
         name="outage",
         DATABASE_URL=f"postgres://{url['USER']}@127.0.0.1:{proxy.port}/{url['NAME']}",
-        MOTHERSHIP_CELERY_QUEUE=queue,
         MOTHERSHIP_DB_POOL_TIMEOUT=1,
         MOTHERSHIP_STREAM_HEARTBEAT=1,
         MOTHERSHIP_STREAM_LOCK_TTL=3,
         MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
         MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
     )
-    worker.queue, worker.proxy = queue, proxy
+    worker.proxy = proxy
     yield worker
     worker.stop()
     proxy.close()

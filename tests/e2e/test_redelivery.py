@@ -7,15 +7,14 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Message
-from mothership.consumers import MothershipConsumer
 from streams import eventlog
 from streams.models import Stream
 from streams.providers.local import LocalProvider
 from streams.tasks import run_stream
 from tests.support import processes
+from tests.support.sockets import subscribed_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -49,11 +48,7 @@ async def _redeliver(worker, stream_id: str) -> None:
 
 
 async def test_a_task_delivered_again_while_streaming_or_after_the_end_does_nothing(worker, api, user, chat):
-    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
-    communicator.scope["user"] = user
-    assert (await communicator.connect())[0]
-    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+    communicator = await subscribed_socket(user, chat)
 
     def send():
         with processes.routed_to(worker.queue):

@@ -36,19 +36,17 @@ def outage(request, settings, tmp_path):
     server = PrivateRedis(persist=request.param == "data kept")
     settings.REDIS_URL = server.url
     redis_client.reset_clients()
-    queue = f"restart-{uuid.uuid4().hex[:8]}"
-    worker = processes.start_worker(
+    worker = processes.start_worker_on_own_queue(
         tmp_path,
         name="restart",
         queues="turns",
         REDIS_URL=server.url,
-        MOTHERSHIP_CELERY_QUEUE=queue,
         MOTHERSHIP_STREAM_HEARTBEAT=1,
         MOTHERSHIP_STREAM_LOCK_TTL=10,
         MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
         MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
     )
-    server.queue, server.worker = queue, worker
+    server.queue, server.worker = worker.queue, worker
     yield server
     worker.stop()
     server.close()

@@ -11,13 +11,12 @@ import httpx
 import pytest
 import websockets
 from channels.db import database_sync_to_async
-from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Chat, Message
-from mothership.consumers import MothershipConsumer
 from streams import locks
 from streams.models import Stream
 from streams.providers.local import LocalProvider
+from tests.support.sockets import subscribed_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -49,11 +48,7 @@ def assert_gapless_stream(events: list[dict], stream_id: str, text: str) -> None
 
 
 async def test_reply_streams_through_the_real_worker_into_a_subscribed_socket(live_worker, api, user, chat):
-    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
-    communicator.scope["user"] = user
-    assert (await communicator.connect())[0]
-    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+    communicator = await subscribed_socket(user, chat)
 
     response = await database_sync_to_async(api.post)(
         f"/api/mothership/chats/{chat.id}/messages", {"content": "tell me"}, format="json"

@@ -8,14 +8,13 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Message
 from mothership.celery import app as celery_app
-from mothership.consumers import MothershipConsumer
 from streams.models import Stream
 from streams.providers.local import LocalProvider
 from tests.support import processes
+from tests.support.sockets import subscribed_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -54,11 +53,7 @@ def sweeper(live_worker, tmp_path):
 
 
 async def test_kill_9_mid_stream(sweeper, doomed_worker, api, user, chat):
-    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
-    communicator.scope["user"] = user
-    assert (await communicator.connect())[0]
-    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+    communicator = await subscribed_socket(user, chat)
     session_queue = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = doomed_worker.queue  # this turn goes to the doomed worker
     try:
