@@ -227,6 +227,10 @@ MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = env_float("MOTHERSHIP_CANCEL_SETTLE_TIMEOUT",
 # cut the worker's CPU per turn by half against 15 ms (docs/benchmarks.md).
 MOTHERSHIP_DELTA_FLUSH_MS = env_float("MOTHERSHIP_DELTA_FLUSH_MS", 40.0, minimum=0.0)
 MOTHERSHIP_EVENT_LOG_TTL = env_float("MOTHERSHIP_EVENT_LOG_TTL", 600.0, minimum=1.0)
+# Messages a socket may send: a sustained rate and a burst (a page sends a few per chat it opens,
+# and its resumes after a reconnect). Past it, each message gets the error frame ``rate_limited``.
+MOTHERSHIP_WS_MESSAGES_PER_SECOND = env_float("MOTHERSHIP_WS_MESSAGES_PER_SECOND", 20.0, minimum=0.1)
+MOTHERSHIP_WS_MESSAGE_BURST = env_int("MOTHERSHIP_WS_MESSAGE_BURST", 100, minimum=1)
 
 # --- Warming --------------------------------------------------------------------------
 MOTHERSHIP_WARMING_TICK = env_float("MOTHERSHIP_WARMING_TICK", 1.0, minimum=0.1)

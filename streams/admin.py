@@ -97,6 +97,7 @@ class StreamAdmin(admin.ModelAdmin):
                 "still alive": result["alive"],
                 "interrupted": len(result["interrupted"]),
                 "already finished": result["already_finalized"],
+                "left for now (Redis restarted less than a lock TTL ago)": result["waiting"],
             },
             "Sweep",
         )

@@ -64,7 +64,7 @@ def publish_frames(runs: list) -> None:
             try:
                 run.resync()  # after Redis was away: the log's lost tail first, the lock again
             except eventlog.Fenced:
-                run.frame_fenced()
+                run.frame_fenced(event)
                 continue
             except UNAVAILABLE as exc:
                 run.frame_unsent(event, exc)
@@ -80,14 +80,14 @@ def publish_frames(runs: list) -> None:
                 run.frame_unsent(event, exc)
             return
         except redis.RedisError as exc:
-            for run, _event in batch:
-                run.frame_failed(exc)
+            for run, event in batch:
+                run.frame_failed(exc, event)
             return
         for (run, event), ok in zip(batch, results, strict=True):
             if ok:
                 run.frame_appended(event)
             else:
-                run.frame_fenced()
+                run.frame_fenced(event)
     finally:
         for run in held:
             run.emit_lock.release()

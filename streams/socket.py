@@ -20,6 +20,7 @@ class StreamSocket:
         super().setup_state()
         # Per stream: the highest seq this socket has sent (no duplicate, no gap).
         self.cursors: dict[str, int] = {}
+        self.finished: set[str] = set()  # streams whose terminal event this socket sent
 
     def replay_snapshot(self, user, chat_id) -> dict:
         """The chat's full snapshot for ``stream.replay_gap`` (sync; provided by the composed consumer)."""
@@ -87,8 +88,21 @@ class StreamSocket:
         if self._advance(stream_id, seq):
             await self.send(text_data=message["text"])
 
+    async def layer_resubscribed(self, message: dict) -> None:
+        """Back from a Redis restart: every event of a followed stream published while the layer
+        was away (a stream's last events, its terminal one, have no later event to reveal the
+        hole) is sent from the log, after the socket's cursor."""
+        for stream_id, cursor in list(self.cursors.items()):
+            if stream_id not in self.finished:
+                for event in await eventlog.aread(stream_id, after_seq=cursor):
+                    if self.joined(chat_group(event["conversationId"])):
+                        await self._forward(event)
+        await super().layer_resubscribed(message)
+
     async def _forward(self, event: dict) -> None:
         if self._advance(event["streamId"], event["seq"]):
+            if event["type"] in events.TERMINAL_TYPES:
+                self.finished.add(event["streamId"])
             await self.send_json(event)
 
     def _advance(self, stream_id: str, seq: int) -> bool:

@@ -9,9 +9,11 @@ queues directly, as channels-redis does. Publishing, group naming, serialization
 queues are channels-redis' own.
 
 A SUBSCRIBE is awaited until Redis confirms it, so a socket that joins a group and then reads
-the stream's log cannot miss an event published in between. If the connection drops, it is
-re-opened with back-off and every subscription re-made; what was published meanwhile is lost
-to live delivery (which is at-most-once anyway) and filled from the log by seq.
+the stream's log cannot miss an event published in between. If the connection drops (a Redis
+restart), it is re-opened with back-off and every subscription re-made; what was published
+meanwhile is lost to live delivery (which is at-most-once anyway). Once Redis has confirmed the
+subscriptions again, every consumer of the process is sent ``{"type": "layer.resubscribed"}``
+(``RESUBSCRIBED``), and fills what it missed from the logs by seq.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from channels_redis.utils import decode_hosts
 
 logger = logging.getLogger(__name__)
 
-_RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+_RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)
+RESUBSCRIBED = "layer.resubscribed"  # sent to every local consumer after a reconnect; handler ``layer_resubscribed``
 
 
 def _command(*parts: bytes | str) -> bytes:
@@ -43,9 +46,10 @@ def _command(*parts: bytes | str) -> bytes:
 class _Subscriber:
     """One Redis connection in subscribe mode, read with hiredis; reconnects and re-subscribes."""
 
-    def __init__(self, address: str, on_message):
+    def __init__(self, address: str, on_message, on_resubscribed=None):
         self.address = address
         self.on_message = on_message
+        self.on_resubscribed = on_resubscribed
         self.channels: set[str] = set()
         self._waiting: dict[tuple[bytes, str], list[asyncio.Future]] = defaultdict(list)
         self._writer: asyncio.StreamWriter | None = None
@@ -90,7 +94,10 @@ class _Subscriber:
             self._writer = writer
             self._disconnected = asyncio.Event()
             if self.channels:
+                confirmed = self._confirmations(b"subscribe", self.channels)
                 writer.write(_command("SUBSCRIBE", *sorted(self.channels)))
+                if attempt and self.on_resubscribed is not None:
+                    asyncio.ensure_future(self._when_confirmed(confirmed))
             self._connected.set()
             if attempt:
                 logger.warning("channel layer: reconnected to redis; %d subscriptions restored", len(self.channels))
@@ -122,6 +129,28 @@ class _Subscriber:
                     for future in self._waiting.pop((kind, reply[1].decode()), ()):
                         if not future.done():
                             future.set_result(None)
+
+    def _confirmations(self, kind: bytes, channels) -> list[asyncio.Future]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel in channels:
+            future = loop.create_future()
+            self._waiting[(kind, channel)].append(future)
+            futures.append(future)
+        return futures
+
+    async def _when_confirmed(self, futures: list[asyncio.Future]) -> None:
+        """After a reconnect: once Redis confirms every subscription again, tell the consumers."""
+        lost = asyncio.ensure_future(self._disconnected.wait())
+        try:
+            await asyncio.wait({asyncio.gather(*futures), lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if all(f.done() for f in futures):
+            self.on_resubscribed()
+        else:  # dropped again before confirming: the next reconnect tells them
+            for waiting in self._waiting.values():
+                waiting[:] = [f for f in waiting if f not in futures]
 
     async def _send(self, kind: bytes, channel: str) -> None:
         """Send (UN)SUBSCRIBE and wait for Redis to confirm it (or for the reconnect that re-makes it)."""
@@ -164,7 +193,7 @@ class _Shard(RedisSingleShardConnection):
 
     def __init__(self, host, channel_layer):
         super().__init__(host, channel_layer)
-        self._subscriber = _Subscriber(host["address"], self._deliver)
+        self._subscriber = _Subscriber(host["address"], self._deliver, self._resubscribed)
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
         layer = self.channel_layer
@@ -177,6 +206,12 @@ class _Shard(RedisSingleShardConnection):
             queue = layer.channels.get(channel_name)
             if queue is not None:
                 queue.put_nowait(data)
+
+    def _resubscribed(self) -> None:
+        layer = self.channel_layer
+        data = layer.channel_layer.serialize({"type": RESUBSCRIBED})
+        for queue in layer.channels.values():
+            queue.put_nowait(data)
 
     async def subscribe(self, channel):
         async with self._lock:
@@ -192,7 +227,7 @@ class _Shard(RedisSingleShardConnection):
 
     async def flush(self):
         await self._subscriber.close()
-        self._subscriber = _Subscriber(self.host["address"], self._deliver)
+        self._subscriber = _Subscriber(self.host["address"], self._deliver, self._resubscribed)
         await super().flush()
 
 

@@ -15,10 +15,21 @@ import weakref
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # Commands here are short; a blocking read would be a bug, so bound every wait.
 _SOCKET_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 2.0
+
+
+def _retry_once(retry_class):
+    """After a Redis restart, every pooled connection is dead: a command on one is tried once more,
+    on a new connection, at once (redis-py does not retry a closed connection unless told to).
+    A Redis that is really away still fails fast; the callers that wait for it use ``retrying``."""
+    return {"retry": retry_class(NoBackoff(), 1), "retry_on_error": [redis.ConnectionError]}
+
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +48,7 @@ def get_redis() -> redis.Redis:
                     socket_timeout=_SOCKET_TIMEOUT,
                     socket_connect_timeout=_CONNECT_TIMEOUT,
                     health_check_interval=30,
-                    retry_on_timeout=False,
+                    **_retry_once(Retry),
                 )
     return _sync_client
 
@@ -51,9 +62,15 @@ def aget_redis() -> aioredis.Redis:
             socket_timeout=_SOCKET_TIMEOUT,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             health_check_interval=30,
+            **_retry_once(AsyncRetry),
         )
         _async_clients[loop] = client
     return client
+
+
+def redis_uptime() -> int:
+    """Seconds since this Redis started (a restarted one may have lost what it held)."""
+    return int(get_redis().info("server")["uptime_in_seconds"])
 
 
 def reset_clients() -> None:

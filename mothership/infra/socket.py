@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import redis
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 
 from mothership.infra.uuids import parse_uuid
@@ -42,6 +45,23 @@ def require_uuid(content: dict, field: str) -> str:
     return str(parsed)
 
 
+class _Allowance:
+    """A token bucket: ``burst`` messages at once, refilled at ``rate`` a second."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class SocketConsumer(AsyncJsonWebsocketConsumer):
     """Routes each client message to a handler named in ``routes`` (by type) or ``surfaces`` (by surfaceId, then type)."""
 
@@ -51,6 +71,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     def setup_state(self) -> None:
         """Per-connection state; handler mixins extend it (cooperatively, through super())."""
         self.groups_joined: set[str] = set()
+        self.allowance = _Allowance(settings.MOTHERSHIP_WS_MESSAGES_PER_SECOND, settings.MOTHERSHIP_WS_MESSAGE_BURST)
 
     async def dispatch(self, message):
         """Channels' dispatch without its per-message ``close_old_connections`` thread hop.
@@ -91,9 +112,16 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     def joined(self, group: str) -> bool:
         return group in self.groups_joined
 
+    async def layer_resubscribed(self, message: dict) -> None:
+        """The channel layer lost Redis and has its subscriptions back (``mothership.infra.pubsub``):
+        what was published meanwhile never arrived. Handler mixins catch up (through super())."""
+
     # --- client → server ---------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
+        if not self.allowance.take():
+            await self.send_error({}, "rate_limited", "Too many messages on this socket; slow down.")
+            return
         if text_data is None:
             await self.send_error({}, "bad_frame", "Send JSON text frames.")
             return
@@ -126,6 +154,9 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         except redis.RedisError:
             logger.exception("redis error while handling %s", content.get("type"))
             await self.send_error(content, "unavailable", "The event store is unavailable; try again shortly.")
+        except (OperationalError, InterfaceError):
+            logger.exception("database error while handling %s", content.get("type"))
+            await self.send_error(content, "unavailable", "The database is unavailable; try again shortly.")
 
     def _handler_for(self, content: dict):
         kind = content.get("type")

@@ -7,15 +7,15 @@ only the winner writes the message, emits the terminal event and frees the lock.
 from __future__ import annotations
 
 import logging
-import time
 
 import redis
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from chats.models import Chat, Message
-from mothership.infra.redis import retrying
+from mothership.infra.database import retrying_database
+from mothership.infra.redis import UNAVAILABLE, retrying
 from mothership.infra.signals import send_logged
 from streams import eventlog, events, locks
 from streams.models import Stream
@@ -45,8 +45,15 @@ def stream_finalize(
     usage: Usage | None = None,
     from_statuses=Stream.LIVE_STATUSES,
     cancel_noticed_at=None,
+    before_terminal=None,
+    redis_wait: float | None = None,
 ) -> bool:
-    """Seal a live stream once: save the text, clear the marker, then announce it. False if another finalizer won."""
+    """Seal a live stream once: save the text, clear the marker, then announce it. False if another finalizer won.
+
+    ``before_terminal(after_failure)`` (the worker's) writes what the log lacks before the terminal
+    event; ``redis_wait`` is how long the announcement waits for a Redis that is away (the lock's
+    TTL by default).
+    """
     reason = reason[: Stream._meta.get_field("reason").max_length]
     terminal_seq = last_seq + 1
     sealed_at = timezone.now()
@@ -64,7 +71,15 @@ def stream_finalize(
         )
         if won:
             transaction.on_commit(
-                lambda: _announce(stream=stream, status=status, reason=reason, terminal_seq=terminal_seq, sealed_at=sealed_at)
+                lambda: _announce(
+                    stream=stream,
+                    status=status,
+                    reason=reason,
+                    terminal_seq=terminal_seq,
+                    sealed_at=sealed_at,
+                    before_terminal=before_terminal,
+                    redis_wait=redis_wait,
+                )
             )
     return won
 
@@ -74,36 +89,42 @@ def stream_finalize_despite_outage(*, stream: Stream, **seal) -> bool:
     out of connections) is waited for, with back-off, for up to ``SEAL_RETRY_SECONDS``, while the
     turn's lock is kept alive (so no sweeper takes the turn for dead meanwhile), then the turn is
     sealed with its true status. A failure whose commit may have gone through is checked: a turn
-    found sealed with this outcome is announced here.
+    found sealed with this outcome is announced here. A Redis that is away is waited for as long
+    (the turn is sealed in the database meanwhile; its terminal event and tile follow).
     """
-    delay, deadline, failed = 0.1, time.monotonic() + SEAL_RETRY_SECONDS, False
-    while True:
+    seal.setdefault("redis_wait", SEAL_RETRY_SECONDS)
+    failed = False
+
+    def keep_the_lock():
+        nonlocal failed
+        failed = True
         try:
-            won = stream_finalize(stream=stream, **seal)
-        except (OperationalError, InterfaceError) as exc:
-            if time.monotonic() >= deadline:
-                raise
-            if not failed:
-                logger.warning("could not seal stream %s (%s); retrying while the database is away", stream.pk, exc)
-            failed = True
-            connection.close()  # a broken connection is never reused
-            try:
-                locks.lock_heartbeat(chat_id=stream.chat_id, stream_id=stream.pk)
-            except redis.RedisError:
-                pass
-            time.sleep(delay)
-            delay = min(2.0, delay * 2)
-            continue
-        if won or not failed:
-            if failed:
-                logger.warning("sealed stream %s after the database came back", stream.pk)
-            return won
-        # Lost after a failure: the failed attempt may have committed (its reply was lost).
-        row = Stream.objects.filter(pk=stream.pk).first()
-        if row is not None and row.status == seal["status"] and locks.lock_owner(chat_id=stream.chat_id) == str(stream.pk):
-            _announce(stream=row, status=row.status, reason=row.reason, terminal_seq=row.last_seq, sealed_at=row.finished_at)
-            return True
-        return False
+            locks.lock_heartbeat(chat_id=stream.chat_id, stream_id=stream.pk)
+        except redis.RedisError:
+            pass
+
+    won = retrying_database(
+        lambda: stream_finalize(stream=stream, **seal),
+        for_seconds=SEAL_RETRY_SECONDS,
+        what=f"the seal of stream {stream.pk}",
+        on_failure=keep_the_lock,
+    )
+    if won or not failed:
+        return won
+    # Lost after a failure: the failed attempt may have committed (its reply was lost).
+    row = Stream.objects.filter(pk=stream.pk).first()
+    if row is not None and row.status == seal["status"] and locks.lock_owner(chat_id=stream.chat_id) == str(stream.pk):
+        _announce(
+            stream=row,
+            status=row.status,
+            reason=row.reason,
+            terminal_seq=row.last_seq,
+            sealed_at=row.finished_at,
+            before_terminal=seal.get("before_terminal"),
+            redis_wait=seal["redis_wait"],
+        )
+        return True
+    return False
 
 
 def _seal(
@@ -126,7 +147,9 @@ def _seal(
     return True
 
 
-def _announce(*, stream: Stream, status: str, reason: str, terminal_seq: int, sealed_at) -> None:
+def _announce(
+    *, stream: Stream, status: str, reason: str, terminal_seq: int, sealed_at, before_terminal=None, redis_wait=None
+) -> None:
     terminal = events.stream_event(
         type=events.TERMINAL_BY_STATUS[status],
         chat_id=stream.chat_id,
@@ -138,13 +161,26 @@ def _announce(*, stream: Stream, status: str, reason: str, terminal_seq: int, se
     )
 
     # The winner of the DB update is the finalizer of record: its terminal event is unfenced.
-    # Committed already: a Redis away for a moment is waited for (up to the lock's TTL), so the
-    # sockets get the terminal event and the lock is freed once it is back.
-    def announce_in_redis():
-        eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
-        locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+    # Committed already: a Redis that is away is waited for, so the sockets get the terminal
+    # event (after what the log lacks) and the lock is freed once it is back.
+    failed = False
 
-    retrying(announce_in_redis, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL, what=f"the seal of stream {stream.pk}")
+    def announce_in_redis():
+        nonlocal failed
+        try:
+            if before_terminal is not None:
+                before_terminal(failed)
+            eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
+            locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+        except UNAVAILABLE:
+            failed = True  # the log may have lost its tail meanwhile (a restart): written again first
+            raise
+
+    retrying(
+        announce_in_redis,
+        for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL if redis_wait is None else redis_wait,
+        what=f"the seal of stream {stream.pk}",
+    )
     # Tiles and warming (sealed_at + interval) hear of it; a failing receiver is logged, never raised.
     send_logged(turn_sealed, sender=Stream, chat_id=stream.chat_id, stream_id=stream.pk, status=status, sealed_at=sealed_at)
 

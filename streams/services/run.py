@@ -1,7 +1,12 @@
 """The worker's side of a turn: claim the queued stream, stream the model's deltas, seal it.
 
 The heartbeat keeps the lock; a stop reaches the run loop through the abort listener; every
-event is appended through the fenced event log, so a run that lost its lock writes nothing.
+event is appended through the fenced event log, so a run that lost its lock writes nothing more
+to the log while it runs. Whatever ends the run, it seals its own turn with every character it
+received, unless a stop or the sweeper sealed it first (the seal is a conditional update): a run
+fenced by a newer turn ends ``interrupted / lock_lost``, one whose Redis stayed away for longer
+than the lock's TTL ends ``interrupted / redis_unavailable``; the events the log lacks are
+written before the terminal event once Redis answers again.
 """
 
 from __future__ import annotations
@@ -12,18 +17,18 @@ import threading
 import time
 from dataclasses import dataclass
 
-import redis
 from django import db
 from django.conf import settings
 from django.utils import timezone
 
 from chats.selectors import conversation_prefix
+from mothership.infra.database import retrying_database
 from mothership.infra.redis import UNAVAILABLE, retrying
 from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, frames, locks
 from streams.models import Stream
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
-from streams.services.finalize import stream_finalize_despite_outage
+from streams.services.finalize import SEAL_RETRY_SECONDS, stream_finalize_despite_outage
 from streams.signals import turn_claimed
 
 logger = logging.getLogger(__name__)
@@ -31,6 +36,10 @@ logger = logging.getLogger(__name__)
 _END = object()
 _ABORT = object()
 _DRAIN_AFTER_STOP = 0.2  # seconds: how long a stopped model's last words are waited for
+
+
+class RedisLost(Exception):
+    """Redis stayed away for longer than the lock's TTL: the turn ends with what it received."""
 
 
 def conversation_history(*, stream: Stream) -> list[dict]:
@@ -61,8 +70,9 @@ class _Heartbeat(threading.Thread):
                 # Belt and braces for a lost publish (a half-open pub/sub socket): the key stays.
                 if self.on_abort is not None and (request := abort.abort_pending(stream_id=self.stream_id)):
                     self.on_abort(request)
-            except redis.RedisError:
-                # The lock may still be ours; the next beat (or its expiry) decides.
+            except Exception:
+                # Redis or the database away for a moment: the lock may still be ours; the next
+                # beat (or its expiry) decides. The heartbeat never dies.
                 logger.exception("heartbeat failed for stream %s", self.stream_id)
 
 
@@ -94,6 +104,9 @@ class _Run:
         self.needs_resync = False
         self.unsent: dict | None = None  # a frame Redis did not take; it goes first, unchanged
         self.unavailable_since: float | None = None
+        self.redis_lost = False  # Redis away for longer than the TTL: nothing more is tried until the seal
+        self.held: list[str] = []  # text received but never appended (fenced, or Redis lost): saved by the seal
+        self.owed: list[dict] = []  # the events the seal writes before its terminal one (``seal_text``)
         self.closed = False  # the turn's text is final: later deltas are dropped
         self.clock = frames.clock()
         self._items: queue.Queue = queue.Queue()
@@ -127,14 +140,24 @@ class _Run:
                 self.needs_resync = True
                 raise
 
+        if self.redis_lost:
+            raise RedisLost(str(self.stream.id))
         try:
             retrying(once, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL, what=f"stream {self.stream.id}")
         except eventlog.Fenced:
             self.fenced.set()
             self.stop.set()
             raise
+        except UNAVAILABLE as exc:
+            self.lose_redis()
+            raise RedisLost(str(self.stream.id)) from exc
         self.appended.append(event)
         self.seq = event["seq"]
+
+    def lose_redis(self) -> None:
+        logger.error("stream %s: redis away for longer than the lock's TTL; sealing the turn with its text", self.stream.id)
+        self.redis_lost = True
+        self.stop.set()
 
     def resync(self) -> None:
         """After Redis was away: write again what its log lost, and take the lock again if it is gone.
@@ -169,7 +192,11 @@ class _Run:
     def _emit_delta(self, text: str) -> None:
         if self.stream.first_delta_at is None:
             self.stream.first_delta_at = timezone.now()
-        self._emit(events.DELTA, text=text)
+        try:
+            self._emit(events.DELTA, text=text)
+        except (eventlog.Fenced, RedisLost):
+            self.held.append(text)
+            raise
         self.text.append(text)
 
     def add_text(self, text: str) -> None:
@@ -186,7 +213,7 @@ class _Run:
     # --- called by the frame clock, with ``emit_lock`` held --------------------------------
 
     def take_frame(self) -> dict | None:
-        if self.closed or self.fenced.is_set():
+        if self.closed or self.fenced.is_set() or self.redis_lost:
             return None
         if self.unsent is not None:
             return self.unsent
@@ -209,33 +236,84 @@ class _Run:
         self.unsent, self.needs_resync = event, True
         self.unavailable_since = self.unavailable_since or now
         if now - self.unavailable_since > settings.MOTHERSHIP_STREAM_LOCK_TTL:
-            self.frame_failed(exc)
+            self.lose_redis()  # the frame stays unsent: the seal holds it
+            self._items.put(RedisLost(str(self.stream.id)))
         elif self.clock is not None:
             self.clock.schedule(self)
 
-    def frame_fenced(self) -> None:
+    def frame_fenced(self, event: dict) -> None:
+        self._hold(event)
         self.fenced.set()
         self.stop.set()
         self._items.put(eventlog.Fenced(str(self.stream.id)))
 
-    def frame_failed(self, exc: BaseException) -> None:
-        self._items.put(exc)  # the run loop raises it: the turn fails with what was shown
+    def frame_failed(self, exc: BaseException, event: dict | None = None) -> None:
+        if event is not None:
+            self._hold(event)
+        self._items.put(exc)  # the run loop raises it: the turn ends with what it received
+
+    def _hold(self, event: dict) -> None:
+        """A frame that will never be appended by the clock: its text is kept for the seal."""
+        if self.unsent is event:
+            self.unsent = None
+        self.held.append(event["text"])
 
     # --------------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Publish the text still waiting for a frame, now (before the usage and the terminal)."""
+        """Publish the text still waiting for a frame, now (before the usage and the terminal).
+
+        A run that may not append any more (fenced, or Redis lost) holds that text for its seal.
+        """
         with self.emit_lock:
-            if self.fenced.is_set() or self.closed:
+            if self.closed:
+                return
+            if self.fenced.is_set() or self.redis_lost:
+                self._hold_the_rest()
                 return
             if self.unsent is not None:  # a frame Redis has not taken yet goes first
-                unsent, self.unsent = self.unsent, None
-                self._append(unsent)
-                self.text.append(unsent["text"])
+                try:
+                    self._append(self.unsent)
+                except (eventlog.Fenced, RedisLost):
+                    self._hold_the_rest()
+                    raise
+                self.text.append(self.unsent["text"])
+                self.unsent = None
             if self.pending:
                 text = "".join(self.pending)
                 self.pending.clear()
                 self._emit_delta(text)
+
+    def _hold_the_rest(self) -> None:
+        if self.unsent is not None:
+            self.held.append(self.unsent["text"])
+            self.unsent = None
+        self.held.extend(self.pending)
+        self.pending.clear()
+
+    def seal_text(self) -> tuple[str, int]:
+        """The text the seal saves (everything received) and the seq of its last event before the
+        terminal one. Text and usage that never reached the log are owed to it: ``write_back``
+        appends them, with whatever a restarted Redis lost, before the terminal event."""
+        self.owed = []
+        if self.held:
+            self.owed.append(self._event(events.DELTA, seq=self.seq + 1, text="".join(self.held)))
+        if self.usage != Usage() and not any(e["type"] == events.USAGE for e in self.appended[-1:]):
+            self.owed.append(self._event(events.USAGE, seq=self.seq + len(self.owed) + 1, usage=self.usage.as_dict()))
+        return "".join(self.text) + "".join(self.held), self.seq + len(self.owed)
+
+    def write_back(self, after_failure: bool) -> None:
+        """Called by the seal, before its terminal event: the events of this turn the log lacks
+        (lost by a restarted Redis, or never appended), unfenced: the seal is this run's, and the
+        log is this turn's own. Idempotent; nothing to do (no round trip) when Redis never failed."""
+        if not (after_failure or self.needs_resync or self.owed):
+            return
+        for event in (self.appended + self.owed)[eventlog.last_seq(self.stream.id) :]:
+            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event, fenced=False)
+        self.needs_resync = False
+
+    def _event(self, type: str, *, seq: int, **fields) -> dict:
+        return events.stream_event(type=type, chat_id=self.chat_id, stream_id=self.stream.id, seq=seq, **fields)
 
     def close(self) -> None:
         with self.emit_lock:
@@ -263,7 +341,11 @@ class _Run:
         ``_DRAIN_AFTER_STOP`` seconds and kept; a model that does not return in that time is
         not waited for. What the model produced before an error is kept too.
         """
-        history = conversation_history(stream=self.stream)
+        history = retrying_database(
+            lambda: conversation_history(stream=self.stream),
+            for_seconds=SEAL_RETRY_SECONDS,  # the heartbeat keeps the lock meanwhile
+            what=f"the conversation of stream {self.stream.id}",
+        )
         # The model may take minutes: the database connection goes back to the pool meanwhile
         # (the seal takes one again), so connections never grow with the turns in flight.
         if not db.connection.in_atomic_block:  # (a test's transaction keeps its connection)
@@ -308,23 +390,30 @@ class _Outcome:
     reason: str
 
 
+_LOCK_LOST = _Outcome(Stream.Status.INTERRUPTED, "lock_lost")
+_REDIS_LOST = _Outcome(Stream.Status.INTERRUPTED, "redis_unavailable")
+
+
 def stream_run(*, stream_id) -> str:
     """Generate a queued stream's reply. Returns the stream's final status (or why it did nothing)."""
-    stream = _claim(stream_id)
+    # A database away for a moment is waited for while the queued turn's lock lasts.
+    stream = retrying_database(
+        lambda: _claim(stream_id), for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL, what=f"the claim of stream {stream_id}"
+    )
     if isinstance(stream, str):
         return stream
     run = _Run(stream)
     outcome = _execute(run)
-    if outcome is None:
-        return "fenced"
+    text, last_seq = run.seal_text()
     finalized = stream_finalize_despite_outage(
         stream=stream,
         status=outcome.status,
         reason=outcome.reason,
-        text="".join(run.text),
-        last_seq=run.seq,
+        text=text,
+        last_seq=last_seq,
         usage=run.usage,
         cancel_noticed_at=run.abort_noticed_at if outcome.status == Stream.Status.CANCELLED else None,
+        before_terminal=run.write_back,
     )
     return outcome.status if finalized else "already_finalized"
 
@@ -348,8 +437,8 @@ def _claim(stream_id) -> Stream | str:
     return stream
 
 
-def _execute(run: _Run) -> _Outcome | None:
-    """Run the model under heartbeat and abort listener. None when fenced (nothing more may be written)."""
+def _execute(run: _Run) -> _Outcome:
+    """Run the model under heartbeat and abort listener, and say how the turn ends."""
     stream = run.stream
     heartbeat = _Heartbeat(
         chat_id=stream.chat_id,
@@ -378,14 +467,18 @@ def _execute(run: _Run) -> _Outcome | None:
             )
             run.generate()
         if run.fenced.is_set():
-            return None
+            return _LOCK_LOST
         if run.usage != Usage():
             run.emit(events.USAGE, usage=run.usage.as_dict())
         if run.abort_seen is not None:
             return _Outcome(Stream.Status.CANCELLED, run.abort_seen.reason)
         return _Outcome(Stream.Status.COMPLETED, "")
     except eventlog.Fenced:
-        return None
+        # A newer turn holds the chat (or a stop or the sweeper sealed this one): the seal,
+        # conditional on the turn being live, saves this run's text only if nobody sealed it.
+        return _LOCK_LOST
+    except RedisLost:
+        return _Outcome(Stream.Status.CANCELLED, run.aborted.reason) if run.aborted else _REDIS_LOST
     except ProviderError as exc:
         return (
             _Outcome(Stream.Status.CANCELLED, run.aborted.reason) if run.aborted else _Outcome(Stream.Status.FAILED, exc.reason)

@@ -1,4 +1,13 @@
-"""The sweeper: finalize orphaned streams for good, then clear markers nothing backs any more."""
+"""The sweeper: finalize orphaned streams for good, then clear markers nothing backs any more.
+
+For one lock TTL after Redis starts (``redis_uptime``), a live stream created before it started
+and with no lock at all is not taken for dead: a Redis restarted empty lost every lock, and a
+live worker takes its lock again at its next event or heartbeat (the sweeper sealing it first
+would save only what the emptied log still holds). A queued one also lost its task with the
+queue: the sweeper takes its lock again and enqueues it once more (a task delivered twice does
+nothing the second time). After that window, a stream still without its lock is swept as usual;
+a stream created since Redis started took its lock in this Redis, so it never waits.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +19,11 @@ from django.utils import timezone
 
 from chats.models import Chat
 from chats.services import chat_markers_repair
+from mothership.infra.redis import redis_uptime
 from streams import locks
 from streams.models import Stream
 from streams.services.finalize import salvage, stream_finalize
+from streams.services.start import stream_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +37,15 @@ def stream_interrupt_orphan(*, stream: Stream) -> bool:
     return stream_finalize(
         stream=stream, status=Stream.Status.INTERRUPTED, reason=reason, text=text, last_seq=last_seq, usage=usage
     )
+
+
+def stream_requeue(*, stream: Stream) -> bool:
+    """A queued stream whose lock and task a restarted Redis lost: its lock again, its task again."""
+    if not locks.lock_acquire(chat_id=stream.chat_id, stream_id=stream.pk):
+        return False  # another turn took the chat meanwhile: this one is swept later
+    logger.warning("stream %s lost its lock and task with a Redis restart; queued again", stream.pk)
+    stream_enqueue(stream_id=stream.pk)
+    return True
 
 
 def streams_sweep(*, stream_ids=None) -> dict:
@@ -52,7 +72,13 @@ def _sweep_orphans(*, stream_ids) -> dict:
     )
     if stream_ids is not None:
         qs = qs.filter(pk__in=list(stream_ids))
-    report = {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0}
+    report = {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0, "waiting": 0, "requeued": []}
+    uptime = redis_uptime()
+    # Created before Redis started (its uptime is whole seconds: within its first second, a turn
+    # created since then waits too, which only delays a sweep): it may have lost its lock.
+    older_than_redis = (
+        timezone.now() - datetime.timedelta(seconds=uptime) if uptime < settings.MOTHERSHIP_STREAM_LOCK_TTL else None
+    )
     last_created = None
     while True:
         batch = list((qs if last_created is None else qs.filter(created_at__gt=last_created))[:SWEEP_BATCH])
@@ -62,8 +88,13 @@ def _sweep_orphans(*, stream_ids) -> dict:
         owners = locks.lock_owners({s.chat_id for s in batch})
         for stream in batch:
             report["checked"] += 1
-            if owners.get(str(stream.chat_id)) == str(stream.pk):
+            owner = owners.get(str(stream.chat_id))
+            if owner == str(stream.pk):
                 report["alive"] += 1
+            elif owner is None and older_than_redis is not None and stream.created_at < older_than_redis:
+                report["waiting"] += 1
+                if stream.status == Stream.Status.QUEUED and stream_requeue(stream=stream):
+                    report["requeued"].append(str(stream.pk))
             elif stream_interrupt_orphan(stream=stream):
                 report["interrupted"].append(str(stream.pk))
             else:

@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
+from tests.support import processes
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 TYPES = ["subscribe", "unsubscribe", "stream.resume", "ping", "invoke", "launch", ""]
@@ -56,8 +58,18 @@ def _until_pong(socket) -> list[dict]:
         seen.append(message)
 
 
-def test_generated_frames_get_contract_frames_or_errors_and_the_socket_stays_open(live_server_url, token, chat):
-    ws_url = live_server_url.replace("http", "ws") + f"/ws/?token={token}"
+@pytest.fixture
+def unthrottled_server(tmp_path):
+    """A real server whose sockets may send as fast as the test can (the rate limit has its own test)."""
+    proc, base = processes.start_server(
+        tmp_path, name="fuzz", MOTHERSHIP_WS_MESSAGES_PER_SECOND=100_000, MOTHERSHIP_WS_MESSAGE_BURST=100_000
+    )
+    yield base
+    proc.stop()
+
+
+def test_generated_frames_get_contract_frames_or_errors_and_the_socket_stays_open(unthrottled_server, token, chat):
+    ws_url = unthrottled_server.replace("http", "ws") + f"/ws/?token={token}"
     with connect(ws_url, max_size=None) as bystander, connect(ws_url, max_size=None) as socket:
 
         @given(frame=frames(str(chat.id), str(chat.workspace_id)))

@@ -38,3 +38,27 @@ async def test_frames_past_the_limits_are_refused_and_other_sockets_are_unaffect
             await sender.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         assert await _pong(bystander)
+
+
+async def test_a_socket_that_floods_is_answered_rate_limited_and_others_are_unaffected(live_server_url, token):
+    """400 messages at once against a burst of 100 and 20 a second (the defaults)."""
+    import asyncio
+    import time
+
+    from django.conf import settings
+
+    ws_url = live_server_url.replace("http", "ws") + f"/ws/?token={token}"
+    async with websockets.connect(ws_url) as bystander, websockets.connect(ws_url) as flooder:
+        started = time.monotonic()
+        await asyncio.gather(*(flooder.send(json.dumps({"type": "ping"})) for _ in range(400)))
+        replies = [json.loads(await flooder.recv()) for _ in range(400)]
+        elapsed = time.monotonic() - started
+        pongs = sum(1 for r in replies if r == {"type": "pong"})
+        limited = [r for r in replies if r.get("code") == "rate_limited"]
+        assert pongs + len(limited) == 400
+        allowed = settings.MOTHERSHIP_WS_MESSAGE_BURST + settings.MOTHERSHIP_WS_MESSAGES_PER_SECOND * elapsed
+        assert settings.MOTHERSHIP_WS_MESSAGE_BURST <= pongs <= allowed + 1, (pongs, elapsed)
+        assert limited[0]["type"] == "error" and limited[0]["message"]
+        assert await _pong(bystander)  # another socket never waits for the flood
+        await asyncio.sleep(0.2)  # a few messages' worth of allowance back
+        assert await _pong(flooder)  # and the flooder is served again, on the same socket

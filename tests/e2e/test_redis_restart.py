@@ -4,12 +4,15 @@ that resumes afterwards assembles exactly the saved text, with no gap and no dup
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 
 import pytest
 import redis
 from celery import Task
+from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
 
 from chats.models import Message
@@ -17,6 +20,7 @@ from mothership.celery import app as celery_app
 from mothership.consumers import MothershipConsumer
 from mothership.infra import redis as redis_client
 from streams import eventlog, locks
+from streams import events as stream_events
 from streams.models import Stream
 from streams.providers.local import LocalProvider
 from streams.services import stream_start
@@ -28,29 +32,64 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 TOKENS = 160  # at 20 tokens/s: an 8 s reply
+TERMINALS = {"stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"}
+
+
+@contextlib.contextmanager
+def _private_redis(settings, *, persist: bool):
+    """A Redis of its own for the app's locks, logs, queue and channel layer, to kill and restart."""
+    server = PrivateRedis(persist=persist)
+    settings.REDIS_URL = server.url
+    settings.CHANNEL_LAYERS = {  # this process's sockets hear the worker's events through it too
+        "default": {
+            **settings.CHANNEL_LAYERS["default"],
+            "CONFIG": {
+                **settings.CHANNEL_LAYERS["default"]["CONFIG"],
+                "hosts": [{"address": server.url, "socket_timeout": None}],
+            },
+        }
+    }
+    redis_client.reset_clients()
+    try:
+        yield server
+    finally:
+        server.close()
+        redis_client.reset_clients()
+
+
+@contextlib.contextmanager
+def _private_stack(settings, tmp_path, *, persist: bool, ttl: float, concurrency: int = 8):
+    """A private Redis, a worker on it, and a way to kill and restart it."""
+    with _private_redis(settings, persist=persist) as server:
+        worker = processes.start_worker_on_own_queue(
+            tmp_path,
+            name="restart",
+            queues="turns",
+            concurrency=concurrency,
+            REDIS_URL=server.url,
+            MOTHERSHIP_STREAM_HEARTBEAT=1,
+            MOTHERSHIP_STREAM_LOCK_TTL=ttl,
+            MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
+            MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
+        )
+        server.queue, server.worker = worker.queue, worker
+        try:
+            yield server
+        finally:
+            worker.stop()
 
 
 @pytest.fixture(params=["data kept", "restarted empty"])
 def outage(request, settings, tmp_path):
-    """A Redis of its own for the app's locks, logs and queue, a worker on it, and a way to kill and restart it."""
-    server = PrivateRedis(persist=request.param == "data kept")
-    settings.REDIS_URL = server.url
-    redis_client.reset_clients()
-    worker = processes.start_worker_on_own_queue(
-        tmp_path,
-        name="restart",
-        queues="turns",
-        REDIS_URL=server.url,
-        MOTHERSHIP_STREAM_HEARTBEAT=1,
-        MOTHERSHIP_STREAM_LOCK_TTL=10,
-        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
-        MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
-    )
-    server.queue, server.worker = worker.queue, worker
-    yield server
-    worker.stop()
-    server.close()
-    redis_client.reset_clients()
+    with _private_stack(settings, tmp_path, persist=request.param == "data kept", ttl=10) as server:
+        yield server
+
+
+@pytest.fixture(params=["data kept", "restarted empty"])
+def long_outage(request, settings, tmp_path):
+    """As ``outage``, with a lock TTL (3 s) shorter than the outage the test makes."""
+    with _private_stack(settings, tmp_path, persist=request.param == "data kept", ttl=3) as server:
+        yield server
 
 
 def _enqueue(server: PrivateRedis, stream_id: str) -> None:
@@ -63,7 +102,8 @@ def _enqueue(server: PrivateRedis, stream_id: str) -> None:
     redis.Redis.from_url(server.url).lpush(server.queue, message)
 
 
-async def _resume(user, chat, stream_id: str) -> list[dict]:
+async def _follow(user, chat, stream_id: str, *, timeout: float = 10) -> list[dict]:
+    """A socket that resumes the stream from its start and reads it to its terminal event."""
     communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
     communicator.scope["user"] = user
     assert (await communicator.connect())[0]
@@ -71,37 +111,167 @@ async def _resume(user, chat, stream_id: str) -> list[dict]:
         {"type": "stream.resume", "conversationId": str(chat.id), "streamId": stream_id, "afterSeq": 0}
     )
     events = []
-    while not events or events[-1]["type"] != "stream.completed":
-        event = await communicator.receive_json_from(timeout=10)
-        if event["type"].startswith("stream."):
-            events.append(event)
-    await communicator.disconnect()
+    try:
+        while not events or events[-1]["type"] not in TERMINALS:
+            event = await communicator.receive_json_from(timeout=timeout)
+            if event["type"].startswith("stream."):
+                events.append(event)
+    finally:
+        await communicator.disconnect()
     return events
 
 
-async def test_a_reply_in_flight_when_redis_restarts_completes_with_every_character(outage, turns_not_enqueued, user, chat):
-    from channels.db import database_sync_to_async
+def _assert_gapless(events: list[dict], text: str) -> None:
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # no gap, no duplicate
+    assert "".join(e.get("text", "") for e in events if e["type"] == "stream.delta") == text
 
+
+def _reply(content: str) -> str:
+    return "".join(LocalProvider(tokens_per_second=0, reply_tokens=TOKENS).reply_for([{"role": "user", "content": content}]))
+
+
+def _sealed(stream_id: str) -> Stream | None:
+    return Stream.objects.filter(pk=stream_id).exclude(status__in=Stream.LIVE_STATUSES).first()
+
+
+async def _streaming_with_a_socket(server: PrivateRedis, user, chat) -> tuple[str, asyncio.Task]:
+    """A turn 20 events into its reply on the server's worker, a socket following it that stays
+    connected through what comes next, and a second for the append-only file to catch up."""
     turn = await database_sync_to_async(stream_start)(chat=chat, content="keep going")
     stream_id = str(turn.stream.id)
-    _enqueue(outage, stream_id)
+    live = asyncio.create_task(_follow(user, chat, stream_id, timeout=40))
+    _enqueue(server, stream_id)
     await database_sync_to_async(wait_for)(lambda: len(eventlog.read(stream_id)) > 20, 20, "20 events in the log")
+    await asyncio.sleep(1.2)  # what the append-only file holds is at most a second old
+    return stream_id, live
 
-    time.sleep(1.2)  # what the append-only file holds is at most a second old
-    outage.stop()
-    time.sleep(3)
-    outage.start()
 
-    stream = await database_sync_to_async(wait_for)(
-        lambda: Stream.objects.filter(pk=stream_id).exclude(status__in=Stream.LIVE_STATUSES).first(), 40, "the seal"
-    )
+async def test_a_reply_in_flight_when_redis_restarts_completes_with_every_character(outage, turns_not_enqueued, user, chat):
+    stream_id, live = await _streaming_with_a_socket(outage, user, chat)
+    await asyncio.to_thread(outage.stop)
+    await asyncio.sleep(3)
+    await asyncio.to_thread(outage.start)
+
+    stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 40, "the seal")
     message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
-    expected = "".join(
-        LocalProvider(tokens_per_second=0, reply_tokens=TOKENS).reply_for([{"role": "user", "content": "keep going"}])
-    )
-    assert (stream.status, message.status, message.content) == ("completed", "complete", expected), outage.worker.output()[-3000:]
+    log = outage.worker.output()[-3000:]
+    assert (stream.status, message.status, message.content) == ("completed", "complete", _reply("keep going")), log
 
-    events = await _resume(user, chat, stream_id)
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # no gap, no duplicate
-    assert "".join(e.get("text", "") for e in events if e["type"] == "stream.delta") == expected
+    # The socket that stayed connected caught up once the layer had Redis again; one that resumes
+    # afterwards gets the same: every event once, in order, and exactly the saved text.
+    _assert_gapless(await asyncio.wait_for(live, 20), message.content)
+    _assert_gapless(await _follow(user, chat, stream_id), message.content)
     assert locks.lock_owner(chat_id=chat.id) is None
+
+
+async def test_a_reply_whose_redis_stays_away_longer_than_the_lock_ttl_is_sealed_with_all_its_text(
+    long_outage, turns_not_enqueued, user, chat
+):
+    stream_id, live = await _streaming_with_a_socket(long_outage, user, chat)
+    shown = eventlog.snapshot_text(eventlog.read(stream_id))
+    await asyncio.to_thread(long_outage.stop)
+    down_at = time.monotonic()
+
+    # Redis is still away: the turn is sealed in the database all the same, with a clear reason
+    # and every character the worker received (more than the sockets were shown before the outage).
+    stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 15, "the seal")
+    sealed_after = time.monotonic() - down_at
+    message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+    chat_row = await database_sync_to_async(type(chat).objects.get)(pk=chat.pk)
+    log = long_outage.worker.output()[-3000:]
+    assert (stream.status, stream.reason, message.status) == ("interrupted", "redis_unavailable", "interrupted"), log
+    assert message.content.startswith(shown) and len(message.content) > len(shown), log
+    assert _reply("keep going").startswith(message.content)
+    assert chat_row.active_stream_id is None  # the tile is no longer "streaming", even before Redis is back
+    await asyncio.sleep(max(0.0, 6 - (time.monotonic() - down_at)))  # 6 s away: twice the TTL
+    await asyncio.to_thread(long_outage.start)
+    back_at = time.monotonic()
+
+    # Once Redis is back: the terminal event, after every event the log lacked, reaches the socket
+    # that stayed connected and one that resumes; the lock is freed.
+    events = await asyncio.wait_for(live, 20)
+    caught_up = time.monotonic() - back_at
+    _assert_gapless(events, message.content)
+    assert events[-1]["type"] == "stream.interrupted" and events[-1]["seq"] == stream.last_seq
+    assert events[-1]["reason"] == "redis_unavailable"
+    _assert_gapless(await _follow(user, chat, stream_id), message.content)
+    await database_sync_to_async(wait_for)(lambda: locks.lock_owner(chat_id=chat.id) is None, 5, "the lock freed")
+    print(
+        f"sealed {sealed_after:.1f} s after Redis went away (TTL 3 s); the socket had the terminal {caught_up:.2f} s after it was back"
+    )
+
+    # And the next turn streams and completes at once.
+    again = await database_sync_to_async(stream_start)(chat=chat, content="and again")
+    _enqueue(long_outage, str(again.stream.id))
+    done = await database_sync_to_async(wait_for)(
+        lambda: Stream.objects.filter(pk=again.stream.id, status="completed").first(), 20, "the next turn"
+    )
+    assert (await database_sync_to_async(Message.objects.get)(pk=done.assistant_message_id)).content == _reply("and again")
+
+
+async def test_a_socket_gets_the_last_event_published_while_its_channel_layer_reconnected(
+    settings, turns_not_enqueued, user, chat
+):
+    """The live path alone would never deliver it: no later event reveals the hole."""
+    with _private_redis(settings, persist=False) as server:
+        turn = await database_sync_to_async(stream_start)(chat=chat, content="hello")
+        stream_id, chat_id = str(turn.stream.id), chat.id
+
+        def event(type: str, seq: int, **fields) -> dict:
+            return stream_events.stream_event(type=type, chat_id=chat_id, stream_id=stream_id, seq=seq, **fields)
+
+        eventlog.append(chat_id=chat_id, stream_id=stream_id, event=event("stream.delta", 1, text="Hi"))
+        communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+        communicator.scope["user"] = user
+        assert (await communicator.connect())[0]
+        await communicator.send_json_to(
+            {"type": "stream.resume", "conversationId": str(chat_id), "streamId": stream_id, "afterSeq": 0}
+        )
+        assert (await communicator.receive_json_from(timeout=5))["seq"] == 1
+
+        # Without yielding to the event loop: the layer cannot re-subscribe before the terminal
+        # event is published into the restarted (empty) Redis.
+        server.stop()
+        server.start()
+        terminal = event("stream.completed", 2, message_id=str(turn.assistant_message.id), partial=False, reason=None)
+        eventlog.append(chat_id=chat_id, stream_id=stream_id, event=terminal, fenced=False)
+
+        assert await communicator.receive_json_from(timeout=10) == terminal
+        await communicator.disconnect()
+
+
+async def test_a_turn_waiting_in_the_queue_when_redis_restarts_empty_still_runs(
+    settings, tmp_path, turns_not_enqueued, user, workspace
+):
+    """The queue went with the data: the sweeper (beat and a background worker, as ``make run``
+    starts them) leaves the streaming turn to its worker, queues the waiting one again, and both
+    complete."""
+    from tests import factories
+
+    with _private_stack(settings, tmp_path, persist=False, ttl=10, concurrency=1) as server:
+        env = {"REDIS_URL": server.url, "MOTHERSHIP_CELERY_QUEUE": server.queue, "MOTHERSHIP_SWEEP_INTERVAL": 0.5}
+        background = processes.start_worker(tmp_path, name="sweeper", queues="background", **env)
+        beat = processes.start_beat(tmp_path, **env)
+        try:
+            chats = [await database_sync_to_async(factories.ChatFactory)(workspace=workspace) for _ in range(2)]
+            streaming = await database_sync_to_async(stream_start)(chat=chats[0], content="first")
+            waiting = await database_sync_to_async(stream_start)(chat=chats[1], content="second")
+            for turn in (streaming, waiting):
+                _enqueue(server, str(turn.stream.id))  # one worker thread: the second waits in the queue
+            await database_sync_to_async(wait_for)(lambda: len(eventlog.read(streaming.stream.id)) > 20, 20, "20 events")
+            assert (await database_sync_to_async(Stream.objects.get)(pk=waiting.stream.id)).status == "queued"
+
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(server.start)
+
+            for turn, content, chat in ((streaming, "first", chats[0]), (waiting, "second", chats[1])):
+                stream = await database_sync_to_async(wait_for)(lambda t=turn: _sealed(str(t.stream.id)), 40, "the seal")
+                message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+                logs = server.worker.output()[-2000:] + background.output()[-2000:]
+                assert (stream.status, message.content) == ("completed", _reply(content)), logs
+                _assert_gapless(await _follow(user, chat, str(turn.stream.id)), message.content)
+            assert "queued again" in background.output()
+        finally:
+            beat.stop()
+            background.stop()

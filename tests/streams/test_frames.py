@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from streams import eventlog, events
 from streams.providers.local import LocalProvider
 from streams.services import stream_run, stream_start
 from tests.factories import ChatFactory
+from tests.support.threads import app_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,9 +51,7 @@ def test_live_turns_share_one_append_round_trip_per_tick(monkeypatch):
     monkeypatch.setattr(eventlog, "append_many", recording)
     turns = [stream_start(chat=ChatFactory(), content=f"turn {i}") for i in range(4)]
     results = {}
-    threads = [
-        threading.Thread(target=lambda t=t: results.setdefault(t.stream.id, stream_run(stream_id=t.stream.id))) for t in turns
-    ]
+    threads = [app_thread(lambda t=t: results.setdefault(t.stream.id, stream_run(stream_id=t.stream.id))) for t in turns]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -11,6 +10,7 @@ from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.providers.local import LocalProvider
 from streams.services import StreamConflict, stream_finalize, stream_run, stream_start
+from tests.support.threads import app_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,13 +81,13 @@ def test_a_stream_whose_lock_expired_in_the_queue_never_starts(chat, fast_model)
 
 @pytest.mark.parametrize("flush_ms", [0, 30], ids=["every-delta", "frame-clock"])
 def test_a_fenced_worker_cannot_touch_the_newer_turn(chat, settings, flush_ms):
-    """A stale worker whose lock expired and was taken by a newer stream writes nothing more."""
+    """A stale worker whose lock expired and was taken by a newer stream never touches the newer turn."""
     settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 50
     settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 200
     settings.MOTHERSHIP_DELTA_FLUSH_MS = flush_ms
     old = stream_start(chat=chat, content="old turn")
     result = {}
-    worker = threading.Thread(target=lambda: result.setdefault("status", stream_run(stream_id=old.stream.id)))
+    worker = app_thread(lambda: result.setdefault("status", stream_run(stream_id=old.stream.id)))
     worker.start()
     deadline = time.monotonic() + 5
     while len(eventlog.read(old.stream.id)) < 4 and time.monotonic() < deadline:
@@ -99,16 +99,20 @@ def test_a_fenced_worker_cannot_touch_the_newer_turn(chat, settings, flush_ms):
     new = stream_start(chat=chat, content="new turn")
     worker.join(timeout=10)
 
-    assert result["status"] == "fenced"
+    # The old run seals its own turn with every character it received, and only its own.
+    assert result["status"] == "interrupted"
     old_log = eventlog.read(old.stream.id)
-    assert old_log[-1]["type"] == events.DELTA  # no terminal: the sweeper finalizes it
+    assert old_log[-1]["type"] == "stream.interrupted"
     assert [e["seq"] for e in old_log] == list(range(1, len(old_log) + 1))
+    sealed = Stream.objects.get(pk=old.stream.id)
+    assert (sealed.status, sealed.reason, sealed.last_seq) == ("interrupted", "lock_lost", old_log[-1]["seq"])
+    old_text = Message.objects.get(pk=old.assistant_message.id).content
+    assert old_text and old_text == eventlog.snapshot_text(old_log)
     chat.refresh_from_db()
     assert chat.active_stream_id == new.stream.id
     assert locks.lock_owner(chat_id=chat.id) == str(new.stream.id)
     assert Stream.objects.get(pk=new.stream.id).status == "queued"
     assert Message.objects.get(pk=new.assistant_message.id).content == ""
-    assert Stream.objects.get(pk=old.stream.id).status == "streaming"
 
 
 def test_history_given_to_the_model_includes_earlier_turns(chat, fast_model, monkeypatch):

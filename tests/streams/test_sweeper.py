@@ -8,10 +8,12 @@ import pytest
 from django.core.management import call_command
 
 from chats.models import Chat, Message
-from mothership.infra.redis import get_redis
+from mothership.infra.redis import get_redis, redis_uptime
 from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.services import stream_start, streams_sweep
+from tests import factories
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +90,56 @@ def test_reconcile_streams_command_refuses_bad_ids():
 
     with pytest.raises(CommandError, match="Not stream ids"):
         call_command("reconcile_streams", "nope")
+
+
+@pytest.fixture
+def redis_restarted_empty(settings):
+    """The app's Redis, just restarted with nothing in it (a private one, started now)."""
+    from mothership.infra import redis as redis_client
+    from tests.support.redis_server import PrivateRedis
+
+    def restart():
+        server = PrivateRedis()
+        settings.REDIS_URL = server.url
+        redis_client.reset_clients()
+        servers.append(server)
+
+    servers: list = []
+    yield restart
+    for server in servers:
+        server.close()
+    redis_client.reset_clients()
+
+
+def test_after_a_redis_restart_a_turn_without_its_lock_is_left_to_its_worker_for_one_ttl(
+    chat, workspace, settings, redis_restarted_empty, no_worker
+):
+    """A restarted Redis lost every lock: a live worker takes its lock again, a queued turn lost its task."""
+    import time
+
+    settings.MOTHERSHIP_STREAM_LOCK_TTL = 4
+    settings.MOTHERSHIP_STREAM_HEARTBEAT = 1
+    streaming = _orphan_mid_stream(chat, ["Hel", "lo"])
+    queued = stream_start(chat=factories.ChatFactory(workspace=workspace), content="waiting")
+    no_worker.clear()
+    time.sleep(1.1)  # both were created before Redis (re)started
+    redis_restarted_empty()
+
+    report = streams_sweep()
+    assert report["interrupted"] == [] and report["waiting"] == 2
+    assert report["requeued"] == [str(queued.stream.id)] and no_worker == [str(queued.stream.id)]
+    assert locks.lock_owner(chat_id=queued.stream.chat_id) == str(queued.stream.id)  # the keeper renews it from here
+    assert Stream.objects.get(pk=streaming.stream.pk).status == "streaming"
+
+    # A turn started since the restart took its lock in this Redis: without it, it is swept at once.
+    time.sleep(1.1)  # (Redis counts its uptime in whole seconds)
+    fresh = stream_start(chat=factories.ChatFactory(workspace=workspace), content="new")
+    get_redis().delete(locks.lock_key(fresh.stream.chat_id))
+    assert streams_sweep()["interrupted"] == [str(fresh.stream.id)]
+
+    # One TTL after the restart, a turn whose worker never came back is swept as usual.
+    # (and so is the queued one here: no worker's keeper renewed the lock it was given)
+    wait_for(lambda: redis_uptime() >= 4, 5, "one TTL of uptime")
+    get_redis().delete(locks.lock_key(queued.stream.chat_id))  # as if its lock had expired
+    assert set(streams_sweep()["interrupted"]) == {str(streaming.stream.id), str(queued.stream.id)}
+    assert Stream.objects.get(pk=streaming.stream.pk).reason == "worker_lost"

@@ -34,5 +34,10 @@ class Command(BaseCommand):
             f"{len(report['interrupted'])} interrupted, {report['already_finalized']} already finalized; "
             f"{report['markers_cleared']} stale markers cleared"
         )
+        if report["waiting"]:
+            self.stdout.write(
+                f"{report['waiting']} without a lock left for now: Redis started less than a lock TTL ago, "
+                f"so their workers may still take their locks again ({len(report['requeued'])} queued again)"
+            )
         for stream_id in report["interrupted"]:
             self.stdout.write(f"  interrupted {stream_id}")
