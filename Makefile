@@ -14,8 +14,9 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# The laptop runner: debug on unless DJANGO_DEBUG says otherwise (the settings default it off).
 run: install
-	$(PY) manage.py runall --port $(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py runall --port $(PORT)
 
 # The browser tests drive Debian's chromium (never a browser downloaded by a test tool).
 chromium:

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def setup_django() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
+    os.environ.setdefault("DJANGO_DEBUG", "1")  # as `make run` and the tests run it
     from mothership import embedded_redis
 
     embedded_redis.ensure_started(record=False)  # a benchmark owns its app, as the tests do

@@ -779,6 +779,7 @@ def main() -> None:
     port = _free_port()
     env = {
         **os.environ,
+        "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "1"),  # what `make run` sets
         "MOTHERSHIP_LOCAL_TOKENS_PER_SECOND": str(args.rate),
         "MOTHERSHIP_LOCAL_REPLY_TOKENS": str(args.tokens),
         "PYTHONUNBUFFERED": "1",
@@ -796,6 +797,7 @@ def main() -> None:
         os.environ.update({k: v for k, v in env.items() if k in ("MOTHERSHIP_SQLITE_PATH",)})
         os.environ["REDIS_URL"] = app.redis_url
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
+        os.environ.setdefault("DJANGO_DEBUG", "1")
         import django
 
         django.setup()

@@ -46,6 +46,27 @@ def member_chats(*, user) -> QuerySet[Chat]:
     return Chat.objects.filter(workspace__memberships__user=user)
 
 
+def still_visible(*, user_id, chat_ids, workspace_ids) -> tuple[set[str], set[str]]:
+    """Of these chats and workspaces, the ones ``user_id`` is still a member of (two queries at most)."""
+    chats = (
+        {
+            str(pk)
+            for pk in Chat.objects.filter(pk__in=chat_ids, workspace__memberships__user_id=user_id).values_list("pk", flat=True)
+        }
+        if chat_ids
+        else set()
+    )
+    workspaces = (
+        {
+            str(pk)
+            for pk in Workspace.objects.filter(pk__in=workspace_ids, memberships__user_id=user_id).values_list("pk", flat=True)
+        }
+        if workspace_ids
+        else set()
+    )
+    return chats, workspaces
+
+
 def chat_get_for_member(*, user, chat_id) -> Chat:
     pk = parse_uuid(chat_id)
     chat = member_chats(user=user).select_related("workspace").filter(pk=pk).first() if pk else None

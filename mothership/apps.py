@@ -18,3 +18,16 @@ class MothershipConfig(AppConfig):
         turn_claimed.connect(receivers.on_turn_claimed, dispatch_uid="mothership.on_turn_claimed")
         turn_sealed.connect(receivers.on_turn_sealed, dispatch_uid="mothership.on_turn_sealed")
         warming_changed.connect(receivers.on_warming_changed, dispatch_uid="mothership.on_warming_changed")
+
+        # Access withdrawn at once: Django's and DRF's own signals of the models involved.
+        from django.conf import settings
+        from django.contrib.auth.signals import user_logged_out
+        from django.db.models.signals import post_delete, post_save
+        from rest_framework.authtoken.models import Token
+
+        from chats.models import Membership
+
+        post_delete.connect(receivers.on_membership_deleted, sender=Membership, dispatch_uid="mothership.membership_deleted")
+        post_save.connect(receivers.on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="mothership.user_saved")
+        user_logged_out.connect(receivers.on_logged_out, dispatch_uid="mothership.logged_out")
+        post_delete.connect(receivers.on_token_deleted, sender=Token, dispatch_uid="mothership.token_deleted")

@@ -12,6 +12,7 @@ import json
 from channels.db import database_sync_to_async
 
 from chats.selectors import workspace_is_member
+from mothership import access
 from mothership.api.serializers import ChatDetailOutput
 from mothership.infra.groups import workspace_group
 from mothership.infra.socket import ClientError, SocketConsumer, require_uuid
@@ -27,7 +28,7 @@ class TileSocket:
         workspace_id = require_uuid(content, "workspaceId")
         if not await database_sync_to_async(workspace_is_member)(user=self.user, workspace_id=workspace_id):
             raise ClientError("not_found", "No such workspace.")
-        await self.join(workspace_group(workspace_id))
+        await self.join(workspace_group(workspace_id), grant=("workspace", workspace_id, {"workspaceId": workspace_id}))
         await self.send_json({"type": "subscribed", "workspaceId": workspace_id})
 
     async def tile_update(self, message: dict) -> None:
@@ -36,7 +37,28 @@ class TileSocket:
             await self.send_json(tile)
 
 
-class MothershipConsumer(TileSocket, WarmingSocket, StreamSocket, SocketConsumer):
+class AccessSocket:
+    """Access withdrawn at once (``mothership.access``): on ``access.changed``, check again."""
+
+    async def access_changed(self, message: dict) -> None:
+        ended = message.get("endedSession")
+        signed_in = (ended is None or ended != self.session_key) and await database_sync_to_async(access.socket_still_signed_in)(
+            user_id=self.user.pk, session_key=self.session_key, token_key=self.token_key
+        )
+        held = (
+            await database_sync_to_async(access.grants_still_held)(user_id=self.user.pk, grants=dict(self.grants))
+            if signed_in
+            else set()
+        )
+        dropped = [(group, names) for group, (_kind, _pk, names) in self.grants.items() if group not in held]
+        for group, names in dropped:
+            await self.leave(group)
+            await self.send_error(names, "forbidden", "You no longer have access to this.")
+        if not signed_in or (dropped and not self.grants):
+            await self.close(code=4403)
+
+
+class MothershipConsumer(AccessSocket, TileSocket, WarmingSocket, StreamSocket, SocketConsumer):
     routes = {  # noqa: RUF012 (a constant table)
         "subscribe": "on_subscribe",
         "unsubscribe": "on_chat_unsubscribe",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mothership.access import access_changed_push
 from mothership.tiles import badge_push, tile_push
 
 
@@ -23,3 +24,24 @@ def on_turn_sealed(sender, *, chat_id, **kwargs) -> None:
 
 def on_warming_changed(sender, *, chat_id, workspace_id, fields, **kwargs) -> None:
     badge_push(workspace_id=workspace_id, chat_id=chat_id, fields=fields)
+
+
+# --- Access withdrawn at once (mothership.access) ----------------------------------------
+
+
+def on_membership_deleted(sender, *, instance, **kwargs) -> None:
+    access_changed_push(user_id=instance.user_id)
+
+
+def on_user_saved(sender, *, instance, created, update_fields=None, **kwargs) -> None:
+    if not created and update_fields != frozenset({"last_login"}):  # deactivated, a new password, …
+        access_changed_push(user_id=instance.pk)
+
+
+def on_logged_out(sender, *, request, user, **kwargs) -> None:
+    if user is not None:
+        access_changed_push(user_id=user.pk, ended_session=request.session.session_key)
+
+
+def on_token_deleted(sender, *, instance, **kwargs) -> None:
+    access_changed_push(user_id=instance.user_id)

@@ -62,15 +62,43 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
-DEBUG = env_bool("DJANGO_DEBUG", default=True)
+# Off unless set: a deployment that forgets it is safe. ``make run`` (the laptop runner) and the
+# test suite turn it on for themselves.
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (on a laptop, DJANGO_DEBUG=1 as `make run` sets it)."
+        )
     SECRET_KEY = "mothership-local-development-key-not-for-production"
 
 ALLOWED_HOSTS = [h.strip() for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    # Every Host header, and every WebSocket Origin (``null`` included), would be accepted.
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS=* is refused with DJANGO_DEBUG off: name the hosts the app is served on.")
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
+
+# Behind a TLS-terminating proxy: secure cookies, HSTS, the redirect to HTTPS (not for the
+# health check, which load balancers probe over HTTP) and trust in the proxy's X-Forwarded-Proto.
+MOTHERSHIP_HTTPS = env_bool("MOTHERSHIP_HTTPS", default=False)
+if MOTHERSHIP_HTTPS:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("MOTHERSHIP_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MOTHERSHIP_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env_bool("MOTHERSHIP_HSTS_PRELOAD", default=True)
+
+# Mail: password reset is offered only when a mail server is configured.
+EMAIL_HOST = env_str("DJANGO_EMAIL_HOST")
+EMAIL_PORT = env_int("DJANGO_EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("DJANGO_EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("DJANGO_EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_USE_TLS", default=True)
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "mothership@localhost")
+MOTHERSHIP_PASSWORD_RESET = bool(EMAIL_HOST)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -81,6 +109,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "channels",
     "mothership",
@@ -102,8 +131,24 @@ MIDDLEWARE = [
     # request's one thread. With an async-capable middleware inside a sync-only one, Django
     # hops between that thread and the event loop twice per middleware, and under load each
     # hop waits behind every socket the loop serves (docs/benchmarks.md, "One thread per request").
+    # A locked-out sign-in's answer (django-axes); sync and async capable, so it runs in the
+    # request's thread with the rest.
+    "axes.middleware.AxesMiddleware",
     "mothership.infra.api.DatabaseUnavailableMiddleware",
 ]
+
+# --- Sign-in limits (mothership/infra/login_limits.py) ------------------------------------
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+MOTHERSHIP_LOGIN_FAILURE_LIMIT = env_int("MOTHERSHIP_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+MOTHERSHIP_LOGIN_LOCKOUT_SECONDS = env_int("MOTHERSHIP_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+MOTHERSHIP_LOGIN_RATE = env_str("MOTHERSHIP_LOGIN_RATE", "20/min")  # token sign-ins per address
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the Redis cache: one count for every process
+AXES_FAILURE_LIMIT = MOTHERSHIP_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = MOTHERSHIP_LOGIN_LOCKOUT_SECONDS / 3600  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "mothership.infra.login_limits.locked_out"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "mothership.urls"
 ASGI_APPLICATION = "mothership.asgi.application"

@@ -1,10 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import urls as auth_urls
 from django.urls import include, path
 from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.settings import api_settings
 
 from chats.api import views as chat_api
 from mothership import views
@@ -16,8 +15,7 @@ from warming.api import views as warming_api
 admin.site.index_title = lazy(lambda: f"Site administration · model: {settings.LLM_PROVIDER} / {settings.LLM_MODEL}", str)()
 
 api_patterns = [
-    # With the app's parsers (DRF's view names its own, which let a deeply nested body through as a 500).
-    path("auth/token", ObtainAuthToken.as_view(parser_classes=api_settings.DEFAULT_PARSER_CLASSES), name="api-token"),
+    path("auth/token", mothership_api.TokenObtainApi.as_view(), name="api-token"),
     path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
     path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
     path("mothership/chats/<str:chat_id>", mothership_api.ChatDetailApi.as_view(), name="api-chat"),
@@ -28,12 +26,15 @@ api_patterns = [
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
 ]
 
+# Sign-in, sign-out and password change; password reset only when mail can reach the user.
+account_patterns = [p for p in auth_urls.urlpatterns if settings.MOTHERSHIP_PASSWORD_RESET or "reset" not in p.name]
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("chats/new", views.chat_new, name="chat-new"),
     path("chats/<str:chat_id>/", views.chat_page, name="chat"),
     path("healthz", views.healthz, name="healthz"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include(account_patterns)),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
 ]

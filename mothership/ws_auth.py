@@ -27,7 +27,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         if key:
             user = await _user_for_token(key)
             if user is not None:
-                scope = dict(scope, user=user)
+                scope = dict(scope, user=user, auth_token=key)  # re-checked when access changes
         return await super().__call__(scope, receive, send)
 
 

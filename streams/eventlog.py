@@ -30,14 +30,21 @@ _APPEND = """
 if ARGV[1] == '1' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return 0
 end
+local function release()
+  if ARGV[8] == '1' and redis.call('GET', KEYS[2]) == ARGV[2] then
+    redis.call('DEL', KEYS[2])
+  end
+end
 local added = redis.pcall('XADD', KEYS[1], ARGV[3] .. '-0', 'e', ARGV[4])
 if type(added) == 'table' and added.err then
   if string.find(added.err, 'equal or smaller', 1, true) then
+    release()
     return 2  -- already in the log: an append retried after its reply was lost
   end
   return redis.error_reply(added.err)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+release()
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 """
@@ -51,12 +58,14 @@ def log_key(stream_id) -> str:
     return f"{KEY_PREFIX}{uuid.UUID(str(stream_id))}:events"
 
 
-def append(*, chat_id, stream_id, event: dict, fenced: bool = True) -> None:
+def append(*, chat_id, stream_id, event: dict, fenced: bool = True, release_lock: bool = False) -> None:
     """Append ``event`` to the stream's log and publish it to the chat's group.
 
     Raises ``Fenced`` when ``fenced`` and the stream no longer owns the chat's lock.
+    ``release_lock`` (a terminal event) frees the chat's lock, if still the stream's, in the same
+    call: a socket that sees the terminal event never finds the lock still held.
     """
-    if not _append_script()(**_append_call(chat_id, stream_id, event, fenced)):
+    if not _append_script()(**_append_call(chat_id, stream_id, event, fenced, release_lock)):
         raise Fenced(str(stream_id))
 
 
@@ -70,7 +79,7 @@ def append_many(items: list[tuple]) -> list[bool]:
     return [bool(ok) for ok in pipe.execute()]
 
 
-def _append_call(chat_id, stream_id, event: dict, fenced: bool) -> dict:
+def _append_call(chat_id, stream_id, event: dict, fenced: bool, release_lock: bool = False) -> dict:
     terminal = event["type"] in events.TERMINAL_TYPES
     ttl_ms = int(settings.MOTHERSHIP_EVENT_LOG_TTL * 1000) if terminal else _LIVE_TTL_MS
     text = events.encode(event)  # once: the log's entry, and the text every socket is sent
@@ -84,6 +93,7 @@ def _append_call(chat_id, stream_id, event: dict, fenced: bool) -> dict:
             ttl_ms,
             groups.group_channel(groups.chat_group(chat_id)),
             groups.serialize(events.group_message(event, text)),
+            "1" if release_lock else "0",
         ],
     }
 

@@ -29,7 +29,7 @@ class StreamSocket:
     async def join_chat(self, chat_id: str) -> None:
         if not await database_sync_to_async(user_is_member)(user=self.user, chat_id=chat_id):
             raise ClientError("not_found", "No such conversation.")
-        await self.join(chat_group(chat_id))
+        await self.join(chat_group(chat_id), grant=("chat", chat_id, {"conversationId": chat_id}))
 
     async def on_chat_subscribe(self, content: dict) -> None:
         chat_id = require_uuid(content, "conversationId")

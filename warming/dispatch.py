@@ -206,8 +206,13 @@ def _warm_many(provider: Provider, prefixes: dict[uuid.UUID, list[dict]]) -> dic
     return results
 
 
+# What a user is shown of an unexpected failure: a fixed phrase (its exception, which may name
+# internal hosts and ports, goes to the log with its traceback, where it was just written).
+INTERNAL_FAILURE = "The warm failed on the server; the details are in its log."
+
+
 def _reason(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+    return INTERNAL_FAILURE
 
 
 def _record_batch(token: str, *, streaming: set, empty: set, results: dict[uuid.UUID, Usage | str], model: str) -> dict:

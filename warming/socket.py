@@ -70,7 +70,7 @@ class WarmingSocket:
         chat_id = require_uuid(content, "conversationId")
         if not await database_sync_to_async(user_is_member)(user=self.user, chat_id=chat_id):
             raise ClientError("not_found", "No such conversation.")
-        await self.join(warming_group(chat_id))
+        await self.join(warming_group(chat_id), grant=("chat", chat_id, {"surfaceId": SURFACE_ID, "conversationId": chat_id}))
         fields = await database_sync_to_async(_fields)(chat_id)
         await self.send_json(self._surface_frame("surface", chat_id, fields))
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from axes.handlers.proxy import AxesProxyHandler
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chats import selectors as chat_selectors
@@ -12,6 +16,28 @@ from chats.services import chat_create
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra.api import StrictCharField
+from mothership.infra.login_limits import LoginRateThrottle
+
+
+class TokenObtainApi(ObtainAuthToken):
+    """``POST /api/auth/token``: DRF's, with the app's parsers (DRF's own let a deeply nested body
+    through as a 500), a rate per address, and Django's request handed to ``authenticate`` so that
+    a failure counts towards the username's lockout (django-axes reads and marks that request)."""
+
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+    throttle_classes = [LoginRateThrottle]
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "request": self.request._request}
+
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.validated_data["user"]
+        # A success starts the failure count again, as a form sign-in does (no session is made here).
+        AxesProxyHandler.user_logged_in(sender=type(self), request=request._request, user=user)
+        token, _created = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
 
 
 class ChatListCreateApi(APIView):

@@ -37,6 +37,11 @@ def warming_group(chat_id) -> str:
     return f"warming.{uuid.UUID(str(chat_id))}"
 
 
+def user_group(user_id) -> str:
+    """Every socket of one user: told when that user's access may have shrunk."""
+    return f"user.{int(user_id)}"
+
+
 @functools.cache
 def _naming_layer() -> RedisPubSubLoopLayer:
     # Only its naming is used: it opens no connection until subscribed or sent through.

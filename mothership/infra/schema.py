@@ -9,6 +9,7 @@ the errors every view shares, each with the ``{"detail", "errors"}`` body of
 - 404 for one that needs a login and names an object (an id in the path, a workspace in the
   query or the body: unknown, or the caller is not a member);
 - 413 for one that takes a body (larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``);
+- 429 for the sign-in (its rate per address, and a username's lockout after failed attempts);
 - 503 for every one (the database or Redis unavailable).
 
 A status only some views answer (409 on a send) is declared on the view itself, and gets the
@@ -32,8 +33,12 @@ _DESCRIPTIONS = {
     "403": "Not allowed (not logged in, or a bad credential or CSRF token).",
     "404": "No such object, or the caller is not a member of its workspace.",
     "413": "The body is larger than the server accepts.",
+    "429": "Too many attempts; the Retry-After header says when to try again.",
     "503": "The database or Redis is unavailable; try again shortly.",
 }
+
+
+LIMITED_PATHS = {"/api/auth/token"}  # mothership.infra.login_limits
 
 
 def _statuses(path: str, operation: dict) -> list[str]:
@@ -48,6 +53,8 @@ def _statuses(path: str, operation: dict) -> list[str]:
         statuses.append("404")
     if body:
         statuses.append("413")
+    if path in LIMITED_PATHS:
+        statuses.append("429")
     return [*statuses, "503"]
 
 

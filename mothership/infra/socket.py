@@ -2,7 +2,7 @@
 
 ``mothership.consumers`` assembles the one consumer at ``/ws/`` from this base and each app's
 handler mixin. Every client message is validated; a refused one gets ``{"type": "error",
-"code", "message"}`` echoing ``conversationId`` / ``surfaceId`` when given, and the socket
+"code", "message"}`` echoing ``conversationId`` / ``workspaceId`` / ``surfaceId`` when given, and the socket
 stays open.
 """
 
@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 
+from mothership.infra.groups import user_group
 from mothership.infra.uuids import parse_uuid
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     def setup_state(self) -> None:
         """Per-connection state; handler mixins extend it (cooperatively, through super())."""
         self.groups_joined: set[str] = set()
+        # What each subscription was granted on: group → (kind, id, the fields naming it in an
+        # error frame), so a change of the user's access can be checked again (``mothership.access``).
+        self.grants: dict[str, tuple[str, str, dict]] = {}
         self.allowance = _Allowance(settings.MOTHERSHIP_WS_MESSAGES_PER_SECOND, settings.MOTHERSHIP_WS_MESSAGE_BURST)
 
     async def dispatch(self, message):
@@ -92,6 +96,11 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.setup_state()
+        # How this socket was authenticated, checked again when the user's access changes.
+        session = self.scope.get("session")
+        self.session_key = None if self.scope.get("auth_token") or session is None else session.session_key
+        self.token_key = self.scope.get("auth_token")
+        await self.join(user_group(user.pk))
         await self.accept()
 
     async def disconnect(self, code):
@@ -99,12 +108,16 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         for group in getattr(self, "groups_joined", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def join(self, group: str) -> None:
+    async def join(self, group: str, *, grant: tuple[str, str, dict] | None = None) -> None:
+        """Join ``group``; ``grant`` is (``"chat"`` or ``"workspace"``, its id, the fields naming it)."""
+        if grant is not None:
+            self.grants[group] = grant
         if group not in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.add(group)
 
     async def leave(self, group: str) -> None:
+        self.grants.pop(group, None)
         if group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
             self.groups_joined.discard(group)
@@ -179,7 +192,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_error(self, content: dict, code: str, message: str) -> None:
         frame = {"type": "error", "code": code, "message": message}
-        for field in ("conversationId", "surfaceId"):
+        for field in ("conversationId", "workspaceId", "surfaceId"):
             if field in content:
                 frame[field] = content[field]
         await self.send_json(frame)

@@ -170,8 +170,7 @@ def _announce(
         try:
             if before_terminal is not None:
                 before_terminal(failed)
-            eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False)
-            locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
+            eventlog.append(chat_id=stream.chat_id, stream_id=stream.pk, event=terminal, fenced=False, release_lock=True)
         except UNAVAILABLE:
             failed = True  # the log may have lost its tail meanwhile (a restart): written again first
             raise

@@ -1,4 +1,8 @@
-"""Ensure the demo user, its workspace and a few chats exist (idempotent)."""
+"""Ensure the demo user, its workspace and a few chats exist (idempotent). Debug only.
+
+The demo user is an ordinary member (owner of its demo workspace), never staff: its password
+is public. An administrator is created with ``manage.py createsuperuser``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from chats import services
@@ -22,14 +26,21 @@ class Command(BaseCommand):
         parser.add_argument("--chats", type=int, default=None, help="Ensure the demo workspace holds at least N chats.")
         parser.add_argument("--json", action="store_true", help="Print what exists as JSON.")
 
-    @transaction.atomic
     def handle(self, *args, **options):
+        if not settings.DEBUG:
+            raise CommandError("Demo data is created only with DJANGO_DEBUG=1: its user's password is public.")
+        self._seed(**options)
+
+    @transaction.atomic
+    def _seed(self, **options):
         User = get_user_model()
         username, password = settings.MOTHERSHIP_DEMO_USERNAME, settings.MOTHERSHIP_DEMO_PASSWORD
         user = User.objects.filter(username=username).first()
         created_user = user is None
         if created_user:
-            user = User.objects.create_user(username=username, password=password, is_staff=True, is_superuser=True)
+            user = User.objects.create_user(username=username, password=password)
+        elif user.is_staff or user.is_superuser:  # made by an older version, which gave it the admin
+            User.objects.filter(pk=user.pk).update(is_staff=False, is_superuser=False)
         workspace = Workspace.objects.filter(name=settings.MOTHERSHIP_DEMO_WORKSPACE, memberships__user=user).first()
         if workspace is None:
             workspace = services.workspace_create(name=settings.MOTHERSHIP_DEMO_WORKSPACE, owner=user)

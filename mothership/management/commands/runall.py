@@ -146,7 +146,7 @@ class Command(BaseCommand):
         )
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)  # compressed copies for WhiteNoise
-        seed = not no_seed and (not settings.DATABASE_URL or os.environ.get("MOTHERSHIP_SEED_DEMO") == "1")
+        seed = settings.DEBUG and not no_seed and (not settings.DATABASE_URL or os.environ.get("MOTHERSHIP_SEED_DEMO") == "1")
         if seed:
             call_command("seed_demo")
         (settings.BASE_DIR / "var").mkdir(exist_ok=True)
@@ -195,6 +195,7 @@ class Command(BaseCommand):
             f"Mothership on {url}"
             + (f"  login: {settings.MOTHERSHIP_DEMO_USERNAME} / {settings.MOTHERSHIP_DEMO_PASSWORD}" if seed else "")
         )
+        self.stdout.write("an administrator for /admin/: python manage.py createsuperuser")
 
         def _embedded_redis_alive():
             # The embedded Redis is supervised like the children: restarted on its port, its data reloaded.
