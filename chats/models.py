@@ -44,6 +44,8 @@ class Chat(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="chats")
     title = models.CharField(max_length=200)
+    # Who made it: they (and the workspace's owners) may close it and change its warming.
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # The persistent "a stream is running" marker; cleared only by compare-and-set.
     # Deliberately not indexed: marker writes (start, finalize, repair) then stay HOT updates on
     # PostgreSQL, which halves the cost of a read-time repair. Every lookup by marker is either by

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from chats.models import Chat, Message, Workspace
+from chats.models import Chat, Membership, Message, Workspace
 from mothership.infra.uuids import parse_uuid
 
 __all__ = [
@@ -72,6 +73,21 @@ def chat_get_for_member(*, user, chat_id) -> Chat:
     chat = member_chats(user=user).select_related("workspace").filter(pk=pk).first() if pk else None
     if chat is None:
         raise Http404("No such chat.")
+    return chat
+
+
+MANAGE_REFUSED = "Only the member who created this chat, or an owner of its workspace, may close it or change its warming."
+
+
+def chat_get_for_manager(*, user, chat_id) -> Chat:
+    """A chat ``user`` may close and whose warming they may change: one they created, or any chat of
+    a workspace they own. ``Http404`` to non-members (as every read), ``PermissionDenied`` to other members."""
+    chat = chat_get_for_member(user=user, chat_id=chat_id)
+    if (
+        chat.created_by_id != user.pk
+        and not Membership.objects.filter(user=user, workspace_id=chat.workspace_id, role=Membership.Role.OWNER).exists()
+    ):
+        raise PermissionDenied(MANAGE_REFUSED)
     return chat
 
 

@@ -102,7 +102,7 @@ class ChatAdmin(admin.ModelAdmin):
         schedule_next = getattr(obj, "warming_next_at", None)
         return f"on, next {schedule_next:%H:%M:%S}" if schedule_next else "on"
 
-    @admin.action(description="Cancel the running turn of the selected chats")
+    @admin.action(description="Cancel the running turn of the selected chats", permissions=["change"])
     def cancel_running_turns(self, request, queryset):
         counts: dict[str, int] = {}
         for chat in queryset:
@@ -115,7 +115,7 @@ class ChatAdmin(admin.ModelAdmin):
                 self.log_change(request, chat, f"Cancelled stream {outcome.stream_id} (settled: {outcome.settled}).")
         report(self, request, counts, "Cancel")
 
-    @admin.action(description="Close the selected chats (stop the turn, warming off)")
+    @admin.action(description="Close the selected chats (stop the turn, warming off)", permissions=["change"])
     def close_chats(self, request, queryset):
         counts: dict[str, int] = {}
         for chat in queryset:
@@ -128,19 +128,19 @@ class ChatAdmin(admin.ModelAdmin):
             self.log_change(request, chat, f"Closed: {answer}.")
         report(self, request, counts, "Close")
 
-    @admin.action(description="Enable cache warming")
+    @admin.action(description="Enable cache warming", permissions=["change"])
     def enable_warming(self, request, queryset):
         set_warming(self, request, [(chat, chat) for chat in queryset], enabled=True)
 
-    @admin.action(description="Disable cache warming")
+    @admin.action(description="Disable cache warming", permissions=["change"])
     def disable_warming(self, request, queryset):
         set_warming(self, request, [(chat, chat) for chat in queryset], enabled=False)
 
-    @admin.action(description="Warm the prompt cache now")
+    @admin.action(description="Warm the prompt cache now", permissions=["change"])
     def warm_now(self, request, queryset):
         warm_now(self, request, [(chat, chat.pk) for chat in queryset])
 
-    @admin.action(description="Run the sweeper on the selected chats' live streams")
+    @admin.action(description="Run the sweeper on the selected chats' live streams", permissions=["change"])
     def sweep(self, request, queryset):
         ids = list(Stream.objects.filter(chat__in=queryset, status__in=Stream.LIVE_STATUSES).values_list("pk", flat=True))
         result = streams_sweep(stream_ids=ids) if ids else {"alive": 0, "interrupted": []}

@@ -39,7 +39,7 @@ def chat_new(request):
     """The dashboard's New chat form: create it in the workspace and open it."""
     workspace = chat_selectors.workspace_get(user=request.user, workspace_id=request.POST.get("workspace"))
     title = (request.POST.get("title") or "").strip()[:200] or "New chat"
-    chat = chat_services.chat_create(workspace=workspace, title=title)
+    chat = chat_services.chat_create(workspace=workspace, title=title, created_by=request.user)
     return redirect("chat", chat_id=chat.id)
 
 

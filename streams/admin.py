@@ -75,7 +75,7 @@ class StreamAdmin(admin.ModelAdmin):
             text[:4000],
         )
 
-    @admin.action(description="Cancel the selected live streams (owner-aware, keeps their text)")
+    @admin.action(description="Cancel the selected live streams (owner-aware, keeps their text)", permissions=["change"])
     def cancel_streams(self, request, queryset):
         counts: dict[str, int] = {}
         for stream in queryset.select_related("chat"):
@@ -85,7 +85,7 @@ class StreamAdmin(admin.ModelAdmin):
                 self.log_change(request, stream, f"Cancelled (settled: {outcome.settled}).")
         report(self, request, counts, "Cancel")
 
-    @admin.action(description="Run the sweeper on the selected streams")
+    @admin.action(description="Run the sweeper on the selected streams", permissions=["change"])
     def sweep_streams(self, request, queryset):
         result = streams_sweep(stream_ids=list(queryset.values_list("pk", flat=True)))
         for stream in queryset.filter(pk__in=result["interrupted"]):

@@ -78,14 +78,14 @@ class WarmingScheduleAdmin(admin.ModelAdmin):
             return "-"
         return f"{obj.last_warm_cost:.6f} / {obj.last_warm_cost * 3600 / obj.interval_seconds:.4f}"
 
-    @admin.action(description="Enable warming")
+    @admin.action(description="Enable warming", permissions=["change"])
     def enable(self, request, queryset):
         set_warming(self, request, [(s, s.chat) for s in queryset.select_related("chat")], enabled=True)
 
-    @admin.action(description="Disable warming")
+    @admin.action(description="Disable warming", permissions=["change"])
     def disable(self, request, queryset):
         set_warming(self, request, [(s, s.chat) for s in queryset.select_related("chat")], enabled=False)
 
-    @admin.action(description="Warm now")
+    @admin.action(description="Warm now", permissions=["change"])
     def warm_now(self, request, queryset):
         warm_now(self, request, [(s, s.chat_id) for s in queryset])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 
 from chats.models import Chat
-from chats.selectors import chat_get_for_member, user_is_member
+from chats.selectors import chat_get_for_manager, user_is_member
 from mothership.infra.groups import warming_group
 from mothership.infra.socket import ClientError, require_uuid
 from warming import services
@@ -23,12 +23,12 @@ def _fields(chat_id) -> dict:
 
 
 def _apply(user, chat_id, change: dict) -> dict:
-    chat = chat_get_for_member(user=user, chat_id=chat_id)  # Http404 → not_found
+    chat = chat_get_for_manager(user=user, chat_id=chat_id)  # Http404 → not_found; another's chat → forbidden
     return services.warming_fields(services.warming_update(chat=chat, **change))
 
 
 def _warm_now(user, chat_id) -> dict:
-    chat = chat_get_for_member(user=user, chat_id=chat_id)
+    chat = chat_get_for_manager(user=user, chat_id=chat_id)
     if warming_warm_now(chat_id=chat.pk).outcome == "skipped_streaming":
         raise ClientError("busy", "A reply is streaming; its end refreshes the cache anyway.")
     return services.warming_fields(services.warming_get(chat=chat))

@@ -61,7 +61,7 @@ class ChatListCreateApi(APIView):
         payload = self.CreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         workspace = chat_selectors.workspace_get(user=request.user, workspace_id=payload.validated_data["workspace"])
-        chat = chat_create(workspace=workspace, title=payload.validated_data["title"])
+        chat = chat_create(workspace=workspace, title=payload.validated_data["title"], created_by=request.user)
         detail = selectors.chat_detail(user=request.user, chat_id=chat.id)
         return Response(ChatOutput(detail.view).data, status=status.HTTP_201_CREATED)
 
@@ -90,5 +90,5 @@ class ChatCloseApi(APIView):
         },
     )
     def post(self, request, chat_id):
-        chat = chat_selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
+        chat = chat_selectors.chat_get_for_manager(user=request.user, chat_id=chat_id)  # creator or owner
         return Response(services.chat_close(chat=chat))

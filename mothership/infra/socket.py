@@ -16,6 +16,7 @@ import redis
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 
@@ -164,6 +165,8 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(content, exc.code, exc.message)
         except Http404:
             await self.send_error(content, "not_found", "No such conversation.")
+        except PermissionDenied as exc:
+            await self.send_error(content, "forbidden", str(exc) or "Not allowed.")
         except redis.RedisError:
             logger.exception("redis error while handling %s", content.get("type"))
             await self.send_error(content, "unavailable", "The event store is unavailable; try again shortly.")

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chats.selectors import chat_get_for_member
+from chats.selectors import chat_get_for_manager, chat_get_for_member
 from warming import services
 
 
@@ -60,7 +60,7 @@ class ChatWarmingApi(APIView):
         description='{"enabled": bool, "interval_seconds": int}, either or both.',
     )
     def put(self, request, chat_id):
-        chat = chat_get_for_member(user=request.user, chat_id=chat_id)
+        chat = chat_get_for_manager(user=request.user, chat_id=chat_id)  # warming spends money: creator or owner
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
         schedule = services.warming_update(chat=chat, **payload.validated_data)

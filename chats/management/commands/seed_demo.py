@@ -47,7 +47,7 @@ class Command(BaseCommand):
         existing = Chat.objects.filter(workspace=workspace).count()
         wanted = max(options["chats"] or 0, len(DEMO_TITLES) if existing == 0 else 0)
         new_chats = [
-            Chat(workspace=workspace, title=DEMO_TITLES[i] if i < len(DEMO_TITLES) else f"Demo chat {i + 1}")
+            Chat(workspace=workspace, created_by=user, title=DEMO_TITLES[i] if i < len(DEMO_TITLES) else f"Demo chat {i + 1}")
             for i in range(existing, wanted)
         ]
         Chat.objects.bulk_create(new_chats, batch_size=500)
