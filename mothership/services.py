@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rest_framework.authtoken.models import Token
+
 from chats.models import Chat
 from chats.services import chat_mark_closed
 from streams.services import streams_cancel_chat
@@ -25,3 +27,10 @@ def chat_close(*, chat: Chat) -> dict:
         "cancelled": cancelled,
         "stream_id": outcome.stream_id if cancelled else None,
     }
+
+
+def api_token_revoke(*, user) -> bool:
+    """Delete ``user``'s API token (the sockets opened with it are closed: ``mothership.access``).
+    False when there was none. The next ``POST /api/auth/token`` makes a new one."""
+    deleted, _ = Token.objects.filter(user=user).delete()
+    return bool(deleted)

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -20,7 +21,7 @@ from mothership.infra.login_limits import LoginRateThrottle
 
 
 class TokenObtainApi(ObtainAuthToken):
-    """``POST /api/auth/token``: DRF's, with the app's parsers (DRF's own let a deeply nested body
+    """``POST /api/auth/token`` (and ``DELETE`` to revoke it): DRF's, with the app's parsers (DRF's own let a deeply nested body
     through as a 500), a rate per address, and Django's request handed to ``authenticate`` so that
     a failure counts towards the username's lockout (django-axes reads and marks that request)."""
 
@@ -38,6 +39,14 @@ class TokenObtainApi(ObtainAuthToken):
         AxesProxyHandler.user_logged_in(sender=type(self), request=request._request, user=user)
         token, _created = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
+
+    @extend_schema(request=None, responses={204: None, 401: None, 403: None})
+    def delete(self, request, *args, **kwargs):
+        """Revoke the caller's API token (session or token authenticated)."""
+        if not request.user.is_authenticated:
+            raise NotAuthenticated()
+        services.api_token_revoke(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ChatListCreateApi(APIView):

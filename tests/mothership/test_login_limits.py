@@ -70,3 +70,15 @@ def test_token_sign_ins_are_limited_per_address(defaults):
     limited = _token(user.username, "right-pw-123")
     assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
     assert "throttled" in limited.json()["detail"]
+
+
+def test_a_user_revokes_their_api_token(settings):
+    user = _user()
+    key = _token(user.username, "right-pw-123").json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/mothership/workspaces").status_code == 200
+    assert client.delete("/api/auth/token").status_code == 204
+    assert client.get("/api/mothership/workspaces").status_code in (401, 403)  # that token no longer works
+    assert APIClient().delete("/api/auth/token").status_code in (401, 403)
+    assert _token(user.username, "right-pw-123").json()["token"] != key  # a new one on the next sign-in
