@@ -168,8 +168,7 @@ class _Run:
         if not self.needs_resync:
             return
         self.retake_lock()
-        for event in self.appended[eventlog.last_seq(self.stream.id) :]:
-            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event)
+        self._write_missing(self.appended, fenced=True)
         self.needs_resync = False
 
     def retake_lock(self) -> bool:
@@ -308,9 +307,13 @@ class _Run:
         log is this turn's own. Idempotent; nothing to do (no round trip) when Redis never failed."""
         if not (after_failure or self.needs_resync or self.owed):
             return
-        for event in (self.appended + self.owed)[eventlog.last_seq(self.stream.id) :]:
-            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event, fenced=False)
+        self._write_missing(self.appended + self.owed, fenced=False)
         self.needs_resync = False
+
+    def _write_missing(self, run_events: list[dict], *, fenced: bool) -> None:
+        """Append the events (seq 1, 2, …) past the log's last one: what a restarted Redis lost."""
+        for event in run_events[eventlog.last_seq(self.stream.id) :]:
+            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event, fenced=fenced)
 
     def _event(self, type: str, *, seq: int, **fields) -> dict:
         return events.stream_event(type=type, chat_id=self.chat_id, stream_id=self.stream.id, seq=seq, **fields)
