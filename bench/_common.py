@@ -13,6 +13,15 @@ def setup_django() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
     os.environ.setdefault("DJANGO_DEBUG", "1")  # as `make run` and the tests run it
+    # A benchmark's one user sends and warms far past the per-user limits.
+    for name, value in (
+        ("MOTHERSHIP_SEND_RATE", "100000/min"),
+        ("MOTHERSHIP_WARMING_CHANGE_RATE", "100000/min"),
+        ("MOTHERSHIP_WARM_NOW_RATE", "100000/min"),
+        ("MOTHERSHIP_MAX_CONCURRENT_TURNS", "100000"),
+        ("MOTHERSHIP_WS_TOKEN_IN_URL", "1"),  # its clients connect with ?token=
+    ):
+        os.environ.setdefault(name, value)
     from mothership import embedded_redis
 
     embedded_redis.ensure_started(record=False)  # a benchmark owns its app, as the tests do

@@ -780,6 +780,10 @@ def main() -> None:
     env = {
         **os.environ,
         "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "1"),  # what `make run` sets
+        # One user sends every turn of the burst: the per-user limits would refuse most of them.
+        "MOTHERSHIP_SEND_RATE": os.environ.get("MOTHERSHIP_SEND_RATE", "100000/min"),
+        "MOTHERSHIP_MAX_CONCURRENT_TURNS": os.environ.get("MOTHERSHIP_MAX_CONCURRENT_TURNS", "100000"),
+        "MOTHERSHIP_WS_TOKEN_IN_URL": "1",  # its tabs connect with ?token=
         "MOTHERSHIP_LOCAL_TOKENS_PER_SECOND": str(args.rate),
         "MOTHERSHIP_LOCAL_REPLY_TOKENS": str(args.tokens),
         "PYTHONUNBUFFERED": "1",

@@ -65,10 +65,10 @@ def measure(user, workspace, chats, repeat: int) -> dict:
     remark(chats)
     before = redis_commands()
     with CaptureQueriesContext(connection) as queries:
-        selectors.chat_list(user=user, workspace=workspace)
+        selectors.chat_list(user=user, workspace=workspace, limit=len(chats))
     round_trips = redis_commands() - before - 1  # minus the INFO call itself
-    with_ = lambda: selectors.chat_list(user=user, workspace=workspace)  # noqa: E731
-    without = lambda: selectors.chat_list(user=user, workspace=workspace, reconcile=False)  # noqa: E731
+    with_ = lambda: selectors.chat_list(user=user, workspace=workspace, limit=len(chats))  # noqa: E731
+    without = lambda: selectors.chat_list(user=user, workspace=workspace, limit=len(chats), reconcile=False)  # noqa: E731
     timings = {"with": [], "without": [], "steady_with": [], "steady_without": []}
     for i in range(repeat):
         # Worst case: the dead half's markers are re-broken before each measured request (of

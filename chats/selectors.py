@@ -9,7 +9,10 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from chats.models import Chat, Membership, Message, Workspace
+from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
+
+MESSAGE_ORDER = ["created_at", "id"]
 
 __all__ = [
     "chat_get_for_member",
@@ -83,12 +86,29 @@ def chat_get_for_manager(*, user, chat_id) -> Chat:
     """A chat ``user`` may close and whose warming they may change: one they created, or any chat of
     a workspace they own. ``Http404`` to non-members (as every read), ``PermissionDenied`` to other members."""
     chat = chat_get_for_member(user=user, chat_id=chat_id)
-    if (
-        chat.created_by_id != user.pk
-        and not Membership.objects.filter(user=user, workspace_id=chat.workspace_id, role=Membership.Role.OWNER).exists()
-    ):
+    if not user_may_manage(user=user, chat=chat):
         raise PermissionDenied(MANAGE_REFUSED)
     return chat
+
+
+def user_may_manage(*, user, chat: Chat) -> bool:
+    """Whether ``user`` (a member) may close ``chat`` and change its warming: its creator, or an owner."""
+    return (
+        chat.created_by_id == user.pk
+        or Membership.objects.filter(user=user, workspace_id=chat.workspace_id, role=Membership.Role.OWNER).exists()
+    )
+
+
+def chat_messages_page(*, chat: Chat, cursor: str | None = None, limit: int) -> tuple[list[Message], str | None]:
+    """The ``limit`` latest messages (before ``cursor``), oldest first, and the cursor of the
+    messages before them (None when these are the first). Raises ``cursors.BadCursor``."""
+    qs = chat.messages.all()
+    if cursor:
+        qs = qs.filter(cursors.after(MESSAGE_ORDER, cursors.decode(cursor, 2), descending=True))
+    newest_first = list(qs.order_by("-created_at", "-id")[: limit + 1])
+    page = newest_first[:limit]
+    earlier = cursors.encode([page[-1].created_at, page[-1].id]) if len(newest_first) > limit else None
+    return page[::-1], earlier
 
 
 def user_is_member(*, user, chat_id) -> bool:

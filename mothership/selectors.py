@@ -14,8 +14,9 @@ import redis
 from django.db.models import F, OuterRef, QuerySet, Subquery
 
 from chats.models import Chat, Message, Workspace
-from chats.selectors import chat_get_for_member, member_chats, parse_uuid
+from chats.selectors import chat_get_for_member, chat_messages_page, member_chats, parse_uuid
 from chats.services import chat_markers_repair
+from mothership.infra import cursors
 from streams import locks
 from streams.models import Stream
 from streams.selectors import stream_snapshot
@@ -23,6 +24,9 @@ from streams.selectors import stream_snapshot
 logger = logging.getLogger(__name__)
 
 READ_REPAIR_LIMIT = 100
+CHAT_PAGE = 100  # chats per page of the list and the dashboard
+MESSAGE_PAGE = 100  # the latest messages a chat's detail carries (earlier ones: chat_messages_page)
+CHAT_ORDER = ["updated_at", "created_at", "id"]  # newest first
 
 
 @dataclass
@@ -130,12 +134,21 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
     return views
 
 
-def chat_list(*, user, workspace: Workspace | None = None, reconcile: bool = True) -> list[ChatView]:
+def chat_list(
+    *, user, workspace: Workspace | None = None, cursor: str | None = None, limit: int = CHAT_PAGE, reconcile: bool = True
+) -> tuple[list[ChatView], str | None]:
+    """One page of the user's chats, newest first: at most ``limit`` views after ``cursor``, and
+    the cursor of the next page (None on the last). Raises ``cursors.BadCursor``."""
     qs = member_chats(user=user)
     if workspace is not None:
         qs = qs.filter(workspace=workspace)
-    chats = list(annotated_chats(qs.select_related("workspace")).order_by("-updated_at", "-created_at"))
-    return _reconcile(chats, check=reconcile)
+    if cursor:
+        qs = qs.filter(cursors.after(CHAT_ORDER, cursors.decode(cursor, len(CHAT_ORDER)), descending=True))
+    ordered = annotated_chats(qs.select_related("workspace")).order_by(*(f"-{field}" for field in CHAT_ORDER))
+    chats = list(ordered[: limit + 1])
+    page = chats[:limit]
+    following = cursors.encode([getattr(page[-1], field) for field in CHAT_ORDER]) if len(chats) > limit else None
+    return _reconcile(page, check=reconcile), following
 
 
 def reconciled_views(chats: list[Chat]) -> list[ChatView]:
@@ -151,14 +164,15 @@ def chat_views_by_id(chat_ids) -> list[ChatView]:
 @dataclass
 class ChatDetail:
     view: ChatView
-    messages: list[Message]
+    messages: list[Message]  # the latest MESSAGE_PAGE, oldest first
     stream: dict | None
+    messages_cursor: str | None = None  # of the messages before these (None: these are all)
 
 
 def chat_detail(*, user, chat_id) -> ChatDetail:
     chat = chat_get_for_member(user=user, chat_id=chat_id)
     chat = annotated_chats(Chat.objects.filter(pk=chat.pk)).select_related("workspace").get()
     view = _reconcile([chat])[0]
-    messages = list(chat.messages.all())
+    messages, earlier = chat_messages_page(chat=chat, limit=MESSAGE_PAGE)
     snapshot = stream_snapshot(stream_id=view.active_stream_id) if view.active_stream_id else None
-    return ChatDetail(view=view, messages=messages, stream=snapshot)
+    return ChatDetail(view=view, messages=messages, stream=snapshot, messages_cursor=earlier)

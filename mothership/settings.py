@@ -49,6 +49,15 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     return value
 
 
+def env_rate(name: str, default: str) -> str:
+    """A rate as DRF's throttles read it: ``<count>/<sec|min|hour|day>``."""
+    value = env_str(name, default)
+    count, _, period = value.partition("/")
+    if not (count.isdigit() and int(count) > 0 and period[:1] in ("s", "m", "h", "d")):
+        raise ImproperlyConfigured(f"{name} must look like 30/min (a count per sec, min, hour or day), got {value!r}")
+    return value
+
+
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -141,7 +150,7 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 MOTHERSHIP_LOGIN_FAILURE_LIMIT = env_int("MOTHERSHIP_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 MOTHERSHIP_LOGIN_LOCKOUT_SECONDS = env_int("MOTHERSHIP_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
-MOTHERSHIP_LOGIN_RATE = env_str("MOTHERSHIP_LOGIN_RATE", "20/min")  # token sign-ins per address
+MOTHERSHIP_LOGIN_RATE = env_rate("MOTHERSHIP_LOGIN_RATE", "20/min")  # token sign-ins per address
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the Redis cache: one count for every process
 AXES_FAILURE_LIMIT = MOTHERSHIP_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = MOTHERSHIP_LOGIN_LOCKOUT_SECONDS / 3600  # hours
@@ -276,6 +285,15 @@ MOTHERSHIP_EVENT_LOG_TTL = env_float("MOTHERSHIP_EVENT_LOG_TTL", 600.0, minimum=
 # and its resumes after a reconnect). Past it, each message gets the error frame ``rate_limited``.
 MOTHERSHIP_WS_MESSAGES_PER_SECOND = env_float("MOTHERSHIP_WS_MESSAGES_PER_SECOND", 20.0, minimum=0.1)
 MOTHERSHIP_WS_MESSAGE_BURST = env_int("MOTHERSHIP_WS_MESSAGE_BURST", 100, minimum=1)
+# Per user, in every process at once (mothership/infra/throttles.py, counted in the Redis cache):
+# messages sent, warming changes, warms asked for by hand, and turns running at the same time.
+MOTHERSHIP_SEND_RATE = env_rate("MOTHERSHIP_SEND_RATE", "60/min")
+MOTHERSHIP_WARMING_CHANGE_RATE = env_rate("MOTHERSHIP_WARMING_CHANGE_RATE", "60/min")
+MOTHERSHIP_WARM_NOW_RATE = env_rate("MOTHERSHIP_WARM_NOW_RATE", "10/min")
+# ``/ws/?token=<API token>``: off, since proxies log URLs; API clients use a socket ticket
+# (``POST /api/auth/ws-ticket``). On only for old clients.
+MOTHERSHIP_WS_TOKEN_IN_URL = env_bool("MOTHERSHIP_WS_TOKEN_IN_URL", False)
+MOTHERSHIP_MAX_CONCURRENT_TURNS = env_int("MOTHERSHIP_MAX_CONCURRENT_TURNS", 10, minimum=1)
 
 # --- Warming --------------------------------------------------------------------------
 MOTHERSHIP_WARMING_TICK = env_float("MOTHERSHIP_WARMING_TICK", 1.0, minimum=0.1)

@@ -16,10 +16,11 @@ admin.site.index_title = lazy(lambda: f"Site administration · model: {settings.
 
 api_patterns = [
     path("auth/token", mothership_api.TokenObtainApi.as_view(), name="api-token"),
+    path("auth/ws-ticket", mothership_api.WsTicketApi.as_view(), name="api-ws-ticket"),
     path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
     path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
     path("mothership/chats/<str:chat_id>", mothership_api.ChatDetailApi.as_view(), name="api-chat"),
-    path("mothership/chats/<str:chat_id>/messages", stream_api.ChatMessageSendApi.as_view(), name="api-chat-messages"),
+    path("mothership/chats/<str:chat_id>/messages", stream_api.ChatMessagesApi.as_view(), name="api-chat-messages"),
     path("mothership/chats/<str:chat_id>/cancel", stream_api.ChatCancelApi.as_view(), name="api-chat-cancel"),
     path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
     path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),

@@ -6,13 +6,14 @@ import redis
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from chats import selectors as chat_selectors
 from chats import services as chat_services
 from mothership import selectors
+from mothership.infra import cursors
 from mothership.infra.redis import get_redis
 
 
@@ -25,11 +26,23 @@ def home(request):
         workspace = chat_selectors.workspace_get(user=request.user, workspace_id=request.GET["workspace"])
     elif workspaces:
         workspace = workspaces[0]
-    tiles = selectors.chat_list(user=request.user, workspace=workspace) if workspace else []
+    tiles, older = [], None
+    if workspace:
+        try:
+            tiles, older = selectors.chat_list(user=request.user, workspace=workspace, cursor=request.GET.get("cursor"))
+        except cursors.BadCursor:
+            return HttpResponseBadRequest("That page of conversations does not exist; start again from the dashboard.")
     # While a tile is yellow, the page re-reads the (reconciled) list this often, so a tile whose
     # worker died clears within the lock TTL plus this, even before the sweeper seals the stream.
     liveness_poll_ms = int(min(settings.MOTHERSHIP_STREAM_LOCK_TTL / 2, 10) * 1000)
-    context = {"workspaces": workspaces, "workspace": workspace, "tiles": tiles, "liveness_poll_ms": liveness_poll_ms}
+    context = {
+        "workspaces": workspaces,
+        "workspace": workspace,
+        "tiles": tiles,
+        "first_page": not request.GET.get("cursor"),
+        "older": older,  # the next page's cursor, None on the last
+        "liveness_poll_ms": liveness_poll_ms,
+    }
     return render(request, "mothership/home.html", context)
 
 
@@ -50,6 +63,8 @@ def chat_page(request, chat_id):
     context = {
         "detail": detail,
         "chat": detail.view.chat,
+        # Close and the warming controls only for those who may use them (the server refuses others).
+        "can_manage": chat_selectors.user_may_manage(user=request.user, chat=detail.view.chat),
         "warming_min": settings.MOTHERSHIP_WARMING_MIN_INTERVAL,
         "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
     }

@@ -1,16 +1,54 @@
-"""WebSocket authentication: the session cookie (browsers) or ``?token=`` (API clients)."""
+"""WebSocket authentication: the session cookie (browsers) or a socket ticket (API clients).
+
+An API client asks ``POST /api/auth/ws-ticket`` for a ticket (valid ``WS_TICKET_SECONDS``, used
+once) and connects to ``/ws/?ticket=…``, so that no lasting credential appears in a URL (proxies
+log URLs). The ticket remembers how its request was authenticated (the API token or the
+session), and the socket answers to that credential as if it had been used directly: revoke the
+token or end the session and the socket is closed (``mothership.access``). ``?token=`` with the
+API token itself works only with ``MOTHERSHIP_WS_TOKEN_IN_URL=1``.
+"""
 
 from __future__ import annotations
 
+import json
+import secrets
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+
+from mothership.access import socket_still_signed_in
+from mothership.infra.redis import get_redis
+
+WS_TICKET_SECONDS = 60
+_TICKET_KEY = "mothership:ws-ticket:{}"
 
 
-@database_sync_to_async
+def ws_ticket_issue(*, user, session_key: str | None, token_key: str | None) -> str:
+    """A new single-use ticket for ``user``, authenticated by that session or token."""
+    ticket = secrets.token_urlsafe(32)
+    record = json.dumps({"user": user.pk, "session": session_key, "token": token_key})
+    get_redis().set(_TICKET_KEY.format(ticket), record, ex=WS_TICKET_SECONDS)
+    return ticket
+
+
+def _ticket_redeem(ticket: str) -> tuple | None:
+    """(user, session key, token key) for a live ticket, which is used up; None otherwise."""
+    if not ticket or len(ticket) > 100:
+        return None
+    raw = get_redis().getdel(_TICKET_KEY.format(ticket))
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    if not socket_still_signed_in(user_id=record["user"], session_key=record["session"], token_key=record["token"]):
+        return None  # the token was revoked or the session ended within the ticket's minute
+    return get_user_model().objects.get(pk=record["user"]), record["session"], record["token"]
+
+
 def _user_for_token(key: str):
     from rest_framework.authtoken.models import Token
 
@@ -18,16 +56,35 @@ def _user_for_token(key: str):
     return token.user if token and token.user.is_active else None
 
 
+@database_sync_to_async
+def _authenticate(query: dict) -> dict:
+    """What the query string authenticates: scope entries to set (none when it authenticates nothing)."""
+    ticket = (query.get("ticket") or [""])[0]
+    if ticket:
+        redeemed = _ticket_redeem(ticket)
+        if redeemed is None:
+            return {"auth_refused": True}  # an unknown, used or expired ticket never falls back to the cookie
+        user, session_key, token_key = redeemed
+        return {"user": user, "auth_session": session_key, "auth_token": token_key}
+    key = (query.get("token") or [""])[0]
+    if key and settings.MOTHERSHIP_WS_TOKEN_IN_URL:
+        user = _user_for_token(key)
+        if user is not None:
+            return {"user": user, "auth_token": key}
+    return {}
+
+
 class TokenAuthMiddleware(BaseMiddleware):
-    """Sets ``scope['user']`` from a ``?token=`` query parameter when one is given."""
+    """Sets ``scope['user']`` from ``?ticket=`` (or ``?token=``, when allowed) when one is given;
+    the session's user (``AuthMiddlewareStack``) otherwise."""
 
     async def __call__(self, scope, receive, send):
         query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-        key = (query.get("token") or [""])[0]
-        if key:
-            user = await _user_for_token(key)
-            if user is not None:
-                scope = dict(scope, user=user, auth_token=key)  # re-checked when access changes
+        if query.get("ticket") or query.get("token"):
+            found = await _authenticate(query)
+            if found.pop("auth_refused", False):
+                found = {"user": AnonymousUser()}
+            scope = dict(scope, **found)  # auth_session / auth_token: re-checked when access changes
         return await super().__call__(scope, receive, send)
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -23,6 +24,9 @@ class Stream(models.Model):
     chat = models.ForeignKey("chats.Chat", on_delete=models.CASCADE, related_name="streams")
     user_message = models.ForeignKey("chats.Message", on_delete=models.SET_NULL, null=True, related_name="+")
     assistant_message = models.ForeignKey("chats.Message", on_delete=models.SET_NULL, null=True, related_name="+")
+    # Who sent the turn (null: started by an operator or before this was recorded); the per-user
+    # cap on turns running at once counts by it.
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     reason = models.CharField(max_length=255, blank=True, default="")
     last_seq = models.PositiveIntegerField(default=0)
@@ -38,7 +42,10 @@ class Stream(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["chat", "-created_at"], name="stream_chat_recent")]
+        indexes = [
+            models.Index(fields=["chat", "-created_at"], name="stream_chat_recent"),
+            models.Index(fields=["started_by", "status"], name="stream_user_status"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"

@@ -12,6 +12,7 @@ from chats.models import Chat
 from chats.selectors import chat_get_for_manager, user_is_member
 from mothership.infra.groups import warming_group
 from mothership.infra.socket import ClientError, require_uuid
+from mothership.infra.throttles import user_rate_check
 from warming import services
 from warming.dispatch import warming_warm_now
 
@@ -24,11 +25,13 @@ def _fields(chat_id) -> dict:
 
 def _apply(user, chat_id, change: dict) -> dict:
     chat = chat_get_for_manager(user=user, chat_id=chat_id)  # Http404 → not_found; another's chat → forbidden
+    user_rate_check(scope="warming", user=user)  # past it: rate_limited
     return services.warming_fields(services.warming_update(chat=chat, **change))
 
 
 def _warm_now(user, chat_id) -> dict:
     chat = chat_get_for_manager(user=user, chat_id=chat_id)
+    user_rate_check(scope="warm_now", user=user)
     if warming_warm_now(chat_id=chat.pk).outcome == "skipped_streaming":
         raise ClientError("busy", "A reply is streaming; its end refreshes the cache anyway.")
     return services.warming_fields(services.warming_get(chat=chat))

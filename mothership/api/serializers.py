@@ -41,5 +41,8 @@ class ChatDetailOutput(serializers.Serializer):
     def to_representation(self, detail):
         data = ChatOutput(detail.view).data
         data["messages"] = MessageOutput(detail.messages, many=True).data
+        # The latest messages only: this cursor fetches the ones before them
+        # (GET /api/mothership/chats/<id>/messages?cursor=…); null when these are all.
+        data["messages_cursor"] = detail.messages_cursor
         data["stream"] = StreamSnapshotOutput(detail.stream).data if detail.stream else None
         return data

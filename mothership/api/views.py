@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import NotAuthenticated
+from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -16,8 +16,10 @@ from chats import selectors as chat_selectors
 from chats.services import chat_create
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
+from mothership.infra import cursors
 from mothership.infra.api import StrictCharField
 from mothership.infra.login_limits import LoginRateThrottle
+from mothership.ws_auth import WS_TICKET_SECONDS, ws_ticket_issue
 
 
 class TokenObtainApi(ObtainAuthToken):
@@ -49,8 +51,27 @@ class TokenObtainApi(ObtainAuthToken):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class WsTicketApi(APIView):
+    """``POST /api/auth/ws-ticket``: a ticket for ``/ws/?ticket=…``, valid 60 s and used once, so
+    that API clients never put their API token in a URL."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "WsTicketOutput", {"ticket": serializers.CharField(), "expires_in": serializers.IntegerField()}
+            )
+        },
+    )
+    def post(self, request):
+        token_key = request.auth.key if isinstance(request.auth, Token) else None
+        session_key = None if token_key else request.session.session_key
+        ticket = ws_ticket_issue(user=request.user, session_key=session_key, token_key=token_key)
+        return Response({"ticket": ticket, "expires_in": WS_TICKET_SECONDS})
+
+
 class ChatListCreateApi(APIView):
-    class FilterInput(serializers.Serializer):
+    class FilterInput(cursors.PageInput):
         workspace = serializers.UUIDField(required=False)
 
     class CreateInput(serializers.Serializer):
@@ -63,7 +84,17 @@ class ChatListCreateApi(APIView):
         filters.is_valid(raise_exception=True)
         workspace_id = filters.validated_data.get("workspace")
         workspace = chat_selectors.workspace_get(user=request.user, workspace_id=workspace_id) if workspace_id else None
-        return Response(ChatOutput(selectors.chat_list(user=request.user, workspace=workspace), many=True).data)
+        try:
+            views, following = selectors.chat_list(
+                user=request.user,
+                workspace=workspace,
+                cursor=filters.validated_data.get("cursor"),
+                limit=filters.validated_data.get("limit", selectors.CHAT_PAGE),
+            )
+        except cursors.BadCursor:
+            raise ValidationError({"cursor": ["Not a cursor this API gave; use the one from the Link header."]}) from None
+        # Newest first, a page at a time: the next page's URL is in the Link header (rel="next").
+        return Response(ChatOutput(views, many=True).data, headers=cursors.link_header(request, following))
 
     @extend_schema(request=CreateInput, responses={201: ChatOutput})
     def post(self, request):

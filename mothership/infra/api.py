@@ -29,6 +29,18 @@ def _first_message(errors) -> str:
     return str(errors)
 
 
+class TooManyRequests(APIException):
+    """429 for a limit that is not a rate (the turns a user may run at once): ``Retry-After`` says
+    when to look again."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "throttled"
+
+    def __init__(self, detail: str, *, wait: int):
+        super().__init__(detail)
+        self.wait = wait
+
+
 DATABASE_UNAVAILABLE = "The database is unavailable or has no free connection; try again shortly."
 
 

@@ -38,10 +38,16 @@ _DESCRIPTIONS = {
 }
 
 
-LIMITED_PATHS = {"/api/auth/token"}  # mothership.infra.login_limits
+# Operations with a limit that answers 429: sign-ins (mothership.infra.login_limits), and the
+# per-user rates and the cap on turns at once (mothership.infra.throttles, streams.services.start).
+LIMITED_OPERATIONS = {
+    ("/api/auth/token", "post"),
+    ("/api/mothership/chats/{chat_id}/messages", "post"),
+    ("/api/mothership/chats/{chat_id}/warming", "put"),
+}
 
 
-def _statuses(path: str, operation: dict) -> list[str]:
+def _statuses(path: str, method: str, operation: dict) -> list[str]:
     body = "requestBody" in operation
     login = {} not in operation.get("security", [{}])
     statuses = []
@@ -53,7 +59,7 @@ def _statuses(path: str, operation: dict) -> list[str]:
         statuses.append("404")
     if body:
         statuses.append("413")
-    if path in LIMITED_PATHS:
+    if (path, method) in LIMITED_OPERATIONS:
         statuses.append("429")
     return [*statuses, "503"]
 
@@ -63,9 +69,9 @@ def add_error_responses(result, generator, request, public):
     result.setdefault("components", {}).setdefault("schemas", {}).setdefault("Error", ERROR_SCHEMA)
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in result.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation["responses"]
-            for status in _statuses(path, operation):
+            for status in _statuses(path, method, operation):
                 responses.setdefault(status, {"description": _DESCRIPTIONS[status]})
             for status, response in responses.items():
                 if status[0] in "45":

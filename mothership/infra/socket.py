@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
+from rest_framework.exceptions import Throttled
 
 from mothership.infra.groups import user_group
 from mothership.infra.uuids import parse_uuid
@@ -98,9 +99,12 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.setup_state()
         # How this socket was authenticated, checked again when the user's access changes.
-        session = self.scope.get("session")
-        self.session_key = None if self.scope.get("auth_token") or session is None else session.session_key
         self.token_key = self.scope.get("auth_token")
+        if "auth_session" in self.scope:  # a socket ticket asked for by a session
+            self.session_key = self.scope["auth_session"]
+        else:
+            session = self.scope.get("session")
+            self.session_key = None if self.token_key or session is None else session.session_key
         await self.join(user_group(user.pk))
         await self.accept()
 
@@ -167,6 +171,8 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(content, "not_found", "No such conversation.")
         except PermissionDenied as exc:
             await self.send_error(content, "forbidden", str(exc) or "Not allowed.")
+        except Throttled as exc:  # a per-user rate (mothership.infra.throttles)
+            await self.send_error(content, "rate_limited", str(exc.detail))
         except redis.RedisError:
             logger.exception("redis error while handling %s", content.get("type"))
             await self.send_error(content, "unavailable", "The event store is unavailable; try again shortly.")

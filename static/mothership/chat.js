@@ -250,6 +250,30 @@ composer.addEventListener("submit", async (e) => {
 });
 
 stopButton.addEventListener("click", stop);
-closeButton.addEventListener("click", closeConversation);
+closeButton?.addEventListener("click", closeConversation); // shown only to its creator and the owners
+
+// Earlier messages, a page at a time, from the detail's cursor (the page shows the latest ones).
+const earlierButton = document.getElementById("earlier-messages");
+async function showEarlier() {
+  earlierButton.disabled = true;
+  try {
+    const response = await fetch(`/api/mothership/chats/${chatId}/messages?cursor=${encodeURIComponent(earlierButton.dataset.cursor)}`, { headers: { Accept: "application/json" } });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) { notice(body.detail || `Could not load earlier messages (${response.status}).`); return; }
+    const first = transcript.firstElementChild;
+    for (const message of body) {
+      if (transcript.querySelector(`[data-message-id="${message.id}"]`)) continue;
+      const li = bubble(message.role, message.content, message.id);
+      if (message.status !== "complete") li.classList.add(`msg--${message.status}`);
+      transcript.insertBefore(li, first);
+    }
+    const next = /[?&]cursor=([^&>]+)[^>]*>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+    if (next) earlierButton.dataset.cursor = decodeURIComponent(next[1]);
+    else earlierButton.remove();
+  } finally {
+    earlierButton.disabled = false;
+  }
+}
+earlierButton?.addEventListener("click", showEarlier);
 setBusy(Boolean(state.activeStreamId));
 connect();

@@ -9,16 +9,19 @@ const workspaceId = root.dataset.workspace;
 const list = document.getElementById("tiles");
 const statusLine = document.getElementById("dashboard-status");
 const REREAD_MS = 15000;
+// The dashboard shows a page of tiles, newest first; only the first page takes in new ones.
+const firstPage = root.dataset.firstPage !== "false";
 
 function tileFor(chatId) {
   return list.querySelector(`.tile[data-chat-id="${chatId}"]`);
 }
 
-// Put a server-rendered tile in place of its old self, or first in the list when it is new.
+// Put a server-rendered tile in place of its old self, or first in the list when it is new
+// (on the first page; an older page only keeps its own tiles up to date).
 function place(fresh) {
   const old = tileFor(fresh.dataset.chatId);
   if (old) old.replaceWith(fresh);
-  else {
+  else if (firstPage) {
     list.prepend(fresh);
     document.getElementById("no-tiles")?.remove();
   }
@@ -50,7 +53,7 @@ function paint(scope) {
 async function reread() {
   if (!workspaceId) return;
   try {
-    const response = await fetch(`/?workspace=${workspaceId}`, { headers: { Accept: "text/html" } });
+    const response = await fetch(window.location.pathname + window.location.search, { headers: { Accept: "text/html" } });
     if (!response.ok) return;
     const page = new DOMParser().parseFromString(await response.text(), "text/html");
     // Oldest first, so that tiles new to this page end up first, in the server's order.

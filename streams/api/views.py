@@ -3,16 +3,39 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chats.api.serializers import MessageOutput
 from chats.models import Chat
-from chats.selectors import chat_get_for_member
-from mothership.infra.api import Conflict, StrictCharField, StrictUUIDField
-from streams.services import StreamConflict, stream_cancel, stream_start
+from chats.selectors import chat_get_for_member, chat_messages_page
+from mothership.infra import cursors
+from mothership.infra.api import Conflict, StrictCharField, StrictUUIDField, TooManyRequests
+from mothership.infra.throttles import user_rate_check
+from streams.services import StreamConflict, TooManyTurns, stream_cancel, stream_start
+
+# When a user at the cap of turns running at once should look again (a turn takes seconds).
+TURN_CAP_RETRY_SECONDS = 5
 
 
-class ChatMessageSendApi(APIView):
+class ChatMessagesApi(APIView):
+    """``GET``: earlier messages, a page at a time (newest page first, each oldest first), from the
+    detail's ``messages_cursor``; ``POST``: send one, which starts a turn."""
+
+    @extend_schema(parameters=[cursors.PageInput], responses=MessageOutput(many=True))
+    def get(self, request, chat_id):
+        chat = chat_get_for_member(user=request.user, chat_id=chat_id)
+        page = cursors.PageInput(data=request.query_params)
+        page.is_valid(raise_exception=True)
+        try:
+            messages, earlier = chat_messages_page(
+                chat=chat, cursor=page.validated_data.get("cursor"), limit=page.validated_data.get("limit", 100)
+            )
+        except cursors.BadCursor:
+            raise ValidationError({"cursor": ["Not a cursor this API gave; use the one from the Link header."]}) from None
+        return Response(MessageOutput(messages, many=True).data, headers=cursors.link_header(request, earlier))
+
     @extend_schema_serializer(component_name="MessageSendInput")
     class Input(serializers.Serializer):
         content = StrictCharField(max_length=100_000, trim_whitespace=True)
@@ -29,16 +52,22 @@ class ChatMessageSendApi(APIView):
                 },
             ),
             409: OpenApiResponse(description="A reply is already streaming in this chat; stop it or wait for it to finish."),
+            429: OpenApiResponse(
+                description="Past the sender's rate (MOTHERSHIP_SEND_RATE) or turns at once (MOTHERSHIP_MAX_CONCURRENT_TURNS)."
+            ),
         },
     )
     def post(self, request, chat_id):
         chat = chat_get_for_member(user=request.user, chat_id=chat_id)
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
+        user_rate_check(scope="send", user=request.user)
         try:
-            turn = stream_start(chat=chat, content=payload.validated_data["content"])
+            turn = stream_start(chat=chat, content=payload.validated_data["content"], user=request.user)
         except StreamConflict as exc:
             raise Conflict(str(exc)) from None
+        except TooManyTurns as exc:
+            raise TooManyRequests(str(exc), wait=TURN_CAP_RETRY_SECONDS) from None
         except Chat.DoesNotExist:
             raise Http404("No such chat.") from None
         body = {

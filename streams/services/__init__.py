@@ -3,13 +3,14 @@
 from streams.services.cancel import CancelOutcome, stream_cancel, streams_cancel_chat
 from streams.services.finalize import stream_finalize
 from streams.services.run import stream_run
-from streams.services.start import StartedTurn, StreamConflict, stream_start
+from streams.services.start import StartedTurn, StreamConflict, TooManyTurns, stream_start
 from streams.services.sweep import stream_interrupt_orphan, streams_sweep
 
 __all__ = [
     "CancelOutcome",
     "StartedTurn",
     "StreamConflict",
+    "TooManyTurns",
     "stream_cancel",
     "stream_finalize",
     "stream_interrupt_orphan",

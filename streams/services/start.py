@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -24,6 +26,13 @@ class StreamConflict(Exception):
         self.active_stream_id = active_stream_id
 
 
+class TooManyTurns(Exception):
+    """The sender already has ``MOTHERSHIP_MAX_CONCURRENT_TURNS`` turns queued or streaming."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"You already have {limit} replies running, the most at once; wait for one to finish or stop one.")
+
+
 @dataclass(frozen=True)
 class StartedTurn:
     stream: Stream
@@ -31,13 +40,25 @@ class StartedTurn:
     assistant_message: Message
 
 
-def stream_start(*, chat: Chat, content: str) -> StartedTurn:
+def _check_turn_cap(user) -> None:
+    """Inside the start's transaction: the user's row locked (PostgreSQL; SQLite holds the whole
+    database), then their live turns counted, so that one user's starts count one after another
+    and the cap is never overrun. Two statements: a count in the locking statement would read
+    the snapshot from before the wait (READ COMMITTED) and miss the turn that held the lock."""
+    limit = settings.MOTHERSHIP_MAX_CONCURRENT_TURNS
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+    if Stream.objects.filter(started_by=user.pk, status__in=Stream.LIVE_STATUSES).count() >= limit:
+        raise TooManyTurns(limit)
+
+
+def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
     """Create the user message, the stream and the assistant message; take the liveness lock.
 
     The marker is set in the same transaction that creates the stream, and the lock is taken
     before that transaction begins, so a queued stream is alive to every reader and the lock's
     SET NX is what refuses a second turn. The task is enqueued only after commit. Nothing but
     SQL runs inside the transaction (a burst of sends queues on it, on SQLite for every chat).
+    ``user`` is the sender: their turns running at once are capped (``TooManyTurns``).
     """
     stream_id = uuid.uuid4()
     provider = get_provider()
@@ -50,6 +71,8 @@ def stream_start(*, chat: Chat, content: str) -> StartedTurn:
             # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
             if not Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None):
                 raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
+            if user is not None:
+                _check_turn_cap(user)
             # The messages name their stream before it exists: foreign keys are checked at commit.
             user_message, assistant_message = Message.objects.bulk_create(
                 [
@@ -68,6 +91,7 @@ def stream_start(*, chat: Chat, content: str) -> StartedTurn:
                 chat_id=chat.pk,
                 user_message=user_message,
                 assistant_message=assistant_message,
+                started_by_id=user.pk if user is not None else None,
                 provider=provider.name,
                 model=provider.model,
             )

@@ -213,17 +213,40 @@ def test_a_network_drop_mid_reply_resumes_with_nothing_lost_or_doubled(login, us
     assert _assistant_text(page) == message.content  # no gap, no duplicate
 
 
-def test_five_hundred_tiles_render_and_stay_live(login, user, chat, stack):
+def test_five_hundred_chats_show_a_page_of_tiles_that_stays_live_and_earlier_messages_load(login, user, chat, stack):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     from chats.models import Chat
 
     Chat.objects.bulk_create([Chat(workspace=chat.workspace, title=f"Bulk chat {i}") for i in range(500)])
+    start = timezone.now() - timedelta(hours=1)
+    history = Message.objects.bulk_create(Message(chat=chat, role="user", content=f"old message {i}") for i in range(150))
+    for i, message in enumerate(history):
+        message.created_at = start + timedelta(seconds=i)
+    Message.objects.bulk_update(history, ["created_at"])
+
     context, home = login(user)
-    expect(home.locator(".tile")).to_have_count(502)
+    expect(home.locator(".tile")).to_have_count(100)  # the newest page; the rest a click away
+    older = context.new_page()
+    older.goto(stack.url + "/?workspace=" + str(chat.workspace_id))
+    older.click("#older-tiles")
+    expect(older.locator(".tile")).to_have_count(100)
+    expect(older.get_by_text("Newest conversations")).to_be_visible()
+
     page = context.new_page()
     page.goto(f"{stack.url}/chats/{chat.id}/")
-    _send(page, "A reply while 500 tiles are on screen")
+    expect(page.locator("#transcript .msg")).to_have_count(100)
+    expect(page.locator("#transcript .msg").first).to_have_text(re.compile("old message 50"))
+    page.click("#earlier-messages")
+    expect(page.locator("#transcript .msg")).to_have_count(150)
+    expect(page.locator("#transcript .msg").first).to_have_text(re.compile("old message 0$"))
+    expect(page.locator("#earlier-messages")).to_have_count(0)  # nothing earlier left
+
+    _send(page, "A reply while 500 tiles are in the workspace")
     tile = home.locator(f'.tile[data-chat-id="{chat.id}"]')
-    expect(tile).to_have_attribute("data-state", "streaming", timeout=5000)
+    expect(tile).to_have_attribute("data-state", "streaming", timeout=5000)  # a chat from an older page comes first
     page.click("#stop")
     expect(tile).to_have_attribute("data-state", "cancelled", timeout=5000)
-    expect(home.locator(".tile")).to_have_count(502)  # updates and re-reads never duplicate a tile
+    expect(tile).to_have_count(1)  # updates and re-reads never duplicate a tile

@@ -124,16 +124,23 @@ def test_send_creates_turn_marker_and_lock_then_a_second_send_is_409(api, chat):
     locks.lock_release(chat_id=chat.id, stream_id=stream.id)
 
 
-def test_a_send_makes_four_statements_and_reads_nothing_for_tiles_nobody_watches(api, chat, django_capture_on_commit_callbacks):
-    """A burst of sends is bound by this cost: the membership, the marker, the two messages (they
-    name their stream before it exists), the stream. The tile push after commit knows the
-    workspace and finds no dashboard listening."""
+def test_a_send_makes_six_statements_and_reads_nothing_for_tiles_nobody_watches(api, chat, django_capture_on_commit_callbacks):
+    """A burst of sends is bound by this cost: the membership, the marker, the sender's row lock
+    and their turns at once, the two messages (they name their stream before it exists), the
+    stream. The tile push after commit knows the workspace and finds no dashboard listening."""
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True) as hooks:
         response = api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "hello"}, format="json")
     assert response.status_code == 201
     assert len(hooks) == 2  # the task is enqueued and the tile pushed
     statements = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
-    assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == ["SELECT", "UPDATE", "INSERT", "INSERT"]
+    assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == [
+        "SELECT",  # the membership
+        "UPDATE",  # the marker
+        "SELECT",  # the sender's row lock
+        "SELECT",  # their turns running
+        "INSERT",  # the two messages
+        "INSERT",  # the stream
+    ]
     locks.lock_release(chat_id=chat.id, stream_id=response.json()["stream_id"])
 
 

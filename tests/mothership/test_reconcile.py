@@ -75,7 +75,7 @@ def test_one_mget_and_constant_queries_whatever_the_number_of_chats(user, worksp
             get_redis().set(locks.lock_key(c.id), str(c.active_stream_id), px=60_000)
         mgets.clear()
         with CaptureQueriesContext(connection) as queries:
-            views = selectors.chat_list(user=user, workspace=workspace)
+            views, _next = selectors.chat_list(user=user, workspace=workspace)
         assert sum(v.active_stream_id is not None for v in views) == n // 2
         assert [len(m) for m in mgets] == [n]  # one MGET for all marked chats
         measured[n] = len(queries)
@@ -93,7 +93,7 @@ def test_a_read_repairs_a_bounded_number_of_rows_and_the_sweeper_clears_the_rest
     monkeypatch.setattr(selectors, "READ_REPAIR_LIMIT", 5)
     Chat.objects.bulk_create([Chat(workspace=workspace, title=f"c{i}", active_stream_id=uuid.uuid4()) for i in range(12)])
 
-    views = selectors.chat_list(user=user, workspace=workspace)
+    views, _next = selectors.chat_list(user=user, workspace=workspace)
 
     assert all(v.active_stream_id is None and v.liveness == "verified" for v in views)  # the answer is whole
     assert Chat.objects.filter(active_stream_id__isnull=False).count() == 7  # only 5 rows written by the read

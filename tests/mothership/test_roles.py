@@ -95,3 +95,22 @@ def test_the_admins_actions_need_the_change_permission(team, client, make_user):
 
     viewer.user_permissions.add(Permission.objects.get(codename="change_chat"))
     assert b"close_chats" in client.get("/admin/chats/chat/").content
+
+
+def test_the_chat_page_offers_close_and_warming_only_to_those_who_may_use_them(team, client):
+    _clients, bobs, _alices = team
+    User = get_user_model()
+
+    def page(username):
+        client.force_login(User.objects.get(username=username))
+        return client.get(f"/chats/{bobs.id}/").content.decode()
+
+    for manager in ("bob", "alice"):  # the creator; an owner
+        html = page(manager)
+        assert 'id="close-chat"' in html and 'data-can-manage="true"' in html and 'id="warming-managers"' not in html
+    html = page("carol")
+    assert 'id="close-chat"' not in html and 'data-can-manage="false"' in html
+    assert 'id="warming-managers"' in html
+    for control in ('id="warming-enabled"', 'id="warming-interval"', 'id="warming-now"'):
+        tag = html[html.index(control) : html.index(">", html.index(control))]
+        assert "disabled" in tag, tag

@@ -10,6 +10,18 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 # tests (tests/mothership/test_login_limits.py, which set them back).
 os.environ.setdefault("MOTHERSHIP_LOGIN_RATE", "10000/min")
 os.environ.setdefault("MOTHERSHIP_LOGIN_FAILURE_LIMIT", "10000")
+# Likewise the per-user limits: tests send, warm and start turns far faster than people do, and
+# tests/mothership/test_user_limits.py tests them at their defaults.
+for _name, _value in (
+    ("MOTHERSHIP_SEND_RATE", "100000/min"),
+    ("MOTHERSHIP_WARMING_CHANGE_RATE", "100000/min"),
+    ("MOTHERSHIP_WARM_NOW_RATE", "100000/min"),
+    ("MOTHERSHIP_MAX_CONCURRENT_TURNS", "100000"),
+):
+    os.environ.setdefault(_name, _value)
+# Many socket tests connect (and reconnect) with ``/ws/?token=``; the default (off, socket tickets
+# instead) is tested in tests/e2e/test_ws_tickets.py.
+os.environ.setdefault("MOTHERSHIP_WS_TOKEN_IN_URL", "1")
 
 from mothership import embedded_redis  # noqa: E402
 

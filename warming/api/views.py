@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chats.selectors import chat_get_for_manager, chat_get_for_member
+from mothership.infra.throttles import user_rate_check
 from warming import services
 
 
@@ -63,5 +64,6 @@ class ChatWarmingApi(APIView):
         chat = chat_get_for_manager(user=request.user, chat_id=chat_id)  # warming spends money: creator or owner
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
+        user_rate_check(scope="warming", user=request.user)
         schedule = services.warming_update(chat=chat, **payload.validated_data)
         return Response(services.warming_fields(schedule))

@@ -1,0 +1,278 @@
+"""The authorization matrix: every endpoint and every socket message type, as anonymous, a
+non-member, a member in a chat they created and in another's, an owner and staff (who is no
+member: staff sees the admin, not other people's chats); CSRF on session writes; the socket's
+Origin; a member removed while subscribed.
+
+Rules (README, "Roles"): non-members get 404 (never 403, which would confirm the chat exists);
+members read, chat and stop any turn; closing and warming changes are for the chat's creator
+and the workspace's owners (403 for other members, ``forbidden`` on the socket).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing.websocket import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from rest_framework.test import APIClient
+
+from chats.models import Membership
+from mothership.consumers import MothershipConsumer
+from streams import locks
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ACTORS = ("anonymous", "stranger", "creator", "member", "owner", "staff")
+
+
+@pytest.fixture
+def world(workspace, user, turns_not_enqueued):
+    """alice owns the workspace; bob created the chat; carol is another member; dave belongs to
+    another workspace; erin is staff and a member of nothing."""
+    people = {
+        "owner": user,
+        "creator": factories.MembershipFactory(workspace=workspace, user__username="bob", role=Membership.Role.MEMBER).user,
+        "member": factories.MembershipFactory(workspace=workspace, user__username="carol", role=Membership.Role.MEMBER).user,
+        "stranger": factories.MembershipFactory(user__username="dave").user,
+        "staff": factories.UserFactory(username="erin", is_staff=True, is_superuser=True),
+        "anonymous": None,
+    }
+    chat = factories.ChatFactory(workspace=workspace, created_by=people["creator"], title="bob's")
+    return people, workspace, chat
+
+
+def _api(person) -> APIClient:
+    client = APIClient()
+    if person is not None:
+        client.force_authenticate(person)
+    return client
+
+
+# endpoint → the status each actor gets. A new chat per send (one turn at a time per chat).
+API = {
+    ("get", "/api/mothership/workspaces"): dict(anonymous=403, stranger=200, creator=200, member=200, owner=200, staff=200),
+    ("get", "/api/mothership/chats?workspace={ws}"): dict(
+        anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404
+    ),
+    ("post", "/api/mothership/chats"): dict(anonymous=403, stranger=404, creator=201, member=201, owner=201, staff=404),
+    ("get", "/api/mothership/chats/{chat}"): dict(anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404),
+    ("get", "/api/mothership/chats/{chat}/messages"): dict(
+        anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404
+    ),
+    ("post", "/api/mothership/chats/{fresh}/messages"): dict(
+        anonymous=403, stranger=404, creator=201, member=201, owner=201, staff=404
+    ),
+    ("post", "/api/mothership/chats/{chat}/cancel"): dict(
+        anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404
+    ),
+    ("get", "/api/mothership/chats/{chat}/warming"): dict(
+        anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404
+    ),
+    ("put", "/api/mothership/chats/{chat}/warming"): dict(
+        anonymous=403, stranger=404, creator=200, member=403, owner=200, staff=404
+    ),
+    ("post", "/api/mothership/chats/{chat}/close"): dict(
+        anonymous=403, stranger=404, creator=200, member=403, owner=200, staff=404
+    ),
+    ("post", "/api/auth/ws-ticket"): dict(anonymous=403, stranger=200, creator=200, member=200, owner=200, staff=200),
+    # The schema is public, as the API's shape is no secret (the README documents it).
+    ("get", "/api/schema"): dict(anonymous=200, stranger=200, creator=200, member=200, owner=200, staff=200),
+}
+
+BODIES = {
+    "/api/mothership/chats": lambda ws: {"workspace": str(ws.id), "title": "new"},
+    "/messages": lambda ws: {"content": "hello"},
+    "/cancel": lambda ws: {"stream_id": str(uuid.uuid4())},
+    "/warming": lambda ws: {"enabled": True},
+}
+
+
+def _body(path: str, workspace):
+    for suffix, body in BODIES.items():
+        if path.endswith(suffix):
+            return body(workspace)
+    return None
+
+
+def test_every_endpoint_as_every_actor(world):
+    people, workspace, chat = world
+    got, expected = {}, {}
+    for (method, template), statuses in API.items():
+        for actor in ACTORS:
+            fresh = factories.ChatFactory(workspace=workspace, created_by=people["creator"])
+            path = template.format(ws=workspace.id, chat=chat.id, fresh=fresh.id)
+            body = _body(path.split("?")[0], workspace)
+            call = getattr(_api(people[actor]), method)
+            answer = call(path, body, format="json") if body else call(path)
+            got[(method, template, actor)] = answer.status_code
+            expected[(method, template, actor)] = statuses[actor]
+            if answer.status_code >= 400 and answer.get("Content-Type", "").startswith("application/json"):
+                assert answer.json().get("detail"), (method, path, actor, answer.content)  # always a sentence
+            if answer.status_code == 201 and "stream_id" in answer.json():
+                locks.lock_release(chat_id=fresh.id, stream_id=answer.json()["stream_id"])
+    wrong = {key: (got[key], want) for key, want in expected.items() if got[key] != want}
+    assert not wrong, wrong
+
+
+def test_a_token_revoke_is_the_callers_own(world):
+    people, _workspace, _chat = world
+    assert _api(None).delete("/api/auth/token").status_code == 403
+    for actor in ("stranger", "member"):
+        assert _api(people[actor]).delete("/api/auth/token").status_code == 204
+
+
+PAGES = {
+    "/": dict(anonymous=302, stranger=200, creator=200, member=200, owner=200, staff=200),
+    "/chats/{chat}/": dict(anonymous=302, stranger=404, creator=200, member=200, owner=200, staff=404),
+    "/admin/": dict(anonymous=302, stranger=302, creator=302, member=302, owner=302, staff=200),
+    "/admin/chats/chat/": dict(anonymous=302, stranger=302, creator=302, member=302, owner=302, staff=200),
+}
+
+
+def test_every_page_as_every_actor(world, client):
+    people, _workspace, chat = world
+    wrong = {}
+    for template, statuses in PAGES.items():
+        for actor in ACTORS:
+            client.logout()
+            if people[actor] is not None:
+                client.force_login(people[actor])
+            status = client.get(template.format(chat=chat.id)).status_code
+            if status != statuses[actor]:
+                wrong[(template, actor)] = (status, statuses[actor])
+    assert not wrong, wrong
+
+
+def test_session_writes_need_the_csrf_token(world):
+    """Every write a browser session can make is refused without the CSRF token (the API's token
+    authentication needs none: a cross-site page cannot send the Authorization header)."""
+    from django.test import Client
+
+    people, workspace, chat = world
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(people["owner"])
+    writes = [
+        ("post", "/api/mothership/chats", {"workspace": str(workspace.id), "title": "x"}),
+        ("post", f"/api/mothership/chats/{chat.id}/messages", {"content": "x"}),
+        ("post", f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": str(uuid.uuid4())}),
+        ("post", f"/api/mothership/chats/{chat.id}/close", None),
+        ("put", f"/api/mothership/chats/{chat.id}/warming", {"enabled": True}),
+        ("post", "/api/auth/ws-ticket", None),
+        ("delete", "/api/auth/token", None),
+        ("post", "/chats/new", {"workspace": str(workspace.id), "title": "x"}),
+        ("post", "/accounts/logout/", None),
+    ]
+    for method, path, body in writes:
+        kwargs = {"data": body, "content_type": "application/json"} if body and path.startswith("/api/") else {"data": body or {}}
+        answer = getattr(browser, method)(path, **kwargs)
+        assert answer.status_code == 403, (method, path, answer.status_code)
+        assert "CSRF" in answer.content.decode(), (method, path)
+
+
+# --- the socket -------------------------------------------------------------------------
+
+
+def _frames(chat, workspace) -> dict[str, dict]:
+    c, w = str(chat.id), str(workspace.id)
+    surface = {"surfaceId": "cache-warming", "conversationId": c}
+    return {
+        "subscribe conversation": {"type": "subscribe", "conversationId": c},
+        "subscribe workspace": {"type": "subscribe", "workspaceId": w},
+        "unsubscribe": {"type": "unsubscribe", "conversationId": c},
+        "stream.resume": {"type": "stream.resume", "conversationId": c, "streamId": str(uuid.uuid4()), "afterSeq": 0},
+        "surface subscribe": {"type": "subscribe", **surface},
+        "surface unsubscribe": {"type": "unsubscribe", **surface},
+        "set-enabled": {"type": "invoke", **surface, "action": "set-enabled", "payload": False},
+        "set-interval": {"type": "invoke", **surface, "action": "set-interval", "payload": 120},
+        "toggle": {"type": "invoke", **surface, "action": "toggle", "payload": False},
+        "warm-now": {"type": "invoke", **surface, "action": "warm-now"},
+        "ping": {"type": "ping"},
+    }
+
+
+MEMBER_OK = {
+    "subscribe conversation": "subscribed",
+    "subscribe workspace": "subscribed",
+    "unsubscribe": "unsubscribed",
+    "stream.resume": "not_found",  # no such stream in this chat: the same answer for everyone allowed in
+    "surface subscribe": "surface",
+    "surface unsubscribe": "unsubscribed",
+    "ping": "pong",
+}
+MANAGE = {"set-enabled": "update", "set-interval": "update", "toggle": "update", "warm-now": "update"}
+SOCKET = {
+    "creator": {**MEMBER_OK, **MANAGE},
+    "owner": {**MEMBER_OK, **MANAGE},
+    "member": {**MEMBER_OK, **dict.fromkeys(MANAGE, "forbidden")},
+    # A non-member learns nothing: not_found for every conversation and workspace; unsubscribing
+    # from what one never joined is a no-op either way.
+    "stranger": {
+        **dict.fromkeys(MEMBER_OK, "not_found"),
+        **dict.fromkeys(MANAGE, "not_found"),
+        "unsubscribe": "unsubscribed",
+        "surface unsubscribe": "unsubscribed",
+        "ping": "pong",
+    },
+}
+SOCKET["staff"] = SOCKET["stranger"]
+
+
+def _answer(frame: dict) -> str:
+    return frame["code"] if frame["type"] == "error" else frame["type"]
+
+
+async def test_every_socket_message_as_every_actor(world):
+    people, workspace, chat = world
+    wrong = {}
+    for actor in ACTORS:
+        communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+        communicator.scope["user"] = people[actor] or AnonymousUser()
+        connected, code = await communicator.connect()
+        if actor == "anonymous":
+            assert not connected and code == 4401
+            continue
+        assert connected
+        for name, frame in _frames(chat, workspace).items():
+            await communicator.send_json_to(frame)
+            answer = await communicator.receive_json_from(timeout=5)
+            while answer["type"] in ("tile", "tile.warming"):  # pushes to the workspace subscription
+                answer = await communicator.receive_json_from(timeout=5)
+            if answer["type"] == "error":
+                for field in ("conversationId", "workspaceId", "surfaceId"):
+                    assert answer.get(field) == frame.get(field), (actor, name, answer)  # echoed
+            if _answer(answer) != SOCKET[actor][name]:
+                wrong[(actor, name)] = (_answer(answer), SOCKET[actor][name])
+        await communicator.disconnect()
+    assert not wrong, wrong
+
+
+async def test_the_socket_refuses_foreign_origins():
+    from mothership.asgi import application
+
+    for origin in (b"http://evil.example", b"null"):
+        communicator = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", origin), (b"host", b"127.0.0.1")])
+        connected, _code = await communicator.connect()
+        assert not connected, origin
+        await communicator.disconnect()
+    allowed = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", b"http://127.0.0.1:8000")])
+    connected, code = await allowed.connect()
+    assert not connected and code == 4401  # the origin passes; the anonymous caller does not
+    await allowed.disconnect()
+
+
+async def test_a_member_removed_while_subscribed_is_told_and_dropped(world):
+    people, workspace, chat = world
+    communicator = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = people["member"]
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "subscribe", "conversationId": str(chat.id)})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+
+    await database_sync_to_async(Membership.objects.filter(user=people["member"], workspace=workspace).delete)()
+    frame = await communicator.receive_json_from(timeout=5)
+    assert (frame["type"], frame["code"], frame["conversationId"]) == ("error", "forbidden", str(chat.id))
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4403}
