@@ -56,6 +56,9 @@ class Chat(models.Model):
     # Bumped by user-visible activity only (a new turn); maintenance never touches it.
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    # The model its turns use (an id of LLM_MODELS); blank, or one no longer offered: the default.
+    model_id = models.CharField(max_length=64, blank=True, default="")
+
     class Meta:
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["workspace", "-updated_at"], name="chat_workspace_recent")]
@@ -86,6 +89,9 @@ class Message(models.Model):
     cache_read_tokens = models.PositiveIntegerField(default=0)
     cache_write_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
+    # The counts were estimated from the text: the provider reported none for this turn (stopped
+    # or failed before its usage arrived), though it billed for it.
+    usage_estimated = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

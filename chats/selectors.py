@@ -102,7 +102,7 @@ def user_may_manage(*, user, chat: Chat) -> bool:
 def chat_messages_page(*, chat: Chat, cursor: str | None = None, limit: int) -> tuple[list[Message], str | None]:
     """The ``limit`` latest messages (before ``cursor``), oldest first, and the cursor of the
     messages before them (None when these are the first). Raises ``cursors.BadCursor``."""
-    qs = chat.messages.all()
+    qs = chat.messages.select_related("stream")  # its model prices it (the message's cost)
     if cursor:
         qs = qs.filter(cursors.after(MESSAGE_ORDER, cursors.decode(cursor, 2), descending=True))
     newest_first = list(qs.order_by("-created_at", "-id")[: limit + 1])

@@ -23,10 +23,19 @@ def membership_add(*, workspace: Workspace, user, role: str = Membership.Role.ME
     return membership
 
 
-def chat_create(*, workspace: Workspace, title: str, created_by=None) -> Chat:
-    chat = Chat.objects.create(workspace=workspace, title=title, created_by=created_by, updated_at=timezone.now())
+def chat_create(*, workspace: Workspace, title: str, created_by=None, model_id: str = "") -> Chat:
+    chat = Chat.objects.create(
+        workspace=workspace, title=title, created_by=created_by, model_id=model_id, updated_at=timezone.now()
+    )
     # After commit, so a receiver (a new tile on every open dashboard) reads the saved row.
     transaction.on_commit(lambda: send_logged(chat_created, sender=Chat, chat_id=chat.pk, workspace_id=workspace.pk))
+    return chat
+
+
+def chat_set_model(*, chat: Chat, model_id: str) -> Chat:
+    """The model the chat's next turns use (a turn already running keeps its own)."""
+    Chat.objects.filter(pk=chat.pk).update(model_id=model_id)
+    chat.model_id = model_id
     return chat
 
 

@@ -16,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from mothership import embedded_redis, processes
+from mothership.infra.llm_models import parse_llm_models
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -330,7 +331,13 @@ ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "")
 # OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp server) through the openai SDK.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "")
-if LLM_PROVIDER != "local":
+# Several models side by side (mothership/infra/llm_models.py); when set, LLM_PROVIDER / LLM_MODEL
+# and the keys above are not the shorthand for one model any more, only defaults its entries use.
+try:
+    LLM_MODELS = parse_llm_models(env_str("LLM_MODELS", ""), os.environ, max_tokens=LLM_MAX_TOKENS)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+if LLM_PROVIDER != "local" and not LLM_MODELS:
     # Fail at start, not mid-stream.
     if not LLM_MODEL:
         raise ImproperlyConfigured(f"LLM_MODEL must name the model when LLM_PROVIDER={LLM_PROVIDER}.")

@@ -9,15 +9,19 @@ from chats.api import views as chat_api
 from mothership import views
 from mothership.api import views as mothership_api
 from streams.api import views as stream_api
+from streams.providers import models
 from warming.api import views as warming_api
 
 # The admin's front page names the deployment's model (each stream records its own).
-admin.site.index_title = lazy(lambda: f"Site administration · model: {settings.LLM_PROVIDER} / {settings.LLM_MODEL}", str)()
+admin.site.index_title = lazy(
+    lambda: "Site administration · models: " + ", ".join(f"{m.id} ({m.provider} / {m.model})" for m in models()), str
+)()
 
 api_patterns = [
     path("auth/token", mothership_api.TokenObtainApi.as_view(), name="api-token"),
     path("auth/ws-ticket", mothership_api.WsTicketApi.as_view(), name="api-ws-ticket"),
     path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
+    path("mothership/models", stream_api.ModelListApi.as_view(), name="api-models"),
     path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
     path("mothership/chats/<str:chat_id>", mothership_api.ChatDetailApi.as_view(), name="api-chat"),
     path("mothership/chats/<str:chat_id>/messages", stream_api.ChatMessagesApi.as_view(), name="api-chat-messages"),

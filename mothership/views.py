@@ -15,6 +15,7 @@ from chats import services as chat_services
 from mothership import selectors
 from mothership.infra import cursors
 from mothership.infra.redis import get_redis
+from streams.providers import model_for, models
 
 
 @login_required
@@ -65,6 +66,9 @@ def chat_page(request, chat_id):
         "chat": detail.view.chat,
         # Close and the warming controls only for those who may use them (the server refuses others).
         "can_manage": chat_selectors.user_may_manage(user=request.user, chat=detail.view.chat),
+        # The model picker, when the deployment offers more than one (LLM_MODELS).
+        "models": [m.public() for m in models()],
+        "chat_model": model_for(detail.view.chat.model_id).id,
         "warming_min": settings.MOTHERSHIP_WARMING_MIN_INTERVAL,
         "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
     }

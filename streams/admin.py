@@ -27,8 +27,20 @@ class StreamInline(admin.TabularInline):
 
 @admin.register(Stream)
 class StreamAdmin(admin.ModelAdmin):
-    list_display = ["id", "chat", "status", "reason", "provider", "model", "started_at", "duration_seconds", "last_seq", "tokens"]
-    list_filter = ["status", "reason", "provider"]
+    list_display = [
+        "id",
+        "chat",
+        "status",
+        "reason",
+        "model_id",
+        "provider",
+        "model",
+        "started_at",
+        "duration_seconds",
+        "last_seq",
+        "tokens",
+    ]
+    list_filter = ["status", "reason", "provider", "model_id"]
     search_fields = ["id", "chat__title", "chat__id"]
     list_select_related = ["chat", "assistant_message"]
     readonly_fields = [
@@ -39,8 +51,10 @@ class StreamAdmin(admin.ModelAdmin):
         "status",
         "reason",
         "last_seq",
+        "model_id",
         "provider",
         "model",
+        "started_by",
         "created_at",
         "started_at",
         "first_delta_at",

@@ -32,6 +32,8 @@ class Stream(models.Model):
     last_seq = models.PositiveIntegerField(default=0)
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=128)
+    # The deployment's id of the model (LLM_MODELS; the model's name under the one-model shorthand).
+    model_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     first_delta_at = models.DateTimeField(null=True, blank=True)

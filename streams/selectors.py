@@ -6,6 +6,8 @@ import redis
 
 from streams import eventlog
 from streams.models import Stream
+from streams.providers import Usage
+from streams.providers.pricing import usage_cost
 
 
 def stream_in_chat(*, chat_id, stream_id) -> bool:
@@ -33,3 +35,13 @@ def stream_snapshot(*, stream_id) -> dict | None:
         "provider": stream.provider,
         "model": stream.model,
     }
+
+
+def message_cost(message) -> float | None:
+    """What an assistant message cost, in USD, from its usage and the model its stream used;
+    None for a user message."""
+    if message.role != "assistant":
+        return None
+    stream = message.stream if message.stream_id else None
+    usage = Usage(**message.usage)
+    return round(usage_cost(usage, stream.model if stream else ""), 8)

@@ -23,10 +23,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from chats.models import Chat
 from chats.selectors import conversation_prefixes
 from mothership.infra import bulk
 from streams import locks
-from streams.providers import Provider, ProviderError, Usage, get_provider
+from streams.providers import Provider, ProviderError, Usage, get_provider, model_for, models
+from streams.providers.pricing import prices, usage_cost
 from warming.models import WarmingSchedule
 from warming.services import warming_push, warming_push_many
 
@@ -38,22 +40,6 @@ CLAIM_LEASE = datetime.timedelta(seconds=60)
 
 
 # --- prices and stop rules ----------------------------------------------------------------
-
-
-def prices(model: str) -> dict[str, float]:
-    """USD per million tokens for ``model`` (``MOTHERSHIP_PRICES``; ``default`` when unlisted)."""
-    table = settings.MOTHERSHIP_PRICES
-    return table.get(model) or table["default"]
-
-
-def usage_cost(usage: Usage, model: str) -> float:
-    p = prices(model)
-    return (
-        usage.input_tokens * p["input"]
-        + usage.cache_read_tokens * p["cache_read"]
-        + usage.cache_write_tokens * p["cache_write"]
-        + usage.output_tokens * p["output"]
-    ) / 1_000_000
 
 
 def rebuild_cost(prefix_tokens: int, model: str) -> float:
@@ -173,12 +159,20 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
         prefixes = conversation_prefixes(chat_ids=[c for c in ids if c in claimed and c not in streaming])
         # Nothing to cache yet: rescheduled, and the model is not called.
         empty = {chat_id for chat_id, messages in prefixes.items() if not messages}
-        model, results = "", {}
-        if len(prefixes) > len(empty):
-            provider = get_provider()
-            model = provider.model
-            results = _warm_many(provider, {c: messages for c, messages in prefixes.items() if messages})
-        outcomes = _record_batch(token, streaming=streaming, empty=empty, results=results, model=model)
+        model_names, results = {}, {}
+        to_warm = {c: messages for c, messages in prefixes.items() if messages}
+        if to_warm:
+            # Each conversation with its own chat's model: one provider call per model of the batch.
+            # (With one model offered, every chat uses it: no query.)
+            chosen = dict(Chat.objects.filter(pk__in=list(to_warm)).values_list("pk", "model_id")) if len(models()) > 1 else {}
+            by_model: dict[str, dict] = {}
+            for chat_id, messages in to_warm.items():
+                by_model.setdefault(model_for(chosen.get(chat_id)).id, {})[chat_id] = messages
+            for model_id, group in by_model.items():
+                provider = get_provider(model_id)
+                model_names.update(dict.fromkeys(group, provider.model))
+                results.update(_warm_many(provider, group))
+        outcomes = _record_batch(token, streaming=streaming, empty=empty, results=results, models=model_names)
     return [WarmResult(str(chat_id), outcomes.get(chat_id, "superseded")) for chat_id in ids]
 
 
@@ -215,7 +209,9 @@ def _reason(exc: Exception) -> str:
     return INTERNAL_FAILURE
 
 
-def _record_batch(token: str, *, streaming: set, empty: set, results: dict[uuid.UUID, Usage | str], model: str) -> dict:
+def _record_batch(
+    token: str, *, streaming: set, empty: set, results: dict[uuid.UUID, Usage | str], models: dict[uuid.UUID, str]
+) -> dict:
     """One transaction for the whole batch: each row's outcome, written only where it still carries ``token``.
 
     After the commit every recorded conversation but those given back to a streaming turn is pushed.
@@ -239,7 +235,7 @@ def _record_batch(token: str, *, streaming: set, empty: set, results: dict[uuid.
                 schedule.next_warm_at = now + datetime.timedelta(seconds=schedule.interval_seconds) if schedule.enabled else None
                 outcomes[chat_id] = "empty"
             else:
-                outcomes[chat_id] = _apply_warm(schedule, results[chat_id], model, now)
+                outcomes[chat_id] = _apply_warm(schedule, results[chat_id], models.get(chat_id, ""), now)
         bulk.update_by_pk(rows, _RECORDED_FIELDS)  # one statement: each row's own values, by primary key
         pushed = [chat_id for chat_id, outcome in outcomes.items() if outcome != "skipped_streaming"]
         if pushed:

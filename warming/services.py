@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from mothership.infra import groups
 from mothership.infra.signals import send_logged
+from streams.providers import model_for
 from warming.models import WarmingSchedule
 from warming.signals import warming_changed
 
@@ -68,6 +69,10 @@ def warming_update(
         schedule = WarmingSchedule.objects.select_for_update().get(chat_id=chat.pk)
         if flip:
             enabled = not schedule.enabled
+        if enabled is True and not schedule.enabled and not model_for(getattr(chat, "model_id", "")).prompt_cache:
+            raise WarmingInputError(
+                "This chat's model keeps no prompt cache (prompt_cache is off in its LLM_MODELS entry): warming would only spend."
+            )
         now = timezone.now()
         if interval_seconds is not None:
             schedule.interval_seconds = interval_seconds

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from chats.api.serializers import MessageOutput
+from streams.api.serializers import messages_output
+from streams.providers import model_for
 
 
 class ChatOutput(serializers.Serializer):
@@ -13,6 +14,7 @@ class ChatOutput(serializers.Serializer):
     id = serializers.UUIDField(source="chat.id")
     workspace = serializers.UUIDField(source="chat.workspace_id")
     title = serializers.CharField(source="chat.title")
+    model = serializers.SerializerMethodField(help_text="The id of the model its turns use (GET /api/mothership/models).")
     active_stream_id = serializers.UUIDField(allow_null=True)
     liveness = serializers.ChoiceField(choices=["verified", "unknown"])
     state = serializers.ChoiceField(choices=["idle", "streaming", "cancelled", "interrupted", "failed"])
@@ -23,6 +25,9 @@ class ChatOutput(serializers.Serializer):
     )
     created_at = serializers.DateTimeField(source="chat.created_at")
     updated_at = serializers.DateTimeField(source="chat.updated_at")
+
+    def get_model(self, view) -> str:
+        return model_for(view.chat.model_id).id
 
 
 class StreamSnapshotOutput(serializers.Serializer):
@@ -40,7 +45,7 @@ class ChatDetailOutput(serializers.Serializer):
 
     def to_representation(self, detail):
         data = ChatOutput(detail.view).data
-        data["messages"] = MessageOutput(detail.messages, many=True).data
+        data["messages"] = messages_output(detail.messages)
         # The latest messages only: this cursor fetches the ones before them
         # (GET /api/mothership/chats/<id>/messages?cursor=…); null when these are all.
         data["messages_cursor"] = detail.messages_cursor

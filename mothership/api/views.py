@@ -13,13 +13,21 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chats import selectors as chat_selectors
-from chats.services import chat_create
+from chats.services import chat_create, chat_set_model
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
 from mothership.infra.api import StrictCharField
 from mothership.infra.login_limits import LoginRateThrottle
 from mothership.ws_auth import WS_TICKET_SECONDS, ws_ticket_issue
+from streams.providers import model_get, models
+
+
+def offered_model(value: str) -> None:
+    if model_get(value) is None:
+        raise serializers.ValidationError(
+            f"No model {value!r} here; GET /api/mothership/models lists them ({', '.join(m.id for m in models())})."
+        )
 
 
 class TokenObtainApi(ObtainAuthToken):
@@ -77,6 +85,7 @@ class ChatListCreateApi(APIView):
     class CreateInput(serializers.Serializer):
         workspace = serializers.UUIDField()
         title = StrictCharField(max_length=200, trim_whitespace=True)
+        model = StrictCharField(required=False, max_length=64, validators=[offered_model])
 
     @extend_schema(parameters=[FilterInput], responses=ChatOutput(many=True))
     def get(self, request):
@@ -101,14 +110,31 @@ class ChatListCreateApi(APIView):
         payload = self.CreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         workspace = chat_selectors.workspace_get(user=request.user, workspace_id=payload.validated_data["workspace"])
-        chat = chat_create(workspace=workspace, title=payload.validated_data["title"], created_by=request.user)
+        chat = chat_create(
+            workspace=workspace,
+            title=payload.validated_data["title"],
+            created_by=request.user,
+            model_id=payload.validated_data.get("model", ""),
+        )
         detail = selectors.chat_detail(user=request.user, chat_id=chat.id)
         return Response(ChatOutput(detail.view).data, status=status.HTTP_201_CREATED)
 
 
 class ChatDetailApi(APIView):
+    class UpdateInput(serializers.Serializer):
+        model = StrictCharField(max_length=64, validators=[offered_model])
+
     @extend_schema(responses=ChatDetailOutput)
     def get(self, request, chat_id):
+        return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
+
+    @extend_schema(request=UpdateInput, responses=ChatDetailOutput)
+    def patch(self, request, chat_id):
+        """Change the chat's model (its creator or an owner: the model sets what its turns cost)."""
+        chat = chat_selectors.chat_get_for_manager(user=request.user, chat_id=chat_id)
+        payload = self.UpdateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        chat_set_model(chat=chat, model_id=payload.validated_data["model"])
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
 
 

@@ -29,7 +29,9 @@ const state = {
 const QUEUED = "Queued — waiting for a worker…";
 
 function setBusy(busy) {
-  sendButton.disabled = busy;
+  // While a reply streams the composer stays usable: Send becomes "Stop and send".
+  sendButton.disabled = state.sending;
+  sendButton.textContent = busy && state.activeStreamId ? "Stop and send" : "Send";
   stopButton.hidden = !busy;
   // Stop is armed only once the stream id is known (a send in flight has none yet).
   stopButton.disabled = !busy || !state.activeStreamId;
@@ -214,14 +216,17 @@ async function closeConversation() {
 composer.addEventListener("submit", async (e) => {
   e.preventDefault();
   const content = input.value.trim();
-  if (!content || state.activeStreamId || state.sending) return;
-  setBusy(true);
+  if (!content || state.sending) return;
+  // Stop and send: the server stops exactly the turn this page shows, then starts this one.
+  const interrupt = state.activeStreamId;
   state.sending = true; // until the answer names the stream, its events are left to the replay below
+  setBusy(true);
   let result;
   try {
-    result = await post(`/api/mothership/chats/${chatId}/messages`, { content });
+    result = await post(`/api/mothership/chats/${chatId}/messages`, interrupt ? { content, interrupt } : { content });
   } catch (err) {
-    setBusy(false);
+    state.sending = false;
+    setBusy(Boolean(state.activeStreamId));
     notice("Could not reach the server; your message was not sent.");
     return;
   } finally {
@@ -230,7 +235,8 @@ composer.addEventListener("submit", async (e) => {
   const { response, body } = result;
   if (!response.ok) {
     setBusy(Boolean(state.activeStreamId));
-    notice(response.status === 409 ? "A reply is already streaming in this conversation; stop it or wait for it to finish." : body.detail || `Error ${response.status}`);
+    if (response.status === 409 && interrupt) notice("Another reply started meanwhile; nothing was stopped. Your message was not sent.");
+    else notice(response.status === 409 ? "A reply is already streaming in this conversation; stop it or wait for it to finish." : body.detail || `Error ${response.status}`);
     return;
   }
   input.value = "";
@@ -277,3 +283,24 @@ async function showEarlier() {
 earlierButton?.addEventListener("click", showEarlier);
 setBusy(Boolean(state.activeStreamId));
 connect();
+
+
+// The model the chat's next turns use (a turn already running keeps its own).
+const modelPicker = document.getElementById("chat-model");
+modelPicker?.addEventListener("change", async () => {
+  const chosen = modelPicker.value;
+  const response = await fetch(`/api/mothership/chats/${chatId}`, {
+    method: "PATCH",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
+    body: JSON.stringify({ model: chosen }),
+  }).catch(() => null);
+  const body = response ? await response.json().catch(() => ({})) : {};
+  if (!response?.ok) {
+    notice(body.detail || "Could not change the model; try again.");
+    modelPicker.value = modelPicker.dataset.saved || modelPicker.value;
+    return;
+  }
+  modelPicker.dataset.saved = body.model;
+  notice(`Next replies use ${modelPicker.selectedOptions[0].textContent}.`);
+});
+if (modelPicker) modelPicker.dataset.saved = modelPicker.value;

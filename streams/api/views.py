@@ -7,13 +7,14 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chats.api.serializers import MessageOutput
 from chats.models import Chat
 from chats.selectors import chat_get_for_member, chat_messages_page
 from mothership.infra import cursors
 from mothership.infra.api import Conflict, StrictCharField, StrictUUIDField, TooManyRequests
 from mothership.infra.throttles import user_rate_check
-from streams.services import StreamConflict, TooManyTurns, stream_cancel, stream_start
+from streams.api.serializers import MessageCostOutput, messages_output
+from streams.providers import models
+from streams.services import StreamConflict, TooManyTurns, stream_cancel, stream_interrupt_and_start, stream_start
 
 # When a user at the cap of turns running at once should look again (a turn takes seconds).
 TURN_CAP_RETRY_SECONDS = 5
@@ -23,7 +24,7 @@ class ChatMessagesApi(APIView):
     """``GET``: earlier messages, a page at a time (newest page first, each oldest first), from the
     detail's ``messages_cursor``; ``POST``: send one, which starts a turn."""
 
-    @extend_schema(parameters=[cursors.PageInput], responses=MessageOutput(many=True))
+    @extend_schema(parameters=[cursors.PageInput], responses=MessageCostOutput(many=True))
     def get(self, request, chat_id):
         chat = chat_get_for_member(user=request.user, chat_id=chat_id)
         page = cursors.PageInput(data=request.query_params)
@@ -34,11 +35,13 @@ class ChatMessagesApi(APIView):
             )
         except cursors.BadCursor:
             raise ValidationError({"cursor": ["Not a cursor this API gave; use the one from the Link header."]}) from None
-        return Response(MessageOutput(messages, many=True).data, headers=cursors.link_header(request, earlier))
+        return Response(messages_output(messages), headers=cursors.link_header(request, earlier))
 
     @extend_schema_serializer(component_name="MessageSendInput")
     class Input(serializers.Serializer):
         content = StrictCharField(max_length=100_000, trim_whitespace=True)
+        # Stop and send: the id of the turn the page shows as running, stopped before this one starts.
+        interrupt = StrictUUIDField(required=False)
 
     @extend_schema(
         request=Input,
@@ -51,7 +54,10 @@ class ChatMessagesApi(APIView):
                     "user_message_id": serializers.UUIDField(),
                 },
             ),
-            409: OpenApiResponse(description="A reply is already streaming in this chat; stop it or wait for it to finish."),
+            409: OpenApiResponse(
+                description="A reply is already streaming in this chat (or `interrupt` names another turn than the "
+                "live one): the body's active_stream_id is the live turn; nothing was stopped or started."
+            ),
             429: OpenApiResponse(
                 description="Past the sender's rate (MOTHERSHIP_SEND_RATE) or turns at once (MOTHERSHIP_MAX_CONCURRENT_TURNS)."
             ),
@@ -62,10 +68,15 @@ class ChatMessagesApi(APIView):
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
         user_rate_check(scope="send", user=request.user)
+        content, interrupt = payload.validated_data["content"], payload.validated_data.get("interrupt")
         try:
-            turn = stream_start(chat=chat, content=payload.validated_data["content"], user=request.user)
+            if interrupt is not None:
+                turn = stream_interrupt_and_start(chat=chat, content=content, interrupt=interrupt, user=request.user)
+            else:
+                turn = stream_start(chat=chat, content=content, user=request.user)
         except StreamConflict as exc:
-            raise Conflict(str(exc)) from None
+            live = str(exc.active_stream_id) if exc.active_stream_id else None
+            raise Conflict({"detail": str(exc), "active_stream_id": live}) from None
         except TooManyTurns as exc:
             raise TooManyRequests(str(exc), wait=TURN_CAP_RETRY_SECONDS) from None
         except Chat.DoesNotExist:
@@ -104,3 +115,26 @@ class ChatCancelApi(APIView):
         payload.is_valid(raise_exception=True)
         outcome = stream_cancel(chat=chat, stream_id=payload.validated_data["stream_id"], reason="user")
         return Response(outcome.as_dict())
+
+
+class ModelListApi(APIView):
+    """The models a chat may use (``LLM_MODELS``), the default first; no keys, no endpoints."""
+
+    @extend_schema(
+        responses=inline_serializer(
+            "ModelOutput",
+            {
+                "id": serializers.CharField(),
+                "label": serializers.CharField(),
+                "provider": serializers.ChoiceField(choices=["local", "anthropic", "openai"]),
+                "model": serializers.CharField(),
+                "prompt_cache": serializers.BooleanField(),
+                "prefill": serializers.BooleanField(),
+                "default": serializers.BooleanField(),
+            },
+            many=True,
+        )
+    )
+    def get(self, request):
+        offered = models()
+        return Response([{**m.public(), "default": i == 0} for i, m in enumerate(offered)])

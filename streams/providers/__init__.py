@@ -1,24 +1,36 @@
 from __future__ import annotations
 
-from django.conf import settings
-
 from streams.providers.base import Provider, ProviderError, TextDelta, Usage
+from streams.providers.registry import ModelSpec, default_model, model_for, model_get, models
 
 
-def get_provider() -> Provider:
-    if settings.LLM_PROVIDER == "local":
+def get_provider(model_id: str | None = None) -> Provider:
+    """The provider of the model ``model_id`` names (the default model when None or not offered)."""
+    spec = model_for(model_id)
+    if spec.provider == "local":
         from streams.providers.local import LocalProvider
 
-        return LocalProvider()
-    if settings.LLM_PROVIDER == "anthropic":
+        return LocalProvider(spec=spec)
+    if spec.provider == "anthropic":
         from streams.providers.anthropic_messages import AnthropicProvider
 
-        return AnthropicProvider()
-    if settings.LLM_PROVIDER == "openai":
+        return AnthropicProvider(spec)
+    if spec.provider == "openai":
         from streams.providers.openai_compat import OpenAIProvider
 
-        return OpenAIProvider()
-    raise ValueError(f"unknown LLM_PROVIDER {settings.LLM_PROVIDER!r}")
+        return OpenAIProvider(spec)
+    raise ValueError(f"unknown provider {spec.provider!r}")
 
 
-__all__ = ["Provider", "ProviderError", "TextDelta", "Usage", "get_provider"]
+__all__ = [
+    "ModelSpec",
+    "Provider",
+    "ProviderError",
+    "TextDelta",
+    "Usage",
+    "default_model",
+    "get_provider",
+    "model_for",
+    "model_get",
+    "models",
+]

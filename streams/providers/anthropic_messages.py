@@ -27,11 +27,15 @@ from django.conf import settings
 
 from streams.providers.base import (
     Failure,
+    NotStreaming,
     ProviderError,
     TextDelta,
     Usage,
     closed_on_stop,
+    provider_message,
+    require_event_stream,
     retry_after,
+    spend_limited,
     stream_with_retries,
     transport_failure,
     warm_each,
@@ -70,6 +74,8 @@ def _error(body) -> tuple[str | None, str]:
 
 
 def _classify(exc: Exception) -> Failure | None:
+    if isinstance(exc, NotStreaming):
+        return Failure(exc.reason)
     if isinstance(exc, anthropic.APITimeoutError):
         return Failure("the provider timed out", retryable=True)
     if isinstance(exc, anthropic.APIConnectionError):  # the SDK wraps what its HTTP client raised
@@ -83,8 +89,11 @@ def _classify(exc: Exception) -> Failure | None:
         else:
             reason = f"the provider answered {exc.status_code}"
             retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-        if message and not retryable and kind != "authentication_error":
-            reason = f"{reason}: {message}"  # what to fix: the model name, the request's size…
+        if exc.status_code == 429 and spend_limited(kind, message):
+            reason, retryable = "the provider refused: quota or spend limit reached", False  # no wait fixes it
+        message = provider_message(message)
+        if message and not retryable:
+            reason = f"{reason}: {message}"  # what to fix: the model name, the key, the request's size…
         return Failure(reason, retryable=retryable, retry_after=retry_after(exc.response) if exc.status_code != 200 else None)
     if isinstance(exc, _StreamCut):
         return Failure("the connection to the provider dropped", retryable=True)
@@ -143,24 +152,31 @@ def _client(api_key: str, base_url: str | None, timeout: float) -> anthropic.Ant
 class AnthropicProvider:
     name = "anthropic"
 
-    def __init__(self):
-        self.model = settings.LLM_MODEL
-        self.client = _client(settings.ANTHROPIC_API_KEY, settings.ANTHROPIC_BASE_URL or None, settings.LLM_TIMEOUT)
+    def __init__(self, spec):
+        self.spec, self.model_id, self.model = spec, spec.id, spec.model
+        self.client = _client(spec.api_key, spec.base_url or None, settings.LLM_TIMEOUT)
 
-    def stream(self, *, messages: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
+    def stream(
+        self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
+    ) -> Iterator[TextDelta | Usage]:
         # [..., previous question, previous reply, this question]: read what the previous turn
         # (its question) or a warm call (through the reply) wrote; write it all for the next turn.
         request = with_breakpoints(messages, last=3)
+        if prefix.strip():
+            # Prefill: the reply goes on from the kept text. The API refuses a final assistant
+            # turn that ends in whitespace, so that is left for the model to write again.
+            request.append({"role": "assistant", "content": [{"type": "text", "text": prefix.rstrip()}]})
         return stream_with_retries(
             lambda: self._stream_once(request, stop), classify=_classify, stop=stop, max_retries=settings.LLM_MAX_RETRIES
         )
 
     def _stream_once(self, request: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
-        events = self.client.messages.create(model=self.model, max_tokens=settings.LLM_MAX_TOKENS, messages=request, stream=True)
+        events = self.client.messages.create(model=self.model, max_tokens=self.spec.max_tokens, messages=request, stream=True)
         reports = []  # usage of message_start, then message_delta's cumulative figures
         finished = False
         try:
             with closed_on_stop(stop, events.response):
+                require_event_stream(events.response)
                 for event in events:
                     if stop.is_set():
                         break

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -21,9 +24,59 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0
+    estimated: bool = False  # filled in from the text (``with_estimate``): the provider reported nothing
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)  # the field names are chats.models.USAGE_FIELDS: Message's columns
+        """The counts, named as chats.models.USAGE_FIELDS: Message's columns."""
+        return {
+            "input_tokens": self.input_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+    def event_fields(self) -> dict:
+        """The fields of a ``stream.usage`` event: the counts, and ``estimated`` when they are."""
+        return {"usage": self.as_dict(), **({"estimated": True} if self.estimated else {})}
+
+
+# A token is about four characters of English text for the models this app speaks to (OpenAI's
+# and Anthropic's tokenizers); a message costs a few tokens of its own (role, separators).
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def with_estimate(usage: Usage, *, prompt: list[dict] | None, text: str, finished: bool) -> Usage:
+    """``usage`` with what the provider did not report estimated from the prompt and the reply.
+
+    OpenAI-format servers report usage only in their last chunk, and some Anthropic-format
+    servers the input only in ``message_delta``; Anthropic's own ``message_start`` counts one
+    output token. So a stopped or failed turn often arrives with no figures, or a partial one,
+    although it was billed for what it wrote. A figure the provider reported is kept, except the
+    start's one output token of a reply that did not finish (the count of its end never came).
+    """
+    reported_input = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+    input_missing = reported_input == 0 and bool(prompt)
+    output_estimate = estimate_tokens(text)
+    # Anthropic's message_start counts 1 output token; a stop before message_delta leaves it there.
+    partial = not finished and usage.output_tokens <= 1 < output_estimate
+    output_missing = bool(text) and (usage.output_tokens == 0 or partial)
+    if not (input_missing or output_missing):
+        return usage
+    estimated_input = sum(estimate_tokens(m.get("content", "")) + TOKENS_PER_MESSAGE for m in prompt or [])
+    return replace(
+        usage,
+        input_tokens=estimated_input if input_missing else usage.input_tokens,
+        output_tokens=output_estimate if output_missing else usage.output_tokens,
+        estimated=True,
+    )
+
+
+CANNOT_CONTINUE = "this model cannot continue from kept text (prefill is off in its LLM_MODELS entry)"
 
 
 class ProviderError(Exception):
@@ -36,11 +89,17 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    name: str
-    model: str
+    name: str  # the provider: "local", "anthropic", "openai"
+    model: str  # the provider's name of the model
+    model_id: str  # the deployment's id of it (streams.providers.registry)
 
-    def stream(self, *, messages: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
-        """Yield text deltas then one Usage; return promptly once ``stop`` is set."""
+    def stream(
+        self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
+    ) -> Iterator[TextDelta | Usage]:
+        """Yield text deltas then one Usage; return promptly once ``stop`` is set. ``cache_key``
+        (the conversation's id) lets a provider that routes by it reach the same prompt cache.
+        ``prefix``: the reply continues this kept text (the deltas are what follows it); a model
+        that cannot continue raises ``ProviderError`` (``CANNOT_CONTINUE``)."""
 
     def warm(self, *, messages: list[dict]) -> Usage:
         """Refresh the provider's prompt cache for ``messages`` (1 output token at most)."""
@@ -66,6 +125,54 @@ def warm_each(warm: Callable[..., Usage], prefixes: list[list[dict]]) -> list[Us
 
 
 # --- shared by the HTTP providers --------------------------------------------------------
+
+MAX_MESSAGE_CHARS = 300
+_SECRETS = re.compile(r"\b(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_*-]*|\b(Bearer\s+)\S+", re.IGNORECASE)
+# A 429 that no wait fixes: the account's quota, credit or spend limit (OpenAI's
+# ``insufficient_quota``; other servers say it in words).
+_SPEND_LIMIT = re.compile(r"insufficient_quota|quota|credit balance|spend(ing)? limit|billing|usage limit", re.IGNORECASE)
+
+
+def provider_message(message) -> str:
+    """The server's own error message as a turn's reason may show it: one line, trimmed, keys masked."""
+    if not isinstance(message, str):
+        return ""
+    line = " ".join(message.split())
+    line = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "…", line)
+    return line if len(line) <= MAX_MESSAGE_CHARS else line[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def spend_limited(*texts) -> bool:
+    return any(isinstance(t, str) and _SPEND_LIMIT.search(t) for t in texts)
+
+
+class NotStreaming(Exception):
+    """A streaming request answered with one JSON body: a server (or proxy) that does not stream."""
+
+    def __init__(self, message: str):
+        reason = "the provider answered without streaming (does the server support stream: true?)"
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = str(self)
+
+
+def require_event_stream(response) -> None:
+    """Before reading a streaming response: a JSON body instead of events raises ``NotStreaming``
+    with the body's message (an error object's, else the start of the body), never read as a
+    dropped connection and retried."""
+    if "json" not in response.headers.get("content-type", "").lower():
+        return
+    raw = response.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    message = ""
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else body.get("message")
+        if not message and "choices" in body:
+            message = "a whole completion came back as one JSON body"
+    raise NotStreaming(provider_message(message or raw.decode("utf-8", "replace")))
 
 
 @dataclass(frozen=True)

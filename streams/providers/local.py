@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ _WORDS = (
 ).split()
 
 
+ECHO = "/echo "
+
+
 def _count_tokens(text: str) -> int:
     return len(text.split())
 
@@ -30,24 +34,39 @@ def _count_tokens(text: str) -> int:
 class LocalProvider:
     name = "local"
 
-    def __init__(self, *, model: str | None = None, tokens_per_second: float | None = None, reply_tokens: int | None = None):
-        self.model = model or settings.LLM_MODEL
+    def __init__(
+        self, *, spec=None, model: str | None = None, tokens_per_second: float | None = None, reply_tokens: int | None = None
+    ):
+        self.model = model or (spec.model if spec is not None else settings.LLM_MODEL)
+        self.model_id = spec.id if spec is not None else self.model
         self.tokens_per_second = settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND if tokens_per_second is None else tokens_per_second
         self.reply_tokens = settings.MOTHERSHIP_LOCAL_REPLY_TOKENS if reply_tokens is None else reply_tokens
 
     def reply_for(self, messages: list[dict]) -> list[str]:
-        """The deterministic reply, as tokens, for a conversation."""
-        prompt = messages[-1]["content"] if messages else ""
+        """The deterministic reply, as tokens, for a conversation. A last message that begins with
+        ``/echo `` is answered with the rest of it, verbatim, a word (with its spaces) per token."""
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        if messages and messages[-1]["role"] == "user" and last_user.startswith(ECHO):
+            return re.findall(r"\s*\S+\s*?(?=\s|$)|\s+$", last_user[len(ECHO) :])
+        # A conversation that ends with kept assistant text asks for its continuation.
+        prefix = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+        prompt = f"{last_user}\x00{prefix}" if prefix else last_user
         seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
         rng = random.Random(seed)
-        return [(w if i == 0 else " " + w) for i, w in enumerate(rng.choice(_WORDS) for _ in range(self.reply_tokens))]
+        return [
+            (w if i == 0 and not prefix else " " + w) for i, w in enumerate(rng.choice(_WORDS) for _ in range(self.reply_tokens))
+        ]
 
-    def stream(self, *, messages: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
+    def stream(
+        self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
+    ) -> Iterator[TextDelta | Usage]:
         rate = self.tokens_per_second
         cached = self._cache.read(messages[:-1])  # the conversation so far, if still cached
         produced: list[str] = []
         started = time.monotonic()
-        for k, token in enumerate(self.reply_for(messages), start=1):
+        # Continuing kept text: the deterministic reply for the conversation with that text in it.
+        request = [*messages, {"role": "assistant", "content": prefix}] if prefix else messages
+        for k, token in enumerate(self.reply_for(request), start=1):
             # Token k is due at started + k / rate, against the clock (not a sleep per token), so
             # the rate holds under CPU pressure. An Event wait: a stop is noticed at once.
             if stop.wait(max(0.0, started + k / rate - time.monotonic())) if rate > 0 else stop.is_set():

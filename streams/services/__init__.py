@@ -2,6 +2,7 @@
 
 from streams.services.cancel import CancelOutcome, stream_cancel, streams_cancel_chat
 from streams.services.finalize import stream_finalize
+from streams.services.interrupt import stream_interrupt_and_start
 from streams.services.run import stream_run
 from streams.services.start import StartedTurn, StreamConflict, TooManyTurns, stream_start
 from streams.services.sweep import stream_interrupt_orphan, streams_sweep
@@ -13,6 +14,7 @@ __all__ = [
     "TooManyTurns",
     "stream_cancel",
     "stream_finalize",
+    "stream_interrupt_and_start",
     "stream_interrupt_orphan",
     "stream_run",
     "stream_start",

@@ -141,7 +141,9 @@ def _seal(
     )
     if not won:
         return False
-    Message.objects.filter(pk=stream.assistant_message_id).update(content=text, status=_MESSAGE_STATUS[status], **usage.as_dict())
+    Message.objects.filter(pk=stream.assistant_message_id).update(
+        content=text, status=_MESSAGE_STATUS[status], usage_estimated=usage.estimated, **usage.as_dict()
+    )
     # CAS: a late finalizer must not clear a newer turn's marker.
     Chat.objects.filter(pk=stream.chat_id, active_stream_id=stream.pk).update(active_stream_id=None)
     return True
@@ -191,5 +193,5 @@ def salvage(stream: Stream) -> tuple[str, int, Usage]:
     usage = Usage()
     for event in log:
         if event["type"] == events.USAGE:
-            usage = Usage(**event["usage"])
+            usage = Usage(**event["usage"], estimated=event.get("estimated", False))
     return eventlog.snapshot_text(log), last_seq, usage

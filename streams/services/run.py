@@ -28,6 +28,7 @@ from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, frames, locks
 from streams.models import Stream
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
+from streams.providers.base import with_estimate
 from streams.services.finalize import SEAL_RETRY_SECONDS, stream_finalize_despite_outage
 from streams.signals import turn_claimed
 
@@ -90,6 +91,8 @@ class _Run:
         self.seq = 0
         self.text: list[str] = []
         self.usage = Usage()
+        self.history: list[dict] | None = None  # the prompt the model was sent (set once generation starts)
+        self.usage_settled = False  # estimated where missing, once (``estimate_usage``)
         self.stop = threading.Event()
         self.fenced = threading.Event()
         self.aborted: abort.AbortRequest | None = None
@@ -297,9 +300,18 @@ class _Run:
         self.owed = []
         if self.held:
             self.owed.append(self._event(events.DELTA, seq=self.seq + 1, text="".join(self.held)))
+        text = "".join(self.text) + "".join(self.held)
+        self.estimate_usage(text, finished=False)  # a turn that did not end on its own (or already settled)
         if self.usage != Usage() and not any(e["type"] == events.USAGE for e in self.appended[-1:]):
-            self.owed.append(self._event(events.USAGE, seq=self.seq + len(self.owed) + 1, usage=self.usage.as_dict()))
-        return "".join(self.text) + "".join(self.held), self.seq + len(self.owed)
+            self.owed.append(self._event(events.USAGE, seq=self.seq + len(self.owed) + 1, **self.usage.event_fields()))
+        return text, self.seq + len(self.owed)
+
+    def estimate_usage(self, text: str, *, finished: bool) -> None:
+        """What the model was billed for, estimated where it reported nothing (a stop before its
+        last chunk); once per turn, so a finished turn's reported figures are never second-guessed."""
+        if not self.usage_settled:
+            self.usage = with_estimate(self.usage, prompt=self.history, text=text, finished=finished)
+            self.usage_settled = True
 
     def write_back(self, after_failure: bool) -> None:
         """Called by the seal, before its terminal event: the events of this turn the log lacks
@@ -325,7 +337,7 @@ class _Run:
 
     def _produce(self, provider, messages) -> None:
         try:
-            for item in provider.stream(messages=messages, stop=self.stop):
+            for item in provider.stream(messages=messages, stop=self.stop, cache_key=str(self.chat_id)):
                 if isinstance(item, TextDelta):
                     self.add_text(item.text)
                 else:
@@ -344,7 +356,7 @@ class _Run:
         ``_DRAIN_AFTER_STOP`` seconds and kept; a model that does not return in that time is
         not waited for. What the model produced before an error is kept too.
         """
-        history = retrying_database(
+        history = self.history = retrying_database(
             lambda: conversation_history(stream=self.stream),
             for_seconds=SEAL_RETRY_SECONDS,  # the heartbeat keeps the lock meanwhile
             what=f"the conversation of stream {self.stream.id}",
@@ -353,7 +365,7 @@ class _Run:
         # (the seal takes one again), so connections never grow with the turns in flight.
         if not db.connection.in_atomic_block:  # (a test's transaction keeps its connection)
             db.connection.close()
-        producer = threading.Thread(target=self._produce, args=(get_provider(), history), daemon=True)
+        producer = threading.Thread(target=self._produce, args=(get_provider(self.stream.model_id or None), history), daemon=True)
         producer.start()
         ended = False
         try:
@@ -471,8 +483,9 @@ def _execute(run: _Run) -> _Outcome:
             run.generate()
         if run.fenced.is_set():
             return _LOCK_LOST
+        run.estimate_usage("".join(run.text) + "".join(run.held), finished=run.abort_seen is None)
         if run.usage != Usage():
-            run.emit(events.USAGE, usage=run.usage.as_dict())
+            run.emit(events.USAGE, **run.usage.event_fields())
         if run.abort_seen is not None:
             return _Outcome(Stream.Status.CANCELLED, run.abort_seen.reason)
         return _Outcome(Stream.Status.COMPLETED, "")

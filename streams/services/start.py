@@ -61,7 +61,7 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
     ``user`` is the sender: their turns running at once are capped (``TooManyTurns``).
     """
     stream_id = uuid.uuid4()
-    provider = get_provider()
+    provider = get_provider(chat.model_id or None)
     if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
         raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
     try:
@@ -94,6 +94,7 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
                 started_by_id=user.pk if user is not None else None,
                 provider=provider.name,
                 model=provider.model,
+                model_id=provider.model_id,
             )
             transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
             # The tile turns yellow everywhere.

@@ -43,6 +43,9 @@ class Stack:
             "MOTHERSHIP_SWEEP_INTERVAL": 0.5,
             "MOTHERSHIP_WARMING_TICK": 0.2,
             "MOTHERSHIP_WARMING_MIN_INTERVAL": 1,
+            # Two models, so the chat page shows its model picker (both offline).
+            "LLM_MODELS": '[{"id": "mothership-local-1", "provider": "local", "label": "Local"},'
+            ' {"id": "local-terse", "provider": "local", "label": "Local (terse)"}]',
         }
         self.worker = processes.start_worker(tmp, name="browser-worker", **self.env)
         self.server, self.url = processes.start_server(tmp, **self.env)

@@ -72,13 +72,13 @@ def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user
     _until(
         page, f"() => document.querySelector('.msg--assistant:last-child .msg-content').textContent.length > {first_len}"
     )  # it grows
-    expect(page.locator("#send")).to_be_disabled()  # this conversation's own turn is running
+    expect(page.locator("#send")).to_have_text("Stop and send")  # this conversation's own turn is running
     _wait_streaming(second, 15)  # the second tab sees the same stream
 
     page.click("#stop")
 
     expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
-    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#send")).to_have_text("Send")
     expect(page.locator("#stop")).to_be_hidden()
     expect(page.locator("#composer-status")).to_have_text("Stopped.")
     stream = Stream.objects.get(chat=chat)
@@ -250,3 +250,42 @@ def test_five_hundred_chats_show_a_page_of_tiles_that_stays_live_and_earlier_mes
     page.click("#stop")
     expect(tile).to_have_attribute("data-state", "cancelled", timeout=5000)
     expect(tile).to_have_count(1)  # updates and re-reads never duplicate a tile
+
+
+def test_the_model_picker_changes_the_model_of_the_next_reply(login, user, chat, stack, settings):
+    settings.LLM_MODELS = [
+        {"id": "mothership-local-1", "provider": "local", "model": "mothership-local-1", "label": "Local"},
+        {"id": "local-terse", "provider": "local", "model": "mothership-local-1", "label": "Local (terse)"},
+    ]  # this process reads the chat's model as the server does
+    context, _home = login(user)
+    page = context.new_page()
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    expect(page.locator("#chat-model option")).to_have_count(2)
+    page.select_option("#chat-model", "local-terse")
+    expect(page.locator("#composer-status")).to_have_text("Next replies use Local (terse).")
+    chat.refresh_from_db()
+    assert chat.model_id == "local-terse"
+    _send(page, "Which model answers?")
+    _until(page, "() => document.querySelector('.msg--assistant:last-child')?.classList.length > 0")
+    deadline = time.monotonic() + 10
+    while not Stream.objects.filter(chat=chat).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert Stream.objects.filter(chat=chat).latest("created_at").model_id == "local-terse"
+
+
+def test_stop_and_send_stops_the_running_reply_and_sends_the_new_message(login, user, chat, stack):
+    context, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    _send(page, "A long answer, please")
+    _wait_streaming(page, 5)
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#send")).to_have_text("Stop and send")
+    _send(page, "Never mind, something else")
+    _until(page, "() => document.querySelectorAll('.msg--assistant').length === 2")
+    expect(page.locator(".msg--assistant").first).to_have_class(re.compile("msg--cancelled"), timeout=5000)
+    _wait_streaming(page, 3)  # the new reply streams into the second bubble
+    first, second = Stream.objects.filter(chat=chat).order_by("created_at")
+    assert first.status == "cancelled" and Message.objects.get(pk=first.assistant_message_id).content
+    assert Message.objects.filter(chat=chat, role="user").count() == 2
+    page.click("#stop")
+    expect(page.locator("#stop")).to_be_hidden(timeout=5000)

@@ -101,7 +101,7 @@ def test_warming_actions(staff, chat):
 def test_the_front_page_and_the_streams_name_the_model(staff, chat, settings):
     stream_run(stream_id=stream_start(chat=chat, content="hi").stream.id)
     settings.LLM_PROVIDER, settings.LLM_MODEL = "anthropic", "claude-x"
-    assert "model: anthropic / claude-x" in staff.get("/admin/").content.decode()
+    assert "models: claude-x (anthropic / claude-x)" in staff.get("/admin/").content.decode()
     streams = staff.get("/admin/streams/stream/").content.decode()
     assert "mothership-local-1" in streams and "local" in streams
 

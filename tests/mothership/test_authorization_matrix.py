@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 from chats.models import Membership
 from mothership.consumers import MothershipConsumer
 from streams import locks
+from streams.providers import default_model
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,7 +59,9 @@ API = {
         anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404
     ),
     ("post", "/api/mothership/chats"): dict(anonymous=403, stranger=404, creator=201, member=201, owner=201, staff=404),
+    ("get", "/api/mothership/models"): dict(anonymous=403, stranger=200, creator=200, member=200, owner=200, staff=200),
     ("get", "/api/mothership/chats/{chat}"): dict(anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404),
+    ("patch", "/api/mothership/chats/{chat}"): dict(anonymous=403, stranger=404, creator=200, member=403, owner=200, staff=404),
     ("get", "/api/mothership/chats/{chat}/messages"): dict(
         anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404
     ),
@@ -104,7 +107,7 @@ def test_every_endpoint_as_every_actor(world):
         for actor in ACTORS:
             fresh = factories.ChatFactory(workspace=workspace, created_by=people["creator"])
             path = template.format(ws=workspace.id, chat=chat.id, fresh=fresh.id)
-            body = _body(path.split("?")[0], workspace)
+            body = {"model": default_model().id} if method == "patch" else _body(path.split("?")[0], workspace)
             call = getattr(_api(people[actor]), method)
             answer = call(path, body, format="json") if body else call(path)
             got[(method, template, actor)] = answer.status_code

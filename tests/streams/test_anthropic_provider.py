@@ -122,7 +122,7 @@ def test_a_rate_limit_that_persists_fails_readably_after_the_retries(fake, chat,
 def test_bad_credentials_fail_at_once_with_a_readable_reason(fake, chat, settings):
     settings.ANTHROPIC_API_KEY = "sk-ant-wrong"
     status, stream, message = _turn(chat, "hello")
-    assert status == "failed" and stream.reason == "authentication failed (check ANTHROPIC_API_KEY)"
+    assert status == "failed" and stream.reason == "authentication failed (check ANTHROPIC_API_KEY): invalid x-api-key"
     assert message.status == "failed" and len(fake.requests) == 1
 
 
@@ -234,13 +234,13 @@ def test_an_unknown_provider_or_bad_base_url_fails_at_start():
 
 def test_provider_check_answers_ok_or_names_the_problem(fake, settings, capsys):
     from django.core.management import call_command
-    from django.core.management.base import CommandError
 
     call_command("provider_check")
-    assert "ok: anthropic / claude-fake" in capsys.readouterr().out
+    assert f"claude-fake  anthropic / claude-fake at {fake.url}: ok, usage" in capsys.readouterr().out
     settings.ANTHROPIC_API_KEY = "sk-ant-wrong"
-    with pytest.raises(CommandError, match=r"anthropic / claude-fake: authentication failed \(check ANTHROPIC_API_KEY\)"):
+    with pytest.raises(SystemExit):
         call_command("provider_check")
+    assert "FAILED: authentication failed (check ANTHROPIC_API_KEY)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         call_command("provider_check", "--json")
     assert '"ok": false' in capsys.readouterr().out

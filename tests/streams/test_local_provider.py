@@ -54,3 +54,24 @@ def test_a_stop_is_noticed_while_waiting_for_the_next_token():
     seen = _deltas(provider, stop=stop)
     assert seen == []
     assert time.monotonic() - started < 0.4
+
+
+def test_echo_answers_the_rest_of_the_message_verbatim_a_word_per_delta(chat, settings):
+    import threading
+
+    from streams.providers import TextDelta
+    from streams.providers.local import LocalProvider
+    from tests.support.turns import run_turn
+
+    text = "# Title\n\n- **bold** item\n- `code`\n\n```python\nprint('x')\n```\n  trailing  "
+    deltas = [
+        i.text
+        for i in LocalProvider(tokens_per_second=0).stream(
+            messages=[{"role": "user", "content": "/echo " + text}], stop=threading.Event()
+        )
+        if isinstance(i, TextDelta)
+    ]
+    assert "".join(deltas) == text and len(deltas) == len(text.split()) + 1  # the trailing spaces too
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    status, _stream, message = run_turn(chat, "/echo " + text)
+    assert status == "completed" and message.content == text

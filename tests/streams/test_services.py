@@ -119,9 +119,9 @@ def test_history_given_to_the_model_includes_earlier_turns(chat, fast_model, mon
     seen = []
     original = LocalProvider.stream
 
-    def spy(self, *, messages, stop):
+    def spy(self, *, messages, stop, **kwargs):
         seen.append(messages)
-        return original(self, messages=messages, stop=stop)
+        return original(self, messages=messages, stop=stop, **kwargs)
 
     monkeypatch.setattr(LocalProvider, "stream", spy)
     first = stream_start(chat=chat, content="one")

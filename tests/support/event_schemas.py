@@ -34,9 +34,9 @@ def _closed(type_: str, properties: dict, *, optional: tuple[str, ...] = ()) -> 
     }
 
 
-def _stream_event(type_: str, **fields) -> dict:
+def _stream_event(type_: str, *, optional: tuple[str, ...] = (), **fields) -> dict:
     # Every event of a stream carries conversationId, streamId and its gapless seq.
-    return _closed(type_, {"conversationId": UUID, "streamId": UUID, "seq": SEQ, **fields})
+    return _closed(type_, {"conversationId": UUID, "streamId": UUID, "seq": SEQ, **fields}, optional=optional)
 
 
 def _terminal(type_: str, *, partial: bool, reason: dict) -> dict:
@@ -123,7 +123,7 @@ SCHEMAS: dict[str, dict] = {
         model={"type": "string", "minLength": 1},
     ),
     "stream.delta": _stream_event("stream.delta", text={"type": "string", "minLength": 1}),
-    "stream.usage": _stream_event("stream.usage", usage=USAGE),
+    "stream.usage": _stream_event("stream.usage", usage=USAGE, estimated={"const": True}, optional=("estimated",)),
     "stream.completed": _terminal("stream.completed", partial=False, reason={"type": "null"}),
     "stream.cancelled": _terminal("stream.cancelled", partial=True, reason={"type": "string", "minLength": 1}),
     "stream.interrupted": _terminal("stream.interrupted", partial=True, reason={"type": "string", "minLength": 1}),

@@ -12,7 +12,13 @@ Scenarios are chosen by the last user message:
 - "slow": one delta every 0.2 s (long enough to be stopped);
 - "stall mid-stream": three deltas, then silence for 10 s (a stop must hang up a blocked read);
 - "stall before": nothing for 3 s before the headers (longer than the tests' client time-out);
+- "json body": a streaming request answered 200 with one JSON message (a proxy that does not stream);
+- "spend limit": 429 rate_limit_error whose message says the workspace's spend limit is reached;
 - anything else: the reply ``WORDS`` with a ``ping``, ``message_delta`` usage and ``message_stop``.
+
+``quirks`` reproduce Anthropic-format servers that differ from Anthropic's own:
+- "zero_start_usage": ``message_start`` reports all zeros; the input arrives only in ``message_delta``;
+- "no_ping": no ``ping`` event.
 """
 
 from __future__ import annotations
@@ -65,10 +71,13 @@ class AnthropicHandler(Handler):
             if trigger in prompt and (trigger not in server.failed_once or trigger == "429 long"):
                 server.failed_once.add(trigger)
                 return self.send_json(status, _error(kind, kind.replace("_", " ")), headers)
+        if "spend limit" in prompt:
+            message = "You have reached your specified workspace API usage limits. You will regain access on 2027-01-01."
+            return self.send_json(429, _error("rate_limit_error", message))
         if "stall before" in prompt:
             time.sleep(3)
         usage = server.cache_usage(body["messages"])
-        if not body.get("stream"):
+        if not body.get("stream") or "json body" in prompt:
             return self.send_json(
                 200, self._message(body, [{"type": "text", "text": "."}], "max_tokens", {**usage, "output_tokens": 1})
             )
@@ -113,16 +122,19 @@ class AnthropicHandler(Handler):
         self.write_sse(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
 
     def _sse(self, body, prompt, usage):
+        quirks = self.server_state.quirks
         self.start_sse()
         try:
+            start_usage = dict.fromkeys(usage, 0) if "zero_start_usage" in quirks else usage
             self._event(
                 "message_start",
-                {"type": "message_start", "message": self._message(body, [], None, {**usage, "output_tokens": 1})},
+                {"type": "message_start", "message": self._message(body, [], None, {**start_usage, "output_tokens": 1})},
             )
             self._event(
                 "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
             )
-            self._event("ping", {"type": "ping"})
+            if "no_ping" not in quirks:
+                self._event("ping", {"type": "ping"})
             words = WORDS * (20 if "slow" in prompt else 1)
             for i, word in enumerate(words):
                 if i == 3 and "drop" in prompt:
@@ -145,7 +157,7 @@ class AnthropicHandler(Handler):
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": len(words)},
+                    "usage": {**(usage if "zero_start_usage" in quirks else {}), "output_tokens": len(words)},
                 },
             )
             self._event("message_stop", {"type": "message_stop"})
@@ -156,7 +168,8 @@ class AnthropicHandler(Handler):
 
 
 class FakeAnthropic(FakeServer):
-    def __init__(self):
+    def __init__(self, quirks: frozenset[str] | set[str] = frozenset()):
+        self.quirks = set(quirks)
         self.failed_once: set[str] = set()
         self.cache: dict[str, int] = {}  # prefix hash -> its tokens
         self.min_cache_tokens = 0  # like a model's minimum cacheable prompt (1024 tokens and up)

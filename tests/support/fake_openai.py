@@ -6,7 +6,18 @@ Scenarios are chosen by the last user message:
 - "drop": three chunks, then the connection is cut without the final chunk or [DONE];
 - "slow": one chunk every 0.2 s (long enough to be stopped);
 - "stall": three chunks, then silence for 10 s (a stop must hang up a blocked read);
-- anything else: a few chunks, a usage chunk with cached tokens, then [DONE].
+- "json body": a streaming request answered 200 with one JSON completion (a server that does not stream);
+- "400 model": 400 with OpenAI's model_not_found error;
+- "quota": 429 insufficient_quota (no Retry-After: no wait fixes it);
+- anything else: a role-only chunk, a few content chunks, a finish chunk, a usage chunk with
+  cached tokens, then [DONE].
+
+``quirks`` reproduce what real OpenAI-compatible servers do differently from OpenAI itself:
+- "usage_chunk_choice": the usage chunk carries ``choices: [{"index": 0, "delta": {}}]``, not ``[]``;
+- "no_finish_key": content chunks leave ``finish_reason`` out instead of sending null;
+- "no_role_chunk": no role-only first chunk;
+- "no_cached_details": usage without ``prompt_tokens_details``;
+- "no_retry_after": 429s come without Retry-After.
 """
 
 from __future__ import annotations
@@ -30,14 +41,23 @@ class OpenAIHandler(Handler):
                 401,
                 {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}},
             )
+        wait = {} if "no_retry_after" in server.quirks else {"Retry-After": "0"}
         if "429 once" in prompt and not server.seen_429:
             server.seen_429 = True
             return self.send_json(
-                429,
-                {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
-                {"Retry-After": "0"},
+                429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, wait
             )
-        if not body.get("stream"):
+        if "quota" in prompt:
+            message = "You exceeded your current quota, please check your plan and billing details."
+            return self.send_json(
+                429, {"error": {"message": message, "type": "insufficient_quota", "code": "insufficient_quota"}}
+            )
+        if "400 model" in prompt:
+            message = f"The model `{body['model']}` does not exist or you do not have access to it."
+            return self.send_json(
+                400, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+            )
+        if not body.get("stream") or "json body" in prompt:
             return self.send_json(200, self._completion(body, cached=12))
         self._sse(body, prompt)
 
@@ -57,7 +77,11 @@ class OpenAIHandler(Handler):
         }
 
     def _chunk(self, body, delta, finish=None, usage=None):
-        choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        quirks = self.server_state.quirks
+        choice = {"index": 0, "delta": delta if delta is not None else {}}
+        if finish is not None or "no_finish_key" not in quirks:
+            choice["finish_reason"] = finish
+        choices = ([{"index": 0, "delta": {}}] if "usage_chunk_choice" in quirks else []) if usage else [choice]
         payload = {
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
@@ -72,7 +96,8 @@ class OpenAIHandler(Handler):
     def _sse(self, body, prompt):
         self.start_sse()
         try:
-            self._chunk(body, {"role": "assistant", "content": ""})
+            if "no_role_chunk" not in self.server_state.quirks:
+                self._chunk(body, {"role": "assistant", "content": ""})
             words = WORDS * (20 if "slow" in prompt else 1)
             for i, word in enumerate(words):
                 if "drop" in prompt and i == 3:
@@ -85,16 +110,10 @@ class OpenAIHandler(Handler):
                     time.sleep(0.2)
             self._chunk(body, {}, finish="stop")
             if body.get("stream_options", {}).get("include_usage"):
-                self._chunk(
-                    body,
-                    None,
-                    usage={
-                        "prompt_tokens": 30,
-                        "completion_tokens": len(words),
-                        "total_tokens": 30 + len(words),
-                        "prompt_tokens_details": {"cached_tokens": 24},
-                    },
-                )
+                usage = {"prompt_tokens": 30, "completion_tokens": len(words), "total_tokens": 30 + len(words)}
+                if "no_cached_details" not in self.server_state.quirks:
+                    usage["prompt_tokens_details"] = {"cached_tokens": 24}
+                self._chunk(body, None, usage=usage)
             self.write_sse(b"data: [DONE]\n\n")
             self.end_sse()
         except (BrokenPipeError, ConnectionResetError):
@@ -105,6 +124,7 @@ class OpenAIHandler(Handler):
 class FakeOpenAI(FakeServer):
     path = "/v1"
 
-    def __init__(self):
+    def __init__(self, quirks: frozenset[str] | set[str] = frozenset()):
         self.seen_429 = False
+        self.quirks = set(quirks)
         super().__init__(OpenAIHandler)

@@ -65,5 +65,8 @@ class ChatWarmingApi(APIView):
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
         user_rate_check(scope="warming", user=request.user)
-        schedule = services.warming_update(chat=chat, **payload.validated_data)
+        try:
+            schedule = services.warming_update(chat=chat, **payload.validated_data)
+        except services.WarmingInputError as exc:  # a rule of the chat's own (its model keeps no cache)
+            raise serializers.ValidationError({"enabled": [str(exc)]}) from None
         return Response(services.warming_fields(schedule))

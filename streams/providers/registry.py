@@ -1,0 +1,79 @@
+"""The models this deployment offers: ``LLM_MODELS`` (checked when the settings load, see
+``mothership.infra.llm_models``), or the one model of the shorthand ``LLM_PROVIDER`` / ``LLM_MODEL``.
+
+Read at each call, so a change of the settings (a test's) is seen at once. The first model is
+the default: a chat that names none, or a model no longer offered, uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    provider: str  # "local" | "anthropic" | "openai"
+    model: str  # the provider's name for it
+    label: str
+    base_url: str = ""
+    api_key: str = ""
+    max_tokens: int = 4096
+    max_tokens_param: str = "max_tokens"  # openai: "max_tokens" or "max_completion_tokens" (reasoning models)
+    prices: dict | None = None  # USD per million tokens; MOTHERSHIP_PRICES_JSON when None
+    prompt_cache: bool = True  # the provider keeps a prompt cache (warming can help)
+    prompt_cache_key: bool = False  # openai: send prompt_cache_key (the chat's id) for cache routing
+    prefill: bool = False  # may continue from an assistant prefix
+
+    def public(self) -> dict:
+        """What clients may see of it (no key, no endpoint)."""
+        return {
+            "id": self.id,
+            "label": self.label,
+            "provider": self.provider,
+            "model": self.model,
+            "prompt_cache": self.prompt_cache,
+            "prefill": self.prefill,
+        }
+
+
+def _shorthand() -> ModelSpec:
+    provider = settings.LLM_PROVIDER
+    key, base_url = {
+        "local": ("", ""),
+        "anthropic": (settings.ANTHROPIC_API_KEY, settings.ANTHROPIC_BASE_URL),
+        "openai": (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL),
+    }[provider]
+    return ModelSpec(
+        id=settings.LLM_MODEL,
+        provider=provider,
+        model=settings.LLM_MODEL,
+        label=settings.LLM_MODEL,
+        base_url=base_url,
+        api_key=key,
+        max_tokens=settings.LLM_MAX_TOKENS,
+        prefill=provider in ("local", "anthropic"),
+    )
+
+
+def models() -> list[ModelSpec]:
+    entries = getattr(settings, "LLM_MODELS", None) or []
+    if not entries:
+        return [_shorthand()]
+    return [ModelSpec(**{k: v for k, v in entry.items() if k != "api_key_env"}) for entry in entries]
+
+
+def default_model() -> ModelSpec:
+    return models()[0]
+
+
+def model_get(model_id: str | None) -> ModelSpec | None:
+    """The model with this id; None for an id this deployment does not offer."""
+    return next((m for m in models() if m.id == model_id), None) if model_id else None
+
+
+def model_for(model_id: str | None) -> ModelSpec:
+    """The model a chat or a stream names, or the default when it names none or one no longer offered."""
+    return model_get(model_id) or default_model()

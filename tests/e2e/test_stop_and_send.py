@@ -1,0 +1,90 @@
+"""Stop and send: ``POST …/messages {"content", "interrupt": "<stream id>"}`` stops exactly that
+stream (owner-aware, as Stop is) and starts the new turn, in one request; a stale id answers 409
+with the live turn's id and stops nothing. Over a real worker process, real Redis and a socket."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+
+from chats.models import Message
+from streams import locks
+from streams.models import Stream
+from tests.support import processes
+from tests.support.sockets import subscribed_socket
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+
+async def _send(api, chat, queue: str, content: str, interrupt: str | None = None):
+    body = {"content": content, **({"interrupt": interrupt} if interrupt else {})}
+
+    def post():
+        with processes.routed_to(queue):
+            return api.post(f"/api/mothership/chats/{chat.id}/messages", body, format="json")
+
+    return await database_sync_to_async(post)()
+
+
+async def _until(events: list, communicator, predicate, timeout: float = 10) -> dict:
+    while True:
+        for event in events:
+            if predicate(event):
+                return event
+        events.append(await communicator.receive_json_from(timeout=timeout))
+
+
+async def test_stop_and_send_stops_that_turn_keeps_its_text_and_starts_the_new_one(slow_worker, api, user, chat):
+    communicator = await subscribed_socket(user, chat)
+    first = (await _send(api, chat, slow_worker.queue, "a long one")).json()
+    events: list[dict] = []
+    await _until(
+        events, communicator, lambda e: e["type"] == "stream.delta" and e["streamId"] == first["stream_id"] and e["seq"] >= 5
+    )
+
+    answer = await _send(api, chat, slow_worker.queue, "actually, this instead", interrupt=first["stream_id"])
+    assert answer.status_code == 201, answer.content
+    second = answer.json()
+    assert second["stream_id"] != first["stream_id"]
+
+    stopped = await _until(events, communicator, lambda e: e["type"] == "stream.cancelled")
+    assert stopped["streamId"] == first["stream_id"] and stopped["partial"] is True
+    started = await _until(events, communicator, lambda e: e["type"] == "stream.started" and e["streamId"] == second["stream_id"])
+    assert events.index(stopped) < events.index(started)  # the old turn ended before the new one began
+    await communicator.disconnect()
+
+    old = await database_sync_to_async(Stream.objects.get)(pk=first["stream_id"])
+    kept = await database_sync_to_async(Message.objects.get)(pk=first["message_id"])
+    assert (old.status, old.reason) == ("cancelled", "user") and kept.content  # its text is kept
+    assert locks.lock_owner(chat_id=chat.id) == second["stream_id"]
+    await database_sync_to_async(api.post)(
+        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": second["stream_id"]}, format="json"
+    )
+
+
+async def test_a_stale_interrupt_stops_nothing_and_names_the_live_turn(slow_worker, api, chat):
+    live = (await _send(api, chat, slow_worker.queue, "running")).json()
+    for stale in (str(uuid.uuid4()), None):
+        answer = await _send(api, chat, slow_worker.queue, "mine", interrupt=stale)
+        assert answer.status_code == 409, answer.content
+        assert answer.json()["active_stream_id"] == live["stream_id"] and answer.json()["detail"]
+    stream = await database_sync_to_async(Stream.objects.get)(pk=live["stream_id"])
+    assert stream.status in Stream.LIVE_STATUSES and locks.lock_owner(chat_id=chat.id) == live["stream_id"]
+    assert await database_sync_to_async(Message.objects.filter(chat=chat, content="mine").count)() == 0
+    await database_sync_to_async(api.post)(
+        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": live["stream_id"]}, format="json"
+    )
+
+
+async def test_an_interrupt_of_a_turn_that_already_ended_just_sends(slow_worker, api, chat):
+    done = (await _send(api, chat, slow_worker.queue, "quick")).json()
+    await database_sync_to_async(api.post)(
+        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": done["stream_id"]}, format="json"
+    )
+    answer = await _send(api, chat, slow_worker.queue, "next", interrupt=done["stream_id"])
+    assert answer.status_code == 201, answer.content
+    await database_sync_to_async(api.post)(
+        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": answer.json()["stream_id"]}, format="json"
+    )
