@@ -40,10 +40,24 @@ class Membership(models.Model):
         return f"{self.user} in {self.workspace} ({self.role})"
 
 
+UNTITLED = "New chat"
+TITLE_FROM_MESSAGE_CHARS = 80
+
+
+def title_from(content: str) -> str:
+    """A chat's title from its first message: the first line with text, trimmed."""
+    line = next((line.strip() for line in content.splitlines() if line.strip()), "")
+    if len(line) > TITLE_FROM_MESSAGE_CHARS:
+        line = line[: TITLE_FROM_MESSAGE_CHARS - 1].rstrip() + "…"
+    return line or UNTITLED
+
+
 class Chat(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="chats")
     title = models.CharField(max_length=200)
+    # False while the title is the placeholder: the first message names the chat (``title_from``).
+    title_set = models.BooleanField(default=True)
     # Who made it: they (and the workspace's owners) may close it and change its warming.
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # The persistent "a stream is running" marker; cleared only by compare-and-set.

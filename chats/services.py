@@ -4,8 +4,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chats.models import Chat, Membership, Workspace
-from chats.signals import chat_created
+from chats.models import UNTITLED, Chat, Membership, Workspace
+from chats.signals import chat_created, chat_renamed
 from mothership.infra.signals import send_logged
 
 User = get_user_model()
@@ -23,12 +23,27 @@ def membership_add(*, workspace: Workspace, user, role: str = Membership.Role.ME
     return membership
 
 
-def chat_create(*, workspace: Workspace, title: str, created_by=None, model_id: str = "") -> Chat:
+def chat_create(*, workspace: Workspace, title: str = "", created_by=None, model_id: str = "") -> Chat:
+    """A new chat; with no title it is called ``UNTITLED`` until its first message names it."""
+    title = title.strip()
     chat = Chat.objects.create(
-        workspace=workspace, title=title, created_by=created_by, model_id=model_id, updated_at=timezone.now()
+        workspace=workspace,
+        title=title or UNTITLED,
+        title_set=bool(title),
+        created_by=created_by,
+        model_id=model_id,
+        updated_at=timezone.now(),
     )
     # After commit, so a receiver (a new tile on every open dashboard) reads the saved row.
     transaction.on_commit(lambda: send_logged(chat_created, sender=Chat, chat_id=chat.pk, workspace_id=workspace.pk))
+    return chat
+
+
+def chat_rename(*, chat: Chat, title: str) -> Chat:
+    """A title given by hand (the first message no longer names the chat); every open dashboard's tile follows."""
+    Chat.objects.filter(pk=chat.pk).update(title=title, title_set=True)
+    chat.title, chat.title_set = title, True
+    transaction.on_commit(lambda: send_logged(chat_renamed, sender=Chat, chat_id=chat.pk, workspace_id=chat.workspace_id))
     return chat
 
 

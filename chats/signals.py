@@ -4,3 +4,6 @@ from django.dispatch import Signal
 
 # Sent after commit when a conversation is created. Arguments: chat_id, workspace_id.
 chat_created = Signal()
+
+# Sent after commit when a conversation's title changes by hand. Arguments: chat_id, workspace_id.
+chat_renamed = Signal()

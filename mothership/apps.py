@@ -8,12 +8,13 @@ class MothershipConfig(AppConfig):
     name = "mothership"
 
     def ready(self):
-        from chats.signals import chat_created
+        from chats.signals import chat_created, chat_renamed
         from mothership import receivers
         from streams.signals import turn_claimed, turn_sealed, turn_started
         from warming.signals import warming_changed
 
         chat_created.connect(receivers.on_chat_created, dispatch_uid="mothership.on_chat_created")
+        chat_renamed.connect(receivers.on_chat_renamed, dispatch_uid="mothership.on_chat_renamed")
         turn_started.connect(receivers.on_turn_started, dispatch_uid="mothership.on_turn_started")
         turn_claimed.connect(receivers.on_turn_claimed, dispatch_uid="mothership.on_turn_claimed")
         turn_sealed.connect(receivers.on_turn_sealed, dispatch_uid="mothership.on_turn_sealed")

@@ -10,6 +10,10 @@ def on_chat_created(sender, *, chat_id, **kwargs) -> None:
     tile_push(chat_id=chat_id)  # a new tile on every open dashboard
 
 
+def on_chat_renamed(sender, *, chat_id, workspace_id, **kwargs) -> None:
+    tile_push(chat_id=chat_id, workspace_id=workspace_id)  # the tile shows its new title
+
+
 def on_turn_started(sender, *, chat_id, workspace_id, **kwargs) -> None:
     tile_push(chat_id=chat_id, workspace_id=workspace_id)  # the tile turns yellow everywhere
 

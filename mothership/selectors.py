@@ -39,6 +39,7 @@ class ChatView:
     last_stream_status: str | None
     last_message: str
     warming: dict | None = None  # {"enabled", "nextWarmAt", "stopReason"} for the tile badge
+    last_stream_reason: str = ""  # why the last turn ended so (a failed turn's reason, shown on hover)
 
     @property
     def queued(self) -> bool:
@@ -74,6 +75,7 @@ def annotated_chats(qs: QuerySet[Chat]) -> QuerySet[Chat]:
     last_message = Message.objects.filter(chat=OuterRef("pk")).exclude(content="").order_by("-created_at")
     return qs.annotate(
         last_stream_status=Subquery(last_stream.values("status")[:1]),
+        last_stream_reason=Subquery(last_stream.values("reason")[:1]),
         last_message_content=Subquery(last_message.values("content")[:1]),
         # The warming badge, through the 1:1 join (NULL when the chat has no schedule yet).
         warming_enabled=F("warming__enabled"),
@@ -123,6 +125,7 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
                 liveness=liveness,
                 last_stream_status=getattr(chat, "last_stream_status", None),
                 last_message=(getattr(chat, "last_message_content", None) or "")[:200],
+                last_stream_reason=getattr(chat, "last_stream_reason", None) or "",
                 warming=_tile_warming(chat),
             )
         )

@@ -52,7 +52,7 @@ def home(request):
 def chat_new(request):
     """The dashboard's New chat form: create it in the workspace and open it."""
     workspace = chat_selectors.workspace_get(user=request.user, workspace_id=request.POST.get("workspace"))
-    title = (request.POST.get("title") or "").strip()[:200] or "New chat"
+    title = (request.POST.get("title") or "").strip()[:200]  # none: the first message names it
     chat = chat_services.chat_create(workspace=workspace, title=title, created_by=request.user)
     return redirect("chat", chat_id=chat.id)
 

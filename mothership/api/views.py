@@ -13,7 +13,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chats import selectors as chat_selectors
-from chats.services import chat_create, chat_set_model
+from chats.services import chat_create, chat_rename, chat_set_model
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
@@ -84,7 +84,8 @@ class ChatListCreateApi(APIView):
 
     class CreateInput(serializers.Serializer):
         workspace = serializers.UUIDField()
-        title = StrictCharField(max_length=200, trim_whitespace=True)
+        # Optional: an untitled chat is named by its first message.
+        title = StrictCharField(max_length=200, trim_whitespace=True, required=False, allow_blank=True)
         model = StrictCharField(required=False, max_length=64, validators=[offered_model])
 
     @extend_schema(parameters=[FilterInput], responses=ChatOutput(many=True))
@@ -112,7 +113,7 @@ class ChatListCreateApi(APIView):
         workspace = chat_selectors.workspace_get(user=request.user, workspace_id=payload.validated_data["workspace"])
         chat = chat_create(
             workspace=workspace,
-            title=payload.validated_data["title"],
+            title=payload.validated_data.get("title", ""),
             created_by=request.user,
             model_id=payload.validated_data.get("model", ""),
         )
@@ -122,7 +123,16 @@ class ChatListCreateApi(APIView):
 
 class ChatDetailApi(APIView):
     class UpdateInput(serializers.Serializer):
-        model = StrictCharField(max_length=64, validators=[offered_model])
+        model = StrictCharField(required=False, max_length=64, validators=[offered_model])
+        title = StrictCharField(required=False, max_length=200, trim_whitespace=True)
+
+        def validate(self, attrs):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field; use model and/or title."] for name in unknown})
+            if not attrs:
+                raise serializers.ValidationError("Give model and/or title.")
+            return attrs
 
     @extend_schema(responses=ChatDetailOutput)
     def get(self, request, chat_id):
@@ -130,11 +140,14 @@ class ChatDetailApi(APIView):
 
     @extend_schema(request=UpdateInput, responses=ChatDetailOutput)
     def patch(self, request, chat_id):
-        """Change the chat's model (its creator or an owner: the model sets what its turns cost)."""
+        """Rename the chat or change its model (its creator or an owner: the model sets what its turns cost)."""
         chat = chat_selectors.chat_get_for_manager(user=request.user, chat_id=chat_id)
         payload = self.UpdateInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        chat_set_model(chat=chat, model_id=payload.validated_data["model"])
+        if "model" in payload.validated_data:
+            chat_set_model(chat=chat, model_id=payload.validated_data["model"])
+        if "title" in payload.validated_data:
+            chat_rename(chat=chat, title=payload.validated_data["title"])
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
 
 

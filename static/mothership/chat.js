@@ -241,6 +241,7 @@ composer.addEventListener("submit", async (e) => {
   }
   input.value = "";
   root.dataset.closed = "false";
+  nameFromFirstMessage(content);
   bubble("user", content, body.user_message_id);
   assistantBubble(body.message_id);
   state.activeStreamId = body.stream_id;
@@ -304,3 +305,64 @@ modelPicker?.addEventListener("change", async () => {
   notice(`Next replies use ${modelPicker.selectedOptions[0].textContent}.`);
 });
 if (modelPicker) modelPicker.dataset.saved = modelPicker.value;
+
+
+// An untitled chat is named by its first message, as the server names it (chats.models.title_from).
+const title = document.getElementById("chat-title");
+function nameFromFirstMessage(content) {
+  if (title.dataset.untitled !== "true") return;
+  const line = content.split("\n").map((l) => l.trim()).find(Boolean) || "New chat";
+  title.textContent = line.length > 80 ? `${line.slice(0, 79).trimEnd()}…` : line;
+  title.dataset.untitled = "false";
+  document.title = `${title.textContent} · Mothership`;
+}
+
+// Rename inline: the title becomes a text box; Enter saves, Esc cancels.
+const renameButton = document.getElementById("rename-chat");
+renameButton?.addEventListener("click", () => {
+  const box = document.createElement("input");
+  box.id = "chat-title-input";
+  box.value = title.textContent;
+  box.maxLength = 200;
+  box.setAttribute("aria-label", "Title of this conversation");
+  title.replaceWith(box);
+  box.focus();
+  box.select();
+  let finished = false;
+  const done = async (save) => {
+    if (finished) return;
+    finished = true;
+    const wanted = box.value.trim();
+    if (save && wanted && wanted !== title.textContent) {
+      const response = await fetch(`/api/mothership/chats/${chatId}`, {
+        method: "PATCH",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
+        body: JSON.stringify({ title: wanted }),
+      }).catch(() => null);
+      const body = response ? await response.json().catch(() => ({})) : {};
+      if (response?.ok) {
+        title.textContent = body.title;
+        title.dataset.untitled = "false";
+        document.title = `${body.title} · Mothership`;
+      } else notice(body.detail || "Could not rename the conversation; try again.");
+    }
+    box.replaceWith(title);
+  };
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); done(true); }
+    else if (e.key === "Escape") done(false);
+  });
+  box.addEventListener("blur", () => done(true));
+});
+
+
+// Keyboard: Enter sends (Shift+Enter is a new line), Esc stops the running reply.
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    composer.requestSubmit();
+  }
+});
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && state.activeStreamId && !stopButton.hidden && !stopButton.disabled) stop();
+});

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from chats.models import Chat, Message
+from chats.models import Chat, Message, title_from
 from mothership.infra.signals import send_logged
 from streams import locks
 from streams.models import Stream
@@ -69,7 +70,11 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
             # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
             # whole database), so turns of one chat start one after another.
             # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
-            if not Chat.objects.filter(pk=chat.pk).update(active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None):
+            # An untitled chat takes its title from its first message, in the same statement.
+            named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title"))
+            if not Chat.objects.filter(pk=chat.pk).update(
+                active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None, title=named, title_set=True
+            ):
                 raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
             if user is not None:
                 _check_turn_cap(user)

@@ -289,3 +289,58 @@ def test_stop_and_send_stops_the_running_reply_and_sends_the_new_message(login, 
     assert Message.objects.filter(chat=chat, role="user").count() == 2
     page.click("#stop")
     expect(page.locator("#stop")).to_be_hidden(timeout=5000)
+
+
+def test_a_new_chat_needs_no_title_is_named_by_its_first_message_and_renames_inline(login, user, chat, stack):
+    _context, page = login(user)
+    page.click(".new-chat button")  # no title typed
+    page.wait_for_url(re.compile(r"/chats/[0-9a-f-]+/$"))
+    expect(page.locator("#chat-title")).to_have_text("New chat")
+    _send(page, "  Plan the launch\nwith details")
+    expect(page.locator("#chat-title")).to_have_text("Plan the launch")
+    _wait_streaming(page, 3)
+    page.click("#stop")
+    chat_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    from chats.models import Chat
+
+    assert Chat.objects.get(pk=chat_id).title == "Plan the launch"
+    page.click("#rename-chat")
+    page.fill("#chat-title-input", "Launch plan")
+    page.keyboard.press("Enter")
+    expect(page.locator("#chat-title")).to_have_text("Launch plan")
+    assert Chat.objects.get(pk=chat_id).title == "Launch plan"
+    page.reload()
+    expect(page.locator("#chat-title")).to_have_text("Launch plan")
+
+
+def test_dark_mode_follows_the_system_and_a_failed_tile_says_why_on_hover(login, user, chat, stack):
+    Stream.objects.create(
+        chat=chat, status="failed", reason="the provider answered 400: model not found", provider="x", model="y"
+    )
+    context, home = login(user)
+    dark = context.new_page()
+    dark.emulate_media(color_scheme="dark")
+    dark.goto(f"{stack.url}/?workspace={chat.workspace_id}")
+    assert dark.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(20, 23, 27)"
+    assert home.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
+    state = dark.locator(f'.tile[data-chat-id="{chat.id}"] .tile-state')
+    expect(state).to_have_attribute("title", "the provider answered 400: model not found")
+    if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
+        dark.screenshot(path=str(SCREENSHOTS / "home-dark.png"), full_page=True)
+
+
+def test_enter_sends_shift_enter_breaks_the_line_and_escape_stops(login, user, chat, stack):
+    context, _home = login(user)
+    page = context.new_page()
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    page.click("#composer-input")
+    page.keyboard.type("first line")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("second line")
+    assert page.input_value("#composer-input") == "first line\nsecond line"
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg--user").last).to_contain_text("second line")
+    _wait_streaming(page, 3)
+    page.keyboard.press("Escape")
+    expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
+    assert Message.objects.filter(chat=chat, role="user").get().content == "first line\nsecond line"
