@@ -27,7 +27,7 @@ from tests.support import fake_anthropic, fake_openai
 from tests.support.threads import app_thread
 from tests.support.turns import run_turn
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def _openai(settings, quirks=()):
@@ -92,6 +92,7 @@ def _stopped_turn(chat):
     return Stream.objects.get(pk=turn.stream.id), Message.objects.get(pk=turn.assistant_message.pk), turn.stream.id
 
 
+@pytest.mark.django_db(transaction=True)  # the run loop in a thread of its own
 def test_a_stopped_turn_records_estimated_usage_instead_of_nothing(settings, chat, turns_not_enqueued):
     """OpenAI-format servers report usage in the last chunk only: a stop gets none. Before, the
     turn recorded 0 tokens (and 0 cost) for what it was billed."""
@@ -109,6 +110,7 @@ def test_a_stopped_turn_records_estimated_usage_instead_of_nothing(settings, cha
     assert usage_events[-1]["usage"]["output_tokens"] == message.output_tokens
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_stop_on_a_server_that_reports_input_only_at_the_end_estimates_it(settings, chat, turns_not_enqueued):
     server = _anthropic(settings, quirks={"zero_start_usage"})
     try:
