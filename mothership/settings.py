@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from mothership import embedded_redis, processes
-from mothership.infra.llm_models import parse_llm_models
+from mothership.infra.llm_models import check_base_url, parse_llm_models
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -348,13 +347,11 @@ if LLM_PROVIDER != "local" and not LLM_MODELS:
             "OPENAI_API_KEY must be set when LLM_PROVIDER=openai (any value for a local server that does not check it)."
         )
     _base_url = {"anthropic": ANTHROPIC_BASE_URL, "openai": OPENAI_BASE_URL}[LLM_PROVIDER]  # only the chosen one's
-    _parts = urlsplit(_base_url)
-    if _base_url and (_parts.scheme not in ("http", "https") or not _parts.hostname):
-        raise ImproperlyConfigured(
-            f"{LLM_PROVIDER.upper()}_BASE_URL must be an http:// or https:// URL with a host (got {_base_url!r})."
-        )
-    if LLM_PROVIDER == "anthropic" and _parts.path.rstrip("/").endswith("/v1"):
-        raise ImproperlyConfigured(f"ANTHROPIC_BASE_URL must not end in /v1: the SDK adds /v1/messages (got {_base_url!r}).")
+    if _base_url:
+        try:
+            check_base_url(_base_url, provider=LLM_PROVIDER, where=f"{LLM_PROVIDER.upper()}_BASE_URL")
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
 MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = env_float("MOTHERSHIP_LOCAL_TOKENS_PER_SECOND", 30.0, minimum=0.0)
 MOTHERSHIP_LOCAL_REPLY_TOKENS = env_int("MOTHERSHIP_LOCAL_REPLY_TOKENS", 200, minimum=1)
 # The local model caches a prefix only from this size on (like a provider's minimum cacheable size).
