@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint mutation install chromium clean
+.PHONY: run test lint mutation install chromium vendor clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ mutation: install
 	rm -rf mutants
 	$(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN)
 	$(VENV)/bin/mutmut results
+
+# The browser libraries in static/vendor/ (and axe-core for the tests), pinned in the script.
+vendor:
+	$(PYTHON) scripts/vendor_static.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache mutants

@@ -111,6 +111,12 @@ def chat_messages_page(*, chat: Chat, cursor: str | None = None, limit: int) -> 
     return page[::-1], earlier
 
 
+def chat_message_get(*, chat: Chat, message_id) -> Message | None:
+    """The chat's message with this id (with its stream, which prices it); None for any other id."""
+    pk = parse_uuid(message_id)
+    return chat.messages.select_related("stream").filter(pk=pk).first() if pk else None
+
+
 def user_is_member(*, user, chat_id) -> bool:
     pk = parse_uuid(chat_id)
     return bool(pk) and getattr(user, "is_authenticated", False) and member_chats(user=user).filter(pk=pk).exists()

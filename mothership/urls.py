@@ -25,6 +25,19 @@ api_patterns = [
     path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
     path("mothership/chats/<str:chat_id>", mothership_api.ChatDetailApi.as_view(), name="api-chat"),
     path("mothership/chats/<str:chat_id>/messages", stream_api.ChatMessagesApi.as_view(), name="api-chat-messages"),
+    path(
+        "mothership/chats/<str:chat_id>/messages/<str:message_id>", stream_api.ChatMessageApi.as_view(), name="api-chat-message"
+    ),
+    path(
+        "mothership/chats/<str:chat_id>/messages/<str:message_id>/regenerate",
+        stream_api.ChatMessageAnswerAgainApi.as_view(continues=False),
+        name="api-chat-message-regenerate",
+    ),
+    path(
+        "mothership/chats/<str:chat_id>/messages/<str:message_id>/continue",
+        stream_api.ChatMessageAnswerAgainApi.as_view(continues=True),
+        name="api-chat-message-continue",
+    ),
     path("mothership/chats/<str:chat_id>/cancel", stream_api.ChatCancelApi.as_view(), name="api-chat-cancel"),
     path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
     path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),

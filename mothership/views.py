@@ -15,6 +15,7 @@ from chats import services as chat_services
 from mothership import selectors
 from mothership.infra import cursors
 from mothership.infra.redis import get_redis
+from streams.api.serializers import messages_output
 from streams.providers import model_for, models
 
 
@@ -57,11 +58,19 @@ def chat_new(request):
     return redirect("chat", chat_id=chat.id)
 
 
+CHAT_LIST_SIDE = 50  # conversations in the chat page's list (the dashboard pages through the rest)
+
+
 @login_required
 @require_GET
 def chat_page(request, chat_id):
     detail = selectors.chat_detail(user=request.user, chat_id=chat_id)
+    # The workspace's latest conversations beside this one (which is listed even when older).
+    conversations, _ = selectors.chat_list(user=request.user, workspace=detail.view.chat.workspace, limit=CHAT_LIST_SIDE)
+    if all(view.chat.pk != detail.view.chat.pk for view in conversations):
+        conversations = [detail.view, *conversations]
     context = {
+        "conversations": conversations,
         "detail": detail,
         "chat": detail.view.chat,
         # Close and the warming controls only for those who may use them (the server refuses others).
@@ -69,6 +78,14 @@ def chat_page(request, chat_id):
         # The model picker, when the deployment offers more than one (LLM_MODELS).
         "models": [m.public() for m in models()],
         "chat_model": model_for(detail.view.chat.model_id).id,
+        "can_continue": model_for(detail.view.chat.model_id).prefill,
+        # What the page shows under each reply (the JSON of GET …/messages/<id>), and the models' names.
+        "figures": {row["id"]: row for row in messages_output(detail.messages) if row["role"] == "assistant"},
+        "model_labels": {m.id: m.label for m in models()},
+        # Continue: the kept text a live stream's deltas go on from.
+        "active_prefix": next(
+            (m.content for m in detail.messages if detail.stream and str(m.id) == detail.stream["assistant_message_id"]), ""
+        ),
         "warming_min": settings.MOTHERSHIP_WARMING_MIN_INTERVAL,
         "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
     }

@@ -34,6 +34,9 @@ class Stream(models.Model):
     model = models.CharField(max_length=128)
     # The deployment's id of the model (LLM_MODELS; the model's name under the one-model shorthand).
     model_id = models.CharField(max_length=64, blank=True, default="")
+    # Continue: the reply goes on from its message's kept text (sent as the start of the reply),
+    # and the seal appends the new text to it.
+    continues = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     first_delta_at = models.DateTimeField(null=True, blank=True)

@@ -2,6 +2,9 @@
 // stop exactly the turn the user meant, close the conversation, and the warming panel.
 import { openSocket } from "./live.js";
 import { SURFACE_ID, warmingPanel } from "./warming.js";
+import { replies } from "./replies.js";
+import { conversationList } from "./chatnav.js";
+import { followEnd } from "./scroll.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -15,6 +18,7 @@ const statusLine = document.getElementById("composer-status");
 const csrf = document.querySelector("input[name=csrfmiddlewaretoken]")?.value;
 const TERMINAL = ["stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"];
 const warming = warmingPanel(document.getElementById("warming"), chatId);
+const conversations = conversationList({ currentChatId: chatId });
 
 const state = {
   activeStreamId: root.dataset.activeStream || null,
@@ -24,7 +28,10 @@ const state = {
   settleTimer: null,
   sending: false,
   finished: new Set(), // streams this page saw end: never followed again
+  prefix: "", // Continue: the kept text the followed stream's deltas go on from
 };
+const reply = replies({ transcript, chatId, canContinue: root.dataset.canContinue === "true", onAgain: answerAgain });
+const rendererFor = (messageId) => reply.rendererFor(messageId, assistantBubble);
 
 const QUEUED = "Queued — waiting for a worker…";
 
@@ -36,6 +43,7 @@ function setBusy(busy) {
   // Stop is armed only once the stream id is known (a send in flight has none yet).
   stopButton.disabled = !busy || !state.activeStreamId;
   root.dataset.busy = busy ? "true" : "false";
+  reply.refreshActions(busy);
   if (busy) statusLine.textContent = "Streaming…";
   else if (statusLine.textContent === "Streaming…" || statusLine.textContent === QUEUED) statusLine.textContent = "";
 }
@@ -65,7 +73,11 @@ function markStatus(messageId, status) {
   const li = messageId && transcript.querySelector(`[data-message-id="${messageId}"]`);
   if (!li || status === "complete") return;
   li.classList.add(`msg--${status}`);
-  const tag = li.querySelector(".msg-status") || li.appendChild(document.createElement("span"));
+  let tag = li.querySelector(".msg-status");
+  if (!tag) {
+    tag = document.createElement("span");
+    li.querySelector(".msg-content").after(tag);
+  }
   tag.className = "msg-status";
   tag.textContent = status;
 }
@@ -80,8 +92,9 @@ function adopt(event) {
   setBusy(true);
 }
 
-function settle(status) {
+function settle(status, text) {
   if (state.activeStreamId) state.finished.add(state.activeStreamId);
+  if (state.activeMessageId) reply.finish(state.activeMessageId, text);
   markStatus(state.activeMessageId, status);
   state.activeStreamId = null;
   state.activeMessageId = null;
@@ -92,15 +105,14 @@ function settle(status) {
 function onReplayGap(event) {
   // The log no longer holds what we missed: take the server's snapshot instead.
   const live = event.snapshot?.stream;
-  const content = assistantBubble(state.activeMessageId).querySelector(".msg-content");
+  const renderer = rendererFor(state.activeMessageId);
   if (live && live.id === state.activeStreamId) {
-    content.textContent = live.text ?? content.textContent;
+    renderer.reset(live.text === null || live.text === undefined ? renderer.text : state.prefix + live.text);
     state.lastSeq = live.last_seq;
     return;
   }
   const message = (event.snapshot?.messages || []).find((m) => m.id === state.activeMessageId);
-  if (message) content.textContent = message.content;
-  settle(message?.status || "complete");
+  settle(message?.status || "complete", message ? message.content : undefined);
 }
 
 function onEvent(event) {
@@ -119,8 +131,9 @@ function onEvent(event) {
     if (statusLine.textContent === QUEUED) statusLine.textContent = "Streaming…";
     state.activeMessageId = event.messageId;
     assistantBubble(event.messageId);
+    attempt(event.messageId, Boolean(event.continued));
   } else if (event.type === "stream.delta") {
-    assistantBubble(state.activeMessageId).querySelector(".msg-content").textContent += event.text;
+    rendererFor(state.activeMessageId).append(event.text);
   } else if (TERMINAL.includes(event.type)) {
     settle(event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length));
   }
@@ -137,10 +150,12 @@ function connect() {
       state.socket = socket;
       socket.send(JSON.stringify({ type: "subscribe", conversationId: chatId }));
       warming.subscribe(socket);
+      conversations.subscribe(socket);
       resume();
     },
     onMessage: (event) => {
       if (event.surfaceId === SURFACE_ID) { warming.onMessage(event); return; }
+      if (conversations.onMessage(event)) return;
       if (event.type === "error") { notice(event.message); return; }
       if (event.type?.startsWith("stream.")) onEvent(event);
     },
@@ -240,13 +255,20 @@ composer.addEventListener("submit", async (e) => {
     return;
   }
   input.value = "";
-  root.dataset.closed = "false";
   nameFromFirstMessage(content);
   bubble("user", content, body.user_message_id);
+  view.toEnd(); // what was just sent, and its reply, in view
+  follow(body, false);
+});
+
+// A turn this page started (a send, Retry, Regenerate, Continue): followed from its first event.
+function follow(body, continued) {
+  root.dataset.closed = "false";
   assistantBubble(body.message_id);
   state.activeStreamId = body.stream_id;
   state.activeMessageId = body.message_id;
   state.lastSeq = 0;
+  attempt(body.message_id, continued);
   setBusy(true); // arms Stop now that the stream id is known
   resume(); // events that arrived before we knew the stream id were dropped: replay them
   // Every worker busy: say so rather than a silent "Streaming…" until a worker takes the turn.
@@ -254,7 +276,37 @@ composer.addEventListener("submit", async (e) => {
   setTimeout(() => {
     if (state.activeStreamId === queuedStream && state.lastSeq === 0) statusLine.textContent = QUEUED;
   }, 500);
-});
+}
+
+// The reply's new attempt: its deltas go on from its kept text (Continue) or from nothing.
+function attempt(messageId, continued) {
+  if (state.attempted === state.activeStreamId) return; // once per stream (the answer and its first event)
+  state.attempted = state.activeStreamId;
+  state.prefix = continued ? reply.source(messageId) : "";
+  reply.begin(messageId, { continued });
+}
+
+// Retry, Regenerate, Continue: the server starts the turn; this page follows it like a send.
+async function answerAgain(messageId, action) {
+  if (state.activeStreamId || state.sending) return;
+  state.sending = true;
+  setBusy(true);
+  let result;
+  try {
+    result = await post(`/api/mothership/chats/${chatId}/messages/${messageId}/${action}`, {});
+  } catch (err) {
+    notice("Could not reach the server; nothing was started.");
+    result = null;
+  } finally {
+    state.sending = false;
+  }
+  if (!result?.response.ok) {
+    setBusy(Boolean(state.activeStreamId));
+    if (result) notice(result.body.detail || `Error ${result.response.status}`);
+    return;
+  }
+  follow(result.body, action === "continue");
+}
 
 stopButton.addEventListener("click", stop);
 closeButton?.addEventListener("click", closeConversation); // shown only to its creator and the owners
@@ -272,6 +324,7 @@ async function showEarlier() {
       if (transcript.querySelector(`[data-message-id="${message.id}"]`)) continue;
       const li = bubble(message.role, message.content, message.id);
       if (message.status !== "complete") li.classList.add(`msg--${message.status}`);
+      if (message.role === "assistant") { reply.stored(li, message.content); reply.showFigures(message.id, message); }
       transcript.insertBefore(li, first);
     }
     const next = /[?&]cursor=([^&>]+)[^>]*>;\s*rel="next"/.exec(response.headers.get("Link") || "");
@@ -282,7 +335,15 @@ async function showEarlier() {
   }
 }
 earlierButton?.addEventListener("click", showEarlier);
+// Stored replies render as Markdown; the one still streaming goes on from its text so far.
+for (const li of transcript.querySelectorAll(".msg--assistant")) {
+  if (li.dataset.messageId === state.activeMessageId) {
+    state.prefix = root.dataset.activePrefix || "";
+    rendererFor(li.dataset.messageId);
+  } else reply.stored(li, li.querySelector(".msg-content").textContent);
+}
 setBusy(Boolean(state.activeStreamId));
+const view = followEnd(transcript);
 connect();
 
 
@@ -302,6 +363,7 @@ modelPicker?.addEventListener("change", async () => {
     return;
   }
   modelPicker.dataset.saved = body.model;
+  reply.setCanContinue(modelPicker.selectedOptions[0].dataset.prefill === "true", Boolean(state.activeStreamId));
   notice(`Next replies use ${modelPicker.selectedOptions[0].textContent}.`);
 });
 if (modelPicker) modelPicker.dataset.saved = modelPicker.value;
@@ -366,3 +428,13 @@ input.addEventListener("keydown", (e) => {
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape" && state.activeStreamId && !stopButton.hidden && !stopButton.disabled) stop();
 });
+
+
+// The warming section, folded, still says what it is doing: its countdown in the summary.
+const warmingSection = document.getElementById("warming-section");
+const warmingSummary = document.getElementById("warming-summary");
+const warmingCountdown = document.getElementById("warming-countdown");
+setInterval(() => {
+  if (warmingSection && !warmingSection.open) warmingSummary.textContent = warmingCountdown.textContent;
+  else if (warmingSummary) warmingSummary.textContent = "";
+}, 1000);

@@ -11,9 +11,12 @@ export function openSocket({ onOpen, onMessage }) {
       onOpen(socket);
     });
     socket.addEventListener("message", (msg) => {
+      const probe = globalThis.__renderProbe; // set by bench/render.py: each message's main-thread time
+      const started = probe ? performance.now() : 0;
       let message;
       try { message = JSON.parse(msg.data); } catch { return; }
       onMessage(message, socket);
+      if (probe) probe.events.push(performance.now() - started);
     });
     socket.addEventListener("close", () => {
       state.retry = Math.min(state.retry + 1, 6);

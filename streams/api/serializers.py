@@ -12,12 +12,25 @@ class MessageCostOutput(MessageOutput):
     """The schema of ``messages_output``."""
 
     cost_usd = serializers.FloatField(allow_null=True, help_text="USD, from the price table; null for a user message.")
+    model = serializers.CharField(allow_null=True, help_text="The model of the reply's last turn; null for a user message.")
+    duration_ms = serializers.IntegerField(allow_null=True, help_text="How long the reply's last turn ran; null until it ends.")
 
     class Meta(MessageOutput.Meta):
-        fields = [*MessageOutput.Meta.fields, "cost_usd"]
+        fields = [*MessageOutput.Meta.fields, "cost_usd", "model", "duration_ms"]
 
 
 def messages_output(messages) -> list[dict]:
-    """Each message's JSON with ``cost_usd``: an assistant message's cost in USD, null for the user's."""
+    """Each message's JSON with what its reply cost: ``cost_usd`` (USD), ``model`` and ``duration_ms``
+    of its last turn; null for a user message. A reply answered again adds up every attempt."""
     rows = MessageOutput(messages, many=True).data
-    return [{**data, "cost_usd": message_cost(m)} for m, data in zip(messages, rows, strict=True)]
+    return [{**data, **reply_figures(m)} for m, data in zip(messages, rows, strict=True)]
+
+
+def reply_figures(message) -> dict:
+    stream = message.stream if message.role == "assistant" and message.stream_id else None
+    seconds = stream.duration_seconds if stream is not None else None
+    return {
+        "cost_usd": message_cost(message),
+        "model": (stream.model_id or stream.model) if stream is not None else None,
+        "duration_ms": round(seconds * 1000) if seconds is not None else None,
+    }

@@ -8,13 +8,21 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chats.models import Chat
-from chats.selectors import chat_get_for_member, chat_messages_page
+from chats.selectors import chat_get_for_member, chat_message_get, chat_messages_page
 from mothership.infra import cursors
 from mothership.infra.api import Conflict, StrictCharField, StrictUUIDField, TooManyRequests
 from mothership.infra.throttles import user_rate_check
 from streams.api.serializers import MessageCostOutput, messages_output
 from streams.providers import models
-from streams.services import StreamConflict, TooManyTurns, stream_cancel, stream_interrupt_and_start, stream_start
+from streams.services import (
+    CannotAnswerAgain,
+    StreamConflict,
+    TooManyTurns,
+    stream_answer_again,
+    stream_cancel,
+    stream_interrupt_and_start,
+    stream_start,
+)
 
 # When a user at the cap of turns running at once should look again (a turn takes seconds).
 TURN_CAP_RETRY_SECONDS = 5
@@ -69,24 +77,81 @@ class ChatMessagesApi(APIView):
         payload.is_valid(raise_exception=True)
         user_rate_check(scope="send", user=request.user)
         content, interrupt = payload.validated_data["content"], payload.validated_data.get("interrupt")
-        try:
-            if interrupt is not None:
-                turn = stream_interrupt_and_start(chat=chat, content=content, interrupt=interrupt, user=request.user)
-            else:
-                turn = stream_start(chat=chat, content=content, user=request.user)
-        except StreamConflict as exc:
-            live = str(exc.active_stream_id) if exc.active_stream_id else None
-            raise Conflict({"detail": str(exc), "active_stream_id": live}) from None
-        except TooManyTurns as exc:
-            raise TooManyRequests(str(exc), wait=TURN_CAP_RETRY_SECONDS) from None
-        except Chat.DoesNotExist:
-            raise Http404("No such chat.") from None
-        body = {
-            "stream_id": str(turn.stream.id),
-            "message_id": str(turn.assistant_message.id),
-            "user_message_id": str(turn.user_message.id),
-        }
-        return Response(body, status=status.HTTP_201_CREATED)
+        if interrupt is not None:
+            return _turn_started(
+                lambda: stream_interrupt_and_start(chat=chat, content=content, interrupt=interrupt, user=request.user)
+            )
+        return _turn_started(lambda: stream_start(chat=chat, content=content, user=request.user))
+
+
+def _turn_started(start) -> Response:
+    """Run ``start`` (a service that starts a turn): 201 with the turn's ids, or why not as 4xx."""
+    try:
+        turn = start()
+    except CannotAnswerAgain as exc:
+        raise Conflict({"detail": str(exc), "active_stream_id": None}) from None
+    except StreamConflict as exc:
+        live = str(exc.active_stream_id) if exc.active_stream_id else None
+        raise Conflict({"detail": str(exc), "active_stream_id": live}) from None
+    except TooManyTurns as exc:
+        raise TooManyRequests(str(exc), wait=TURN_CAP_RETRY_SECONDS) from None
+    except Chat.DoesNotExist:
+        raise Http404("No such chat.") from None
+    body = {
+        "stream_id": str(turn.stream.id),
+        "message_id": str(turn.assistant_message.id),
+        "user_message_id": str(turn.user_message.id),
+    }
+    return Response(body, status=status.HTTP_201_CREATED)
+
+
+_TurnOutput = inline_serializer(
+    "AnswerAgainOutput",
+    {"stream_id": serializers.UUIDField(), "message_id": serializers.UUIDField(), "user_message_id": serializers.UUIDField()},
+)
+
+
+def _message_in(chat, message_id):
+    """The chat's message with this id (404 for any other id, a malformed one included)."""
+    message = chat_message_get(chat=chat, message_id=message_id)
+    if message is None:
+        raise Http404("No such message in this chat.")
+    return message
+
+
+class ChatMessageApi(APIView):
+    """One message as ``GET …/messages`` lists it: what a page shows under a reply once it ends."""
+
+    @extend_schema(responses=MessageCostOutput)
+    def get(self, request, chat_id, message_id):
+        chat = chat_get_for_member(user=request.user, chat_id=chat_id)
+        return Response(messages_output([_message_in(chat, message_id)])[0])
+
+
+class ChatMessageAnswerAgainApi(APIView):
+    """``…/regenerate`` (Retry, Regenerate): the chat's last reply answered again from the start;
+    ``…/continue``: a stopped or interrupted reply goes on from its kept text, as one message."""
+
+    continues = False
+
+    @extend_schema(
+        request=None,
+        responses={
+            201: _TurnOutput,
+            409: OpenApiResponse(
+                description="Not the chat's last reply, nothing to continue, a model that cannot continue, or a turn "
+                "already live (then active_stream_id names it)."
+            ),
+            429: OpenApiResponse(description="Past the sender's rate or turns at once, as for a sent message."),
+        },
+    )
+    def post(self, request, chat_id, message_id):
+        chat = chat_get_for_member(user=request.user, chat_id=chat_id)
+        message = _message_in(chat, message_id)
+        user_rate_check(scope="send", user=request.user)
+        return _turn_started(
+            lambda: stream_answer_again(chat=chat, message_id=message.pk, continues=self.continues, user=request.user)
+        )
 
 
 _CancelOutput = inline_serializer(

@@ -27,6 +27,28 @@ _WORDS = (
 ECHO = "/echo "
 
 
+def markdown_reply(rng: random.Random, tokens: int) -> list[str]:
+    """``tokens`` tokens of Markdown: a heading, a paragraph, a list and a code block, over and
+    over, so that the offline model shows replies rendered. Each token is one word (or one piece
+    of markup) with the whitespace before it, so a reply has as many words as tokens."""
+
+    def words(n: int) -> list[str]:
+        return [rng.choice(_WORDS) for _ in range(n)]
+
+    out: list[str] = []
+    while len(out) < tokens:
+        out += ["\n\n##" if out else "##", *(" " + w for w in words(4))]
+        first, *rest = words(24)
+        out += [f"\n\n{first.capitalize()}", *(" " + w for w in rest[:-1]), f" {rest[-1]}."]
+        for item in range(3):
+            out += ["\n\n-" if item == 0 else "\n-", *(" " + w for w in words(5))]
+        out.append("\n\n```python")
+        for a, b, c in (words(3) for _ in range(3)):
+            out += [f"\n{a}_{b}", " =", f' "{c}"']
+        out.append("\n```")
+    return out[:tokens]
+
+
 def _count_tokens(text: str) -> int:
     return len(text.split())
 
@@ -53,9 +75,9 @@ class LocalProvider:
         prompt = f"{last_user}\x00{prefix}" if prefix else last_user
         seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
         rng = random.Random(seed)
-        return [
-            (w if i == 0 and not prefix else " " + w) for i, w in enumerate(rng.choice(_WORDS) for _ in range(self.reply_tokens))
-        ]
+        if prefix:  # the kept text's sentence goes on
+            return [" " + rng.choice(_WORDS) for _ in range(self.reply_tokens)]
+        return markdown_reply(rng, self.reply_tokens)
 
     def stream(
         self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""

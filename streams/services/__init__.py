@@ -4,14 +4,23 @@ from streams.services.cancel import CancelOutcome, stream_cancel, streams_cancel
 from streams.services.finalize import stream_finalize
 from streams.services.interrupt import stream_interrupt_and_start
 from streams.services.run import stream_run
-from streams.services.start import StartedTurn, StreamConflict, TooManyTurns, stream_start
+from streams.services.start import (
+    CannotAnswerAgain,
+    StartedTurn,
+    StreamConflict,
+    TooManyTurns,
+    stream_answer_again,
+    stream_start,
+)
 from streams.services.sweep import stream_interrupt_orphan, streams_sweep
 
 __all__ = [
+    "CannotAnswerAgain",
     "CancelOutcome",
     "StartedTurn",
     "StreamConflict",
     "TooManyTurns",
+    "stream_answer_again",
     "stream_cancel",
     "stream_finalize",
     "stream_interrupt_and_start",

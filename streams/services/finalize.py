@@ -11,6 +11,8 @@ import logging
 import redis
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from chats.models import Chat, Message
@@ -141,8 +143,13 @@ def _seal(
     )
     if not won:
         return False
+    # Appended, and usage added: a reply answered again (Retry, Regenerate, Continue) is one
+    # message whose usage counts every attempt; a continued one keeps its text before the new.
     Message.objects.filter(pk=stream.assistant_message_id).update(
-        content=text, status=_MESSAGE_STATUS[status], usage_estimated=usage.estimated, **usage.as_dict()
+        content=Concat(F("content"), Value(text)) if stream.continues else text,
+        status=_MESSAGE_STATUS[status],
+        usage_estimated=Case(When(usage_estimated=True, then=Value(True)), default=Value(usage.estimated)),
+        **{name: F(name) + count for name, count in usage.as_dict().items()},
     )
     # CAS: a late finalizer must not clear a newer turn's marker.
     Chat.objects.filter(pk=stream.chat_id, active_stream_id=stream.pk).update(active_stream_id=None)

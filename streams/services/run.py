@@ -21,6 +21,7 @@ from django import db
 from django.conf import settings
 from django.utils import timezone
 
+from chats.models import Message
 from chats.selectors import conversation_prefix
 from mothership.infra.database import retrying_database
 from mothership.infra.redis import UNAVAILABLE, retrying
@@ -46,6 +47,13 @@ class RedisLost(Exception):
 def conversation_history(*, stream: Stream) -> list[dict]:
     """What the model sees for this turn: the conversation's prefix up to its user message."""
     return conversation_prefix(chat_id=stream.chat_id, until=stream.user_message, exclude_ids=[stream.assistant_message_id])
+
+
+def continued_text(*, stream: Stream) -> str:
+    """Continue: the kept text the reply goes on from (the message holds it until the seal appends)."""
+    if not stream.continues:
+        return ""
+    return Message.objects.filter(pk=stream.assistant_message_id).values_list("content", flat=True).first() or ""
 
 
 class _Heartbeat(threading.Thread):
@@ -335,9 +343,9 @@ class _Run:
             self.closed = True
             self.pending.clear()
 
-    def _produce(self, provider, messages) -> None:
+    def _produce(self, provider, messages, prefix: str = "") -> None:
         try:
-            for item in provider.stream(messages=messages, stop=self.stop, cache_key=str(self.chat_id)):
+            for item in provider.stream(messages=messages, stop=self.stop, cache_key=str(self.chat_id), prefix=prefix):
                 if isinstance(item, TextDelta):
                     self.add_text(item.text)
                 else:
@@ -356,16 +364,19 @@ class _Run:
         ``_DRAIN_AFTER_STOP`` seconds and kept; a model that does not return in that time is
         not waited for. What the model produced before an error is kept too.
         """
-        history = self.history = retrying_database(
-            lambda: conversation_history(stream=self.stream),
+        history, prefix = retrying_database(
+            lambda: (conversation_history(stream=self.stream), continued_text(stream=self.stream)),
             for_seconds=SEAL_RETRY_SECONDS,  # the heartbeat keeps the lock meanwhile
             what=f"the conversation of stream {self.stream.id}",
         )
+        self.history = history
         # The model may take minutes: the database connection goes back to the pool meanwhile
         # (the seal takes one again), so connections never grow with the turns in flight.
         if not db.connection.in_atomic_block:  # (a test's transaction keeps its connection)
             db.connection.close()
-        producer = threading.Thread(target=self._produce, args=(get_provider(self.stream.model_id or None), history), daemon=True)
+        producer = threading.Thread(
+            target=self._produce, args=(get_provider(self.stream.model_id or None), history, prefix), daemon=True
+        )
         producer.start()
         ended = False
         try:
@@ -479,6 +490,8 @@ def _execute(run: _Run) -> _Outcome:
                 userMessage=stream.user_message.content if stream.user_message else "",
                 provider=stream.provider,
                 model=stream.model,
+                # Continue: the deltas follow the message's kept text (the page already shows it).
+                continued=stream.continues,
             )
             run.generate()
         if run.fenced.is_set():

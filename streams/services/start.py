@@ -15,7 +15,7 @@ from chats.models import Chat, Message, title_from
 from mothership.infra.signals import send_logged
 from streams import locks
 from streams.models import Stream
-from streams.providers import get_provider
+from streams.providers import get_provider, model_for
 from streams.signals import turn_started
 
 
@@ -52,6 +52,10 @@ def _check_turn_cap(user) -> None:
         raise TooManyTurns(limit)
 
 
+class CannotAnswerAgain(Exception):
+    """Retry, Regenerate or Continue asked of a message it does not apply to (the reason says why)."""
+
+
 def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
     """Create the user message, the stream and the assistant message; take the liveness lock.
 
@@ -61,6 +65,38 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
     SQL runs inside the transaction (a burst of sends queues on it, on SQLite for every chat).
     ``user`` is the sender: their turns running at once are capped (``TooManyTurns``).
     """
+    return _start(chat=chat, user=user, content=content)
+
+
+def stream_answer_again(*, chat: Chat, message_id, continues: bool, user=None) -> StartedTurn:
+    """A new turn that answers the user message of ``message_id``, the chat's last reply, again,
+    into the same message: Retry and Regenerate start it over (``continues=False``); Continue goes
+    on from its kept text (the model is sent it as the start of its reply), so it stays one message.
+
+    The message's usage adds up every attempt at it. ``CannotAnswerAgain`` when the message is
+    not the chat's last reply, is running, or (Continue) has no text or a model that cannot
+    continue; ``StreamConflict`` while a turn is live in the chat.
+    """
+    if continues and not model_for(chat.model_id or None).prefill:
+        raise CannotAnswerAgain("This chat's model cannot continue a reply; regenerate it instead.")
+    return _start(chat=chat, user=user, again=(message_id, continues))
+
+
+def _reply_to_answer_again(*, chat: Chat, message_id, continues: bool) -> tuple[Message, Message]:
+    """Inside the start's transaction (the chat's row locked): the reply and the user message it answers."""
+    last = Message.objects.filter(chat_id=chat.pk).order_by("-created_at", "-id").first()
+    if last is None or str(last.pk) != str(message_id) or last.role != Message.Role.ASSISTANT:
+        raise CannotAnswerAgain("Only the last reply of a conversation can be retried, regenerated or continued.")
+    asked = Stream.objects.filter(pk=last.stream_id).values_list("user_message_id", flat=True).first()
+    question = Message.objects.filter(pk=asked).first() if asked else None
+    if question is None:
+        raise CannotAnswerAgain("The message this reply answers is gone.")
+    if continues and (last.status == Message.Status.COMPLETE or not last.content.strip()):
+        raise CannotAnswerAgain("Only a stopped or interrupted reply with text can be continued.")
+    return question, last
+
+
+def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None = None) -> StartedTurn:
     stream_id = uuid.uuid4()
     provider = get_provider(chat.model_id or None)
     if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
@@ -71,26 +107,36 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
             # whole database), so turns of one chat start one after another.
             # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
             # An untitled chat takes its title from its first message, in the same statement.
-            named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title"))
+            named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title")) if content else F("title")
             if not Chat.objects.filter(pk=chat.pk).update(
                 active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None, title=named, title_set=True
             ):
                 raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
             if user is not None:
                 _check_turn_cap(user)
-            # The messages name their stream before it exists: foreign keys are checked at commit.
-            user_message, assistant_message = Message.objects.bulk_create(
-                [
-                    Message(chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id),
-                    Message(
-                        chat_id=chat.pk,
-                        role=Message.Role.ASSISTANT,
-                        content="",
-                        status=Message.Status.PARTIAL,
-                        stream_id=stream_id,
-                    ),
-                ]
-            )
+            if again is None:
+                # The messages name their stream before it exists: foreign keys are checked at commit.
+                user_message, assistant_message = Message.objects.bulk_create(
+                    [
+                        Message(chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id),
+                        Message(
+                            chat_id=chat.pk,
+                            role=Message.Role.ASSISTANT,
+                            content="",
+                            status=Message.Status.PARTIAL,
+                            stream_id=stream_id,
+                        ),
+                    ]
+                )
+                continues = False
+            else:
+                message_id, continues = again
+                user_message, assistant_message = _reply_to_answer_again(chat=chat, message_id=message_id, continues=continues)
+                # Started over: the text goes; continued: it stays, and the seal appends to it.
+                reset = {} if continues else {"content": ""}
+                Message.objects.filter(pk=assistant_message.pk).update(
+                    status=Message.Status.PARTIAL, stream_id=stream_id, **reset
+                )
             stream = Stream.objects.create(
                 id=stream_id,
                 chat_id=chat.pk,
@@ -100,6 +146,7 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
                 provider=provider.name,
                 model=provider.model,
                 model_id=provider.model_id,
+                continues=continues,
             )
             transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
             # The tile turns yellow everywhere.

@@ -43,9 +43,10 @@ class Stack:
             "MOTHERSHIP_SWEEP_INTERVAL": 0.5,
             "MOTHERSHIP_WARMING_TICK": 0.2,
             "MOTHERSHIP_WARMING_MIN_INTERVAL": 1,
-            # Two models, so the chat page shows its model picker (both offline).
+            # Two models, so the chat page shows its model picker (both offline); the second cannot
+            # go on from kept text, as an OpenAI-compatible model without prefill cannot.
             "LLM_MODELS": '[{"id": "mothership-local-1", "provider": "local", "label": "Local"},'
-            ' {"id": "local-terse", "provider": "local", "label": "Local (terse)"}]',
+            ' {"id": "local-terse", "provider": "local", "label": "Local (terse)", "prefill": false}]',
         }
         self.worker = processes.start_worker(tmp, name="browser-worker", **self.env)
         self.server, self.url = processes.start_server(tmp, **self.env)
@@ -65,7 +66,9 @@ class Stack:
             proc.stop()
 
 
-@pytest.fixture(scope="module")
+# One stack for the browser tests, stopped after the last of them: its sweeper and beat share the
+# test database, and would sweep other tests' streams (whose liveness lives in their own Redis).
+@pytest.fixture(scope="package")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")

@@ -15,6 +15,11 @@ from streams.models import Stream
 from warming.models import WarmingSchedule
 
 from .conftest import SCREENSHOTS
+from .pages import assistant_text as _assistant_text
+from .pages import rendered_text
+from .pages import send as _send
+from .pages import until as _until
+from .pages import wait_streaming as _wait_streaming
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -29,34 +34,6 @@ def chat(user):
     workspace = workspace_create(name="Research", owner=user)
     chat_create(workspace=workspace, title="Moon landing sources")
     return chat_create(workspace=workspace, title="Release notes draft")
-
-
-def _send(page, text: str) -> None:
-    page.fill("#composer-input", text)
-    page.click("#send")
-
-
-def _assistant_text(page) -> str:
-    return page.locator(".msg--assistant .msg-content").last.inner_text()
-
-
-def _until(page, expression: str, timeout: float = 15) -> None:
-    """Poll ``expression`` in the page from here (a background tab runs no rAF-based waits)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            state = page.evaluate(
-                "() => [document.getElementById('composer-status')?.textContent, document.getElementById('transcript')?.innerText]"
-            )
-            raise AssertionError(f"timed out waiting for {expression}; status and transcript: {state}")
-        time.sleep(0.1)
-
-
-def _wait_streaming(page, words: int = 5) -> None:
-    _until(
-        page,
-        f"() => (document.querySelector('.msg--assistant:last-child .msg-content')?.textContent || '').split(' ').length >= {words}",
-    )
 
 
 def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user, chat, stack):
@@ -84,12 +61,12 @@ def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user
     stream = Stream.objects.get(chat=chat)
     message = Message.objects.get(pk=stream.assistant_message_id)
     assert stream.status == "cancelled" and 0 < len(message.content) < 400 * 12
-    assert _assistant_text(page) == message.content  # what was shown is what was kept
+    assert _assistant_text(page) == rendered_text(page, message.content)  # what was shown is what was kept
     expect(second.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
-    assert _assistant_text(second) == message.content
+    assert _assistant_text(second) == rendered_text(second, message.content)
 
     page.reload()  # the server-rendered transcript says the same
-    assert _assistant_text(page) == message.content
+    assert _assistant_text(page) == rendered_text(page, message.content)
     expect(page.locator(".msg--assistant").last).to_contain_text("cancelled")
     if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -121,9 +98,8 @@ def test_a_killed_workers_tile_turns_from_yellow_on_its_own(login, user, chat, s
     # Back, the worker runs the sweeper: the reply is salvaged and the open chat page is told.
     expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("interrupted", timeout=10000)
     stream = Stream.objects.get(chat=chat)
-    assert stream.status == "interrupted" and _assistant_text(page).startswith(
-        Message.objects.get(pk=stream.assistant_message_id).content
-    )
+    kept = Message.objects.get(pk=stream.assistant_message_id).content
+    assert stream.status == "interrupted" and _assistant_text(page) == rendered_text(page, kept)
 
 
 def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, user, chat, stack):
@@ -210,7 +186,7 @@ def test_a_network_drop_mid_reply_resumes_with_nothing_lost_or_doubled(login, us
     expect(page.locator("#send")).to_be_enabled(timeout=15000)
     message = Message.objects.get(pk=stream.assistant_message_id)
     assert message.status == "complete"
-    assert _assistant_text(page) == message.content  # no gap, no duplicate
+    assert _assistant_text(page) == rendered_text(page, message.content)  # no gap, no duplicate
 
 
 def test_five_hundred_chats_show_a_page_of_tiles_that_stays_live_and_earlier_messages_load(login, user, chat, stack):

@@ -75,3 +75,14 @@ def test_echo_answers_the_rest_of_the_message_verbatim_a_word_per_delta(chat, se
     settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
     status, _stream, message = run_turn(chat, "/echo " + text)
     assert status == "completed" and message.content == text
+
+
+def test_the_local_model_answers_in_markdown_with_a_heading_a_list_and_a_code_block():
+    """The offline default shows replies rendered: every part the UI renders is in its reply."""
+    reply = "".join(LocalProvider(tokens_per_second=0, reply_tokens=200).reply_for(PROMPT))
+    assert reply.startswith("## ")
+    assert "\n\n- " in reply and "\n- " in reply.split("\n\n- ", 1)[1]  # a list of several items
+    code = reply.split("```python\n", 1)[1].split("\n```", 1)[0]
+    assert len(code.splitlines()) == 3 and all(" = " in line for line in code.splitlines())
+    short = LocalProvider(tokens_per_second=0, reply_tokens=57).reply_for(PROMPT)
+    assert len(short) == 57 == len("".join(short).split())  # a word per token, as many as asked for

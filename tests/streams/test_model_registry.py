@@ -190,7 +190,9 @@ def test_the_chat_page_offers_the_models_to_those_who_may_change_it(three, clien
     client.force_login(user)
     html = client.get(f"/chats/{chat.id}/").content.decode()
     picker = html[html.index('<select id="chat-model"') : html.index("</select>")]
-    assert picker.count("<option") == 3 and '<option value="claude" selected>' in picker and "disabled" not in picker
+    assert picker.count("<option") == 3 and '<option value="claude" selected data-prefill="true">' in picker
+    assert '<option value="reasoner" data-prefill="false">' in picker  # the page offers Continue by it
+    assert "disabled" not in picker
     member = factories.MembershipFactory(workspace=workspace).user
     client.force_login(member)
     html = client.get(f"/chats/{chat.id}/").content.decode()

@@ -121,6 +121,7 @@ SCHEMAS: dict[str, dict] = {
         userMessage={"type": "string"},
         provider={"type": "string", "minLength": 1},
         model={"type": "string", "minLength": 1},
+        continued={"type": "boolean"},
     ),
     "stream.delta": _stream_event("stream.delta", text={"type": "string", "minLength": 1}),
     "stream.usage": _stream_event("stream.usage", usage=USAGE, estimated={"const": True}, optional=("estimated",)),

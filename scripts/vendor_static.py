@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Vendor the browser libraries the UI uses (and axe-core for the browser tests) from the npm registry.
+
+Each package is pinned by version and by the registry's sha512 integrity; the chosen files and
+the package's licence are copied into the repository, and ``static/vendor/VERSIONS.md`` lists
+what is there. Run ``make vendor`` after changing a pin; commit what it writes. Nothing here
+runs at build or test time: a clean clone needs no network for the UI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = "https://registry.npmjs.org"
+
+# (package, version, sha512 integrity, licence, destination, {file in the tarball: name here})
+PACKAGES = [
+    (
+        "markdown-it",
+        "15.0.3",
+        "sha512-+Az7Ojz3iRGu8KYMvJ6xVhvrxP3eE+vEtJX75Ow88XBpcQNV/0lGX5ZynIIBftREo4DC2jsveAMDaeltmm8QvQ==",
+        "MIT",
+        "static/vendor/markdown-it",
+        {"dist/browser/markdown-it.esm.min.mjs": "markdown-it.min.js", "LICENSE": "LICENSE"},
+    ),
+    (
+        "dompurify",
+        "3.4.18",
+        "sha512-ofe3wI/uNm68HInABYFJYqQxRw1EaKAjNdrFVKqjUY+UZurvNd2L/HuQe097s/4RivWiZyP6tT7aoT8atjfhwg==",
+        "Apache-2.0 OR MPL-2.0",
+        "static/vendor/dompurify",
+        {"dist/purify.es.mjs": "purify.js", "LICENSE": "LICENSE"},
+    ),
+    (
+        "@highlightjs/cdn-assets",
+        "11.12.0",
+        "sha512-KvOKXODaiFmId9xaq3xc5xCL66wVLUuOngDbO9B/kewbFTqdGbn2nJxNhN3H5R1cgDTVj6R8vH0zgiNDEGjpDw==",
+        "BSD-3-Clause",
+        "static/vendor/highlight.js",
+        {
+            "es/highlight.min.js": "highlight.min.js",
+            "styles/github.min.css": "github.min.css",
+            "styles/github-dark.min.css": "github-dark.min.css",
+            "LICENSE": "LICENSE",
+        },
+    ),
+    (
+        "axe-core",
+        "4.14.1",
+        "sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ==",
+        "MPL-2.0",
+        "tests/browser/vendor/axe-core",
+        {"axe.min.js": "axe.min.js", "LICENSE": "LICENSE"},
+    ),
+]
+
+
+def tarball_url(package: str, version: str) -> str:
+    return f"{REGISTRY}/{package}/-/{package.rsplit('/', 1)[-1]}-{version}.tgz"
+
+
+def fetch(package: str, version: str, integrity: str) -> bytes:
+    with urllib.request.urlopen(tarball_url(package, version), timeout=60) as response:
+        data = response.read()
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != integrity:
+        sys.exit(f"{package}@{version}: integrity mismatch ({digest} != {integrity})")
+    return data
+
+
+def main() -> None:
+    rows = []
+    for package, version, integrity, licence, destination, files in PACKAGES:
+        data = fetch(package, version, integrity)
+        target = ROOT / destination
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for source, name in files.items():
+                member = tar.extractfile(f"package/{source}")
+                if member is None:
+                    sys.exit(f"{package}@{version}: no {source} in the tarball")
+                text = member.read()
+                if name.endswith(".js"):  # no source maps are shipped: drop the dangling reference
+                    text = b"\n".join(line for line in text.split(b"\n") if not line.startswith(b"//# sourceMappingURL="))
+                (target / name).write_bytes(text)
+        rows.append(f"| {package} | {version} | {licence} | `{destination}/` | {', '.join(f'`{n}`' for n in files.values())} |")
+        print(f"{package}@{version} -> {destination}")
+    versions = ROOT / "static/vendor/VERSIONS.md"
+    versions.write_text(
+        "# Vendored browser libraries\n\n"
+        "Written by `scripts/vendor_static.py` (`make vendor`) from the npm registry, each tarball checked"
+        " against its pinned sha512 integrity. Do not edit these files by hand.\n\n"
+        "| package | version | licence | where | files |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+// The chat page's list of the workspace's conversations: live state dots (the workspace's tile
+// pushes, on the page's socket), the current one marked, a search box ("/" or Ctrl+K focuses it),
+// collapsed on a phone. The side sections remember whether they were open.
+
+const PHONE = "(max-width: 760px)";
+
+export function conversationList({ currentChatId }) {
+  const nav = document.getElementById("chat-nav");
+  const list = document.getElementById("chat-links");
+  const search = document.getElementById("chat-search");
+  const empty = document.getElementById("chat-search-empty");
+  const workspaceId = list?.dataset.workspace;
+  if (!list) return { subscribe() {}, onMessage: () => false };
+
+  if (window.matchMedia(PHONE).matches) nav.open = false;
+  for (const section of document.querySelectorAll("details.side-section")) {
+    const key = `mothership:${section.id}:open`;
+    const saved = localStorage.getItem(key);
+    if (saved !== null) section.open = saved === "true";
+    section.addEventListener("toggle", () => localStorage.setItem(key, String(section.open)));
+  }
+
+  function filter() {
+    const words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    let shown = 0;
+    for (const li of list.children) {
+      const title = li.querySelector(".chat-link-title").textContent.toLowerCase();
+      li.hidden = !words.every((w) => title.includes(w));
+      if (!li.hidden) shown += 1;
+    }
+    empty.hidden = shown > 0;
+  }
+  search.addEventListener("input", filter);
+  search.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") { search.value = ""; filter(); search.blur(); }
+    else if (e.key === "Enter") {
+      const first = [...list.children].find((li) => !li.hidden)?.querySelector("a");
+      if (first) { e.preventDefault(); first.click(); }
+    }
+  });
+  document.addEventListener("keydown", (e) => {
+    const typing = e.target.closest?.("input, textarea, select, [contenteditable=true]");
+    const slash = e.key === "/" && !typing && !e.ctrlKey && !e.metaKey && !e.altKey;
+    const find = (e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k";
+    if (!slash && !find) return;
+    e.preventDefault();
+    nav.open = true;
+    search.focus();
+    search.select();
+  });
+
+  function link(conversationId) {
+    return list.querySelector(`.chat-link[data-chat-id="${conversationId}"]`);
+  }
+
+  // A tile push: the state dot and the title follow; a conversation new to the list goes first.
+  function onTile(tile) {
+    let li = link(tile.conversationId);
+    if (!li) {
+      li = document.createElement("li");
+      li.dataset.chatId = tile.conversationId;
+      li.innerHTML = '<a><span class="dot" aria-hidden="true"></span><span class="chat-link-title"></span><span class="chat-link-state"></span></a>';
+      li.querySelector("a").href = `/chats/${tile.conversationId}/`;
+      list.prepend(li);
+    }
+    li.className = `chat-link chat-link--${tile.state}`;
+    li.dataset.state = tile.state;
+    li.querySelector(".chat-link-title").textContent = tile.title;
+    li.querySelector(".chat-link-state").textContent = ["idle", "completed"].includes(tile.state) ? "" : tile.state;
+    if (tile.conversationId === currentChatId) li.querySelector("a").setAttribute("aria-current", "page");
+    filter();
+  }
+
+  return {
+    subscribe(socket) {
+      if (workspaceId) socket.send(JSON.stringify({ type: "subscribe", workspaceId }));
+    },
+    // True when the message was the list's.
+    onMessage(message) {
+      if (message.workspaceId !== workspaceId) return false;
+      if (message.type === "tile") onTile(message);
+      return message.type === "tile" || message.type === "tile.warming";
+    },
+  };
+}

@@ -1,0 +1,182 @@
+// Replies as Markdown: markdown-it to parse (raw HTML off), DOMPurify on every piece of HTML it
+// writes, highlight.js for code. A streaming reply is never parsed whole per delta: the blocks
+// that later text can no longer change are rendered once, and only the last one is parsed again.
+import markdownit from "../vendor/markdown-it/markdown-it.min.js";
+import DOMPurify from "../vendor/dompurify/purify.js";
+import hljs from "../vendor/highlight.js/highlight.min.js";
+
+function highlight(code, lang) {
+  if (!lang || !hljs.getLanguage(lang)) return ""; // markdown-it escapes it as plain code
+  try {
+    return hljs.highlight(code, { language: lang, ignoreIllegals: true }).value;
+  } catch {
+    return "";
+  }
+}
+
+const OPTIONS = { html: false, linkify: true, breaks: false, typographer: false };
+// Finished blocks are highlighted; the block still being written is not (it is parsed on every
+// frame, and highlighting a growing code block each time would cost the most).
+const finished = markdownit({ ...OPTIONS, highlight });
+const growing = markdownit(OPTIONS);
+// Links and images only to the web, mail, or this site (markdown-it's own check is a blocklist).
+const SAFE_URL = /^(https?:|mailto:|[#/?]|\.{0,2}\/)/i;
+const SCHEME = /^[a-z][a-z0-9+.-]*:/i;
+for (const md of [finished, growing]) {
+  const blocklist = md.validateLink.bind(md);
+  md.validateLink = (url) => blocklist(url) && (SAFE_URL.test(url.trim()) || !SCHEME.test(url.trim()));
+}
+
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A" && node.hasAttribute("href")) {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer nofollow");
+  }
+});
+
+// Set once: a config passed on every call is parsed on every call (most of a small sanitize's cost).
+DOMPurify.setConfig({ USE_PROFILES: { html: true } });
+
+function clean(html) {
+  return DOMPurify.sanitize(html);
+}
+
+export function renderMarkdown(text) {
+  return clean(finished.render(text));
+}
+
+export function copyButton(className, label) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = className;
+  button.textContent = "Copy";
+  button.setAttribute("aria-label", label);
+  return button;
+}
+
+// A copy button on each code block of ``root`` that has none yet.
+function addCopyButtons(root) {
+  for (const pre of root.querySelectorAll("pre")) {
+    if (pre.parentElement?.classList.contains("code-block")) continue;
+    const wrap = document.createElement("div");
+    wrap.className = "code-block";
+    const button = copyButton("code-copy", "Copy this code");
+    pre.replaceWith(wrap);
+    wrap.append(button, pre);
+  }
+}
+
+document.addEventListener("click", async (e) => {
+  const button = e.target.closest?.(".code-copy");
+  if (!button) return;
+  const code = button.parentElement.querySelector("pre")?.innerText ?? "";
+  try {
+    await navigator.clipboard.writeText(code);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => (button.textContent = "Copy"), 1500);
+});
+
+// The character offset where line ``line`` (0-based) of ``text`` begins.
+function lineOffset(text, line) {
+  let at = 0;
+  for (let i = 0; i < line; i += 1) {
+    const next = text.indexOf("\n", at);
+    if (next < 0) return text.length;
+    at = next + 1;
+  }
+  return at;
+}
+
+// Renders one message into ``element`` as its text grows. ``append`` is cheap (the render runs
+// once per animation frame); ``finish`` renders the whole text once, exactly as a reload does.
+// Once per frame; a background tab runs no animation frames, so it renders on a timer instead.
+function nextFrame(render) {
+  if (document.hidden) setTimeout(render, 100);
+  else requestAnimationFrame(render);
+}
+
+export function streamRenderer(element, { schedule = nextFrame } = {}) {
+  const done = document.createElement("div");
+  const tail = document.createElement("div");
+  done.className = "md-done";
+  tail.className = "md-tail";
+  element.replaceChildren(done, tail);
+  element.classList.add("markdown");
+  let text = "";
+  let frozen = 0; // text[0:frozen] is rendered in ``done`` for good
+  let pending = false;
+  let waiting = 0; // deltas appended since the last render
+  let over = false; // finished: the element holds the final render
+  const stats = { parsedChars: 0, renders: 0 };
+
+  function render() {
+    pending = false;
+    if (over) return;
+    const probe = globalThis.__renderProbe; // set by bench/render.py: the main-thread time of each render
+    const started = probe ? performance.now() : 0;
+    stats.renders += 1;
+    const rest = text.slice(frozen);
+    const tokens = growing.parse(rest, {}); // the one parse of this render
+    stats.parsedChars += rest.length;
+    // Top-level blocks: every one but the last is final (appended text extends only the last).
+    const starts = [];
+    tokens.forEach((t, i) => t.level === 0 && t.nesting >= 0 && t.map && starts.push(i));
+    let last = 0;
+    if (starts.length > 1) {
+      last = starts[starts.length - 1];
+      // Rendered from the same tokens, highlighted this time, and never again.
+      const block = document.createElement("div");
+      block.innerHTML = clean(finished.renderer.render(tokens.slice(0, last), finished.options, {}));
+      addCopyButtons(block);
+      done.append(...block.childNodes);
+      frozen += lineOffset(rest, tokens[last].map[0]);
+    }
+    // The block being written is replaced on the next frame: markdown-it's safe mode alone (raw
+    // HTML off, so every tag and attribute is its own; links allowlisted) keeps it, as DOMPurify
+    // would cost most of a render. Everything that stays is sanitized as well.
+    tail.innerHTML = growing.renderer.render(last ? tokens.slice(last) : tokens, growing.options, {});
+    if (probe) {
+      probe.times.push(performance.now() - started);
+      probe.covered.push(waiting);
+    }
+    waiting = 0;
+  }
+
+  return {
+    stats,
+    get text() {
+      return text;
+    },
+    append(delta) {
+      text += delta;
+      waiting += 1;
+      if (globalThis.__renderProbe) globalThis.__renderProbe.deltas += 1;
+      if (!pending) {
+        pending = true;
+        schedule(render);
+      }
+    },
+    // The whole text anew (a snapshot after a replay gap, or the text so far after a reload).
+    reset(full) {
+      text = full;
+      frozen = 0;
+      done.replaceChildren();
+      render();
+    },
+    renderNow: render,
+    finish() {
+      over = true;
+      renderInto(element, text); // the same HTML a reload shows
+    },
+  };
+}
+
+// A stored reply: rendered once, with copy buttons.
+export function renderInto(element, text) {
+  element.innerHTML = renderMarkdown(text);
+  element.classList.add("markdown");
+  addCopyButtons(element);
+}

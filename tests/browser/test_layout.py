@@ -1,0 +1,121 @@
+"""The chat page's layout in a real Chromium: the workspace's conversations beside the
+conversation (live state dots, the current one marked, a search box on "/"), the warming panel
+in a side section that folds and remembers it, and a phone layout that keeps all of it reachable."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from chats.services import chat_create, workspace_create
+
+from .pages import send, wait_streaming
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("barbara", password="pw-123456")
+
+
+@pytest.fixture
+def chats(user):
+    workspace = workspace_create(name="Lab", owner=user)
+    return [
+        chat_create(workspace=workspace, title=title, created_by=user) for title in ("Alpha notes", "Bravo plan", "Charlie log")
+    ]
+
+
+def _link(page, chat):
+    return page.locator(f'.chat-link[data-chat-id="{chat.id}"]')
+
+
+def test_the_conversation_list_shows_live_states_marks_this_one_and_finds_one_on_slash(login, user, chats, stack):
+    alpha, bravo, charlie = chats
+    context, page = login(user)
+    page.goto(f"{stack.url}/chats/{alpha.id}/")
+    expect(page.locator("#chat-links .chat-link")).to_have_count(3)
+    expect(_link(page, alpha).locator("a")).to_have_attribute("aria-current", "page")
+    expect(page.locator("#chat-links .chat-link").first).to_have_attribute("data-chat-id", str(charlie.id))  # newest first
+
+    other = context.new_page()
+    other.goto(f"{stack.url}/chats/{bravo.id}/")
+    send(other, "Write a long answer")
+    wait_streaming(other, 3)
+    expect(_link(page, bravo)).to_have_attribute("data-state", "streaming", timeout=5000)  # live, no reload
+    expect(_link(page, bravo).locator(".chat-link-state")).to_have_text("streaming")
+    other.click("#stop")
+    expect(_link(page, bravo)).to_have_attribute("data-state", "cancelled", timeout=5000)
+
+    page.locator("#chat-title").click()
+    page.keyboard.press("/")
+    expect(page.locator("#chat-search")).to_be_focused()
+    page.keyboard.type("brav")
+    expect(page.locator("#chat-links .chat-link:visible")).to_have_count(1)
+    page.keyboard.type("xyz")
+    expect(page.locator("#chat-search-empty")).to_be_visible()
+    page.fill("#chat-search", "bravo")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{stack.url}/chats/{bravo.id}/")
+    expect(_link(page, bravo).locator("a")).to_have_attribute("aria-current", "page")
+
+    page.keyboard.press("Control+k")
+    expect(page.locator("#chat-search")).to_be_focused()
+
+
+def test_the_warming_panel_folds_away_and_stays_folded(login, user, chats, stack):
+    _, page = login(user)
+    page.goto(f"{stack.url}/chats/{chats[0].id}/")
+    expect(page.locator("#warming-enabled")).to_be_visible()
+    page.locator("#warming-section > summary").click()
+    expect(page.locator("#warming-enabled")).to_be_hidden()
+    expect(page.locator("#warming-summary")).to_have_text("Off")  # folded, it still says what it does
+    page.reload()
+    expect(page.locator("#warming-section")).not_to_have_attribute("open", "")
+    page.locator("#warming-section > summary").click()
+    expect(page.locator("#warming-enabled")).to_be_visible()
+
+
+def test_on_a_phone_every_part_of_the_chat_page_is_reachable(login, user, chats, stack):
+    _, page = login(user, viewport={"width": 390, "height": 844})
+    page.goto(f"{stack.url}/chats/{chats[0].id}/")
+    expect(page.locator("#chat-nav")).not_to_have_attribute("open", "")  # folded out of the way
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways ({width}px)"
+    expect(page.locator("#composer-input")).to_be_visible()
+    page.locator("#chat-nav > summary").click()
+    expect(_link(page, chats[1])).to_be_visible()
+    page.locator("#warming-enabled").scroll_into_view_if_needed()
+    expect(page.locator("#warming-enabled")).to_be_visible()
+    send(page, "/echo hello from a phone")
+    expect(page.locator(".msg--assistant").last.locator(".msg-content")).to_have_text("hello from a phone", timeout=10000)
+
+
+def _at_end(page) -> bool:
+    return page.evaluate(
+        "() => { const p = document.scrollingElement; return p.scrollTop + innerHeight >= p.scrollHeight - 80; }"
+    )
+
+
+def test_a_streaming_reply_stays_in_view_until_the_reader_scrolls_up(login, user, chats, stack):
+    _, page = login(user, viewport={"width": 1000, "height": 600})
+    page.goto(f"{stack.url}/chats/{chats[0].id}/")
+    long = "\n\n".join(f"Paragraph {n} of a long answer." for n in range(1, 41))
+    send(page, "/echo " + long)
+    expect(page.locator(".msg--assistant").last.locator(".msg-content")).to_contain_text("Paragraph 40", timeout=15000)
+    assert page.evaluate("() => document.scrollingElement.scrollHeight > 3 * innerHeight")  # it did grow past the screen
+    assert _at_end(page), "the page did not follow the reply as it grew"
+
+    page.reload()
+    expect(page.locator(".msg--assistant .msg-content h2, .msg--assistant .msg-content p").first).to_be_attached()
+    page.wait_for_function("() => document.scrollingElement.scrollTop > 0")  # opens at the newest message
+    assert _at_end(page)
+
+    send(page, "Write a long answer")  # the local model: 400 tokens at 60 a second
+    wait_streaming(page, 5)
+    page.mouse.wheel(0, -2000)  # the reader goes back up to read
+    page.wait_for_function("() => document.scrollingElement.scrollTop < document.scrollingElement.scrollHeight - 2 * innerHeight")
+    top = page.evaluate("() => document.scrollingElement.scrollTop")
+    expect(page.locator("#stop")).to_be_hidden(timeout=20000)
+    assert abs(page.evaluate("() => document.scrollingElement.scrollTop") - top) < 5, "the page pulled the reader back down"
