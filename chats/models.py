@@ -41,6 +41,7 @@ class Membership(models.Model):
 
 
 UNTITLED = "New chat"
+SYSTEM_PROMPT_MAX = 20_000  # characters
 TITLE_FROM_MESSAGE_CHARS = 80
 
 
@@ -72,6 +73,9 @@ class Chat(models.Model):
 
     # The model its turns use (an id of LLM_MODELS); blank, or one no longer offered: the default.
     model_id = models.CharField(max_length=64, blank=True, default="")
+    # Sent before the conversation on every turn and warm (blank: none). A turn keeps the one it
+    # started with (Stream.system_prompt).
+    system_prompt = models.TextField(blank=True, default="", max_length=SYSTEM_PROMPT_MAX)
 
     class Meta:
         ordering = ["-updated_at"]

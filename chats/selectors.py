@@ -122,8 +122,16 @@ def user_is_member(*, user, chat_id) -> bool:
     return bool(pk) and getattr(user, "is_authenticated", False) and member_chats(user=user).filter(pk=pk).exists()
 
 
-def conversation_prefix(*, chat_id, until: Message | None = None, exclude_ids=()) -> list[dict]:
-    """What the model sees: every message with text, in order (up to ``until`` when given).
+def _with_system(system: str, messages: list[dict]) -> list[dict]:
+    """The system prompt first, as a ``system`` message, when there is one and a conversation to
+    put it before (a chat with no text yet has nothing to send or warm)."""
+    return [{"role": "system", "content": system}, *messages] if system and messages else messages
+
+
+def conversation_prefix(*, chat_id, until: Message | None = None, exclude_ids=(), system: str | None = None) -> list[dict]:
+    """What the model sees: the system prompt, then every message with text, in order (up to
+    ``until`` when given). ``system``: the turn's own system prompt; None, the chat's (a warm
+    warms what the next turn sends).
 
     The one definition for a turn and for a warm: a warm hits the cache only while both send
     exactly the same prefix.
@@ -133,17 +141,26 @@ def conversation_prefix(*, chat_id, until: Message | None = None, exclude_ids=()
         rows = rows.filter(created_at__lte=until.created_at)
     if exclude_ids:
         rows = rows.exclude(pk__in=list(exclude_ids))
-    return [{"role": r["role"], "content": r["content"]} for r in rows.order_by("created_at", "id").values("role", "content")]
+    messages = [{"role": r["role"], "content": r["content"]} for r in rows.order_by("created_at", "id").values("role", "content")]
+    if system is None:
+        system = Chat.objects.filter(pk=chat_id).values_list("system_prompt", flat=True).first() or ""
+    return _with_system(system, messages)
 
 
-def conversation_prefixes(*, chat_ids) -> dict[uuid.UUID, list[dict]]:
-    """``conversation_prefix`` of many chats in one query (a warm batch): chat id → its prefix.
+def conversation_prefixes(*, chat_ids, systems: dict | None = None) -> dict[uuid.UUID, list[dict]]:
+    """``conversation_prefix`` of many chats (a warm batch): chat id → its prefix, in one query
+    when ``systems`` (chat id → its system prompt, read with the batch's claims) is given.
 
-    The same rows in the same order as ``conversation_prefix``, or a warm would miss the cache
-    its turn wrote; a chat with no text yet maps to an empty list.
+    The same system prompt, rows and order as ``conversation_prefix``, or a warm would miss the
+    cache its turn wrote; a chat with no text yet maps to an empty list.
     """
     prefixes: dict[uuid.UUID, list[dict]] = {uuid.UUID(str(chat_id)): [] for chat_id in chat_ids}
     rows = Message.objects.filter(chat_id__in=list(prefixes)).exclude(content="").order_by("chat_id", "created_at", "id")
     for chat_id, role, content in rows.values_list("chat_id", "role", "content"):
         prefixes[chat_id].append({"role": role, "content": content})
+    if systems is None:
+        systems = dict(Chat.objects.filter(pk__in=list(prefixes)).exclude(system_prompt="").values_list("id", "system_prompt"))
+    for chat_id, system in systems.items():
+        if chat_id in prefixes:
+            prefixes[chat_id] = _with_system(system, prefixes[chat_id])
     return prefixes

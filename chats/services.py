@@ -23,7 +23,7 @@ def membership_add(*, workspace: Workspace, user, role: str = Membership.Role.ME
     return membership
 
 
-def chat_create(*, workspace: Workspace, title: str = "", created_by=None, model_id: str = "") -> Chat:
+def chat_create(*, workspace: Workspace, title: str = "", created_by=None, model_id: str = "", system_prompt: str = "") -> Chat:
     """A new chat; with no title it is called ``UNTITLED`` until its first message names it."""
     title = title.strip()
     chat = Chat.objects.create(
@@ -32,6 +32,7 @@ def chat_create(*, workspace: Workspace, title: str = "", created_by=None, model
         title_set=bool(title),
         created_by=created_by,
         model_id=model_id,
+        system_prompt=system_prompt,
         updated_at=timezone.now(),
     )
     # After commit, so a receiver (a new tile on every open dashboard) reads the saved row.
@@ -51,6 +52,13 @@ def chat_set_model(*, chat: Chat, model_id: str) -> Chat:
     """The model the chat's next turns use (a turn already running keeps its own)."""
     Chat.objects.filter(pk=chat.pk).update(model_id=model_id)
     chat.model_id = model_id
+    return chat
+
+
+def chat_set_system_prompt(*, chat: Chat, system_prompt: str) -> Chat:
+    """The system prompt the chat's next turns and warms send (a turn already running keeps its own)."""
+    Chat.objects.filter(pk=chat.pk).update(system_prompt=system_prompt)
+    chat.system_prompt = system_prompt
     return chat
 
 

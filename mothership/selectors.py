@@ -147,8 +147,9 @@ def chat_list(
         qs = qs.filter(workspace=workspace)
     if cursor:
         qs = qs.filter(cursors.after(CHAT_ORDER, cursors.decode(cursor, len(CHAT_ORDER)), descending=True))
-    ordered = annotated_chats(qs.select_related("workspace")).order_by(*(f"-{field}" for field in CHAT_ORDER))
-    chats = list(ordered[: limit + 1])
+    # Tiles never show the system prompt, which may be long.
+    ordered = annotated_chats(qs.select_related("workspace").defer("system_prompt"))
+    chats = list(ordered.order_by(*(f"-{field}" for field in CHAT_ORDER))[: limit + 1])
     page = chats[:limit]
     following = cursors.encode([getattr(page[-1], field) for field in CHAT_ORDER]) if len(chats) > limit else None
     return _reconcile(page, check=reconcile), following

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chats import selectors as chat_selectors
 from chats import services as chat_services
+from chats.models import SYSTEM_PROMPT_MAX
 from mothership import selectors
 from mothership.infra import cursors
 from mothership.infra.redis import get_redis
@@ -86,6 +87,7 @@ def chat_page(request, chat_id):
         "active_prefix": next(
             (m.content for m in detail.messages if detail.stream and str(m.id) == detail.stream["assistant_message_id"]), ""
         ),
+        "system_prompt_max": SYSTEM_PROMPT_MAX,
         "warming_min": settings.MOTHERSHIP_WARMING_MIN_INTERVAL,
         "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
     }

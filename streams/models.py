@@ -37,6 +37,8 @@ class Stream(models.Model):
     # Continue: the reply goes on from its message's kept text (sent as the start of the reply),
     # and the seal appends the new text to it.
     continues = models.BooleanField(default=False)
+    # The chat's system prompt when the turn started: what this turn sent, whatever the chat has since.
+    system_prompt = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     first_delta_at = models.DateTimeField(null=True, blank=True)

@@ -23,11 +23,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chats.models import Chat
 from chats.selectors import conversation_prefixes
 from mothership.infra import bulk
 from streams import locks
-from streams.providers import Provider, ProviderError, Usage, get_provider, model_for, models
+from streams.providers import Provider, ProviderError, Usage, get_provider, model_for
 from streams.providers.pricing import prices, usage_cost
 from warming.models import WarmingSchedule
 from warming.services import warming_push, warming_push_many
@@ -150,24 +149,31 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
     the row still carries this claim when the batch's transaction reads it under a row lock.
     """
     ids = list(dict.fromkeys(uuid.UUID(str(chat_id)) for chat_id in chat_ids))
-    claimed = set(WarmingSchedule.objects.filter(chat_id__in=ids, claim_token=token).values_list("chat_id", flat=True))
+    # The claims, with what each chat's warm sends besides its messages: its system prompt and model.
+    rows = WarmingSchedule.objects.filter(chat_id__in=ids, claim_token=token)
+    chats = {
+        chat_id: (system, model_id)
+        for chat_id, system, model_id in rows.values_list("chat_id", "chat__system_prompt", "chat__model_id")
+    }
+    claimed = set(chats)
     outcomes: dict[uuid.UUID, str] = {}
     if claimed:
         owners = locks.lock_owners([chat_id for chat_id in ids if chat_id in claimed])
         # No warm while a turn streams: its claim is given back, and its seal reschedules it.
         streaming = {chat_id for chat_id in claimed if owners[str(chat_id)] is not None}
-        prefixes = conversation_prefixes(chat_ids=[c for c in ids if c in claimed and c not in streaming])
+        prefixes = conversation_prefixes(
+            chat_ids=[c for c in ids if c in claimed and c not in streaming],
+            systems={c: system for c, (system, _) in chats.items()},
+        )
         # Nothing to cache yet: rescheduled, and the model is not called.
         empty = {chat_id for chat_id, messages in prefixes.items() if not messages}
         model_names, results = {}, {}
         to_warm = {c: messages for c, messages in prefixes.items() if messages}
         if to_warm:
             # Each conversation with its own chat's model: one provider call per model of the batch.
-            # (With one model offered, every chat uses it: no query.)
-            chosen = dict(Chat.objects.filter(pk__in=list(to_warm)).values_list("pk", "model_id")) if len(models()) > 1 else {}
             by_model: dict[str, dict] = {}
             for chat_id, messages in to_warm.items():
-                by_model.setdefault(model_for(chosen.get(chat_id)).id, {})[chat_id] = messages
+                by_model.setdefault(model_for(chats[chat_id][1] or None).id, {})[chat_id] = messages
             for model_id, group in by_model.items():
                 provider = get_provider(model_id)
                 model_names.update(dict.fromkeys(group, provider.model))

@@ -45,6 +45,8 @@ class ChatDetailOutput(serializers.Serializer):
 
     def to_representation(self, detail):
         data = ChatOutput(detail.view).data
+        # Only here, not in the list: a prompt may be long.
+        data["system_prompt"] = detail.view.chat.system_prompt
         data["messages"] = messages_output(detail.messages)
         # The latest messages only: this cursor fetches the ones before them
         # (GET /api/mothership/chats/<id>/messages?cursor=…); null when these are all.

@@ -13,7 +13,8 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chats import selectors as chat_selectors
-from chats.services import chat_create, chat_rename, chat_set_model
+from chats.models import SYSTEM_PROMPT_MAX
+from chats.services import chat_create, chat_rename, chat_set_model, chat_set_system_prompt
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
@@ -87,6 +88,7 @@ class ChatListCreateApi(APIView):
         # Optional: an untitled chat is named by its first message.
         title = StrictCharField(max_length=200, trim_whitespace=True, required=False, allow_blank=True)
         model = StrictCharField(required=False, max_length=64, validators=[offered_model])
+        system_prompt = StrictCharField(required=False, max_length=SYSTEM_PROMPT_MAX, allow_blank=True, trim_whitespace=True)
 
     @extend_schema(parameters=[FilterInput], responses=ChatOutput(many=True))
     def get(self, request):
@@ -116,6 +118,7 @@ class ChatListCreateApi(APIView):
             title=payload.validated_data.get("title", ""),
             created_by=request.user,
             model_id=payload.validated_data.get("model", ""),
+            system_prompt=payload.validated_data.get("system_prompt", ""),
         )
         detail = selectors.chat_detail(user=request.user, chat_id=chat.id)
         return Response(ChatOutput(detail.view).data, status=status.HTTP_201_CREATED)
@@ -125,13 +128,17 @@ class ChatDetailApi(APIView):
     class UpdateInput(serializers.Serializer):
         model = StrictCharField(required=False, max_length=64, validators=[offered_model])
         title = StrictCharField(required=False, max_length=200, trim_whitespace=True)
+        # Blank: none. Sent before the conversation from the next turn on (and by its warms).
+        system_prompt = StrictCharField(required=False, max_length=SYSTEM_PROMPT_MAX, allow_blank=True, trim_whitespace=True)
 
         def validate(self, attrs):
             unknown = sorted(set(self.initial_data) - set(self.fields))
             if unknown:
-                raise serializers.ValidationError({name: ["Unknown field; use model and/or title."] for name in unknown})
+                raise serializers.ValidationError(
+                    {name: ["Unknown field; use model, title and/or system_prompt."] for name in unknown}
+                )
             if not attrs:
-                raise serializers.ValidationError("Give model and/or title.")
+                raise serializers.ValidationError("Give model, title and/or system_prompt.")
             return attrs
 
     @extend_schema(responses=ChatDetailOutput)
@@ -140,7 +147,8 @@ class ChatDetailApi(APIView):
 
     @extend_schema(request=UpdateInput, responses=ChatDetailOutput)
     def patch(self, request, chat_id):
-        """Rename the chat or change its model (its creator or an owner: the model sets what its turns cost)."""
+        """Rename the chat, change its model or its system prompt (its creator or an owner: the model
+        sets what its turns cost)."""
         chat = chat_selectors.chat_get_for_manager(user=request.user, chat_id=chat_id)
         payload = self.UpdateInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -148,6 +156,8 @@ class ChatDetailApi(APIView):
             chat_set_model(chat=chat, model_id=payload.validated_data["model"])
         if "title" in payload.validated_data:
             chat_rename(chat=chat, title=payload.validated_data["title"])
+        if "system_prompt" in payload.validated_data:
+            chat_set_system_prompt(chat=chat, system_prompt=payload.validated_data["system_prompt"])
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
 
 

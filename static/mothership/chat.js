@@ -5,6 +5,7 @@ import { SURFACE_ID, warmingPanel } from "./warming.js";
 import { replies } from "./replies.js";
 import { conversationList } from "./chatnav.js";
 import { followEnd } from "./scroll.js";
+import { chatSettings } from "./chatsettings.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -347,26 +348,13 @@ const view = followEnd(transcript);
 connect();
 
 
-// The model the chat's next turns use (a turn already running keeps its own).
-const modelPicker = document.getElementById("chat-model");
-modelPicker?.addEventListener("change", async () => {
-  const chosen = modelPicker.value;
-  const response = await fetch(`/api/mothership/chats/${chatId}`, {
-    method: "PATCH",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
-    body: JSON.stringify({ model: chosen }),
-  }).catch(() => null);
-  const body = response ? await response.json().catch(() => ({})) : {};
-  if (!response?.ok) {
-    notice(body.detail || "Could not change the model; try again.");
-    modelPicker.value = modelPicker.dataset.saved || modelPicker.value;
-    return;
-  }
-  modelPicker.dataset.saved = body.model;
-  reply.setCanContinue(modelPicker.selectedOptions[0].dataset.prefill === "true", Boolean(state.activeStreamId));
-  notice(`Next replies use ${modelPicker.selectedOptions[0].textContent}.`);
+// The chat's model and system prompt, for its next turns.
+chatSettings({
+  chatId,
+  csrf,
+  notice,
+  onModelChanged: (prefill) => reply.setCanContinue(prefill, Boolean(state.activeStreamId)),
 });
-if (modelPicker) modelPicker.dataset.saved = modelPicker.value;
 
 
 // An untitled chat is named by its first message, as the server names it (chats.models.title_from).

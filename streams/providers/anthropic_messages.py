@@ -106,7 +106,18 @@ def _classify(exc: Exception) -> Failure | None:
 
 def _blocks(messages: list[dict]) -> list[dict]:
     # The API refuses whitespace-only text (a reply stopped after a blank delta, say): skip it.
-    return [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in messages if m["content"].strip()]
+    return [
+        {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+        for m in messages
+        if m["role"] != "system" and m["content"].strip()
+    ]
+
+
+def system_param(messages: list[dict]) -> dict:
+    """The chat's system prompt as the API takes it: the ``system`` parameter, not a message. It
+    comes first in the cached prefix, so every breakpoint after it covers it too."""
+    text = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"].strip())
+    return {"system": [{"type": "text", "text": text}]} if text else {}
 
 
 def with_breakpoints(messages: list[dict], *, last: int) -> list[dict]:
@@ -162,16 +173,19 @@ class AnthropicProvider:
         # [..., previous question, previous reply, this question]: read what the previous turn
         # (its question) or a warm call (through the reply) wrote; write it all for the next turn.
         request = with_breakpoints(messages, last=3)
+        system = system_param(messages)
         if prefix.strip():
             # Prefill: the reply goes on from the kept text. The API refuses a final assistant
             # turn that ends in whitespace, so that is left for the model to write again.
             request.append({"role": "assistant", "content": [{"type": "text", "text": prefix.rstrip()}]})
         return stream_with_retries(
-            lambda: self._stream_once(request, stop), classify=_classify, stop=stop, max_retries=settings.LLM_MAX_RETRIES
+            lambda: self._stream_once(request, system, stop), classify=_classify, stop=stop, max_retries=settings.LLM_MAX_RETRIES
         )
 
-    def _stream_once(self, request: list[dict], stop: threading.Event) -> Iterator[TextDelta | Usage]:
-        events = self.client.messages.create(model=self.model, max_tokens=self.spec.max_tokens, messages=request, stream=True)
+    def _stream_once(self, request: list[dict], system: dict, stop: threading.Event) -> Iterator[TextDelta | Usage]:
+        events = self.client.messages.create(
+            model=self.model, max_tokens=self.spec.max_tokens, messages=request, stream=True, **system
+        )
         reports = []  # usage of message_start, then message_delta's cumulative figures
         finished = False
         try:
@@ -206,7 +220,7 @@ class AnthropicProvider:
         request = with_breakpoints(messages, last=2)
         request.append({"role": "user", "content": [{"type": "text", "text": WARM_PROMPT}]})
         try:
-            reply = self.client.messages.create(model=self.model, max_tokens=1, messages=request)
+            reply = self.client.messages.create(model=self.model, max_tokens=1, messages=request, **system_param(messages))
         except (anthropic.AnthropicError, httpx.HTTPError) as exc:
             failure = _classify(exc)
             raise ProviderError(failure.reason if failure else f"provider error: {type(exc).__name__}") from exc

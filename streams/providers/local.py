@@ -73,6 +73,8 @@ class LocalProvider:
         # A conversation that ends with kept assistant text asks for its continuation.
         prefix = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
         prompt = f"{last_user}\x00{prefix}" if prefix else last_user
+        system = "".join(m["content"] for m in messages if m["role"] == "system")
+        prompt = f"{system}\x01{prompt}" if system else prompt  # another system prompt, another answer
         seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
         rng = random.Random(seed)
         if prefix:  # the kept text's sentence goes on

@@ -147,6 +147,7 @@ def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None 
                 model=provider.model,
                 model_id=provider.model_id,
                 continues=continues,
+                system_prompt=chat.system_prompt,
             )
             transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
             # The tile turns yellow everywhere.

@@ -320,3 +320,31 @@ def test_enter_sends_shift_enter_breaks_the_line_and_escape_stops(login, user, c
     page.keyboard.press("Escape")
     expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
     assert Message.objects.filter(chat=chat, role="user").get().content == "first line\nsecond line"
+
+
+def test_the_system_prompt_is_saved_from_its_side_section_and_used_by_the_next_turn(login, user, chat, stack):
+    context, _home = login(user)
+    page = context.new_page()
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    expect(page.locator("#system-summary")).to_have_text("none")
+    page.locator("#system-section > summary").click()
+    page.fill("#system-prompt", "Answer like a pirate.")
+    expect(page.locator("#system-status")).to_have_text("Not saved yet")
+    page.click("#system-save")
+    expect(page.locator("#system-status")).to_have_text("Saved: the next replies follow it.")
+    expect(page.locator("#system-summary")).to_have_text("on")
+    chat.refresh_from_db()
+    assert chat.system_prompt == "Answer like a pirate."
+
+    page.reload()
+    expect(page.locator("#system-prompt")).to_have_value("Answer like a pirate.")  # the section stayed open
+    _send(page, "/echo ahoy")
+    expect(page.locator(".msg--assistant").last.locator(".msg-content")).to_have_text("ahoy", timeout=10000)
+    assert Stream.objects.filter(chat=chat).latest("created_at").system_prompt == "Answer like a pirate."
+
+    page.fill("#system-prompt", "   ")
+    page.click("#system-save")
+    expect(page.locator("#system-status")).to_have_text("Removed: the next replies have none.")
+    expect(page.locator("#system-summary")).to_have_text("none")
+    chat.refresh_from_db()
+    assert chat.system_prompt == ""

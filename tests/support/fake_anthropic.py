@@ -76,7 +76,7 @@ class AnthropicHandler(Handler):
             return self.send_json(429, _error("rate_limit_error", message))
         if "stall before" in prompt:
             time.sleep(3)
-        usage = server.cache_usage(body["messages"])
+        usage = server.cache_usage(body["messages"], system=body.get("system"))
         if not body.get("stream") or "json body" in prompt:
             return self.send_json(
                 200, self._message(body, [{"type": "text", "text": "."}], "max_tokens", {**usage, "output_tokens": 1})
@@ -92,6 +92,14 @@ class AnthropicHandler(Handler):
         if not isinstance(messages, list) or not messages:
             return "messages: at least one message is required"
         breakpoints = 0
+        system = body.get("system")
+        if system is not None:  # a string, or text blocks (which may carry cache_control)
+            if not isinstance(system, str | list) or not all(
+                isinstance(b, dict) and b.get("type") == "text" and b.get("text", "").strip()
+                for b in _text_blocks({"content": system})
+            ):
+                return "system: Input should be a valid string or a list of non-empty text blocks"
+            breakpoints += sum("cache_control" in b for b in _text_blocks({"content": system}))
         for i, message in enumerate(messages):
             if message.get("role") not in ("user", "assistant"):
                 return f"messages.{i}.role: Input should be 'user' or 'assistant'"
@@ -175,12 +183,14 @@ class FakeAnthropic(FakeServer):
         self.min_cache_tokens = 0  # like a model's minimum cacheable prompt (1024 tokens and up)
         super().__init__(AnthropicHandler)
 
-    def cache_usage(self, messages: list[dict]) -> dict:
-        """Read the longest cached prefix, write one at every breakpoint; usage like Anthropic's."""
+    def cache_usage(self, messages: list[dict], system=None) -> dict:
+        """Read the longest cached prefix, write one at every breakpoint; usage like Anthropic's.
+        The system prompt is the start of every prefix, as the API's cache order has it."""
         seen: list[dict] = []
         total = 0
         prefixes = []  # (hash, tokens) at each breakpoint, in order
-        for message in messages:
+        turns = [{"role": "system", "content": system}] if system else []
+        for message in [*turns, *messages]:
             for block in _text_blocks(message):
                 seen.append({"role": message["role"], "text": block["text"]})
                 total += _tokens(block)

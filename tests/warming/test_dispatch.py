@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from chats.models import Message
 from chats.selectors import conversation_prefix
-from chats.services import chat_create
+from chats.services import chat_create, chat_set_system_prompt
 from mothership.consumers import MothershipConsumer
 from mothership.infra import groups
 from mothership.infra.redis import get_redis
@@ -278,6 +278,26 @@ def test_one_chat_of_a_batch_voided_or_streaming_leaves_the_others_claims_alone(
     assert model_calls == [conversation_prefix(chat_id=fine.id)]
     assert WarmingSchedule.objects.get(chat=streaming).claim_token == ""  # given back: the seal reschedules it
     assert warm_batch(ids, token) == {"superseded": 3}  # a redelivered message warms nothing twice
+
+
+def test_a_batch_warms_each_chat_with_its_system_prompt_and_hits_what_its_turn_wrote(workspace, monkeypatch):
+    prompted, plain = (chat_create(workspace=workspace, title=t) for t in ("prompted", "plain"))
+    chat_set_system_prompt(chat=prompted, system_prompt="Answer in one line")
+    for chat in (prompted, plain):
+        _talk(chat)
+        _due(chat)
+    sent = []
+    original = LocalProvider.warm_many
+    monkeypatch.setattr(
+        LocalProvider, "warm_many", lambda self, *, prefixes: sent.extend(prefixes) or original(self, prefixes=prefixes)
+    )
+    ids, token = _claimed_batch()
+    assert dispatch.warm_batch_run(chat_ids=ids, token=token)
+    assert {"role": "system", "content": "Answer in one line"} in [m for prefix in sent for m in prefix]
+    assert sorted(sent, key=len) == sorted([conversation_prefix(chat_id=c.id) for c in (prompted, plain)], key=len)
+    for chat in (prompted, plain):  # each read the whole prefix its turn wrote
+        schedule = WarmingSchedule.objects.get(chat=chat)
+        assert (schedule.warm_count, schedule.hit_count, schedule.last_cache_pct) == (1, 1, 100.0), chat.title
 
 
 def test_a_batch_costs_the_same_few_queries_and_redis_round_trips_for_2_or_20_warms(
