@@ -7,19 +7,20 @@ live snapshot) and ``warming`` (the badge), which is why it lives above all thre
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 from django.db.models import F, OuterRef, QuerySet, Subquery
 
 from chats.models import Chat, Message, Workspace
 from chats.selectors import chat_get_for_member, chat_messages_page, member_chats, parse_uuid
 from chats.services import chat_markers_repair
 from mothership.infra import cursors
-from streams import locks
 from streams.models import Stream
-from streams.selectors import stream_snapshot
+from streams.selectors import stream_snapshot, streams_liveness
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,20 @@ class ChatView:
     last_message: str
     warming: dict | None = None  # {"enabled", "nextWarmAt", "stopReason"} for the tile badge
     last_stream_reason: str = ""  # why the last turn ended so (a failed turn's reason, shown on hover)
+    last_event_at: int | None = None  # epoch ms of the live stream's latest event
+
+    @property
+    def quiet_seconds(self) -> int | None:
+        """How long the live stream has said nothing, once it has said something."""
+        if self.active_stream_id is None or self.last_event_at is None or self.queued:
+            return None
+        return max(0, int(time.time() - self.last_event_at / 1000))
+
+    @property
+    def stalled(self) -> bool:
+        """Streaming, its worker alive, but no event for MOTHERSHIP_STALL_SECONDS."""
+        quiet = self.quiet_seconds
+        return quiet is not None and quiet >= settings.MOTHERSHIP_STALL_SECONDS
 
     @property
     def queued(self) -> bool:
@@ -84,15 +99,14 @@ def annotated_chats(qs: QuerySet[Chat]) -> QuerySet[Chat]:
     )
 
 
-def _lock_owners(marked: list[Chat]) -> dict[str, str | None] | None:
-    """One MGET for every marked chat; None when Redis is unreachable (liveness unknown)."""
-    if not marked:
-        return {}
+def _liveness(marked: list[Chat]) -> tuple[dict[str, str | None] | None, dict[str, int | None]]:
+    """One MGET for every marked chat: its lock's owner and when its stream last said anything.
+    Owners None when Redis is unreachable (liveness unknown)."""
     try:
-        return locks.lock_owners(c.id for c in marked)
+        return streams_liveness([(c.id, c.active_stream_id) for c in marked])
     except redis.RedisError:
         logger.warning("liveness unknown: Redis unreachable while reconciling %d chats", len(marked))
-        return None
+        return None, {}
 
 
 def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) -> list[ChatView]:
@@ -102,8 +116,9 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
     unreachable → liveness "unknown" and the stored marker is kept. Stale rows are repaired
     in one compare-and-set UPDATE.
     """
+    last_event: dict[str, int | None] = {}
     if check:
-        owners = _lock_owners([c for c in chats if c.active_stream_id is not None])
+        owners, last_event = _liveness([c for c in chats if c.active_stream_id is not None])
     else:  # only for measuring what reconciliation costs (bench/reconcile.py)
         owners, repair = None, False
     views, repairs = [], {}
@@ -127,6 +142,8 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
                 last_message=(getattr(chat, "last_message_content", None) or "")[:200],
                 last_stream_reason=getattr(chat, "last_stream_reason", None) or "",
                 warming=_tile_warming(chat),
+                # The marker's stream only: when another owns the lock, its silence is not known here.
+                last_event_at=last_event.get(str(active)) if active == chat.active_stream_id else None,
             )
         )
     if repair and repairs:

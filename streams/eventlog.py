@@ -11,6 +11,7 @@ whose seq is already in the log (retried after its reply was lost) changes nothi
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from django.conf import settings
@@ -44,6 +45,7 @@ if type(added) == 'table' and added.err then
   return redis.error_reply(added.err)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('SET', KEYS[3], ARGV[9], 'PX', ARGV[5])  -- when the stream last said anything
 release()
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
@@ -56,6 +58,11 @@ class Fenced(Exception):
 
 def log_key(stream_id) -> str:
     return f"{KEY_PREFIX}{uuid.UUID(str(stream_id))}:events"
+
+
+def activity_key(stream_id) -> str:
+    """Epoch ms of the stream's latest event (set by every append): how long it has been quiet."""
+    return f"{KEY_PREFIX}{uuid.UUID(str(stream_id))}:at"
 
 
 def append(*, chat_id, stream_id, event: dict, fenced: bool = True, release_lock: bool = False) -> None:
@@ -84,7 +91,7 @@ def _append_call(chat_id, stream_id, event: dict, fenced: bool, release_lock: bo
     ttl_ms = int(settings.MOTHERSHIP_EVENT_LOG_TTL * 1000) if terminal else _LIVE_TTL_MS
     text = events.encode(event)  # once: the log's entry, and the text every socket is sent
     return {
-        "keys": [log_key(stream_id), lock_key(chat_id)],
+        "keys": [log_key(stream_id), lock_key(chat_id), activity_key(stream_id)],
         "args": [
             "1" if fenced else "0",
             str(stream_id),
@@ -94,6 +101,7 @@ def _append_call(chat_id, stream_id, event: dict, fenced: bool, release_lock: bo
             groups.group_channel(groups.chat_group(chat_id)),
             groups.serialize(events.group_message(event, text)),
             "1" if release_lock else "0",
+            int(time.time() * 1000),
         ],
     }
 

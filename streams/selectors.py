@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import redis
 
-from streams import eventlog
+from mothership.infra.redis import get_redis
+from streams import eventlog, locks
 from streams.models import Stream
 from streams.providers import Usage
 from streams.providers.pricing import usage_cost
+
+
+def streams_liveness(marked: list[tuple]) -> tuple[dict[str, str | None], dict[str, int | None]]:
+    """For ``(chat_id, stream_id)`` pairs, in one MGET: each chat's lock owner (by chat id) and
+    the epoch ms of each stream's latest event (by stream id; None before its first)."""
+    if not marked:
+        return {}, {}
+    lock_keys = [locks.lock_key(chat_id) for chat_id, _ in marked]
+    values = get_redis().mget([*lock_keys, *(eventlog.activity_key(stream_id) for _, stream_id in marked)])
+    owners = {str(chat_id): (v.decode() if v is not None else None) for (chat_id, _), v in zip(marked, values)}
+    last_event = {str(stream_id): (int(v) if v is not None else None) for (_, stream_id), v in zip(marked, values[len(marked) :])}
+    return owners, last_event
 
 
 def stream_in_chat(*, chat_id, stream_id) -> bool:

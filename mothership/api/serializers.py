@@ -19,6 +19,9 @@ class ChatOutput(serializers.Serializer):
     liveness = serializers.ChoiceField(choices=["verified", "unknown"])
     state = serializers.ChoiceField(choices=["idle", "streaming", "cancelled", "interrupted", "failed"])
     last_message = serializers.CharField()
+    stalled = serializers.BooleanField(
+        help_text="Streaming, its worker alive, but no event for MOTHERSHIP_STALL_SECONDS (the model has gone quiet)."
+    )
     closed_at = serializers.DateTimeField(source="chat.closed_at", allow_null=True)
     warming = serializers.DictField(
         allow_null=True, help_text="The tile's warming badge: enabled, nextWarmAt (epoch ms), stopReason; null before any opt-in."

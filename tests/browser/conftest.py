@@ -43,6 +43,7 @@ class Stack:
             "MOTHERSHIP_SWEEP_INTERVAL": 0.5,
             "MOTHERSHIP_WARMING_TICK": 0.2,
             "MOTHERSHIP_WARMING_MIN_INTERVAL": 1,
+            "MOTHERSHIP_STALL_SECONDS": 2,
             # Two models, so the chat page shows its model picker (both offline); the second cannot
             # go on from kept text, as an OpenAI-compatible model without prefill cannot.
             "LLM_MODELS": '[{"id": "mothership-local-1", "provider": "local", "label": "Local"},'

@@ -348,3 +348,35 @@ def test_the_system_prompt_is_saved_from_its_side_section_and_used_by_the_next_t
     expect(page.locator("#system-summary")).to_have_text("none")
     chat.refresh_from_db()
     assert chat.system_prompt == ""
+
+
+def test_a_streaming_tile_says_stalled_when_its_model_goes_quiet(login, user, chat, stack):
+    # This process plays a worker whose model has stopped talking: it holds the lock (heartbeat)
+    # and has said one thing. The stack's worker never sees this turn (another queue).
+    from streams import eventlog, events, locks
+    from streams.services import stream_start
+
+    turn = stream_start(chat=chat, content="Think for a long time")
+    Stream.objects.filter(pk=turn.stream.id).update(status=Stream.Status.STREAMING)
+    started = events.stream_event(type=events.STARTED, chat_id=chat.id, stream_id=turn.stream.id, seq=1)
+    eventlog.append(chat_id=chat.id, stream_id=turn.stream.id, event=started)
+    context, home = login(user)
+    tile = home.locator(f'.tile[data-chat-id="{chat.id}"]')
+    try:
+        deadline = time.monotonic() + 10
+        while not tile.get_attribute("class").count("tile--stalled") and time.monotonic() < deadline:
+            locks.lock_heartbeat(chat_id=chat.id, stream_id=turn.stream.id)
+            time.sleep(0.5)
+        expect(tile).to_have_class(re.compile(r"\btile--stalled\b"))  # 2 s quiet, seen by the page's re-read
+        expect(tile).to_have_attribute("data-state", "streaming")
+        expect(tile.locator(".tile-state")).to_have_text(re.compile(r"^stalled — no word for \d+ s$"))
+        delta = events.stream_event(type=events.DELTA, chat_id=chat.id, stream_id=turn.stream.id, seq=2, text="Well ")
+        eventlog.append(chat_id=chat.id, stream_id=turn.stream.id, event=delta)
+        deadline = time.monotonic() + 10
+        while tile.get_attribute("class").count("tile--stalled") and time.monotonic() < deadline:
+            locks.lock_heartbeat(chat_id=chat.id, stream_id=turn.stream.id)
+            time.sleep(0.5)
+        expect(tile).not_to_have_class(re.compile(r"\btile--stalled\b"))  # it spoke again
+        expect(tile.locator(".tile-state")).to_have_text("streaming")
+    finally:
+        locks.lock_release(chat_id=chat.id, stream_id=turn.stream.id)
