@@ -85,6 +85,20 @@ class Chat(models.Model):
         return self.title
 
 
+class ChatVisit(models.Model):
+    """When a member last had the chat in front of them: a reply that finished after it is new to them."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="visits")
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "chat"], name="chat_visit_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} saw {self.chat_id} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user"

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chats.models import UNTITLED, Chat, Membership, Workspace
+from chats.models import UNTITLED, Chat, ChatVisit, Membership, Workspace
 from chats.signals import chat_created, chat_renamed
 from mothership.infra.signals import send_logged
 
@@ -53,6 +53,11 @@ def chat_set_model(*, chat: Chat, model_id: str) -> Chat:
     Chat.objects.filter(pk=chat.pk).update(model_id=model_id)
     chat.model_id = model_id
     return chat
+
+
+def chat_mark_seen(*, user, chat: Chat) -> None:
+    """The member has the chat in front of them now: its replies so far are no longer new to them."""
+    ChatVisit.objects.update_or_create(user=user, chat=chat, defaults={"seen_at": timezone.now()})
 
 
 def chat_set_system_prompt(*, chat: Chat, system_prompt: str) -> Chat:

@@ -6,6 +6,7 @@ live snapshot) and ``warming`` (the badge), which is why it lives above all thre
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import uuid
@@ -15,7 +16,7 @@ import redis
 from django.conf import settings
 from django.db.models import F, OuterRef, QuerySet, Subquery
 
-from chats.models import Chat, Message, Workspace
+from chats.models import Chat, ChatVisit, Message, Workspace
 from chats.selectors import chat_get_for_member, chat_messages_page, member_chats, parse_uuid
 from chats.services import chat_markers_repair
 from mothership.infra import cursors
@@ -42,6 +43,18 @@ class ChatView:
     warming: dict | None = None  # {"enabled", "nextWarmAt", "stopReason"} for the tile badge
     last_stream_reason: str = ""  # why the last turn ended so (a failed turn's reason, shown on hover)
     last_event_at: int | None = None  # epoch ms of the live stream's latest event
+    last_finished_at: datetime.datetime | None = None  # when the last turn ended
+    seen_at: datetime.datetime | None = None  # when this user last had the chat open (lists only)
+
+    @property
+    def unread(self) -> bool:
+        """A reply ended after this user last had the chat open (never opened: nothing is new)."""
+        return (
+            self.active_stream_id is None
+            and self.seen_at is not None
+            and self.last_finished_at is not None
+            and self.last_finished_at > self.seen_at
+        )
 
     @property
     def quiet_seconds(self) -> int | None:
@@ -91,6 +104,7 @@ def annotated_chats(qs: QuerySet[Chat]) -> QuerySet[Chat]:
     return qs.annotate(
         last_stream_status=Subquery(last_stream.values("status")[:1]),
         last_stream_reason=Subquery(last_stream.values("reason")[:1]),
+        last_stream_finished_at=Subquery(last_stream.values("finished_at")[:1]),
         last_message_content=Subquery(last_message.values("content")[:1]),
         # The warming badge, through the 1:1 join (NULL when the chat has no schedule yet).
         warming_enabled=F("warming__enabled"),
@@ -144,6 +158,8 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
                 warming=_tile_warming(chat),
                 # The marker's stream only: when another owns the lock, its silence is not known here.
                 last_event_at=last_event.get(str(active)) if active == chat.active_stream_id else None,
+                last_finished_at=getattr(chat, "last_stream_finished_at", None),
+                seen_at=getattr(chat, "seen_at", None),
             )
         )
     if repair and repairs:
@@ -164,8 +180,9 @@ def chat_list(
         qs = qs.filter(workspace=workspace)
     if cursor:
         qs = qs.filter(cursors.after(CHAT_ORDER, cursors.decode(cursor, len(CHAT_ORDER)), descending=True))
-    # Tiles never show the system prompt, which may be long.
-    ordered = annotated_chats(qs.select_related("workspace").defer("system_prompt"))
+    # Tiles never show the system prompt, which may be long; they show whether a reply is new to this user.
+    seen = ChatVisit.objects.filter(chat=OuterRef("pk"), user=user).values("seen_at")[:1]
+    ordered = annotated_chats(qs.select_related("workspace").defer("system_prompt")).annotate(seen_at=Subquery(seen))
     chats = list(ordered.order_by(*(f"-{field}" for field in CHAT_ORDER))[: limit + 1])
     page = chats[:limit]
     following = cursors.encode([getattr(page[-1], field) for field in CHAT_ORDER]) if len(chats) > limit else None

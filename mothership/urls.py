@@ -40,6 +40,7 @@ api_patterns = [
     ),
     path("mothership/chats/<str:chat_id>/cancel", stream_api.ChatCancelApi.as_view(), name="api-chat-cancel"),
     path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
+    path("mothership/chats/<str:chat_id>/seen", mothership_api.ChatSeenApi.as_view(), name="api-chat-seen"),
     path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
 ]

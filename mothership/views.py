@@ -66,6 +66,7 @@ CHAT_LIST_SIDE = 50  # conversations in the chat page's list (the dashboard page
 @require_GET
 def chat_page(request, chat_id):
     detail = selectors.chat_detail(user=request.user, chat_id=chat_id)
+    chat_services.chat_mark_seen(user=request.user, chat=detail.view.chat)
     # The workspace's latest conversations beside this one (which is listed even when older).
     conversations, _ = selectors.chat_list(user=request.user, workspace=detail.view.chat.workspace, limit=CHAT_LIST_SIDE)
     if all(view.chat.pk != detail.view.chat.pk for view in conversations):

@@ -19,6 +19,9 @@ class ChatOutput(serializers.Serializer):
     liveness = serializers.ChoiceField(choices=["verified", "unknown"])
     state = serializers.ChoiceField(choices=["idle", "streaming", "cancelled", "interrupted", "failed"])
     last_message = serializers.CharField()
+    unread = serializers.BooleanField(
+        help_text="A reply ended after you last had this chat open (POST …/seen); false in a chat's own JSON."
+    )
     stalled = serializers.BooleanField(
         help_text="Streaming, its worker alive, but no event for MOTHERSHIP_STALL_SECONDS (the model has gone quiet)."
     )

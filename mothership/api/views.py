@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from chats import selectors as chat_selectors
 from chats.models import SYSTEM_PROMPT_MAX
-from chats.services import chat_create, chat_rename, chat_set_model, chat_set_system_prompt
+from chats.services import chat_create, chat_mark_seen, chat_rename, chat_set_model, chat_set_system_prompt
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
@@ -159,6 +159,16 @@ class ChatDetailApi(APIView):
         if "system_prompt" in payload.validated_data:
             chat_set_system_prompt(chat=chat, system_prompt=payload.validated_data["system_prompt"])
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
+
+
+class ChatSeenApi(APIView):
+    """The caller has the chat in front of them: its replies so far are no longer "new" on their tiles."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request, chat_id):
+        chat = chat_selectors.chat_get_for_member(user=request.user, chat_id=chat_id)  # 404 for anyone else
+        chat_mark_seen(user=request.user, chat=chat)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ChatCloseApi(APIView):

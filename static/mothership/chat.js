@@ -93,7 +93,16 @@ function adopt(event) {
   setBusy(true);
 }
 
+// A reply that ends in front of the reader is not "new" on their tiles; one that ended while the
+// tab was hidden is, until they come back to it.
+function markSeen() {
+  if (document.visibilityState !== "visible") return;
+  fetch(`/api/mothership/chats/${chatId}/seen`, { method: "POST", headers: { "X-CSRFToken": csrf } }).catch(() => {});
+}
+document.addEventListener("visibilitychange", markSeen);
+
 function settle(status, text) {
+  markSeen();
   if (state.activeStreamId) state.finished.add(state.activeStreamId);
   if (state.activeMessageId) reply.finish(state.activeMessageId, text);
   markStatus(state.activeMessageId, status);

@@ -18,8 +18,15 @@ function tileFor(chatId) {
 
 // Put a server-rendered tile in place of its old self, or first in the list when it is new
 // (on the first page; an older page only keeps its own tiles up to date).
-function place(fresh) {
+function place(fresh, { pushed = false } = {}) {
   const old = tileFor(fresh.dataset.chatId);
+  // A pushed tile is rendered for the whole workspace, not for this reader: whether a reply is
+  // new to them stays this page's (a re-read brings the server's answer). A turn that ends while
+  // they look at the dashboard is new to them.
+  if (pushed && old && (old.dataset.unread === "true" || (old.dataset.state === "streaming" && fresh.dataset.state !== "streaming"))) {
+    fresh.dataset.unread = "true";
+    fresh.querySelector(".tile-unread").hidden = false;
+  }
   if (old) old.replaceWith(fresh);
   else if (firstPage) {
     list.prepend(fresh);
@@ -71,7 +78,7 @@ if (workspaceId) {
       reread(); // anything that changed while we were away
     },
     onMessage: (message) => {
-      if (message.type === "tile" && message.workspaceId === workspaceId) place(fromHtml(message.html));
+      if (message.type === "tile" && message.workspaceId === workspaceId) place(fromHtml(message.html), { pushed: true });
       else if (message.type === "tile.warming" && message.workspaceId === workspaceId) {
         const li = tileFor(message.conversationId);
         if (li) renderBadge(li, message.warming);

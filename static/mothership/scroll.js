@@ -2,15 +2,36 @@
 // reply is followed as it grows. Scrolling up to read stops that; coming back to the end, or
 // sending, starts it again.
 const SLACK = 80; // px from the end that still count as "at the end"
+const LET_GO_MS = 400;
 
 export function followEnd(content) {
   const page = document.scrollingElement;
   const atEnd = () => page.scrollTop + window.innerHeight >= page.scrollHeight - SLACK;
-  const toEnd = () => page.scrollTo({ top: page.scrollHeight });
+  const trace = globalThis.__followTrace; // set by a test: why the page moved
+  const note = (what) => trace?.push(`${Math.round(performance.now())} ${what} top=${page.scrollTop} h=${page.scrollHeight}`);
+  const toEnd = () => {
+    note("toEnd");
+    page.scrollTo({ top: page.scrollHeight });
+  };
   let pinned = true;
-  window.addEventListener("scroll", () => (pinned = atEnd()), { passive: true });
+  let letGoAt = -Infinity; // when the reader last moved up
+  let lastTop = page.scrollTop;
+  window.addEventListener("scroll", () => {
+    const top = page.scrollTop;
+    // Moving up and off the end lets go; reaching the end going down (or by toEnd) holds on. A
+    // move up still at the end (a smooth scroll's first steps, a page that shrank) changes nothing.
+    // The scroll events of a follow just before a move up arrive after it: no hold for a moment.
+    if (top < lastTop && !atEnd()) pinned = false;
+    else if (top >= lastTop && atEnd() && performance.now() - letGoAt > LET_GO_MS) pinned = true;
+    note(`scroll pinned=${pinned} last=${lastTop}`);
+    lastTop = top;
+  }, { passive: true });
   // A move up lets go at once, before its (possibly smooth) scrolling has left the end.
-  const letGo = () => (pinned = false);
+  const letGo = () => {
+    note("let go");
+    pinned = false;
+    letGoAt = performance.now();
+  };
   window.addEventListener("wheel", (e) => e.deltaY < 0 && letGo(), { passive: true });
   let touchY = null;
   window.addEventListener("touchstart", (e) => (touchY = e.touches[0]?.clientY ?? null), { passive: true });

@@ -380,3 +380,45 @@ def test_a_streaming_tile_says_stalled_when_its_model_goes_quiet(login, user, ch
         expect(tile.locator(".tile-state")).to_have_text("streaming")
     finally:
         locks.lock_release(chat_id=chat.id, stream_id=turn.stream.id)
+
+
+def _set_visibility(page, state: str) -> None:
+    """What the browser says when its tab is hidden or shown again (headless tabs are all "visible")."""
+    page.evaluate(
+        """(state) => {
+          Object.defineProperty(document, 'visibilityState', { get: () => state, configurable: true });
+          document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        state,
+    )
+
+
+def test_a_reply_that_ends_while_you_are_away_marks_its_tile_until_you_look(login, user, chat, stack):
+    context, home = login(user)
+    tile = home.locator(f'.tile[data-chat-id="{chat.id}"]')
+    badge = tile.locator(".tile-unread")
+    page = context.new_page()
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    _send(page, "/echo in front of you")  # ends while the chat is in front of the reader
+    expect(page.locator(".msg--assistant").last.locator(".msg-content")).to_have_text("in front of you", timeout=10000)
+    home.reload()
+    expect(tile).to_have_attribute("data-state", "idle")
+    expect(badge).to_be_hidden()
+
+    _send(page, "Write a long answer")
+    _wait_streaming(page, 3)
+    _set_visibility(page, "hidden")  # the reader goes to another tab
+    expect(tile).to_have_attribute("data-state", "streaming", timeout=5000)
+    expect(badge).to_be_visible(timeout=20000)  # live, as the turn ends
+    expect(badge).to_have_text("new reply")
+    home.reload()
+    expect(badge).to_be_visible()  # the server's answer too
+
+    _set_visibility(page, "visible")  # back to the chat: seen
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        home.reload()
+        if not badge.is_visible():
+            break
+        time.sleep(0.3)
+    expect(badge).to_be_hidden()
