@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import Length
 from django.http import Http404
 
 from chats.models import Chat, Membership, Message, Workspace
@@ -18,11 +19,13 @@ __all__ = [
     "chat_get_for_member",
     "conversation_prefix",
     "conversation_prefixes",
+    "conversation_size",
     "member_chats",
     "parse_uuid",
     "user_is_member",
     "workspace_get",
     "workspace_is_member",
+    "workspace_is_owner",
     "workspace_list",
 ]
 
@@ -43,6 +46,10 @@ def workspace_get(*, user, workspace_id) -> Workspace:
 def workspace_is_member(*, user, workspace_id) -> bool:
     pk = parse_uuid(workspace_id)
     return bool(pk) and getattr(user, "is_authenticated", False) and workspace_list(user=user).filter(pk=pk).exists()
+
+
+def workspace_is_owner(*, user, workspace_id) -> bool:
+    return Membership.objects.filter(user=user, workspace_id=workspace_id, role=Membership.Role.OWNER).exists()
 
 
 def member_chats(*, user) -> QuerySet[Chat]:
@@ -145,6 +152,13 @@ def conversation_prefix(*, chat_id, until: Message | None = None, exclude_ids=()
     if system is None:
         system = Chat.objects.filter(pk=chat_id).values_list("system_prompt", flat=True).first() or ""
     return _with_system(system, messages)
+
+
+def conversation_size(*, chat_id) -> tuple[int, int]:
+    """The characters and the messages of a conversation's text (what a prompt's cost is estimated
+    from before it is built), in one aggregate query."""
+    row = Message.objects.filter(chat_id=chat_id).exclude(content="").aggregate(chars=Sum(Length("content")), count=Count("id"))
+    return row["chars"] or 0, row["count"]
 
 
 def conversation_prefixes(*, chat_ids, systems: dict | None = None) -> dict[uuid.UUID, list[dict]]:

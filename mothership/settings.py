@@ -124,6 +124,7 @@ INSTALLED_APPS = [
     "mothership",
     "chats",
     "streams",
+    "spend",
     "warming",
 ]
 

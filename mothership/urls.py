@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView
 from chats.api import views as chat_api
 from mothership import views
 from mothership.api import views as mothership_api
+from spend.api import views as spend_api
 from streams.api import views as stream_api
 from streams.providers import models
 from warming.api import views as warming_api
@@ -21,6 +22,7 @@ api_patterns = [
     path("auth/token", mothership_api.TokenObtainApi.as_view(), name="api-token"),
     path("auth/ws-ticket", mothership_api.WsTicketApi.as_view(), name="api-ws-ticket"),
     path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
+    path("mothership/workspaces/<str:workspace_id>/budget", spend_api.WorkspaceBudgetApi.as_view(), name="api-workspace-budget"),
     path("mothership/models", stream_api.ModelListApi.as_view(), name="api-models"),
     path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
     path("mothership/chats/<str:chat_id>", mothership_api.ChatDetailApi.as_view(), name="api-chat"),

@@ -16,6 +16,7 @@ from chats.models import SYSTEM_PROMPT_MAX
 from mothership import selectors
 from mothership.infra import cursors
 from mothership.infra.redis import get_redis
+from spend.selectors import budget_status
 from streams.api.serializers import messages_output
 from streams.providers import model_for, models
 
@@ -45,6 +46,9 @@ def home(request):
         "first_page": not request.GET.get("cursor"),
         "older": older,  # the next page's cursor, None on the last
         "liveness_poll_ms": liveness_poll_ms,
+        # Spend against the budgets (this month, the reader's today); owners set them here.
+        "spend": budget_status(workspace_id=workspace.pk, user_id=request.user.pk) if workspace else None,
+        "can_set_budget": bool(workspace) and chat_selectors.workspace_is_owner(user=request.user, workspace_id=workspace.pk),
     }
     return render(request, "mothership/home.html", context)
 

@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 
 from mothership.infra.redis import UNAVAILABLE
+from spend import counters
 from streams import eventlog
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class FrameClock(threading.Thread):
                     publish_frames(due)
                 except Exception:  # never let the clock die: each run learns of its own failure
                     logger.exception("frame clock tick failed")
+                charge_frames(due)
             if stopping:
                 return
 
@@ -91,6 +93,28 @@ def publish_frames(runs: list) -> None:
     finally:
         for run in held:
             run.emit_lock.release()
+
+
+def charge_frames(runs: list) -> None:
+    """Charge each run's newly published output against its budget, all in one round trip; a run
+    whose workspace (or member) is now past its budget stops (``over_budget``). Never raises: a
+    charge Redis did not take is settled by the turn's seal."""
+    charges = []
+    for run in runs:
+        with run.emit_lock:
+            charge = run.take_charge()
+        if charge is not None:
+            charges.append((run, charge))
+    if not charges:
+        return
+    try:
+        over = counters.charge_many([charge for _, charge in charges])
+    except redis.RedisError:
+        logger.warning("frame charges of %d turns not counted", len(charges), exc_info=True)
+        return
+    for (run, _), past_budget in zip(charges, over, strict=True):
+        if past_budget:
+            run.over_budget()
 
 
 _clock: FrameClock | None = None

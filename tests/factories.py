@@ -92,3 +92,30 @@ class WarmingScheduleFactory(factory.django.DjangoModelFactory):
         model = WarmingSchedule
 
     chat = factory.SubFactory(ChatFactory)
+
+
+def spent(workspace, usd: str | None = None, *, nanousd: int | None = None, user=None, kind="turn", model="earlier", at=None):
+    """The ledger already holds this charge (``usd`` dollars, or ``nanousd``): written through its
+    service, running totals included."""
+    import datetime
+    import uuid
+    from decimal import Decimal
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from spend.services import charge_record
+
+    with transaction.atomic():
+        charge_record(
+            charge_id=uuid.uuid4(),
+            kind=kind,
+            workspace_id=workspace.pk,
+            user_id=getattr(user, "pk", None),
+            chat_id=None,
+            model=model,
+            tokens={"input_tokens": 10, "output_tokens": 5},
+            estimated=False,
+            cost_nanousd=int(Decimal(usd) * 10**9) if usd is not None else nanousd,
+            at=at if isinstance(at, datetime.datetime) else timezone.now(),
+        )

@@ -30,6 +30,7 @@ from streams.providers import Provider, ProviderError, Usage, get_provider, mode
 from streams.providers.pricing import prices, usage_cost
 from warming.models import WarmingSchedule
 from warming.services import warming_push, warming_push_many
+from warming.spending import warm_charges, warms_over_budget
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +152,12 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
     ids = list(dict.fromkeys(uuid.UUID(str(chat_id)) for chat_id in chat_ids))
     # The claims, with what each chat's warm sends besides its messages: its system prompt and model.
     rows = WarmingSchedule.objects.filter(chat_id__in=ids, claim_token=token)
-    chats = {
-        chat_id: (system, model_id)
-        for chat_id, system, model_id in rows.values_list("chat_id", "chat__system_prompt", "chat__model_id")
-    }
+    chats, workspaces, recent = {}, {}, {}
+    for chat_id, system, model_id, workspace_id, *last in rows.values_list(
+        "chat_id", "chat__system_prompt", "chat__model_id", "chat__workspace_id", "last_warm_at", "last_turn_at"
+    ):
+        chats[chat_id], workspaces[chat_id] = (system, model_id), workspace_id
+        recent[chat_id] = max(filter(None, last), default=None)
     claimed = set(chats)
     outcomes: dict[uuid.UUID, str] = {}
     if claimed:
@@ -169,6 +172,15 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
         empty = {chat_id for chat_id, messages in prefixes.items() if not messages}
         model_names, results = {}, {}
         to_warm = {c: messages for c, messages in prefixes.items() if messages}
+        # Each warm checked against its workspace's monthly budget first: one that would cross it
+        # is not sent, and its warming stops (``budget``).
+        over_budget = warms_over_budget(
+            prefixes=to_warm,
+            workspaces=workspaces,
+            models={c: model_for(chats[c][1] or None).model for c in to_warm},
+            cached_since=recent,
+        )
+        to_warm = {c: messages for c, messages in to_warm.items() if c not in over_budget}
         if to_warm:
             # Each conversation with its own chat's model: one provider call per model of the batch.
             by_model: dict[str, dict] = {}
@@ -178,7 +190,15 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
                 provider = get_provider(model_id)
                 model_names.update(dict.fromkeys(group, provider.model))
                 results.update(_warm_many(provider, group))
-        outcomes = _record_batch(token, streaming=streaming, empty=empty, results=results, models=model_names)
+        outcomes = _record_batch(
+            token,
+            streaming=streaming,
+            empty=empty,
+            over_budget=over_budget,
+            results=results,
+            models=model_names,
+            workspaces=workspaces,
+        )
     return [WarmResult(str(chat_id), outcomes.get(chat_id, "superseded")) for chat_id in ids]
 
 
@@ -216,9 +236,18 @@ def _reason(exc: Exception) -> str:
 
 
 def _record_batch(
-    token: str, *, streaming: set, empty: set, results: dict[uuid.UUID, Usage | str], models: dict[uuid.UUID, str]
+    token: str,
+    *,
+    streaming: set,
+    empty: set,
+    over_budget: set,
+    results: dict[uuid.UUID, Usage | str],
+    models: dict[uuid.UUID, str],
+    workspaces: dict[uuid.UUID, object],
 ) -> dict:
-    """One transaction for the whole batch: each row's outcome, written only where it still carries ``token``.
+    """One transaction for the whole batch: each row's outcome, written only where it still carries
+    ``token``, and each warm's charge in the ledger (its id from the claim: a batch run again
+    finds its claims gone and charges nothing).
 
     After the commit every recorded conversation but those given back to a streaming turn is pushed.
     """
@@ -228,7 +257,9 @@ def _record_batch(
         # CAS per row, under its row lock: a close, a disable, a re-claim or a sealed turn that
         # voided the claim meanwhile leaves the row out, so nothing is recorded there.
         rows = list(
-            WarmingSchedule.objects.select_for_update().filter(chat_id__in=[*streaming, *empty, *results], claim_token=token)
+            WarmingSchedule.objects.select_for_update().filter(
+                chat_id__in=[*streaming, *empty, *over_budget, *results], claim_token=token
+            )
         )
         for schedule in rows:
             chat_id = schedule.chat_id
@@ -240,9 +271,14 @@ def _record_batch(
             if chat_id in empty:
                 schedule.next_warm_at = now + datetime.timedelta(seconds=schedule.interval_seconds) if schedule.enabled else None
                 outcomes[chat_id] = "empty"
+            elif chat_id in over_budget:
+                _stop(schedule, "budget")
+                outcomes[chat_id] = "budget"
             else:
                 outcomes[chat_id] = _apply_warm(schedule, results[chat_id], models.get(chat_id, ""), now)
         bulk.update_by_pk(rows, _RECORDED_FIELDS)  # one statement: each row's own values, by primary key
+        warmed = {c: results[c] for c, outcome in outcomes.items() if outcome == "warmed"}
+        warm_charges(token=token, usages=warmed, models=models, workspaces=workspaces, at=now)
         pushed = [chat_id for chat_id, outcome in outcomes.items() if outcome != "skipped_streaming"]
         if pushed:
             transaction.on_commit(lambda: warming_push_many(chat_ids=pushed))  # saved first, then pushed (CR-4b)
@@ -310,10 +346,14 @@ def _apply_stop_rules(schedule: WarmingSchedule, now, model: str) -> None:
     elif idle_since is not None and (now - idle_since).total_seconds() >= settings.MOTHERSHIP_WARMING_IDLE_LIMIT:
         reason = "idle_limit"
     if reason:
-        schedule.enabled = False
-        schedule.stop_reason = reason
-        schedule.next_warm_at = None
-        logger.info("warming of chat %s stopped: %s", schedule.chat_id, reason)
+        _stop(schedule, reason)
+
+
+def _stop(schedule: WarmingSchedule, reason: str) -> None:
+    schedule.enabled = False
+    schedule.stop_reason = reason
+    schedule.next_warm_at = None
+    logger.info("warming of chat %s stopped: %s", schedule.chat_id, reason)
 
 
 # --- turns ---------------------------------------------------------------------------------

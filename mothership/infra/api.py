@@ -19,6 +19,14 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+class PaymentRequired(APIException):
+    """402: a budget has no room for what was asked (its body says which, and by how much)."""
+
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    default_detail = "Over budget."
+    default_code = "budget_exceeded"
+
+
 def _first_message(errors) -> str:
     if isinstance(errors, dict):
         for field, value in errors.items():

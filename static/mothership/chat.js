@@ -70,7 +70,10 @@ function assistantBubble(messageId) {
   return transcript.querySelector(`[data-message-id="${messageId}"]`) || bubble("assistant", "", messageId);
 }
 
-function markStatus(messageId, status) {
+// Why a turn stopped, where its status alone does not say it.
+const STOP_LABELS = { budget: "stopped: the budget is spent" };
+
+function markStatus(messageId, status, reason) {
   const li = messageId && transcript.querySelector(`[data-message-id="${messageId}"]`);
   if (!li || status === "complete") return;
   li.classList.add(`msg--${status}`);
@@ -80,7 +83,7 @@ function markStatus(messageId, status) {
     li.querySelector(".msg-content").after(tag);
   }
   tag.className = "msg-status";
-  tag.textContent = status;
+  tag.textContent = STOP_LABELS[reason] || status;
 }
 
 // A turn started elsewhere (another tab, an API client): follow it from its first event.
@@ -101,11 +104,11 @@ function markSeen() {
 }
 document.addEventListener("visibilitychange", markSeen);
 
-function settle(status, text) {
+function settle(status, text, reason) {
   markSeen();
   if (state.activeStreamId) state.finished.add(state.activeStreamId);
   if (state.activeMessageId) reply.finish(state.activeMessageId, text);
-  markStatus(state.activeMessageId, status);
+  markStatus(state.activeMessageId, status, reason);
   state.activeStreamId = null;
   state.activeMessageId = null;
   clearTimeout(state.settleTimer);
@@ -122,7 +125,7 @@ function onReplayGap(event) {
     return;
   }
   const message = (event.snapshot?.messages || []).find((m) => m.id === state.activeMessageId);
-  settle(message?.status || "complete", message ? message.content : undefined);
+  settle(message?.status || "complete", message ? message.content : undefined, message?.stop_reason);
 }
 
 function onEvent(event) {
@@ -145,7 +148,7 @@ function onEvent(event) {
   } else if (event.type === "stream.delta") {
     rendererFor(state.activeMessageId).append(event.text);
   } else if (TERMINAL.includes(event.type)) {
-    settle(event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length));
+    settle(event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length), undefined, event.reason);
   }
 }
 

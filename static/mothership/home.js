@@ -3,6 +3,7 @@
 // A tile's markup and labels live in one place, the server's templates/mothership/_tile.html:
 // a pushed tile carries it rendered ("html"), and a re-read takes it from the page itself.
 import { countdown, openSocket, relativeTime } from "./live.js";
+import { spendPanel } from "./spend.js";
 
 const root = document.getElementById("dashboard");
 const workspaceId = root.dataset.workspace;
@@ -11,6 +12,8 @@ const statusLine = document.getElementById("dashboard-status");
 const REREAD_MS = 15000;
 // The dashboard shows a page of tiles, newest first; only the first page takes in new ones.
 const firstPage = root.dataset.firstPage !== "false";
+const spend = document.getElementById("spend");
+spendPanel(spend);
 
 function tileFor(chatId) {
   return list.querySelector(`.tile[data-chat-id="${chatId}"]`);
@@ -27,6 +30,8 @@ function place(fresh, { pushed = false } = {}) {
     fresh.dataset.unread = "true";
     fresh.querySelector(".tile-unread").hidden = false;
   }
+  // A reply ended: what it cost is in the ledger now.
+  if (old && old.dataset.state === "streaming" && fresh.dataset.state !== "streaming") spend?.dispatchEvent(new Event("spend:refresh"));
   if (old) old.replaceWith(fresh);
   else if (firstPage) {
     list.prepend(fresh);

@@ -10,6 +10,7 @@ const STOP_REASONS = {
   idle_limit: "Stopped: idle for too long.",
   failures: "Stopped: the model failed several warms in a row.",
   cache_miss: "Stopped: the model is not caching this conversation, so warming only costs money.",
+  budget: "Stopped: the workspace has spent its monthly budget.",
 };
 
 function pct(value) {

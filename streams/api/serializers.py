@@ -14,14 +14,19 @@ class MessageCostOutput(MessageOutput):
     cost_usd = serializers.FloatField(allow_null=True, help_text="USD, from the price table; null for a user message.")
     model = serializers.CharField(allow_null=True, help_text="The model of the reply's last turn; null for a user message.")
     duration_ms = serializers.IntegerField(allow_null=True, help_text="How long the reply's last turn ran; null until it ends.")
+    stop_reason = serializers.CharField(
+        allow_null=True,
+        help_text="Why the reply's last turn ended before its end (user, closed, budget, worker_lost, …); null when it "
+        "completed, for a user message, and while it runs.",
+    )
 
     class Meta(MessageOutput.Meta):
-        fields = [*MessageOutput.Meta.fields, "cost_usd", "model", "duration_ms"]
+        fields = [*MessageOutput.Meta.fields, "cost_usd", "model", "duration_ms", "stop_reason"]
 
 
 def messages_output(messages) -> list[dict]:
-    """Each message's JSON with what its reply cost: ``cost_usd`` (USD), ``model`` and ``duration_ms``
-    of its last turn; null for a user message. A reply answered again adds up every attempt."""
+    """Each message's JSON with what its reply cost: ``cost_usd`` (USD), ``model``, ``duration_ms``
+    and ``stop_reason`` of its last turn; null for a user message. A reply answered again adds up every attempt."""
     rows = MessageOutput(messages, many=True).data
     return [{**data, **reply_figures(m)} for m, data in zip(messages, rows, strict=True)]
 
@@ -33,4 +38,7 @@ def reply_figures(message) -> dict:
         "cost_usd": message_cost(message),
         "model": (stream.model_id or stream.model) if stream is not None else None,
         "duration_ms": round(seconds * 1000) if seconds is not None else None,
+        "stop_reason": (stream.reason or None)
+        if stream is not None and stream.finished_at and stream.status != "completed"
+        else None,
     }

@@ -10,8 +10,9 @@ from rest_framework.views import APIView
 from chats.models import Chat
 from chats.selectors import chat_get_for_member, chat_message_get, chat_messages_page
 from mothership.infra import cursors
-from mothership.infra.api import Conflict, StrictCharField, StrictUUIDField, TooManyRequests
+from mothership.infra.api import Conflict, PaymentRequired, StrictCharField, StrictUUIDField, TooManyRequests
 from mothership.infra.throttles import user_rate_check
+from spend.services import BudgetExceeded
 from streams.api.serializers import MessageCostOutput, messages_output
 from streams.providers import models
 from streams.services import (
@@ -66,6 +67,10 @@ class ChatMessagesApi(APIView):
                 description="A reply is already streaming in this chat (or `interrupt` names another turn than the "
                 "live one): the body's active_stream_id is the live turn; nothing was stopped or started."
             ),
+            402: OpenApiResponse(
+                description='`{"code": "budget_exceeded", "detail"}`: the prompt alone would cross the workspace\'s '
+                "monthly budget or the sender's daily one; nothing was queued."
+            ),
             429: OpenApiResponse(
                 description="Past the sender's rate (MOTHERSHIP_SEND_RATE) or turns at once (MOTHERSHIP_MAX_CONCURRENT_TURNS)."
             ),
@@ -95,6 +100,8 @@ def _turn_started(start) -> Response:
         raise Conflict({"detail": str(exc), "active_stream_id": live}) from None
     except TooManyTurns as exc:
         raise TooManyRequests(str(exc), wait=TURN_CAP_RETRY_SECONDS) from None
+    except BudgetExceeded as exc:
+        raise PaymentRequired({"code": BudgetExceeded.code, "detail": str(exc)}) from None
     except Chat.DoesNotExist:
         raise Http404("No such chat.") from None
     body = {
@@ -142,6 +149,7 @@ class ChatMessageAnswerAgainApi(APIView):
                 description="Not the chat's last reply, nothing to continue, a model that cannot continue, or a turn "
                 "already live (then active_stream_id names it)."
             ),
+            402: OpenApiResponse(description="Over budget, as for a sent message (`code: budget_exceeded`)."),
             429: OpenApiResponse(description="Past the sender's rate or turns at once, as for a sent message."),
         },
     )

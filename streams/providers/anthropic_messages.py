@@ -162,6 +162,7 @@ def _client(api_key: str, base_url: str | None, timeout: float) -> anthropic.Ant
 
 class AnthropicProvider:
     name = "anthropic"
+    delta_is_token = False  # a text_delta carries a few tokens
 
     def __init__(self, spec):
         self.spec, self.model_id, self.model = spec, spec.id, spec.model

@@ -92,6 +92,9 @@ class Provider(Protocol):
     name: str  # the provider: "local", "anthropic", "openai"
     model: str  # the provider's name of the model
     model_id: str  # the deployment's id of it (streams.providers.registry)
+    # Whether each text delta it streams is one token (so a turn's output is counted as it
+    # arrives, for its budget); else a delta's tokens are estimated from its characters.
+    delta_is_token: bool
 
     def stream(
         self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""

@@ -55,6 +55,7 @@ def _count_tokens(text: str) -> int:
 
 class LocalProvider:
     name = "local"
+    delta_is_token = True
 
     def __init__(
         self, *, spec=None, model: str | None = None, tokens_per_second: float | None = None, reply_tokens: int | None = None

@@ -104,6 +104,7 @@ def _client(api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI
 
 class OpenAIProvider:
     name = "openai"
+    delta_is_token = True  # a chat-completions chunk carries one token
 
     def __init__(self, spec):
         self.spec, self.model_id, self.model = spec, spec.id, spec.model

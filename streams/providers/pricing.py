@@ -27,3 +27,18 @@ def usage_cost(usage: Usage, model: str) -> float:
         + usage.cache_write_tokens * p["cache_write"]
         + usage.output_tokens * p["output"]
     ) / 1_000_000
+
+
+def usage_cost_nanousd(usage: Usage, model: str) -> int:
+    """``usage_cost`` in nano-dollars, exactly (the ledger's unit): USD per million tokens is
+    nano-dollars per thousandth of a token."""
+    p = prices(model)
+    return round(
+        (
+            usage.input_tokens * p["input"]
+            + usage.cache_read_tokens * p["cache_read"]
+            + usage.cache_write_tokens * p["cache_write"]
+            + usage.output_tokens * p["output"]
+        )
+        * 1000
+    )

@@ -22,6 +22,9 @@ from mothership.infra.signals import send_logged
 from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.providers import Usage
+from streams.providers.base import with_estimate
+from streams.services.history import conversation_history
+from streams.services.spending import turn_charge_record
 from streams.signals import turn_sealed
 
 logger = logging.getLogger(__name__)
@@ -153,6 +156,8 @@ def _seal(
     )
     # CAS: a late finalizer must not clear a newer turn's marker.
     Chat.objects.filter(pk=stream.chat_id, active_stream_id=stream.pk).update(active_stream_id=None)
+    # Only the winner charges, in the seal's transaction: a turn is charged once, whoever seals it.
+    turn_charge_record(stream=stream, usage=usage)
     return True
 
 
@@ -194,11 +199,16 @@ def _announce(
 
 
 def salvage(stream: Stream) -> tuple[str, int, Usage]:
-    """What the stream had already published: text, last seq, usage (from the event log)."""
+    """What the stream had already published: text, last seq, usage (from the event log). A turn
+    whose worker died before its usage was written was billed for the text it wrote, and for its
+    prompt: both are estimated, so its charge is not zero."""
     log = eventlog.read(stream.pk)
     last_seq = max([e["seq"] for e in log], default=stream.last_seq)
     usage = Usage()
     for event in log:
         if event["type"] == events.USAGE:
             usage = Usage(**event["usage"], estimated=event.get("estimated", False))
-    return eventlog.snapshot_text(log), last_seq, usage
+    text = eventlog.snapshot_text(log)
+    if text and usage == Usage():
+        usage = with_estimate(usage, prompt=conversation_history(stream=stream), text=text, finished=False)
+    return text, last_seq, usage

@@ -8,7 +8,9 @@ from django.conf import settings
 
 from chats.models import Chat
 from streams import locks
+from streams.providers import get_provider
 from streams.services.cancel import stream_cancel
+from streams.services.spending import turn_budget_check
 from streams.services.start import StartedTurn, StreamConflict, stream_start
 
 _POLL_SECONDS = 0.02
@@ -19,8 +21,10 @@ def stream_interrupt_and_start(*, chat: Chat, content: str, interrupt, user=None
 
     A stale id, naming anything but the turn that is live now, stops nothing and raises
     ``StreamConflict`` with the live turn's id: a page that missed a newer turn never stops it.
-    Nothing live (the turn ended meanwhile): the new turn simply starts.
+    Nothing live (the turn ended meanwhile): the new turn simply starts. Over budget, nothing is
+    stopped either (``BudgetExceeded``).
     """
+    turn_budget_check(chat=chat, user=user, content=content, model=get_provider(chat.model_id or None).model)
     owner = locks.lock_owner(chat_id=chat.pk)
     if owner is not None and owner != str(interrupt):
         raise StreamConflict(owner)

@@ -17,24 +17,26 @@ import threading
 import time
 from dataclasses import dataclass
 
+import redis
 from django import db
 from django.conf import settings
 from django.utils import timezone
 
-from chats.models import Message
-from chats.selectors import conversation_prefix
 from mothership.infra.database import retrying_database
 from mothership.infra.redis import UNAVAILABLE, retrying
 from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, frames, locks
 from streams.models import Stream
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
-from streams.providers.base import with_estimate
+from streams.providers.base import CHARS_PER_TOKEN, with_estimate
 from streams.services.finalize import SEAL_RETRY_SECONDS, stream_finalize_despite_outage
+from streams.services.history import continued_text, conversation_history
+from streams.services.spending import TurnBudget
 from streams.signals import turn_claimed
 
 logger = logging.getLogger(__name__)
 
+BUDGET = "budget"  # the reason of a turn stopped at its workspace's (or its member's) budget
 _END = object()
 _ABORT = object()
 _DRAIN_AFTER_STOP = 0.2  # seconds: how long a stopped model's last words are waited for
@@ -42,23 +44,6 @@ _DRAIN_AFTER_STOP = 0.2  # seconds: how long a stopped model's last words are wa
 
 class RedisLost(Exception):
     """Redis stayed away for longer than the lock's TTL: the turn ends with what it received."""
-
-
-def conversation_history(*, stream: Stream) -> list[dict]:
-    """What the model sees for this turn: the conversation's prefix up to its user message."""
-    return conversation_prefix(
-        chat_id=stream.chat_id,
-        until=stream.user_message,
-        exclude_ids=[stream.assistant_message_id],
-        system=stream.system_prompt,
-    )
-
-
-def continued_text(*, stream: Stream) -> str:
-    """Continue: the kept text the reply goes on from (the message holds it until the seal appends)."""
-    if not stream.continues:
-        return ""
-    return Message.objects.filter(pk=stream.assistant_message_id).values_list("content", flat=True).first() or ""
 
 
 class _Heartbeat(threading.Thread):
@@ -114,6 +99,7 @@ class _Run:
         self.cut_short = False
         self.emit_lock = threading.Lock()
         self.pending: list[str] = []  # text received, not yet in a frame
+        self.pending_deltas = 0  # how many deltas the frame taken last (or unsent) holds
         # Every event this run appended, in seq order: what it writes again into a log that lost
         # its tail (a Redis restarted from its append-only file) before its next append.
         self.appended: list[dict] = []
@@ -126,6 +112,10 @@ class _Run:
         self.closed = False  # the turn's text is final: later deltas are dropped
         self.clock = frames.clock()
         self._items: queue.Queue = queue.Queue()
+        self.budget: TurnBudget | None = None  # where this turn's spend counts (set with the claim)
+        self.uncharged_chars = 0  # output published, not yet charged against the budget
+        self.uncharged_deltas = 0  # the model's deltas in it (a token each, for some providers)
+        self.delta_is_token = False
 
     def on_abort(self, request: abort.AbortRequest) -> None:
         """Called by the abort listener's thread: stop the model and wake the run loop now."""
@@ -204,7 +194,7 @@ class _Run:
             owner = locks.lock_owner(chat_id=self.chat_id)
         return owner == str(self.stream.id)
 
-    def _emit_delta(self, text: str) -> None:
+    def _emit_delta(self, text: str, deltas: int = 1) -> None:
         if self.stream.first_delta_at is None:
             self.stream.first_delta_at = timezone.now()
         try:
@@ -212,18 +202,40 @@ class _Run:
         except (eventlog.Fenced, RedisLost):
             self.held.append(text)
             raise
+        self._published(text, deltas)
+
+    def _published(self, text: str, deltas: int = 1) -> None:
         self.text.append(text)
+        self.uncharged_chars += len(text)
+        self.uncharged_deltas += deltas
+
+    def take_charge(self):
+        """The output published since the last charge, as (its live charge, nano-dollars); None
+        when there is none (or no budget to count it against)."""
+        if self.budget is None or not self.uncharged_chars:
+            return None
+        tokens = self.uncharged_deltas if self.delta_is_token else -(-self.uncharged_chars // CHARS_PER_TOKEN)
+        self.uncharged_chars = self.uncharged_deltas = 0
+        return self.budget.live, self.budget.output_nanousd(tokens)
+
+    def over_budget(self) -> None:
+        """The budget is spent: the turn stops as a user's Stop would, its text kept (``cancelled / budget``)."""
+        self.on_abort(abort.AbortRequest(reason=BUDGET, requested_at=time.time()))
 
     def add_text(self, text: str) -> None:
         """A delta from the model (producer thread): the first one at once, the rest on the frame clock."""
         with self.emit_lock:
             if self.closed:
                 return
-            if self.stream.first_delta_at is None or self.clock is None:
+            direct = self.stream.first_delta_at is None or self.clock is None
+            if direct:
                 self._emit_delta(text)
-                return
-            self.pending.append(text)
-        self.clock.schedule(self)
+            else:
+                self.pending.append(text)
+        if not direct:
+            self.clock.schedule(self)
+        elif self.clock is None:  # every delta its own frame: each is charged as it goes
+            frames.charge_frames([self])
 
     # --- called by the frame clock, with ``emit_lock`` held --------------------------------
 
@@ -235,13 +247,13 @@ class _Run:
         if not self.pending:
             return None
         text = "".join(self.pending)
-        self.pending.clear()
+        self.pending_deltas, self.pending = len(self.pending), []
         return events.stream_event(type=events.DELTA, chat_id=self.chat_id, stream_id=self.stream.id, seq=self.seq + 1, text=text)
 
     def frame_appended(self, event: dict) -> None:
         self.appended.append(event)
         self.seq = event["seq"]
-        self.text.append(event["text"])
+        self._published(event["text"], self.pending_deltas)
         self.unsent, self.unavailable_since = None, None
 
     def frame_unsent(self, event: dict, exc: BaseException) -> None:
@@ -292,12 +304,12 @@ class _Run:
                 except (eventlog.Fenced, RedisLost):
                     self._hold_the_rest()
                     raise
-                self.text.append(self.unsent["text"])
+                self._published(self.unsent["text"], self.pending_deltas)
                 self.unsent = None
             if self.pending:
-                text = "".join(self.pending)
+                text, deltas = "".join(self.pending), len(self.pending)
                 self.pending.clear()
-                self._emit_delta(text)
+                self._emit_delta(text, deltas)
 
     def _hold_the_rest(self) -> None:
         if self.unsent is not None:
@@ -374,14 +386,23 @@ class _Run:
             for_seconds=SEAL_RETRY_SECONDS,  # the heartbeat keeps the lock meanwhile
             what=f"the conversation of stream {self.stream.id}",
         )
+        within_budget = retrying_database(
+            lambda: self._prompt_within_budget(history),  # (its counters may be seeded from the ledger)
+            for_seconds=SEAL_RETRY_SECONDS,
+            what=f"the budget of stream {self.stream.id}",
+        )
+        if not within_budget:
+            self.over_budget()
+            self.abort_seen = self.aborted
+            return
         self.history = history
         # The model may take minutes: the database connection goes back to the pool meanwhile
         # (the seal takes one again), so connections never grow with the turns in flight.
         if not db.connection.in_atomic_block:  # (a test's transaction keeps its connection)
             db.connection.close()
-        producer = threading.Thread(
-            target=self._produce, args=(get_provider(self.stream.model_id or None), history, prefix), daemon=True
-        )
+        provider = get_provider(self.stream.model_id or None)
+        self.delta_is_token = getattr(provider, "delta_is_token", False)
+        producer = threading.Thread(target=self._produce, args=(provider, history, prefix), daemon=True)
         producer.start()
         ended = False
         try:
@@ -396,6 +417,17 @@ class _Run:
                 self.close()
             if ended:
                 producer.join(timeout=5)
+
+    def _prompt_within_budget(self, history: list[dict]) -> bool:
+        """The prompt's cost taken from the budget before the model is called. When it would cross
+        it, the model is never called (nothing is billed) and the turn ends ``cancelled / budget``."""
+        if self.budget is None:
+            return True
+        try:
+            return self.budget.reserve_prompt(stream=self.stream, history=history)
+        except redis.RedisError:  # the appends will say whether Redis is away; the seal charges it
+            logger.warning("stream %s: its prompt was not counted against the budget", self.stream.id, exc_info=True)
+            return True
 
     def _consume(self) -> bool:
         """The run loop. True when the model ended on its own, False when a stop's drain ran out."""
@@ -434,6 +466,7 @@ def stream_run(*, stream_id) -> str:
     if isinstance(stream, str):
         return stream
     run = _Run(stream)
+    run.budget = TurnBudget.of(stream)
     outcome = _execute(run)
     text, last_seq = run.seal_text()
     finalized = stream_finalize_despite_outage(
@@ -451,7 +484,7 @@ def stream_run(*, stream_id) -> str:
 
 def _claim(stream_id) -> Stream | str:
     """Move a queued stream to ``streaming`` if its lock is still its own; else why not."""
-    stream = Stream.objects.select_related("user_message", "chat").filter(pk=stream_id).first()
+    stream = Stream.objects.select_related("user_message", "chat__workspace__budget").filter(pk=stream_id).first()
     if stream is None or stream.status != Stream.Status.QUEUED:
         return "not_queued"
     # The lock must still be ours (a stream whose lock expired in the queue never starts).

@@ -16,6 +16,7 @@ from mothership.infra.signals import send_logged
 from streams import locks
 from streams.models import Stream
 from streams.providers import get_provider, model_for
+from streams.services.spending import turn_budget_check
 from streams.signals import turn_started
 
 
@@ -63,7 +64,8 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
     before that transaction begins, so a queued stream is alive to every reader and the lock's
     SET NX is what refuses a second turn. The task is enqueued only after commit. Nothing but
     SQL runs inside the transaction (a burst of sends queues on it, on SQLite for every chat).
-    ``user`` is the sender: their turns running at once are capped (``TooManyTurns``).
+    ``user`` is the sender: their turns running at once are capped (``TooManyTurns``). A prompt
+    that alone would cross the workspace's or the sender's budget raises ``BudgetExceeded``.
     """
     return _start(chat=chat, user=user, content=content)
 
@@ -99,6 +101,8 @@ def _reply_to_answer_again(*, chat: Chat, message_id, continues: bool) -> tuple[
 def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None = None) -> StartedTurn:
     stream_id = uuid.uuid4()
     provider = get_provider(chat.model_id or None)
+    # Over budget: 402, and nothing is created or queued.
+    turn_budget_check(chat=chat, user=user, content=content or "", model=provider.model)
     if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
         raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
     try:

@@ -124,8 +124,9 @@ def test_send_creates_turn_marker_and_lock_then_a_second_send_is_409(api, chat):
     locks.lock_release(chat_id=chat.id, stream_id=stream.id)
 
 
-def test_a_send_makes_six_statements_and_reads_nothing_for_tiles_nobody_watches(api, chat, django_capture_on_commit_callbacks):
-    """A burst of sends is bound by this cost: the membership, the marker, the sender's row lock
+def test_a_send_makes_seven_statements_and_reads_nothing_for_tiles_nobody_watches(api, chat, django_capture_on_commit_callbacks):
+    """A burst of sends is bound by this cost: the membership, the workspace's budget (none here; read
+    once, then from Redis, so a burst's later sends skip it), the marker, the sender's row lock
     and their turns at once, the two messages (they name their stream before it exists), the
     stream. The tile push after commit knows the workspace and finds no dashboard listening."""
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True) as hooks:
@@ -135,6 +136,7 @@ def test_a_send_makes_six_statements_and_reads_nothing_for_tiles_nobody_watches(
     statements = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
     assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == [
         "SELECT",  # the membership
+        "SELECT",  # the workspace's budget
         "UPDATE",  # the marker
         "SELECT",  # the sender's row lock
         "SELECT",  # their turns running

@@ -12,7 +12,7 @@ from chats.selectors import conversation_prefix, conversation_prefixes
 from chats.services import chat_set_system_prompt
 from streams.providers import get_provider
 from streams.providers.local import LocalProvider
-from streams.services.run import conversation_history
+from streams.services.history import conversation_history
 from tests import factories
 from tests.support.fake_anthropic import API_KEY, FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI

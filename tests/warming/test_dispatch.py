@@ -315,16 +315,19 @@ def test_a_batch_costs_the_same_few_queries_and_redis_round_trips_for_2_or_20_wa
         ids, token = _claimed_batch()
         redis_round_trips.clear()
 
-        # When the worker runs it: its claims and its prefixes read, one MGET, the model, one
-        # transaction (BEGIN, the rows locked, one UPDATE, COMMIT), and the pushes' one read
-        with django_assert_max_num_queries(7) as queries:
+        # When the worker runs it: its claims, its prefixes and its workspaces' budgets read, one
+        # MGET, the model, one transaction (BEGIN, the rows locked, one UPDATE, the charges: the
+        # ids already charged, one INSERT in a savepoint, the month's total created in a savepoint,
+        # COMMIT), and the pushes' one read
+        with django_assert_max_num_queries(14) as queries:
             assert warm_batch(ids, token) == {"warmed": n}
 
         # Then its cost does not grow with its size
         measured[n] = (len(queries), len(redis_round_trips))
         assert WarmingSchedule.objects.filter(chat__in=chats, warm_count=1, claim_token="").count() == n
     assert measured[2] == measured[20]
-    assert measured[20][1] <= 3  # the lock MGET, the local model's pipeline, the pushes' pipeline
+    # the lock MGET, the local model's pipeline, the charges' settle pipeline, the pushes' pipeline
+    assert measured[20][1] <= 4
 
 
 @pytest.mark.postgres

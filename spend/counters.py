@@ -1,0 +1,285 @@
+"""Live spend in Redis: what each workspace has spent this month and each member today, turns in
+flight included, so that every worker checks one number against a budget atomically.
+
+``mothership:spend:month:<workspace>:<YYYY-MM>`` and ``…:day:<workspace>:<user>:<YYYY-MM-DD>``
+hold nano-dollars: the ledger's total when first read (seeded from the database), plus what
+turns charge as they stream. ``mothership:spend:live:<charge id>`` is what a turn in flight has
+charged so far; its seal settles it (the period counters move by the ledger's figure minus the
+live one, once). ``mothership:spend:limits:<workspace>`` holds the budget, so a change reaches
+turns already streaming. Every multi-step write is one Lua script; errors raise.
+
+A counter that Redis lost is seeded again from the ledger at the next send or claim of its
+workspace: what turns in flight had charged meanwhile is missing from it until they seal.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from mothership.infra.redis import get_redis
+
+KEY_PREFIX = "mothership:spend:"
+MONTH_TTL = 40 * 86400  # outlives its month
+DAY_TTL = 2 * 86400
+LIVE_TTL = 86400  # far longer than a turn (its seal marks it settled)
+LIMITS_TTL = 40 * 86400  # written again on every change and every claim that finds it missing
+SETTLED = b"settled"
+
+# Many charges in one call (no pipeline: a pipeline of scripts costs redis-py a SCRIPT EXISTS
+# round trip), each workspace's limits read once. For charge i (from 0): KEYS[4i+1..4i+4] =
+# month, day, live, limits; ARGV[1..4] = gate (1: refuse what would cross, 0: add, then say if
+# over), month ttl, day ttl, live ttl;
+# ARGV[5+4i..8+4i] = amount, month limit, day limit (the claim's, used when the limits hash is
+# missing; "" = none), has_day. A missing period counter is not checked and not added to (it is
+# seeded from the ledger, which knows nothing of turns in flight). Returns {added, over} per charge.
+_CHARGE = """
+local limits = {}
+local function limit(key, field, fallback)
+  local cached = limits[key]
+  if cached == nil then
+    cached = false
+    if redis.call('EXISTS', key) == 1 then cached = redis.call('HMGET', key, 'month', 'day') end
+    limits[key] = cached
+  end
+  if cached then
+    local v = cached[field == 'month' and 1 or 2]
+    if v then return tonumber(v) end
+    return nil
+  end
+  if fallback == '' then return nil end
+  return tonumber(fallback)
+end
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local k, a = 4 * i, 4 + 4 * i
+  local added, over = 0, 0
+  local live = redis.call('GET', KEYS[k + 3])
+  if live ~= 'settled' then
+    local amount = tonumber(ARGV[a + 1])
+    local month = redis.call('GET', KEYS[k + 1])
+    local day = false
+    if ARGV[a + 4] == '1' then day = redis.call('GET', KEYS[k + 2]) end
+    if month then
+      local mlimit = limit(KEYS[k + 4], 'month', ARGV[a + 2])
+      if mlimit and tonumber(month) + amount > mlimit then over = 1 end
+    end
+    if day then
+      local dlimit = limit(KEYS[k + 4], 'day', ARGV[a + 3])
+      if dlimit and tonumber(day) + amount > dlimit then over = 1 end
+    end
+    if over == 0 or ARGV[1] == '0' then
+      added = 1
+      redis.call('SET', KEYS[k + 3], (tonumber(live) or 0) + amount, 'EX', ARGV[4])
+      if month then redis.call('INCRBY', KEYS[k + 1], amount) end
+      if day then redis.call('INCRBY', KEYS[k + 2], amount) end
+    end
+  end
+  out[#out + 1] = added
+  out[#out + 1] = over
+end
+return out
+"""
+
+# For charge i: KEYS[3i+1..3i+3] = month, day, live; ARGV[1] = live ttl; ARGV[2+2i], ARGV[3+2i] =
+# the ledger's figure, has_day. Once per charge id: its counters move by the ledger's figure
+# minus its live one.
+_SETTLE = """
+for i = 0, #KEYS / 3 - 1 do
+  local k, a = 3 * i, 2 + 2 * i
+  local live = redis.call('GET', KEYS[k + 3])
+  if live ~= 'settled' then
+    local delta = tonumber(ARGV[a]) - tonumber(live or '0')
+    if redis.call('EXISTS', KEYS[k + 1]) == 1 then redis.call('INCRBY', KEYS[k + 1], delta) end
+    if ARGV[a + 1] == '1' and redis.call('EXISTS', KEYS[k + 2]) == 1 then redis.call('INCRBY', KEYS[k + 2], delta) end
+    redis.call('SET', KEYS[k + 3], 'settled', 'EX', ARGV[1])
+  end
+end
+return 1
+"""
+
+_scripts: dict = {}
+
+
+def _script(source: str):
+    """A script registered once per Redis client (its SHA computed once, not per call)."""
+    client = get_redis()
+    script = _scripts.get(source)
+    if script is None or script.registered_client is not client:
+        script = _scripts[source] = client.register_script(source)
+    return script
+
+
+def _uuid(value) -> str:
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a charge counts: its workspace's month and, for a member's turn, that member's day."""
+
+    workspace_id: str
+    user_id: int | None
+    month: datetime.date  # its first day
+    day: datetime.date
+
+    @classmethod
+    def of(cls, *, workspace_id, user_id, at: datetime.datetime) -> Scope:
+        day = timezone.localdate(at)
+        return cls(_uuid(workspace_id), int(user_id) if user_id is not None else None, day.replace(day=1), day)
+
+    @property
+    def month_key(self) -> str:
+        return f"{KEY_PREFIX}month:{self.workspace_id}:{self.month:%Y-%m}"
+
+    @property
+    def day_key(self) -> str:
+        return f"{KEY_PREFIX}day:{self.workspace_id}:{self.user_id}:{self.day:%Y-%m-%d}" if self.user_id is not None else ""
+
+    @property
+    def limits_key(self) -> str:
+        return limits_key(self.workspace_id)
+
+    def charge_keys(self, charge_id) -> tuple[str, str, str, str]:
+        """The keys a charge of this scope touches (computed once per turn, not per frame)."""
+        return self.month_key, self.day_key, live_key(charge_id), self.limits_key
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A budget in nano-dollars (None: no limit)."""
+
+    month: int | None = None
+    day: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.month is not None or self.day is not None
+
+
+def limits_key(workspace_id) -> str:
+    return f"{KEY_PREFIX}limits:{_uuid(workspace_id)}"
+
+
+def live_key(charge_id) -> str:
+    return f"{KEY_PREFIX}live:{_uuid(charge_id)}"
+
+
+# KEYS: the limits hash. ARGV: ttl, then field, value pairs. Written only where Redis has none.
+_LIMITS_IF_MISSING = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def limits_set(*, workspace_id, limits: Limits, if_missing: bool = False) -> None:
+    """The budget every check reads (turns already streaming included); no budget is written too
+    (``set`` alone), so a send need not ask the database. ``if_missing``: a copy read from the
+    database, which must not overwrite a change written meanwhile."""
+    key = limits_key(workspace_id)
+    fields = {"set": 1, **({"month": limits.month} if limits.month is not None else {})}
+    fields.update({"day": limits.day} if limits.day is not None else {})
+    if if_missing:
+        _script(_LIMITS_IF_MISSING)(keys=[key], args=[LIMITS_TTL, *(x for pair in fields.items() for x in pair)])
+        return
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.hset(key, mapping=fields)
+    pipe.expire(key, LIMITS_TTL)
+    pipe.execute()
+
+
+def read(scope: Scope) -> tuple[Limits | None, int | None, int | None]:
+    """One round trip: the budget Redis holds for the workspace (None when it holds none), and
+    this month's and (for a member) today's spend (None where Redis holds no counter)."""
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.hmget(scope.limits_key, "set", "month", "day")
+    pipe.mget([scope.month_key, *([scope.day_key] if scope.user_id is not None else [])])
+    (is_set, month_limit, day_limit), (month, *day) = pipe.execute()
+    limits = None
+    if is_set is not None:
+        limits = Limits(
+            month=int(month_limit) if month_limit is not None else None, day=int(day_limit) if day_limit is not None else None
+        )
+    return limits, int(month) if month is not None else None, int(day[0]) if day and day[0] is not None else None
+
+
+def spent(scope: Scope, *, seed: Callable[[Scope], tuple[int, int | None]], limits: Limits | None = None) -> tuple[int, int]:
+    """This month's and (for a member) today's spend in ``scope``, turns in flight included; a
+    counter Redis does not hold is seeded from ``seed(scope)`` (the ledger's totals) first, and
+    with ``limits`` the budget is written where Redis lost it."""
+    client = get_redis()
+    keys = [scope.month_key, *([scope.day_key] if scope.user_id is not None else [])]
+    pipe = client.pipeline(transaction=False)
+    pipe.mget(keys)
+    pipe.exists(scope.limits_key)
+    values, has_limits = pipe.execute()
+    if limits is not None and not has_limits:
+        limits_set(workspace_id=scope.workspace_id, limits=limits, if_missing=True)
+    if all(v is not None for v in values):
+        month, *day = (int(v) for v in values)
+        return month, day[0] if day else 0
+    month_total, day_total = seed(scope)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(scope.month_key, month_total, nx=True, ex=MONTH_TTL)
+    if scope.user_id is not None:
+        pipe.set(scope.day_key, day_total or 0, nx=True, ex=DAY_TTL)
+    pipe.mget(keys)
+    *_, values = pipe.execute()
+    month, *day = (int(v or 0) for v in values)
+    return month, day[0] if day else 0
+
+
+@dataclass(frozen=True)
+class LiveCharge:
+    """What a turn charges its output to, built once per turn: its keys and its claim-time limits."""
+
+    keys: tuple[str, str, str, str]
+    month_limit: int | str  # "" for none
+    day_limit: int | str
+    has_day: int
+
+    @classmethod
+    def of(cls, *, charge_id, scope: Scope, limits: Limits) -> LiveCharge:
+        return cls(
+            keys=scope.charge_keys(charge_id),
+            month_limit="" if limits.month is None else limits.month,
+            day_limit="" if limits.day is None else limits.day,
+            has_day=1 if scope.user_id is not None else 0,
+        )
+
+
+def reserve(*, charge_id, scope: Scope, amount: int, limits: Limits) -> bool:
+    """Add ``amount`` to the charge's live spend unless it would cross the budget (then nothing is added)."""
+    return not charge_many([(LiveCharge.of(charge_id=charge_id, scope=scope, limits=limits), amount)], gate=True)[0]
+
+
+def charge_many(charges: Iterable[tuple[LiveCharge, int]], *, gate: bool = False) -> list[bool]:
+    """Add each (live charge, amount) to its live spend, all in one call; for each, whether its
+    workspace or member is now over budget. With ``gate``, one that would cross is not added
+    (and is reported over): a reservation."""
+    keys, args = [], [1 if gate else 0, MONTH_TTL, DAY_TTL, LIVE_TTL]
+    for charge, amount in charges:
+        keys += charge.keys
+        args += (amount, charge.month_limit, charge.day_limit, charge.has_day)
+    if not keys:
+        return []
+    flags = _script(_CHARGE)(keys=keys, args=args)
+    return [bool(over) for over in flags[1::2]]
+
+
+def settle_many(charges: Iterable[tuple[object, Scope, int]]) -> None:
+    """Each (charge id, scope, amount) is in the ledger: its counters move from its live figure to
+    ``amount``, once per charge id, all in one call."""
+    keys, args = [], [LIVE_TTL]
+    for charge_id, scope, amount in charges:
+        keys += [scope.month_key, scope.day_key, live_key(charge_id)]
+        args += [amount, 1 if scope.user_id is not None else 0]
+    if keys:
+        _script(_SETTLE)(keys=keys, args=args)

@@ -1,0 +1,25 @@
+"""What a turn sends the model: its conversation up to its user message, and the kept text a
+Continue goes on from."""
+
+from __future__ import annotations
+
+from chats.models import Message
+from chats.selectors import conversation_prefix
+from streams.models import Stream
+
+
+def conversation_history(*, stream: Stream) -> list[dict]:
+    """What the model sees for this turn: the conversation's prefix up to its user message."""
+    return conversation_prefix(
+        chat_id=stream.chat_id,
+        until=stream.user_message,
+        exclude_ids=[stream.assistant_message_id],
+        system=stream.system_prompt,
+    )
+
+
+def continued_text(*, stream: Stream) -> str:
+    """Continue: the kept text the reply goes on from (the message holds it until the seal appends)."""
+    if not stream.continues:
+        return ""
+    return Message.objects.filter(pk=stream.assistant_message_id).values_list("content", flat=True).first() or ""

@@ -1,0 +1,124 @@
+"""What a turn spends, against its workspace's budget: its prompt checked before it is queued,
+taken from the budget as the worker starts it, its output charged frame by frame, and its
+charge written to the ledger by its seal (whoever seals it)."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from chats.models import Chat
+from chats.selectors import conversation_size
+from spend import counters
+from spend.models import Budget, Charge
+from spend.selectors import budget_limits, last_turn_charge
+from spend.services import budget_check, budget_reserve, charge_record
+from streams.models import Stream
+from streams.providers import Usage
+from streams.providers.base import CHARS_PER_TOKEN, TOKENS_PER_MESSAGE, estimate_tokens
+from streams.providers.pricing import prices, usage_cost_nanousd
+
+
+def _within_cache_ttl(sealed_at: datetime.datetime) -> bool:
+    return (timezone.now() - sealed_at).total_seconds() <= settings.MOTHERSHIP_PROMPT_CACHE_TTL
+
+
+def prompt_nanousd(*, model: str, tokens: int, cached_tokens: int) -> int:
+    """A prompt's cost at ``model``'s prices, its cached part at the cache-read price."""
+    p = prices(model)
+    cached = min(cached_tokens, tokens)
+    return round(((tokens - cached) * p["input"] + cached * p["cache_read"]) * 1000)
+
+
+def _conversation_tokens(chat: Chat) -> tuple[int, bool]:
+    """The conversation's tokens so far and whether the provider likely still caches them, from
+    the chat's last charged turn (its prompt and its reply were the whole conversation then; it
+    was sealed within ``MOTHERSHIP_PROMPT_CACHE_TTL``): one indexed read. A chat never charged
+    (its turns predate the ledger) is measured from its messages instead."""
+    last = last_turn_charge(chat_id=chat.pk)
+    if last is not None:
+        tokens, sealed_at = last
+        return tokens, _within_cache_ttl(sealed_at)
+    chars, count = conversation_size(chat_id=chat.pk)
+    system = (estimate_tokens(chat.system_prompt) + TOKENS_PER_MESSAGE) if chat.system_prompt else 0
+    return (chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * count if count else 0) + system, False
+
+
+def turn_budget_check(*, chat: Chat, user, content: str, model: str) -> None:
+    """Before a turn is queued: ``spend.services.BudgetExceeded`` when its prompt alone (the
+    conversation, the system prompt and ``content``, estimated) would cross a budget. One Redis
+    round trip; with a budget, one indexed read more (the chat's last charge)."""
+
+    def prompt() -> int:
+        before, cache_alive = _conversation_tokens(chat)
+        tokens = before + estimate_tokens(content) + TOKENS_PER_MESSAGE
+        return prompt_nanousd(model=model, tokens=tokens, cached_tokens=before if cache_alive else 0)
+
+    budget_check(workspace_id=chat.workspace_id, user_id=getattr(user, "pk", None), at=timezone.now(), prompt_nanousd=prompt)
+
+
+@dataclass(frozen=True)
+class TurnBudget:
+    """A streaming turn's place in the budget: where it counts, the limits read at its claim
+    (Redis's copy, when it has one, wins), and what one output token costs."""
+
+    charge_id: object
+    scope: counters.Scope
+    limits: counters.Limits
+    output_nanousd_per_token: float
+    live: counters.LiveCharge  # what each frame's charge sends Redis (its keys, built once)
+
+    @classmethod
+    def of(cls, stream: Stream) -> TurnBudget:
+        try:
+            budget = stream.chat.workspace.budget  # read with the claim
+        except Budget.DoesNotExist:
+            budget = None
+        scope = counters.Scope.of(workspace_id=stream.chat.workspace_id, user_id=stream.started_by_id, at=stream.created_at)
+        limits = budget_limits(budget)
+        return cls(
+            charge_id=stream.pk,
+            scope=scope,
+            limits=limits,
+            output_nanousd_per_token=prices(stream.model)["output"] * 1000,
+            live=counters.LiveCharge.of(charge_id=stream.pk, scope=scope, limits=limits),
+        )
+
+    def reserve_prompt(self, *, stream: Stream, history: list[dict]) -> bool:
+        """Take the prompt's cost from the budget before the model is called; False: it would cross it."""
+        tokens = sum(estimate_tokens(m.get("content", "")) + TOKENS_PER_MESSAGE for m in history)
+        last = last_turn_charge(chat_id=stream.chat_id)  # the turn before this one (this one has no charge yet)
+        cached = 0
+        if history and last is not None and _within_cache_ttl(last[1]):
+            cached = tokens - estimate_tokens(history[-1].get("content", "")) - TOKENS_PER_MESSAGE
+        amount = prompt_nanousd(model=stream.model, tokens=tokens, cached_tokens=cached)
+        return budget_reserve(charge_id=self.charge_id, scope=self.scope, amount_nanousd=amount, limits=self.limits)
+
+    def output_nanousd(self, tokens: int) -> int:
+        return round(tokens * self.output_nanousd_per_token)
+
+
+def turn_charge_record(*, stream: Stream, usage: Usage) -> None:
+    """In the seal's transaction: the turn's charge, at what it used (reported, else estimated)."""
+    workspace_id = (
+        stream.chat.workspace_id
+        if Stream.chat.is_cached(stream)
+        else Chat.objects.filter(pk=stream.chat_id).values_list("workspace_id", flat=True).first()
+    )
+    if workspace_id is None:  # the chat is gone (deleted mid-turn): so is its workspace's ledger row
+        return
+    charge_record(
+        charge_id=stream.pk,
+        kind=Charge.Kind.TURN,
+        workspace_id=workspace_id,
+        user_id=stream.started_by_id,
+        chat_id=stream.chat_id,
+        model=stream.model,
+        tokens=usage.as_dict(),
+        estimated=usage.estimated,
+        cost_nanousd=usage_cost_nanousd(usage, stream.model),
+        at=stream.created_at,
+    )

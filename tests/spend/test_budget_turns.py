@@ -1,0 +1,143 @@
+"""Budgets hold turns: a prompt that would cross one is refused before it is queued (402), a turn
+whose prompt no longer fits when the worker takes it never calls the model, and a turn stops
+(``cancelled / budget``, its text kept) the moment its output crosses the budget."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from chats.models import Message
+from spend.models import Budget, Charge
+from spend.services import budget_set
+from streams import locks
+from streams.models import Stream
+from streams.services import stream_run, stream_start
+from tests import factories
+from tests.factories import spent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _budget(workspace, *, monthly=None, daily=None) -> None:
+    budget_set(
+        workspace_id=workspace.pk,
+        monthly_usd=None if monthly is None else Decimal(monthly),
+        member_daily_usd=None if daily is None else Decimal(daily),
+    )
+
+
+def test_a_send_whose_prompt_would_cross_the_monthly_budget_is_a_402_and_queues_nothing(api, chat, workspace, turns_not_enqueued):
+    # Given a workspace 4 cents short of its 5-dollar month
+    _budget(workspace, monthly="5")
+    spent(workspace, "4.96")
+
+    # When a member sends a short message, then a long one (12,500 tokens: 3.75 cents at 3 $/M)
+    short = api.post(f"/api/mothership/chats/{chat.pk}/messages", {"content": "hi"}, format="json")
+    locks.lock_release(chat_id=chat.pk, stream_id=short.json()["stream_id"])
+    Stream.objects.filter(pk=short.json()["stream_id"]).update(status="completed")
+    long = api.post(f"/api/mothership/chats/{chat.pk}/messages", {"content": "x" * 60_000}, format="json")
+
+    # Then the short one starts, and the long one is refused before anything is written or queued
+    assert short.status_code == 201
+    assert long.status_code == 402
+    body = long.json()
+    assert body["code"] == "budget_exceeded"
+    assert "$4.96 of the $5.00 budget" in body["detail"]
+    assert Message.objects.filter(chat=chat).count() == 2 and Stream.objects.count() == 1
+    assert turns_not_enqueued == [short.json()["stream_id"]]
+    assert locks.lock_owner(chat_id=chat.pk) is None
+
+
+def test_a_members_daily_budget_stops_that_member_only(chat, workspace, user, make_user, turns_not_enqueued):
+    from rest_framework.test import APIClient
+
+    from chats.services import chat_create
+
+    # Given a daily budget of 10 cents a member, which alice has spent
+    _budget(workspace, daily="0.10")
+    spent(workspace, "0.10", user=user)
+    bob = make_user("bob")
+    factories.MembershipFactory(user=bob, workspace=workspace)
+    clients = {}
+    for who in (user, bob):
+        clients[who.username] = APIClient()
+        clients[who.username].force_authenticate(who)
+
+    # When both send
+    refused = clients["alice"].post(f"/api/mothership/chats/{chat.pk}/messages", {"content": "hi"}, format="json")
+    other = chat_create(workspace=workspace, title="bob's")
+    allowed = clients["bob"].post(f"/api/mothership/chats/{other.pk}/messages", {"content": "hi"}, format="json")
+
+    # Then only alice is held to hers
+    assert refused.status_code == 402 and "daily budget" in refused.json()["detail"]
+    assert allowed.status_code == 201
+    locks.lock_release(chat_id=other.pk, stream_id=allowed.json()["stream_id"])
+
+
+def test_regenerate_and_stop_and_send_are_held_to_the_budget_too(api, chat, workspace, inline_turns, user):
+    # Given a finished reply, and a turn streaming in another chat
+    first = stream_start(chat=chat, content="hello", user=user)
+    stream_run(stream_id=first.stream.id)
+    from chats.services import chat_create
+
+    busy = chat_create(workspace=workspace, title="busy")
+    live = stream_start(chat=busy, content="long", user=user)
+    _budget(workspace, monthly="1")
+    spent(workspace, "1")
+
+    # When the member regenerates the reply, and stops the live turn to send a new one
+    again = api.post(f"/api/mothership/chats/{chat.pk}/messages/{first.assistant_message.pk}/regenerate")
+    interrupt = api.post(
+        f"/api/mothership/chats/{busy.pk}/messages", {"content": "instead", "interrupt": str(live.stream.id)}, format="json"
+    )
+
+    # Then both are refused, and the live turn was not stopped
+    assert (again.status_code, again.json()["code"]) == (402, "budget_exceeded")
+    assert (interrupt.status_code, interrupt.json()["code"]) == (402, "budget_exceeded")
+    assert Stream.objects.get(pk=live.stream.id).status == "queued"
+    assert locks.lock_owner(chat_id=busy.pk) == str(live.stream.id)
+    locks.lock_release(chat_id=busy.pk, stream_id=live.stream.id)
+
+
+def test_a_queued_turn_whose_prompt_no_longer_fits_never_calls_the_model(chat, workspace, user, inline_turns, monkeypatch):
+    # Given a turn queued while there was room, then the month spent by others
+    turn = stream_start(chat=chat, content="hello there", user=user)
+    _budget(workspace, monthly="1")
+    spent(workspace, "1")
+    from streams.providers.local import LocalProvider
+
+    called = []
+    monkeypatch.setattr(LocalProvider, "stream", lambda self, **kw: called.append(kw) or iter(()))
+
+    # When the worker takes it
+    status = stream_run(stream_id=turn.stream.id)
+
+    # Then it ends cancelled at the budget, the model never called, nothing charged
+    stream = Stream.objects.get(pk=turn.stream.id)
+    assert (status, stream.status, stream.reason) == ("cancelled", "cancelled", "budget")
+    assert called == []
+    assert Charge.objects.get(pk=turn.stream.id).cost_nanousd == 0
+
+
+def test_a_turn_stops_as_its_output_crosses_the_budget_with_its_text_kept(chat, workspace, user, inline_turns, settings):
+    # Given a month with room for the prompt and a few tokens of a 200-token reply
+    settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 200
+    _budget(workspace, monthly="0.0003")
+    turn = stream_start(chat=chat, content="go", user=user)
+
+    # When the worker runs it
+    status = stream_run(stream_id=turn.stream.id)
+
+    # Then it stopped as a Stop would, reason budget, with the text it wrote
+    stream = Stream.objects.get(pk=turn.stream.id)
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+    assert (status, stream.reason, message.status) == ("cancelled", "budget", "cancelled")
+    assert 0 < message.output_tokens < 50 and message.content
+    # And what it was charged passed the budget by at most the frame that crossed it (the model
+    # reported what it wrote: one token a frame here, about 2 estimated)
+    charge = Charge.objects.get(pk=turn.stream.id)
+    one_frame = 2 * 15 * 1000  # two tokens at 15 $/M
+    assert charge.cost_nanousd <= 300_000 + one_frame
+    assert Budget.objects.get(workspace=workspace).monthly_usd == Decimal("0.0003")
