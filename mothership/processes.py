@@ -46,6 +46,10 @@ def web_argv(*, fd: int | None = None, host: str = "127.0.0.1", port: int | None
         "false",
         "--ws-max-size",
         str(WS_MAX_BYTES),
+        # One process each: uvicorn would otherwise read WEB_CONCURRENCY too and fork that many
+        # workers per web process (N² in all), which a killed web process leaves behind.
+        "--workers",
+        "1",
         *([] if access_log else ["--no-access-log"]),
     ]
 

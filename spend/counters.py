@@ -28,6 +28,7 @@ MONTH_TTL = 40 * 86400  # outlives its month
 DAY_TTL = 2 * 86400
 LIVE_TTL = 86400  # far longer than a turn (its seal marks it settled)
 LIMITS_TTL = 40 * 86400  # written again on every change and every claim that finds it missing
+LAST_TURN_TTL = 86400  # a chat idle longer is measured from the ledger at its next send
 SETTLED = b"settled"
 
 # Many charges in one call (no pipeline: a pipeline of scripts costs redis-py a SCRIPT EXISTS
@@ -85,18 +86,20 @@ end
 return out
 """
 
-# For charge i: KEYS[3i+1..3i+3] = month, day, live; ARGV[1] = live ttl; ARGV[2+2i], ARGV[3+2i] =
-# the ledger's figure, has_day. Once per charge id: its counters move by the ledger's figure
-# minus its live one.
+# For charge i: KEYS[4i+1..4i+4] = month, day, live, its chat's last turn ("" for a warm);
+# ARGV[1], ARGV[2] = live ttl, last-turn ttl; ARGV[3+3i..5+3i] = the ledger's figure, has_day, the
+# last turn ("<tokens>:<epoch ms>"). Once per charge id: its counters move by the ledger's figure
+# minus its live one, and a turn's chat remembers its size (what the next send's prompt is).
 _SETTLE = """
-for i = 0, #KEYS / 3 - 1 do
-  local k, a = 3 * i, 2 + 2 * i
+for i = 0, #KEYS / 4 - 1 do
+  local k, a = 4 * i, 3 + 3 * i
   local live = redis.call('GET', KEYS[k + 3])
   if live ~= 'settled' then
     local delta = tonumber(ARGV[a]) - tonumber(live or '0')
     if redis.call('EXISTS', KEYS[k + 1]) == 1 then redis.call('INCRBY', KEYS[k + 1], delta) end
     if ARGV[a + 1] == '1' and redis.call('EXISTS', KEYS[k + 2]) == 1 then redis.call('INCRBY', KEYS[k + 2], delta) end
     redis.call('SET', KEYS[k + 3], 'settled', 'EX', ARGV[1])
+    if KEYS[k + 4] ~= '' then redis.call('SET', KEYS[k + 4], ARGV[a + 2], 'EX', ARGV[2]) end
   end
 end
 return 1
@@ -195,19 +198,38 @@ def limits_set(*, workspace_id, limits: Limits, if_missing: bool = False) -> Non
     pipe.execute()
 
 
-def read(scope: Scope) -> tuple[Limits | None, int | None, int | None]:
-    """One round trip: the budget Redis holds for the workspace (None when it holds none), and
-    this month's and (for a member) today's spend (None where Redis holds no counter)."""
+@dataclass(frozen=True)
+class Reading:
+    """What a send's check reads in one round trip (None where Redis holds nothing)."""
+
+    limits: Limits | None
+    month: int | None
+    day: int | None
+    last_turn: LastTurn | None
+
+
+def read(scope: Scope, *, chat_id) -> Reading:
+    """One round trip: the budget Redis holds for the workspace, this month's and (for a member)
+    today's spend, and the chat's last charged turn."""
     pipe = get_redis().pipeline(transaction=False)
     pipe.hmget(scope.limits_key, "set", "month", "day")
-    pipe.mget([scope.month_key, *([scope.day_key] if scope.user_id is not None else [])])
-    (is_set, month_limit, day_limit), (month, *day) = pipe.execute()
+    pipe.mget([last_turn_key(chat_id), scope.month_key, *([scope.day_key] if scope.user_id is not None else [])])
+    (is_set, month_limit, day_limit), (last, month, *day) = pipe.execute()
     limits = None
     if is_set is not None:
         limits = Limits(
             month=int(month_limit) if month_limit is not None else None, day=int(day_limit) if day_limit is not None else None
         )
-    return limits, int(month) if month is not None else None, int(day[0]) if day and day[0] is not None else None
+    last_turn = None
+    if last is not None:
+        tokens, at_ms = last.decode().split(":")
+        last_turn = LastTurn(str(chat_id), int(tokens), int(at_ms))
+    return Reading(
+        limits,
+        int(month) if month is not None else None,
+        int(day[0]) if day and day[0] is not None else None,
+        last_turn,
+    )
 
 
 def spent(scope: Scope, *, seed: Callable[[Scope], tuple[int, int | None]], limits: Limits | None = None) -> tuple[int, int]:
@@ -274,12 +296,37 @@ def charge_many(charges: Iterable[tuple[LiveCharge, int]], *, gate: bool = False
     return [bool(over) for over in flags[1::2]]
 
 
-def settle_many(charges: Iterable[tuple[object, Scope, int]]) -> None:
-    """Each (charge id, scope, amount) is in the ledger: its counters move from its live figure to
-    ``amount``, once per charge id, all in one call."""
-    keys, args = [], [LIVE_TTL]
-    for charge_id, scope, amount in charges:
-        keys += [scope.month_key, scope.day_key, live_key(charge_id)]
-        args += [amount, 1 if scope.user_id is not None else 0]
+def settle_many(charges: Iterable[tuple[object, Scope, int, LastTurn | None]]) -> None:
+    """Each (charge id, scope, amount, last turn) is in the ledger: its counters move from its live
+    figure to ``amount``, once per charge id, and a turn's chat keeps its ``LastTurn``; all in one call."""
+    keys, args = [], [LIVE_TTL, LAST_TURN_TTL]
+    for charge_id, scope, amount, last in charges:
+        keys += [scope.month_key, scope.day_key, live_key(charge_id), last_turn_key(last.chat_id) if last else ""]
+        args += [amount, 1 if scope.user_id is not None else 0, f"{last.tokens}:{last.sealed_at_ms}" if last else ""]
     if keys:
         _script(_SETTLE)(keys=keys, args=args)
+
+
+@dataclass(frozen=True)
+class LastTurn:
+    """A chat's last charged turn: its tokens (prompt and reply: the conversation then) and its seal."""
+
+    chat_id: str
+    tokens: int
+    sealed_at_ms: int
+
+
+def last_turn_key(chat_id) -> str:
+    return f"{KEY_PREFIX}last-turn:{_uuid(chat_id)}"
+
+
+def last_turns(chat_ids: list) -> dict[str, LastTurn]:
+    """The last charged turn of each of these chats that Redis remembers (one MGET)."""
+    if not chat_ids:
+        return {}
+    found = {}
+    for chat_id, value in zip(chat_ids, get_redis().mget([last_turn_key(c) for c in chat_ids]), strict=True):
+        if value is not None:
+            tokens, at_ms = value.decode().split(":")
+            found[str(chat_id)] = LastTurn(str(chat_id), int(tokens), int(at_ms))
+    return found

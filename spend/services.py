@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -114,8 +115,21 @@ def _add(model, keys: dict, amount: int) -> None:
 
 
 def _settle(specs: list[ChargeSpec]) -> None:
+    sealed_at_ms = int(time.time() * 1000)
     try:
-        counters.settle_many([(s.charge_id, s.scope, s.cost_nanousd) for s in specs])
+        counters.settle_many(
+            [
+                (
+                    s.charge_id,
+                    s.scope,
+                    s.cost_nanousd,
+                    counters.LastTurn(str(s.chat_id), sum(s.tokens.values()), sealed_at_ms)
+                    if s.kind == Charge.Kind.TURN and s.chat_id
+                    else None,
+                )
+                for s in specs
+            ]
+        )
     except redis.RedisError:
         # The ledger holds the charges; the live counters keep the turns' live figures until Redis
         # loses them and they are seeded again from the ledger.
@@ -146,13 +160,17 @@ def budget_spent(*, scope: counters.Scope, limits: counters.Limits) -> tuple[int
     return counters.spent(scope, seed=ledger_totals, limits=limits)
 
 
-def budget_check(*, workspace_id, user_id, at: datetime.datetime, prompt_nanousd: Callable[[], int]) -> None:
-    """Before a turn: ``BudgetExceeded`` if its prompt alone (``prompt_nanousd()``, asked only when
-    there is a budget) would take the workspace past its monthly budget or the member past their
-    daily one. One Redis round trip, the budget and the spend in it; the database only where Redis
-    lost them (and their copies are written back)."""
+def budget_check(
+    *, workspace_id, user_id, chat_id, at: datetime.datetime, prompt_nanousd: Callable[[counters.LastTurn | None], int]
+) -> None:
+    """Before a turn: ``BudgetExceeded`` if its prompt alone (``prompt_nanousd(the chat's last
+    turn, None when Redis has none)``, asked only when there is a budget) would take the workspace
+    past its monthly budget or the member past their daily one. One Redis round trip: the budget,
+    the spend and the chat's last turn; the database only where Redis has lost them (the budget
+    and the counters are written back)."""
     scope = counters.Scope.of(workspace_id=workspace_id, user_id=user_id, at=at)
-    limits, month, day = counters.read(scope)
+    reading = counters.read(scope, chat_id=chat_id)
+    limits, month, day = reading.limits, reading.month, reading.day
     if limits is None:
         limits = budget_limits(budget_get(workspace_id=workspace_id))
         counters.limits_set(workspace_id=workspace_id, limits=limits, if_missing=True)
@@ -160,7 +178,7 @@ def budget_check(*, workspace_id, user_id, at: datetime.datetime, prompt_nanousd
         return
     if month is None or (user_id is not None and day is None):
         month, day = budget_spent(scope=scope, limits=limits)
-    amount_nanousd = prompt_nanousd()
+    amount_nanousd = prompt_nanousd(reading.last_turn)
     if limits.month is not None and month + amount_nanousd > limits.month:
         raise BudgetExceeded(_refusal("This workspace", month, limits.month, f"budget for {scope.month:%B}", amount_nanousd))
     if limits.day is not None and user_id is not None and day + amount_nanousd > limits.day:

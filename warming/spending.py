@@ -35,21 +35,25 @@ def warm_nanousd(*, model: str, prefix: list[dict], cached: bool) -> int:
 
 def warms_over_budget(*, prefixes: dict, workspaces: dict, models: dict, cached_since: dict, now=None) -> set:
     """The chats (of ``prefixes``) whose warm would take their workspace past its monthly budget,
-    counting the warms of the batch before it: one query and one Redis round trip per budgeted
-    workspace, nothing without a budget."""
+    counting the warms of the batch before it: one query, and (with a budget) one Redis round
+    trip for the chats' last turns and one per budgeted workspace."""
     now = now or timezone.now()
     budgets = budgets_of(workspace_ids={workspaces[c] for c in prefixes})
+    budgeted = [c for c in prefixes if budget_limits(budgets.get(workspaces[c])).month is not None]
+    # A turn that ended before warming was turned on is no warm's nor the schedule's: its seal says when.
+    turns = counters.last_turns(budgeted)
     left: dict = {}
     over = set()
-    for chat_id, prefix in prefixes.items():
-        workspace_id = workspaces[chat_id]
+    for chat_id in budgeted:
+        prefix, workspace_id = prefixes[chat_id], workspaces[chat_id]
         limits = budget_limits(budgets.get(workspace_id))
-        if limits.month is None:
-            continue
         if workspace_id not in left:
             month, _ = budget_spent(scope=counters.Scope.of(workspace_id=workspace_id, user_id=None, at=now), limits=limits)
             left[workspace_id] = limits.month - month
         since = cached_since.get(chat_id)
+        if (turn := turns.get(str(chat_id))) is not None:
+            sealed = datetime.datetime.fromtimestamp(turn.sealed_at_ms / 1000, tz=datetime.UTC)
+            since = max(since, sealed) if since else sealed
         cached = since is not None and (now - since) <= datetime.timedelta(seconds=settings.MOTHERSHIP_PROMPT_CACHE_TTL)
         cost = warm_nanousd(model=models[chat_id], prefix=prefix, cached=cached)
         if cost > left[workspace_id]:

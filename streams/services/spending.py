@@ -33,11 +33,14 @@ def prompt_nanousd(*, model: str, tokens: int, cached_tokens: int) -> int:
     return round(((tokens - cached) * p["input"] + cached * p["cache_read"]) * 1000)
 
 
-def _conversation_tokens(chat: Chat) -> tuple[int, bool]:
+def _conversation_tokens(chat: Chat, last_turn: counters.LastTurn | None) -> tuple[int, bool]:
     """The conversation's tokens so far and whether the provider likely still caches them, from
     the chat's last charged turn (its prompt and its reply were the whole conversation then; it
-    was sealed within ``MOTHERSHIP_PROMPT_CACHE_TTL``): one indexed read. A chat never charged
-    (its turns predate the ledger) is measured from its messages instead."""
+    was sealed within ``MOTHERSHIP_PROMPT_CACHE_TTL``): Redis's copy, else one indexed read. A
+    chat never charged (its turns predate the ledger) is measured from its messages instead."""
+    if last_turn is not None:
+        sealed_at = datetime.datetime.fromtimestamp(last_turn.sealed_at_ms / 1000, tz=datetime.UTC)
+        return last_turn.tokens, _within_cache_ttl(sealed_at)
     last = last_turn_charge(chat_id=chat.pk)
     if last is not None:
         tokens, sealed_at = last
@@ -50,14 +53,20 @@ def _conversation_tokens(chat: Chat) -> tuple[int, bool]:
 def turn_budget_check(*, chat: Chat, user, content: str, model: str) -> None:
     """Before a turn is queued: ``spend.services.BudgetExceeded`` when its prompt alone (the
     conversation, the system prompt and ``content``, estimated) would cross a budget. One Redis
-    round trip; with a budget, one indexed read more (the chat's last charge)."""
+    round trip (the database only for what Redis has lost)."""
 
-    def prompt() -> int:
-        before, cache_alive = _conversation_tokens(chat)
+    def prompt(last_turn: counters.LastTurn | None) -> int:
+        before, cache_alive = _conversation_tokens(chat, last_turn)
         tokens = before + estimate_tokens(content) + TOKENS_PER_MESSAGE
         return prompt_nanousd(model=model, tokens=tokens, cached_tokens=before if cache_alive else 0)
 
-    budget_check(workspace_id=chat.workspace_id, user_id=getattr(user, "pk", None), at=timezone.now(), prompt_nanousd=prompt)
+    budget_check(
+        workspace_id=chat.workspace_id,
+        user_id=getattr(user, "pk", None),
+        chat_id=chat.pk,
+        at=timezone.now(),
+        prompt_nanousd=prompt,
+    )
 
 
 @dataclass(frozen=True)

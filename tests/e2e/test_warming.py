@@ -110,3 +110,38 @@ async def test_warms_go_on_with_no_socket_connected(warming_beat, api, chat):
         await asyncio.sleep(0.2)
     schedule = await database_sync_to_async(WarmingSchedule.objects.get)(chat=chat)
     assert schedule.enabled and schedule.next_warm_at > schedule.last_warm_at
+
+
+async def test_warming_stops_itself_at_the_monthly_budget_and_the_tab_hears_why(warming_beat, api, user, chat):
+    from decimal import Decimal
+
+    from spend.models import Charge
+    from spend.services import budget_set
+    from tests.factories import spent
+
+    # Given a warmed conversation, in a workspace with room for a few warms this month
+    await _turn(api, chat, "a question worth keeping warm " * 20)
+    so_far = await database_sync_to_async(lambda: sum(c.cost_nanousd for c in Charge.objects.all()))()
+    await database_sync_to_async(budget_set)(workspace_id=chat.workspace_id, monthly_usd=Decimal("1"), member_daily_usd=None)
+    await database_sync_to_async(spent)(chat.workspace, nanousd=10**9 - so_far - 150_000)  # about three warms left
+    tab = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+    tab.scope["user"] = user
+    assert (await tab.connect())[0]
+    await tab.send_json_to({"type": "subscribe", "surfaceId": SURFACE, "conversationId": str(chat.id)})
+    await tab.receive_json_from(timeout=5)
+
+    # When warming is on, every second, with the real beat and worker
+    await _invoke(tab, chat, "set-interval", 1)
+    await _invoke(tab, chat, "set-enabled", True)
+
+    # Then it warms while the month has room, then stops itself, saying why, and spends no more
+    deadline = time.monotonic() + 20
+    while True:
+        update = await tab.receive_json_from(timeout=max(0.1, deadline - time.monotonic()))
+        if update["fields"]["stopReason"]:
+            break
+    assert (update["fields"]["enabled"], update["fields"]["stopReason"]) == (False, "budget")
+    warms = await database_sync_to_async(lambda: list(Charge.objects.filter(kind="warm")))()
+    assert 1 <= len(warms) <= 3
+    assert await database_sync_to_async(lambda: sum(c.cost_nanousd for c in Charge.objects.all()))() <= 10**9
+    await tab.disconnect()

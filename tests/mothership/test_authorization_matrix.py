@@ -30,9 +30,13 @@ ACTORS = ("anonymous", "stranger", "creator", "member", "owner", "staff")
 
 
 @pytest.fixture
-def world(workspace, user, turns_not_enqueued):
+def world(workspace, user, turns_not_enqueued, monkeypatch):
     """alice owns the workspace; bob created the chat; carol is another member; dave belongs to
-    another workspace; erin is staff and a member of nothing."""
+    another workspace; erin is staff and a member of nothing. A warm asked for stays queued: a
+    worker's result, pushed to whoever is subscribed then, would arrive as another frame's answer."""
+    from warming.tasks import warm_batch
+
+    monkeypatch.setattr(warm_batch, "apply_async", lambda *args, **kwargs: None)
     people = {
         "owner": user,
         "creator": factories.MembershipFactory(workspace=workspace, user__username="bob", role=Membership.Role.MEMBER).user,

@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+import psutil
 import pytest
 import redis
 
@@ -72,6 +73,10 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
 
         assert "processes: 2 web, 2 worker (2 turns each), 1 background worker (16 tasks each), 1 beat" in text()
         assert len(_started(text(), "web-1")) == len(_started(text(), "web-2")) == 1
+        # Each web process is one process: none forks workers of its own (uvicorn reads WEB_CONCURRENCY
+        # too), which would make N² of them and outlive a killed one.
+        for name in ("web-1", "web-2"):
+            assert psutil.Process(_started(text(), name)[-1]).children(recursive=True) == []
         assert len(_started(text(), "worker-1")) == len(_started(text(), "worker-2")) == len(_started(text(), "background")) == 1
         wait_for(lambda: text().count("ready.") >= 3, 60, "both turn workers and the background worker")
 
@@ -111,7 +116,10 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         assert healthy()  # the web processes kept serving
 
         # A killed web process is restarted; the other one answers meanwhile (same port).
-        os.kill(_started(text(), "web-2")[-1], signal.SIGKILL)
+        killed = _started(text(), "web-2")[-1]
+        os.kill(killed, signal.SIGKILL)
+        # What was on its way to it goes with it; from its end on, the other one takes every connection.
+        wait_for(lambda: "web-2 | exited with status" in text(), 5, "the supervisor to see web-2 gone")
         assert all(healthy() for _ in range(20))
         wait_for(lambda: len(_started(text(), "web-2")) == 2, 30, "the web restart")
         wait_for(lambda: text().count("Uvicorn running") >= 3, 30, "the restarted web process")

@@ -10,7 +10,7 @@ import pytest
 
 from chats.models import Message
 from spend.models import Budget, Charge
-from spend.services import budget_set
+from spend.services import BudgetExceeded, budget_set
 from streams import locks
 from streams.models import Stream
 from streams.services import stream_run, stream_start
@@ -141,3 +141,25 @@ def test_a_turn_stops_as_its_output_crosses_the_budget_with_its_text_kept(chat, 
     one_frame = 2 * 15 * 1000  # two tokens at 15 $/M
     assert charge.cost_nanousd <= 300_000 + one_frame
     assert Budget.objects.get(workspace=workspace).monthly_usd == Decimal("0.0003")
+
+
+def test_the_send_check_prices_a_conversation_the_cache_still_holds_at_the_cache_read_price(
+    chat, workspace, user, inline_turns, settings
+):
+    import time
+
+    from streams.services.spending import turn_budget_check
+
+    # Given a conversation of about 10,000 tokens whose turn just ended, and a cent left this month
+    settings.MOTHERSHIP_PROMPT_CACHE_TTL = 1.0
+    turn = stream_start(chat=chat, content="word " * 8_000, user=user)
+    stream_run(stream_id=turn.stream.id)
+    so_far = Charge.objects.get(pk=turn.stream.id).cost_nanousd
+    _budget(workspace, monthly=str(Decimal(so_far + 10_000_000) / 10**9))
+
+    # Then the next message fits while the cache holds the conversation (3 cents at 3 $/M uncached,
+    # 0.3 at the cache-read price) and does not once it has expired
+    turn_budget_check(chat=chat, user=user, content="and then?", model=turn.stream.model)
+    time.sleep(1.1)
+    with pytest.raises(BudgetExceeded):
+        turn_budget_check(chat=chat, user=user, content="and then?", model=turn.stream.model)

@@ -23,6 +23,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PROMPT = "Answer briefly"  # two tokens to the fakes (a token is a word there)
 
 
+@pytest.fixture
+def instant_model(settings):
+    """The offline model answers at once (its reply does not depend on its pace)."""
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+
+
 def test_the_api_sets_shows_and_clears_the_system_prompt(api, workspace, user):
     made = api.post("/api/mothership/chats", {"workspace": str(workspace.id), "system_prompt": PROMPT}, format="json")
     assert made.status_code == 201
@@ -52,7 +58,7 @@ def test_a_bad_system_prompt_is_a_clear_400_and_changes_nothing(api, chat, works
     assert Chat.objects.get(pk=chat.pk).system_prompt == PROMPT
 
 
-def test_a_turn_sends_and_records_the_prompt_it_started_with(chat, turns_not_enqueued):
+def test_a_turn_sends_and_records_the_prompt_it_started_with(chat, turns_not_enqueued, instant_model):
     chat_set_system_prompt(chat=chat, system_prompt=PROMPT)
     status, stream, message = run_turn(chat, "hello")
     assert status == "completed" and stream.system_prompt == PROMPT
@@ -64,7 +70,7 @@ def test_a_turn_sends_and_records_the_prompt_it_started_with(chat, turns_not_enq
     assert run_turn(other, "hello")[2].content != message.content
 
 
-def test_a_warm_sends_the_same_prefix_as_the_next_turn(chat, workspace, turns_not_enqueued):
+def test_a_warm_sends_the_same_prefix_as_the_next_turn(chat, workspace, turns_not_enqueued, instant_model):
     chat_set_system_prompt(chat=chat, system_prompt=PROMPT)
     run_turn(chat, "hello")
     plain = factories.ChatFactory(workspace=workspace)

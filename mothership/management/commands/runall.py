@@ -4,8 +4,9 @@ Celery workers and exactly one Celery beat, supervised.
 Each web process gets its own listening socket on the same port (``SO_REUSEPORT``): the kernel
 spreads new connections across them evenly (with one shared socket, the process that wakes
 first takes them, so a burst of reconnecting tabs can land on one process). The supervisor
-keeps the sockets open, so a connection that arrives while a web process restarts waits in its
-backlog instead of being refused. A child that exits (crash, kill -9, out of
+closes the socket of a web process that dies, so the others take every new connection at once,
+and opens a new one for its replacement; a single web process keeps its socket, so a connection
+that arrives while it restarts waits in the backlog instead of being refused. A child that exits (crash, kill -9, out of
 memory) is restarted with a short back-off while the others keep running. Ctrl-C (or SIGTERM)
 stops every child and the embedded Redis.
 """
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -42,6 +44,20 @@ class Child:
     started_at: float = 0.0
     pump: threading.Thread | None = field(default=None, repr=False)
     pass_fds: tuple[int, ...] = ()
+    # A web process of several: its own listening socket, closed when it dies (the others take
+    # every new connection at once) and opened again for its replacement.
+    listener: socket.socket | None = field(default=None, repr=False)
+    reopen: Callable[[], socket.socket] | None = field(default=None, repr=False)
+
+    def close_listener(self) -> None:
+        if self.listener is not None and self.reopen is not None and self.listener.fileno() != -1:
+            self.listener.close()
+
+    def open_listener(self) -> None:
+        if self.listener is not None and self.reopen is not None and self.listener.fileno() == -1:
+            self.listener = self.reopen()
+            self.argv = web_argv(fd=self.listener.fileno())
+            self.pass_fds = (self.listener.fileno(),)
 
 
 class Supervisor:
@@ -72,13 +88,17 @@ class Supervisor:
             preexec_fn=embedded_redis._die_with_parent,
         )
         child.started_at = time.monotonic()
-        child.pump = threading.Thread(target=self._pump, args=(child, child.process), daemon=True)
+        child.pump = threading.Thread(target=self._pump, args=(child, child.process, child.listener), daemon=True)
         child.pump.start()
         self.say(child.name, f"started (pid {child.process.pid})")
 
-    def _pump(self, child: Child, process: subprocess.Popen) -> None:
+    def _pump(self, child: Child, process: subprocess.Popen, listener: socket.socket | None) -> None:
         for line in process.stdout:
             self.say(child.name, line)
+        # Its output ended: it is dying. Its socket (this one, never its replacement's) goes at
+        # once, before the next connection lands there.
+        if process.wait() is not None and not self.stopping.is_set() and listener is child.listener:
+            child.close_listener()
 
     def run(self, *, on_tick=None) -> int:
         """Start every child, then restart any that dies; ``on_tick`` runs every half second too."""
@@ -95,8 +115,10 @@ class Supervisor:
                 delay = 1.0 if time.monotonic() - child.started_at > 10 else min(10.0, 1.0 + child.restarts)
                 self.say(child.name, f"exited with status {code}; restarting in {delay:.0f}s")
                 child.restarts += 1
+                child.close_listener()
                 if self.stopping.wait(delay):
                     break
+                child.open_listener()
                 self.start(child)
         return self.shutdown()
 
@@ -151,9 +173,17 @@ class Command(BaseCommand):
             call_command("seed_demo")
         (settings.BASE_DIR / "var").mkdir(exist_ok=True)
         web_processes, worker_processes = settings.MOTHERSHIP_WEB_PROCESSES, settings.MOTHERSHIP_WORKER_PROCESSES
-        listeners = [listening_socket(host, port, reuse_port=web_processes > 1) for _ in range(web_processes)]
+        several = web_processes > 1
+        listeners = [listening_socket(host, port, reuse_port=several) for _ in range(web_processes)]
         children = [
-            Child(f"web-{i}" if web_processes > 1 else "web", web_argv(fd=sock.fileno()), pass_fds=(sock.fileno(),))
+            Child(
+                f"web-{i}" if several else "web",
+                web_argv(fd=sock.fileno()),
+                pass_fds=(sock.fileno(),),
+                listener=sock,
+                # Alone, its socket stays open: a connection waits in the backlog for its restart.
+                reopen=(lambda: listening_socket(host, port, reuse_port=True)) if several else None,
+            )
             for i, sock in enumerate(listeners, start=1)
         ]
         turns, background = settings.CELERY_TASK_DEFAULT_QUEUE, background_queue(settings.CELERY_TASK_DEFAULT_QUEUE)
