@@ -10,7 +10,9 @@ next can start (not timed).
 
 *Frame tick*: one frame clock tick for --streams live turns (each with new text), publishing
 the frames (``publish_frames``, one pipeline) and charging them (``charge_frames``, one Lua
-call), so the added share is measured in the same run.
+call for the turns whose charge is due), so the added share is measured in the same run: far
+from the budget (a turn's output is due once it owes 1/1000 of what is left, or every 2 s) and
+with a cent left (every frame is charged).
 
 Usage: .venv/bin/python bench/budget.py [--messages 50] [--sends 200] [--rounds 5] [--streams 100]
 Uses DATABASE_URL / REDIS_URL when set (embedded defaults otherwise).
@@ -47,6 +49,7 @@ from streams.services import run as run_module  # noqa: E402
 from streams.services import start as start_module  # noqa: E402
 from streams.services import stream_finalize  # noqa: E402
 from streams.services.spending import TurnBudget, turn_budget_check  # noqa: E402
+from tests.factories import spent  # noqa: E402
 
 
 def _ms(values: list[float], p: float) -> str:
@@ -137,10 +140,12 @@ class _Turn:
         self.run.pending += [" lorem", " ipsum", " dolor"]
 
 
-def tick_bench(args) -> None:
+def tick_bench(args, *, near_limit: bool) -> None:
     user = get_user_model().objects.create_user(username=f"ticks-{os.getpid()}-{time.time_ns()}")
     workspace = services.workspace_create(name="bench ticks", owner=user)
-    budget_set(workspace_id=workspace.pk, monthly_usd=Decimal("100000"), member_daily_usd=None)
+    budget_set(workspace_id=workspace.pk, monthly_usd=Decimal("1" if near_limit else "100000"), member_daily_usd=None)
+    if near_limit:  # a cent left: every frame is charged (past the limit too, as a stopping turn's are)
+        spent(workspace, "0.99")
     turns = []
     for i in range(args.streams):
         chat = services.chat_create(workspace=workspace, title=f"tick {i}")
@@ -162,7 +167,8 @@ def tick_bench(args) -> None:
             charge.append(time.perf_counter() - published)
     share = statistics.median(charge) / statistics.median(publish)
     print(
-        f"# frame tick, {args.streams} live turns, {args.ticks} ticks: publish p50 {_ms(publish, 50)} ms, p99 "
+        f"# frame tick, {args.streams} live turns, {args.ticks} ticks, {'a cent left' if near_limit else 'far from the budget'}: "
+        f"publish p50 {_ms(publish, 50)} ms, p99 "
         f"{_ms(publish, 99)} ms; charge p50 {_ms(charge, 50)} ms, p99 {_ms(charge, 99)} ms; "
         f"charge / publish {share:.2f} (per frame {statistics.median(charge) / args.streams * 1e6:.1f} µs)"
     )
@@ -181,7 +187,8 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     send_bench(args)
     for _ in range(3):
-        tick_bench(args)
+        tick_bench(args, near_limit=False)
+        tick_bench(args, near_limit=True)
 
 
 if __name__ == "__main__":

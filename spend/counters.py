@@ -58,30 +58,37 @@ end
 local out = {}
 for i = 0, #KEYS / 4 - 1 do
   local k, a = 4 * i, 4 + 4 * i
-  local added, over = 0, 0
+  local added, over, room = 0, 0, -1
   local live = redis.call('GET', KEYS[k + 3])
   if live ~= 'settled' then
     local amount = tonumber(ARGV[a + 1])
     local month = redis.call('GET', KEYS[k + 1])
     local day = false
     if ARGV[a + 4] == '1' then day = redis.call('GET', KEYS[k + 2]) end
+    local mroom, droom = false, false
     if month then
       local mlimit = limit(KEYS[k + 4], 'month', ARGV[a + 2])
-      if mlimit and tonumber(month) + amount > mlimit then over = 1 end
+      if mlimit then mroom = mlimit - tonumber(month) end
     end
     if day then
       local dlimit = limit(KEYS[k + 4], 'day', ARGV[a + 3])
-      if dlimit and tonumber(day) + amount > dlimit then over = 1 end
+      if dlimit then droom = dlimit - tonumber(day) end
     end
+    if (mroom and amount > mroom) or (droom and amount > droom) then over = 1 end
     if over == 0 or ARGV[1] == '0' then
       added = 1
       redis.call('SET', KEYS[k + 3], (tonumber(live) or 0) + amount, 'EX', ARGV[4])
       if month then redis.call('INCRBY', KEYS[k + 1], amount) end
       if day then redis.call('INCRBY', KEYS[k + 2], amount) end
+      if mroom then mroom = mroom - amount end
+      if droom then droom = droom - amount end
     end
+    if mroom and droom then room = math.min(mroom, droom) elseif mroom then room = mroom elseif droom then room = droom end
+    if room ~= -1 and room < 0 then room = 0 end
   end
   out[#out + 1] = added
   out[#out + 1] = over
+  out[#out + 1] = room
 end
 return out
 """
@@ -279,13 +286,14 @@ class LiveCharge:
 
 def reserve(*, charge_id, scope: Scope, amount: int, limits: Limits) -> bool:
     """Add ``amount`` to the charge's live spend unless it would cross the budget (then nothing is added)."""
-    return not charge_many([(LiveCharge.of(charge_id=charge_id, scope=scope, limits=limits), amount)], gate=True)[0]
+    over, _room = charge_many([(LiveCharge.of(charge_id=charge_id, scope=scope, limits=limits), amount)], gate=True)[0]
+    return not over
 
 
-def charge_many(charges: Iterable[tuple[LiveCharge, int]], *, gate: bool = False) -> list[bool]:
+def charge_many(charges: Iterable[tuple[LiveCharge, int]], *, gate: bool = False) -> list[tuple[bool, int | None]]:
     """Add each (live charge, amount) to its live spend, all in one call; for each, whether its
-    workspace or member is now over budget. With ``gate``, one that would cross is not added
-    (and is reported over): a reservation."""
+    workspace or member is now over budget, and what its tightest budget has left (None: no
+    budget). With ``gate``, one that would cross is not added (and is reported over): a reservation."""
     keys, args = [], [1 if gate else 0, MONTH_TTL, DAY_TTL, LIVE_TTL]
     for charge, amount in charges:
         keys += charge.keys
@@ -293,7 +301,7 @@ def charge_many(charges: Iterable[tuple[LiveCharge, int]], *, gate: bool = False
     if not keys:
         return []
     flags = _script(_CHARGE)(keys=keys, args=args)
-    return [bool(over) for over in flags[1::2]]
+    return [(bool(over), None if room == -1 else room) for over, room in zip(flags[1::3], flags[2::3], strict=True)]
 
 
 def settle_many(charges: Iterable[tuple[object, Scope, int, LastTurn | None]]) -> None:

@@ -96,9 +96,9 @@ def publish_frames(runs: list) -> None:
 
 
 def charge_frames(runs: list) -> None:
-    """Charge each run's newly published output against its budget, all in one round trip; a run
-    whose workspace (or member) is now past its budget stops (``over_budget``). Never raises: a
-    charge Redis did not take is settled by the turn's seal."""
+    """Charge each run's newly published output that is due (``take_charge``) against its budget,
+    all in one round trip; a run whose workspace (or member) is now past its budget stops. Never
+    raises: a charge Redis did not take is settled by the turn's seal."""
     charges = []
     for run in runs:
         with run.emit_lock:
@@ -112,9 +112,8 @@ def charge_frames(runs: list) -> None:
     except redis.RedisError:
         logger.warning("frame charges of %d turns not counted", len(charges), exc_info=True)
         return
-    for (run, _), past_budget in zip(charges, over, strict=True):
-        if past_budget:
-            run.over_budget()
+    for (run, _), (past_budget, room) in zip(charges, over, strict=True):
+        run.charged(past_budget=past_budget, room=room)
 
 
 _clock: FrameClock | None = None

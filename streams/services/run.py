@@ -37,6 +37,11 @@ from streams.signals import turn_claimed
 logger = logging.getLogger(__name__)
 
 BUDGET = "budget"  # the reason of a turn stopped at its workspace's (or its member's) budget
+# Output is charged as it is published, each frame once what is owed reaches 1/1000 of what the
+# budget has left (so a thousand turns at once could not overshoot it between charges), and at
+# least every 2 s (so the counters stay live, and a budget set meanwhile is heard).
+TURNS_SHARING_THE_ROOM = 1000
+CHARGE_AT_LEAST_EVERY = 2.0
 _END = object()
 _ABORT = object()
 _DRAIN_AFTER_STOP = 0.2  # seconds: how long a stopped model's last words are waited for
@@ -116,6 +121,10 @@ class _Run:
         self.uncharged_chars = 0  # output published, not yet charged against the budget
         self.uncharged_deltas = 0  # the model's deltas in it (a token each, for some providers)
         self.delta_is_token = False
+        # Charged once this much is owed (a share of what the budget has left), or every
+        # CHARGE_AT_LEAST_EVERY seconds: every frame near the limit, rarely far from it.
+        self.charge_from = 0.0
+        self.charged_at = time.monotonic()
 
     def on_abort(self, request: abort.AbortRequest) -> None:
         """Called by the abort listener's thread: stop the model and wake the run loop now."""
@@ -210,13 +219,26 @@ class _Run:
         self.uncharged_deltas += deltas
 
     def take_charge(self):
-        """The output published since the last charge, as (its live charge, nano-dollars); None
-        when there is none (or no budget to count it against)."""
+        """The output published since the last charge, as (its live charge, nano-dollars), once it
+        is due: when it reaches ``charge_from`` (a share of what the budget had left at the last
+        charge), or ``CHARGE_AT_LEAST_EVERY`` seconds after it. None until then."""
         if self.budget is None or not self.uncharged_chars:
             return None
         tokens = self.uncharged_deltas if self.delta_is_token else -(-self.uncharged_chars // CHARS_PER_TOKEN)
+        amount = self.budget.output_nanousd(tokens)
+        if amount < self.charge_from and time.monotonic() - self.charged_at < CHARGE_AT_LEAST_EVERY:
+            return None
         self.uncharged_chars = self.uncharged_deltas = 0
-        return self.budget.live, self.budget.output_nanousd(tokens)
+        return self.budget.live, amount
+
+    def charged(self, *, past_budget: bool, room: int | None) -> None:
+        """A charge's answer: stop at the budget, else when the next one is due. With
+        ``TURNS_SHARING_THE_ROOM`` turns each owing at most that share of the room, together they
+        cannot cross it between two charges; with no budget, only the clock makes it due."""
+        self.charged_at = time.monotonic()
+        self.charge_from = float("inf") if room is None else room / TURNS_SHARING_THE_ROOM
+        if past_budget:
+            self.over_budget()
 
     def over_budget(self) -> None:
         """The budget is spent: the turn stops as a user's Stop would, its text kept (``cancelled / budget``)."""

@@ -163,3 +163,31 @@ def test_the_send_check_prices_a_conversation_the_cache_still_holds_at_the_cache
     time.sleep(1.1)
     with pytest.raises(BudgetExceeded):
         turn_budget_check(chat=chat, user=user, content="and then?", model=turn.stream.model)
+
+
+@pytest.mark.parametrize("monthly, charged_every_delta", [(None, False), ("1000", False), ("0.0003", True)])
+def test_output_is_charged_every_frame_near_the_limit_and_rarely_far_from_it(
+    chat, workspace, user, inline_turns, settings, monkeypatch, monthly, charged_every_delta
+):
+    from spend import counters
+
+    # Given a turn of 200 deltas, each its own frame, and no budget, a large one, or one nearly spent
+    settings.MOTHERSHIP_LOCAL_REPLY_TOKENS = 200
+    if monthly:
+        _budget(workspace, monthly=monthly)
+    calls = []
+    real = counters.charge_many
+    monkeypatch.setattr(counters, "charge_many", lambda charges, gate=False: calls.append(gate) or real(charges, gate=gate))
+    turn = stream_start(chat=chat, content="go", user=user)
+
+    # When it runs
+    stream_run(stream_id=turn.stream.id)
+
+    # Then far from a limit its frames cost a charge or two (the counters learn the rest at the
+    # seal); near it, every delta is charged until the turn stops
+    frame_charges = calls.count(False)
+    deltas = Message.objects.get(pk=turn.assistant_message.pk).output_tokens
+    if charged_every_delta:
+        assert frame_charges == deltas and Stream.objects.get(pk=turn.stream.id).reason == "budget"
+    else:
+        assert frame_charges <= 2 and deltas == 200
