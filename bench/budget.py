@@ -14,6 +14,11 @@ call for the turns whose charge is due), so the added share is measured in the s
 from the budget (a turn's output is due once it owes 1/1000 of what is left, or every 2 s) and
 with a cent left (every frame is charged).
 
+*Turn*: what a worker does per turn for the budget and the ledger, timed in the same run: the
+claim's reservation (``TurnBudget.of`` and ``reserve_prompt``: the prompt's cost taken from the
+budget) and the seal (``stream_finalize``) with its charge written against the same seal with
+the charge left out, interleaved, --sends turns a round (20 a chat of --messages messages).
+
 Usage: .venv/bin/python bench/budget.py [--messages 50] [--sends 200] [--rounds 5] [--streams 100]
 Uses DATABASE_URL / REDIS_URL when set (embedded defaults otherwise).
 """
@@ -45,9 +50,11 @@ from spend.services import budget_set  # noqa: E402
 from streams import frames  # noqa: E402
 from streams.models import Stream  # noqa: E402
 from streams.providers import Usage  # noqa: E402
+from streams.services import finalize as finalize_module  # noqa: E402
 from streams.services import run as run_module  # noqa: E402
 from streams.services import start as start_module  # noqa: E402
 from streams.services import stream_finalize  # noqa: E402
+from streams.services.history import conversation_history  # noqa: E402
 from streams.services.spending import TurnBudget, turn_budget_check  # noqa: E402
 from tests.factories import spent  # noqa: E402
 
@@ -176,6 +183,54 @@ def tick_bench(args, *, near_limit: bool) -> None:
         _seal(t.run.stream.chat, t.run.stream.id)
 
 
+def turn_bench(args) -> None:
+    real_charge = finalize_module.turn_charge_record
+    user = get_user_model().objects.create_user(username=f"turns-{os.getpid()}-{time.time_ns()}")
+    workspace = services.workspace_create(name="bench turns", owner=user)
+    budget_set(workspace_id=workspace.pk, monthly_usd=Decimal("100000"), member_daily_usd=Decimal("10000"))
+    start_module.stream_enqueue = lambda *, stream_id: None
+    print(
+        "| round | claim's reservation p50 / p95 (ms) | seal with its charge p50 / p95 | seal, charge left out "
+        "p50 / p95 | the charge's share of the seal, p50 (ms) |"
+    )
+    print("|---|---|---|---|---|")
+    for round_no in range(0, args.rounds + 1):  # round 0 warms up
+        reserve, charged, bare = [], [], []
+        chats = []
+        for c in range(args.sends // 20):  # a conversation of --messages messages for each 20 turns
+            chats.append(services.chat_create(workspace=workspace, title=f"turns {round_no}.{c}"))
+            Message.objects.bulk_create(
+                Message(chat=chats[-1], role="user" if i % 2 == 0 else "assistant", content="lorem ipsum dolor sit amet " * 15)
+                for i in range(args.messages)
+            )
+        for i in range(args.sends):
+            chat = chats[i // 20]
+            turn = start_module.stream_start(chat=chat, content=f"question {i}", user=user)
+            stream = Stream.objects.select_related("user_message", "chat__workspace__budget").get(pk=turn.stream.id)
+            history = conversation_history(stream=stream)
+            started = time.perf_counter()
+            TurnBudget.of(stream).reserve_prompt(stream=stream, history=history)
+            reserve.append(time.perf_counter() - started)
+            with_charge = i % 2 == 0
+            finalize_module.turn_charge_record = real_charge if with_charge else (lambda **kw: None)
+            started = time.perf_counter()
+            stream_finalize(
+                stream=stream,
+                status="completed",
+                reason="",
+                text="an answer " * 20,
+                last_seq=0,
+                usage=Usage(input_tokens=4000, output_tokens=50),
+            )
+            (charged if with_charge else bare).append(time.perf_counter() - started)
+        finalize_module.turn_charge_record = real_charge
+        if round_no:
+            print(
+                f"| {round_no} | {_ms(reserve, 50)} / {_ms(reserve, 95)} | {_ms(charged, 50)} / {_ms(charged, 95)} "
+                f"| {_ms(bare, 50)} / {_ms(bare, 95)} | {(statistics.median(charged) - statistics.median(bare)) * 1000:.3f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=50)
@@ -183,12 +238,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--ticks", type=int, default=200)
+    parser.add_argument("--only", choices=["send", "tick", "turn"], help="one part alone")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    send_bench(args)
-    for _ in range(3):
-        tick_bench(args, near_limit=False)
-        tick_bench(args, near_limit=True)
+    if args.only == "turn":
+        turn_bench(args)
+        return
+    if args.only != "tick":
+        send_bench(args)
+    if args.only != "send":
+        for _ in range(3):
+            tick_bench(args, near_limit=False)
+            tick_bench(args, near_limit=True)
+    if args.only is None:
+        turn_bench(args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ workspace: what turns in flight had charged meanwhile is missing from it until t
 from __future__ import annotations
 
 import datetime
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,14 +32,13 @@ LIMITS_TTL = 40 * 86400  # written again on every change and every claim that fi
 LAST_TURN_TTL = 86400  # a chat idle longer is measured from the ledger at its next send
 SETTLED = b"settled"
 
-# Many charges in one call (no pipeline: a pipeline of scripts costs redis-py a SCRIPT EXISTS
-# round trip), each workspace's limits read once. For charge i (from 0): KEYS[4i+1..4i+4] =
-# month, day, live, limits; ARGV[1..4] = gate (1: refuse what would cross, 0: add, then say if
-# over), month ttl, day ttl, live ttl;
-# ARGV[5+4i..8+4i] = amount, month limit, day limit (the claim's, used when the limits hash is
-# missing; "" = none), has_day. A missing period counter is not checked and not added to (it is
-# seeded from the ledger, which knows nothing of turns in flight). Returns {added, over} per charge.
-_CHARGE = """
+# One charge (a Lua function both scripts below share): keys month, day, live, limits; gate (1:
+# refuse what would cross, 0: add, then say if over), the ttls of month, day and live; amount,
+# month limit, day limit (the claim's, used when the limits hash is missing; "" = none), has_day.
+# A missing period counter is not checked and not added to (it is seeded from the ledger, which
+# knows nothing of turns in flight). Returns added, over, room (-1: no budget). Each workspace's
+# limits are read once per script call.
+_CHARGE_ONE = """
 local limits = {}
 local function limit(key, field, fallback)
   local cached = limits[key]
@@ -55,43 +55,86 @@ local function limit(key, field, fallback)
   if fallback == '' then return nil end
   return tonumber(fallback)
 end
+local function charge_one(kmonth, kday, klive, klimits, gate, month_ttl, day_ttl, live_ttl, amount, mfallback, dfallback, has_day)
+  local added, over, room = 0, 0, -1
+  local live = redis.call('GET', klive)
+  if live == 'settled' then return added, over, room end
+  amount = tonumber(amount)
+  local month = redis.call('GET', kmonth)
+  local day = false
+  if has_day == '1' then day = redis.call('GET', kday) end
+  local mroom, droom = false, false
+  if month then
+    local mlimit = limit(klimits, 'month', mfallback)
+    if mlimit then mroom = mlimit - tonumber(month) end
+  end
+  if day then
+    local dlimit = limit(klimits, 'day', dfallback)
+    if dlimit then droom = dlimit - tonumber(day) end
+  end
+  if (mroom and amount > mroom) or (droom and amount > droom) then over = 1 end
+  if over == 0 or gate == '0' then
+    added = 1
+    redis.call('SET', klive, (tonumber(live) or 0) + amount, 'EX', live_ttl)
+    if month then redis.call('INCRBY', kmonth, amount) end
+    if day then redis.call('INCRBY', kday, amount) end
+    if mroom then mroom = mroom - amount end
+    if droom then droom = droom - amount end
+  end
+  if mroom and droom then room = math.min(mroom, droom) elseif mroom then room = mroom elseif droom then room = droom end
+  if room ~= -1 and room < 0 then room = 0 end
+  return added, over, room
+end
+"""
+
+# Many charges in one call (no pipeline: a pipeline of scripts costs redis-py a SCRIPT EXISTS
+# round trip). For charge i (from 0): KEYS[4i+1..4i+4] = month, day, live, limits; ARGV[1..4] =
+# gate, month ttl, day ttl, live ttl; ARGV[5+4i..8+4i] = amount, month limit, day limit, has_day.
+# Returns {added, over, room} per charge.
+_CHARGE = (
+    _CHARGE_ONE
+    + """
 local out = {}
 for i = 0, #KEYS / 4 - 1 do
   local k, a = 4 * i, 4 + 4 * i
-  local added, over, room = 0, 0, -1
-  local live = redis.call('GET', KEYS[k + 3])
-  if live ~= 'settled' then
-    local amount = tonumber(ARGV[a + 1])
-    local month = redis.call('GET', KEYS[k + 1])
-    local day = false
-    if ARGV[a + 4] == '1' then day = redis.call('GET', KEYS[k + 2]) end
-    local mroom, droom = false, false
-    if month then
-      local mlimit = limit(KEYS[k + 4], 'month', ARGV[a + 2])
-      if mlimit then mroom = mlimit - tonumber(month) end
-    end
-    if day then
-      local dlimit = limit(KEYS[k + 4], 'day', ARGV[a + 3])
-      if dlimit then droom = dlimit - tonumber(day) end
-    end
-    if (mroom and amount > mroom) or (droom and amount > droom) then over = 1 end
-    if over == 0 or ARGV[1] == '0' then
-      added = 1
-      redis.call('SET', KEYS[k + 3], (tonumber(live) or 0) + amount, 'EX', ARGV[4])
-      if month then redis.call('INCRBY', KEYS[k + 1], amount) end
-      if day then redis.call('INCRBY', KEYS[k + 2], amount) end
-      if mroom then mroom = mroom - amount end
-      if droom then droom = droom - amount end
-    end
-    if mroom and droom then room = math.min(mroom, droom) elseif mroom then room = mroom elseif droom then room = droom end
-    if room ~= -1 and room < 0 then room = 0 end
-  end
+  local added, over, room = charge_one(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], ARGV[1], ARGV[2], ARGV[3],
+    ARGV[4], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   out[#out + 1] = added
   out[#out + 1] = over
   out[#out + 1] = room
 end
 return out
 """
+)
+
+# A turn's claim, in one call: the budget written where Redis lost it, then its prompt taken from
+# what the budget has left, at the cached price when the chat's last turn was sealed within the
+# prompt cache's lifetime (else the full one). KEYS = month, day, live, limits, the chat's last
+# turn; ARGV = month ttl, day ttl, live ttl, limits ttl, the prompt's cost uncached, cached, now
+# (epoch ms), the cache's lifetime (ms), month limit, day limit ("" = none), has_day. Returns
+# {-1} when a period counter is missing (to be seeded from the ledger first), else {added, over, room}.
+_CLAIM = (
+    _CHARGE_ONE
+    + """
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  local fields = {'set', 1}
+  if ARGV[9] ~= '' then fields[#fields + 1] = 'month'; fields[#fields + 1] = ARGV[9] end
+  if ARGV[10] ~= '' then fields[#fields + 1] = 'day'; fields[#fields + 1] = ARGV[10] end
+  redis.call('HSET', KEYS[4], unpack(fields))
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 or (ARGV[11] == '1' and redis.call('EXISTS', KEYS[2]) == 0) then return {-1} end
+local amount = ARGV[5]
+local last = redis.call('GET', KEYS[5])
+if last then
+  local at = tonumber(string.match(last, ':(%d+)$'))
+  if at and tonumber(ARGV[7]) - at <= tonumber(ARGV[8]) then amount = ARGV[6] end
+end
+local added, over, room = charge_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], '1', ARGV[1], ARGV[2], ARGV[3], amount, ARGV[9],
+  ARGV[10], ARGV[11])
+return {added, over, room}
+"""
+)
 
 # For charge i: KEYS[4i+1..4i+4] = month, day, live, its chat's last turn ("" for a warm);
 # ARGV[1], ARGV[2] = live ttl, last-turn ttl; ARGV[3+3i..5+3i] = the ledger's figure, has_day, the
@@ -284,10 +327,31 @@ class LiveCharge:
         )
 
 
-def reserve(*, charge_id, scope: Scope, amount: int, limits: Limits) -> bool:
-    """Add ``amount`` to the charge's live spend unless it would cross the budget (then nothing is added)."""
-    over, _room = charge_many([(LiveCharge.of(charge_id=charge_id, scope=scope, limits=limits), amount)], gate=True)[0]
-    return not over
+def claim(
+    *, charge: LiveCharge, scope: Scope, last_turn_chat_id, uncached: int, cached: int, cache_ttl: float, limits: Limits
+) -> bool | None:
+    """A turn's prompt taken from its budget as the worker starts it (``_CLAIM``): ``cached`` is its
+    cost if the chat's last turn was sealed within ``cache_ttl`` seconds, else ``uncached``. False
+    (nothing taken) when it would cross the budget; None when a period counter must be seeded first."""
+    flags = _script(_CLAIM)(
+        keys=[*charge.keys, last_turn_key(last_turn_chat_id)],
+        args=[
+            MONTH_TTL,
+            DAY_TTL,
+            LIVE_TTL,
+            LIMITS_TTL,
+            uncached,
+            cached,
+            int(time.time() * 1000),
+            int(cache_ttl * 1000),
+            "" if limits.month is None else limits.month,
+            "" if limits.day is None else limits.day,
+            1 if scope.user_id is not None else 0,
+        ],
+    )
+    if flags[0] == -1:
+        return None
+    return not flags[1]
 
 
 def charge_many(charges: Iterable[tuple[LiveCharge, int]], *, gate: bool = False) -> list[tuple[bool, int | None]]:

@@ -4,6 +4,7 @@ that keep spending under it (before a turn, and as it streams)."""
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import time
 import uuid
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import redis
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.conf import settings
+from django.db import connections, router, transaction
+from django.utils import timezone
 
 from spend import counters
 from spend.models import Budget, Charge, MemberDaySpend, WorkspaceMonthSpend, usd
@@ -58,60 +60,91 @@ def charge_record(**spec) -> bool:
 
 def charges_record(specs: list[ChargeSpec]) -> list[ChargeSpec]:
     """Write these charges and add them to their running totals, in the caller's transaction, in
-    a few statements whatever their number; an id charged already is left out (and returned
+    three statements whatever their number; an id charged already is left out (and returned
     without it). After commit their live spend is settled, in one Redis round trip."""
     if not specs:
         return []
-    already = set(Charge.objects.filter(pk__in=[s.charge_id for s in specs]).values_list("pk", flat=True))
-    fresh = [s for s in specs if s.charge_id not in already]
+    unique: dict = {}
+    for s in specs:
+        unique.setdefault(s.charge_id, s)  # an id twice in one call is charged once
+    specs = list(unique.values())
+    inserted = _charges_insert(specs)
+    fresh = [s for s in specs if s.charge_id in inserted]
     if not fresh:
-        return []
-    try:
-        with transaction.atomic():  # a savepoint: a charge written meanwhile by a racing seal changes nothing
-            Charge.objects.bulk_create(
-                [
-                    Charge(
-                        id=s.charge_id,
-                        kind=s.kind,
-                        workspace_id=s.workspace_id,
-                        user_id=s.user_id,
-                        chat_id=s.chat_id,
-                        model=s.model,
-                        estimated=s.estimated,
-                        cost_nanousd=s.cost_nanousd,
-                        at=s.at,
-                        **{name: s.tokens.get(name, 0) for name in TOKEN_FIELDS},
-                    )
-                    for s in fresh
-                ]
-            )
-    except IntegrityError:
         return []
     months: dict[tuple, int] = defaultdict(int)
     days: dict[tuple, int] = defaultdict(int)
     for s in fresh:
         scope = s.scope
-        months[(s.workspace_id, scope.month)] += s.cost_nanousd
+        months[(scope.workspace_id, scope.month)] += s.cost_nanousd
         if s.user_id is not None:
-            days[(s.workspace_id, s.user_id, scope.day)] += s.cost_nanousd
-    # One order (months, then members' days, each sorted): concurrent charges never deadlock.
-    for (workspace_id, month), amount in sorted(months.items(), key=str):
-        _add(WorkspaceMonthSpend, {"workspace_id": workspace_id, "month": month}, amount)
-    for (workspace_id, user_id, day), amount in sorted(days.items(), key=str):
-        _add(MemberDaySpend, {"workspace_id": workspace_id, "user_id": user_id, "day": day}, amount)
+            days[(scope.workspace_id, s.user_id, scope.day)] += s.cost_nanousd
+    # Rows in one order (sorted): concurrent charges never deadlock on them.
+    _totals_add(WorkspaceMonthSpend, ("workspace_id", "month"), sorted(months.items()))
+    _totals_add(MemberDaySpend, ("workspace_id", "user_id", "day"), sorted(days.items()))
     transaction.on_commit(lambda: _settle(fresh))
     return fresh
 
 
-def _add(model, keys: dict, amount: int) -> None:
-    """Add to a running total, creating its row the first time (a racing creator's row is added to)."""
-    if model.objects.filter(**keys).update(cost_nanousd=F("cost_nanousd") + amount):
+_CHARGE_COLUMNS = ("id", "kind", "workspace_id", "user_id", "chat_id", "model", "estimated", "cost_nanousd", "at", "created_at")
+
+
+def _charges_insert(specs: list[ChargeSpec]) -> set[uuid.UUID]:
+    """The charges whose id is new, inserted in one statement (``INSERT … ON CONFLICT DO NOTHING
+    RETURNING``, PostgreSQL and SQLite alike): the ids it inserted. A racing writer of the same
+    id makes this one insert nothing, so it is never counted twice."""
+    connection = connections[router.db_for_write(Charge)]
+    names = (*_CHARGE_COLUMNS, *TOKEN_FIELDS)
+    fields = [Charge._meta.get_field(name) for name in names]  # (an attname such as "user_id" names its field)
+    now = timezone.now()
+    params = []
+    for s in specs:
+        values = {
+            "id": s.charge_id,
+            "kind": s.kind,
+            "workspace_id": s.workspace_id,
+            "user_id": s.user_id,
+            "chat_id": s.chat_id,
+            "model": s.model,
+            "estimated": s.estimated,
+            "cost_nanousd": s.cost_nanousd,
+            "at": s.at,
+            "created_at": now,
+            **{name: s.tokens.get(name, 0) for name in TOKEN_FIELDS},
+        }
+        params += [field.get_db_prep_save(values[name], connection) for name, field in zip(names, fields, strict=True)]
+    qn = connection.ops.quote_name
+    row = "(" + ", ".join(["%s"] * len(names)) + ")"
+    sql = (
+        f"INSERT INTO {qn(Charge._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+        f"VALUES {', '.join([row] * len(specs))} ON CONFLICT ({qn('id')}) DO NOTHING RETURNING {qn('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {Charge._meta.pk.to_python(found) for (found,) in cursor.fetchall()}
+
+
+def _totals_add(model, key_columns: tuple[str, ...], rows: list[tuple[tuple, int]]) -> None:
+    """Add each amount to its running total, the row created the first time: one upsert statement."""
+    if not rows:
         return
-    try:
-        with transaction.atomic():
-            model.objects.create(**keys, cost_nanousd=amount)
-    except IntegrityError:
-        model.objects.filter(**keys).update(cost_nanousd=F("cost_nanousd") + amount)
+    connection = connections[router.db_for_write(model)]
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    fields = [model._meta.get_field(c) for c in key_columns]
+    cost = model._meta.get_field("cost_nanousd")
+    params = []
+    for keys, amount in rows:
+        params += [f.get_db_prep_save(v, connection) for f, v in zip(fields, keys, strict=True)]
+        params.append(amount)
+    row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
+    column = qn(cost.column)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(qn(f.column) for f in fields)}, {column}) VALUES {', '.join([row] * len(rows))} "
+        f"ON CONFLICT ({', '.join(qn(f.column) for f in fields)}) DO UPDATE SET {column} = {table}.{column} + excluded.{column}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _settle(specs: list[ChargeSpec]) -> None:
@@ -193,8 +226,25 @@ def _refusal(who: str, spent: int, limit: int, which: str, amount: int) -> str:
     )
 
 
-def budget_reserve(*, charge_id, scope: counters.Scope, amount_nanousd: int, limits: counters.Limits) -> bool:
-    """As a turn starts in the worker: its prompt's cost, taken from what the budget has left, or
-    False (nothing taken) when it would cross it. Racing turns take it one at a time."""
-    budget_spent(scope=scope, limits=limits)  # the counters exist (seeded) before they are checked
-    return counters.reserve(charge_id=charge_id, scope=scope, amount=amount_nanousd, limits=limits)
+def budget_reserve(
+    *, charge: counters.LiveCharge, scope: counters.Scope, chat_id, uncached: int, cached: int, limits: counters.Limits
+) -> bool:
+    """As a turn starts in the worker: its prompt's cost (``cached`` while the chat's last turn is
+    in the provider's prompt cache, else ``uncached``) taken from what the budget has left, or False
+    (nothing taken) when it would cross it. Racing turns take it one at a time. One Redis call; the
+    ledger is read only for a period counter Redis does not hold (then it is seeded and asked again)."""
+    ask = functools.partial(
+        counters.claim,
+        charge=charge,
+        scope=scope,
+        last_turn_chat_id=chat_id,
+        uncached=uncached,
+        cached=cached,
+        cache_ttl=settings.MOTHERSHIP_PROMPT_CACHE_TTL,
+        limits=limits,
+    )
+    taken = ask()
+    if taken is None:
+        budget_spent(scope=scope, limits=limits)
+        taken = ask()
+    return bool(taken)

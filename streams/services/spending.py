@@ -97,14 +97,19 @@ class TurnBudget:
         )
 
     def reserve_prompt(self, *, stream: Stream, history: list[dict]) -> bool:
-        """Take the prompt's cost from the budget before the model is called; False: it would cross it."""
+        """Take the prompt's cost from the budget before the model is called; False: it would cross
+        it. All but its last message are priced as cache reads if the chat's last turn (Redis's
+        record of it) was sealed within the prompt cache's lifetime."""
         tokens = sum(estimate_tokens(m.get("content", "")) + TOKENS_PER_MESSAGE for m in history)
-        last = last_turn_charge(chat_id=stream.chat_id)  # the turn before this one (this one has no charge yet)
-        cached = 0
-        if history and last is not None and _within_cache_ttl(last[1]):
-            cached = tokens - estimate_tokens(history[-1].get("content", "")) - TOKENS_PER_MESSAGE
-        amount = prompt_nanousd(model=stream.model, tokens=tokens, cached_tokens=cached)
-        return budget_reserve(charge_id=self.charge_id, scope=self.scope, amount_nanousd=amount, limits=self.limits)
+        cached = tokens - estimate_tokens(history[-1].get("content", "")) - TOKENS_PER_MESSAGE if history else 0
+        return budget_reserve(
+            charge=self.live,
+            scope=self.scope,
+            chat_id=stream.chat_id,
+            uncached=prompt_nanousd(model=stream.model, tokens=tokens, cached_tokens=0),
+            cached=prompt_nanousd(model=stream.model, tokens=tokens, cached_tokens=cached),
+            limits=self.limits,
+        )
 
     def output_nanousd(self, tokens: int) -> int:
         return round(tokens * self.output_nanousd_per_token)

@@ -191,3 +191,41 @@ def test_output_is_charged_every_frame_near_the_limit_and_rarely_far_from_it(
         assert frame_charges == deltas and Stream.objects.get(pk=turn.stream.id).reason == "budget"
     else:
         assert frame_charges <= 2 and deltas == 200
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "the cache expired", "redis lost the spend counters"])
+def test_the_workers_claim_prices_a_cached_conversation_at_the_cache_read_price(
+    chat, workspace, user, inline_turns, settings, meanwhile
+):
+    import time
+
+    from mothership.infra.redis import get_redis
+    from spend import counters
+
+    # Given a conversation of about 10,000 tokens whose turn just ended, a cent left this month,
+    # and the next turn queued while the cache holds the conversation
+    settings.MOTHERSHIP_PROMPT_CACHE_TTL = 1.5
+    first = stream_start(chat=chat, content="word " * 8_000, user=user)
+    stream_run(stream_id=first.stream.id)
+    so_far = Charge.objects.get(pk=first.stream.id).cost_nanousd
+    _budget(workspace, monthly=str(Decimal(so_far + 10_000_000) / 10**9))
+    turn = stream_start(chat=chat, content="and then?", user=user)
+    scope = counters.Scope.of(workspace_id=workspace.pk, user_id=user.pk, at=turn.stream.created_at)
+    if meanwhile == "the cache expired":
+        time.sleep(1.6)
+    elif meanwhile == "redis lost the spend counters":
+        assert get_redis().delete(scope.month_key, scope.day_key) == 2
+
+    # When the worker takes it
+    status = stream_run(stream_id=turn.stream.id)
+
+    # Then its prompt fits at the cache-read price (0.3 cents; 3 uncached), the ledger seeding
+    # what Redis lost; once the cache has expired it is refused before the model is called
+    stream = Stream.objects.get(pk=turn.stream.id)
+    if meanwhile == "the cache expired":
+        assert (status, stream.reason) == ("cancelled", "budget")
+        assert Message.objects.get(pk=turn.assistant_message.pk).content == ""
+    else:
+        assert status == "completed"
+        month, _day = counters.spent(scope, seed=lambda s: pytest.fail("seeded again"))
+        assert month == so_far + Charge.objects.get(pk=turn.stream.id).cost_nanousd

@@ -139,3 +139,49 @@ def test_a_warm_is_charged_once_and_a_redelivered_batch_charges_nothing(inline_t
     assert warm.cost_nanousd == round(schedule.last_warm_cost * 1e9)
     _ledger_matches_totals(chat.workspace)
     assert not MemberDaySpend.objects.filter(cost_nanousd__gt=Charge.objects.get(kind="turn").cost_nanousd).exists()
+
+
+def test_a_batch_of_charges_writes_each_new_id_once_across_months_and_members(chat, user, make_user):
+    from spend.services import ChargeSpec, charges_record
+
+    # Given a charge already written, and a batch that repeats it, repeats a new id, and spans two
+    # months and two members
+    bob = make_user("bob")
+    now = timezone.now()
+    last_month = (now.replace(day=1) - datetime.timedelta(days=1)).replace(hour=12)
+
+    def spec(charge_id, *, who, at, cost):
+        return ChargeSpec(
+            charge_id=charge_id,
+            kind="turn",
+            workspace_id=chat.workspace_id,
+            user_id=who.pk,
+            chat_id=chat.pk,
+            model="m",
+            tokens={"input_tokens": 10, "output_tokens": 5},
+            estimated=True,
+            cost_nanousd=cost,
+            at=at,
+        )
+
+    old, new = uuid.uuid4(), uuid.uuid4()
+    with transaction.atomic():
+        charges_record([spec(old, who=user, at=now, cost=1_000)])
+    with transaction.atomic():
+        written = charges_record(
+            [
+                spec(old, who=user, at=now, cost=99),
+                spec(new, who=bob, at=now, cost=20),
+                spec(new, who=bob, at=now, cost=20),
+                spec(uuid.uuid4(), who=user, at=last_month, cost=300),
+                spec(uuid.uuid4(), who=bob, at=now, cost=4_000),
+            ]
+        )
+
+    # Then only the three new ids are written, once each, and every total is its ledger's sum
+    assert len(written) == 3 and Charge.objects.count() == 4
+    assert Charge.objects.get(pk=old).cost_nanousd == 1_000
+    assert Charge.objects.get(pk=new).input_tokens == 10 and Charge.objects.get(pk=new).estimated
+    assert WorkspaceMonthSpend.objects.count() == 2 and MemberDaySpend.objects.count() == 3
+    assert MemberDaySpend.objects.get(user=bob).cost_nanousd == 4_020
+    _ledger_matches_totals(chat.workspace)
