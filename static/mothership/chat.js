@@ -247,6 +247,7 @@ composer.addEventListener("submit", async (e) => {
   if (!content || state.sending) return;
   // Stop and send: the server stops exactly the turn this page shows, then starts this one.
   const interrupt = state.activeStreamId;
+  const sentAt = performance.now();
   state.sending = true; // until the answer names the stream, its events are left to the replay below
   setBusy(true);
   let result;
@@ -270,7 +271,7 @@ composer.addEventListener("submit", async (e) => {
   input.value = "";
   nameFromFirstMessage(content);
   bubble("user", content, body.user_message_id);
-  view.toEnd(); // what was just sent, and its reply, in view
+  view.toEnd({ unlessLetGoSince: sentAt }); // what was just sent, and its reply, in view (unless the reader went up meanwhile)
   follow(body, false);
 });
 

@@ -1,6 +1,7 @@
 // The chat page's list of the workspace's conversations: live state dots (the workspace's tile
-// pushes, on the page's socket), the current one marked, a search box ("/" or Ctrl+K focuses it),
-// collapsed on a phone. The side sections remember whether they were open.
+// pushes, on the page's socket), the current one marked, "new" on one whose reply ended unseen,
+// a search box ("/" or Ctrl+K focuses it), collapsed on a phone. The side sections remember
+// whether they were open.
 
 const PHONE = "(max-width: 760px)";
 
@@ -59,10 +60,18 @@ export function conversationList({ currentChatId }) {
     if (!li) {
       li = document.createElement("li");
       li.dataset.chatId = tile.conversationId;
-      li.innerHTML = '<a><span class="dot" aria-hidden="true"></span><span class="chat-link-title"></span><span class="chat-link-state"></span></a>';
+      li.innerHTML = '<a><span class="dot" aria-hidden="true"></span><span class="chat-link-title"></span>'
+        + '<span class="chat-link-unread" title="A reply finished since you last opened this conversation" hidden>new</span>'
+        + '<span class="chat-link-state"></span></a>';
       li.querySelector("a").href = `/chats/${tile.conversationId}/`;
       list.prepend(li);
     }
+    // A reply of another conversation that ends while this page is open is new to its reader (the
+    // server keeps the answer for the next page: the reader has not opened that conversation).
+    if (tile.conversationId !== currentChatId && li.dataset.state === "streaming" && tile.state !== "streaming") {
+      li.dataset.unread = "true";
+    }
+    li.querySelector(".chat-link-unread").hidden = li.dataset.unread !== "true";
     li.className = `chat-link chat-link--${tile.state}`;
     li.dataset.state = tile.state;
     li.querySelector(".chat-link-title").textContent = tile.title;

@@ -1,6 +1,6 @@
 // The conversation keeps its newest text in view while the reader is at its end: a streaming
 // reply is followed as it grows. Scrolling up to read stops that; coming back to the end, or
-// sending, starts it again.
+// sending (unless the reader scrolls up before the message is answered), starts it again.
 const SLACK = 80; // px from the end that still count as "at the end"
 const LET_GO_MS = 400;
 
@@ -32,7 +32,10 @@ export function followEnd(content) {
     pinned = false;
     letGoAt = performance.now();
   };
-  window.addEventListener("wheel", (e) => e.deltaY < 0 && letGo(), { passive: true });
+  window.addEventListener("wheel", (e) => {
+    note(`wheel ${e.deltaY}`);
+    if (e.deltaY < 0) letGo();
+  }, { passive: true });
   let touchY = null;
   window.addEventListener("touchstart", (e) => (touchY = e.touches[0]?.clientY ?? null), { passive: true });
   window.addEventListener("touchmove", (e) => {
@@ -46,7 +49,10 @@ export function followEnd(content) {
   new ResizeObserver(() => pinned && toEnd()).observe(content);
   toEnd(); // a conversation opens at its newest message
   return {
-    toEnd() {
+    // Follow the end again (a send), unless the reader moved up since ``unlessLetGoSince``
+    // (a performance.now() time): scrolling up while a message is on its way keeps its place.
+    toEnd({ unlessLetGoSince = Infinity } = {}) {
+      if (letGoAt >= unlessLetGoSince) return;
       pinned = true;
       toEnd();
     },

@@ -1,4 +1,5 @@
-"""The embedded ``local`` model: offline, deterministic, with a configurable speed."""
+"""The embedded ``local`` model: offline, deterministic (a conversation asked again in a chat gets
+another answer, as from a sampling model), with a configurable speed."""
 
 from __future__ import annotations
 
@@ -65,9 +66,10 @@ class LocalProvider:
         self.tokens_per_second = settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND if tokens_per_second is None else tokens_per_second
         self.reply_tokens = settings.MOTHERSHIP_LOCAL_REPLY_TOKENS if reply_tokens is None else reply_tokens
 
-    def reply_for(self, messages: list[dict]) -> list[str]:
-        """The deterministic reply, as tokens, for a conversation. A last message that begins with
-        ``/echo `` is answered with the rest of it, verbatim, a word (with its spaces) per token."""
+    def reply_for(self, messages: list[dict], *, attempt: int = 0) -> list[str]:
+        """The deterministic reply, as tokens, for a conversation (``attempt``: how many times it was
+        answered before; each is answered differently). A last message that begins with ``/echo ``
+        is answered with the rest of it, verbatim, a word (with its spaces) per token."""
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         if messages and messages[-1]["role"] == "user" and last_user.startswith(ECHO):
             return re.findall(r"\s*\S+\s*?(?=\s|$)|\s+$", last_user[len(ECHO) :])
@@ -76,6 +78,7 @@ class LocalProvider:
         prompt = f"{last_user}\x00{prefix}" if prefix else last_user
         system = "".join(m["content"] for m in messages if m["role"] == "system")
         prompt = f"{system}\x01{prompt}" if system else prompt  # another system prompt, another answer
+        prompt = f"{prompt}\x02{attempt}" if attempt else prompt  # asked again (Regenerate, Retry): another answer
         seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
         rng = random.Random(seed)
         if prefix:  # the kept text's sentence goes on
@@ -91,7 +94,8 @@ class LocalProvider:
         started = time.monotonic()
         # Continuing kept text: the deterministic reply for the conversation with that text in it.
         request = [*messages, {"role": "assistant", "content": prefix}] if prefix else messages
-        for k, token in enumerate(self.reply_for(request), start=1):
+        attempt = _asked_before(cache_key, request) if cache_key else 0
+        for k, token in enumerate(self.reply_for(request, attempt=attempt), start=1):
             # Token k is due at started + k / rate, against the clock (not a sleep per token), so
             # the rate holds under CPU pressure. An Event wait: a stop is noticed at once.
             if stop.wait(max(0.0, started + k / rate - time.monotonic())) if rate > 0 else stop.is_set():
@@ -121,6 +125,22 @@ class LocalProvider:
     @property
     def _cache(self) -> SimulatedPromptCache:
         return SimulatedPromptCache(model=self.model)
+
+
+ASKED_PREFIX = "mothership:local-asked:"
+ASKED_TTL = 86400
+
+
+def _asked_before(chat_key: str, messages: list[dict]) -> int:
+    """How many times this chat asked exactly this conversation before (counted in Redis): a
+    Regenerate or a Retry asks it again, and a sampling model would answer differently."""
+    digest = hashlib.sha256(json.dumps([[m["role"], m["content"]] for m in messages]).encode()).hexdigest()[:32]
+    key = f"{ASKED_PREFIX}{chat_key}:{digest}"
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, ASKED_TTL)
+    asked, _ = pipe.execute()
+    return int(asked) - 1
 
 
 def _prefix_tokens(messages: list[dict]) -> int:

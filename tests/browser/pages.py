@@ -50,3 +50,14 @@ def rendered_text(page, source: str) -> str:
         }""",
         source,
     )
+
+
+def set_visibility(page, state: str) -> None:
+    """What the browser says when its tab is hidden or shown again (headless tabs are all "visible")."""
+    page.evaluate(
+        """(state) => {
+          Object.defineProperty(document, 'visibilityState', { get: () => state, configurable: true });
+          document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        state,
+    )

@@ -84,9 +84,10 @@ def test_a_stopped_reply_continues_as_one_message_and_the_last_reply_regenerates
     expect(page.locator("#stop")).to_be_visible()
     _ended(page)
     regenerated = Message.objects.get(pk=message_id)
-    # Started over: the whole reply to the question (the offline model gives the same one), not
-    # the continued text.
+    # Started over: a whole new reply to the question (the offline model answers a question asked
+    # again differently, as a sampling model does), not the continued text.
     assert regenerated.status == "complete" and regenerated.content != message.content
+    assert not regenerated.content.startswith(kept)
     assert regenerated.stream_id == Stream.objects.filter(chat=chat).order_by("-created_at").first().pk
     assert Stream.objects.filter(chat=chat).count() == 3
     expect(page.locator(".msg")).to_have_count(2)

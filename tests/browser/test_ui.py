@@ -16,7 +16,7 @@ from warming.models import WarmingSchedule
 
 from .conftest import SCREENSHOTS
 from .pages import assistant_text as _assistant_text
-from .pages import rendered_text
+from .pages import rendered_text, set_visibility
 from .pages import send as _send
 from .pages import until as _until
 from .pages import wait_streaming as _wait_streaming
@@ -382,17 +382,6 @@ def test_a_streaming_tile_says_stalled_when_its_model_goes_quiet(login, user, ch
         locks.lock_release(chat_id=chat.id, stream_id=turn.stream.id)
 
 
-def _set_visibility(page, state: str) -> None:
-    """What the browser says when its tab is hidden or shown again (headless tabs are all "visible")."""
-    page.evaluate(
-        """(state) => {
-          Object.defineProperty(document, 'visibilityState', { get: () => state, configurable: true });
-          document.dispatchEvent(new Event('visibilitychange'));
-        }""",
-        state,
-    )
-
-
 def test_a_reply_that_ends_while_you_are_away_marks_its_tile_until_you_look(login, user, chat, stack):
     context, home = login(user)
     tile = home.locator(f'.tile[data-chat-id="{chat.id}"]')
@@ -407,14 +396,14 @@ def test_a_reply_that_ends_while_you_are_away_marks_its_tile_until_you_look(logi
 
     _send(page, "Write a long answer")
     _wait_streaming(page, 3)
-    _set_visibility(page, "hidden")  # the reader goes to another tab
+    set_visibility(page, "hidden")  # the reader goes to another tab
     expect(tile).to_have_attribute("data-state", "streaming", timeout=5000)
     expect(badge).to_be_visible(timeout=20000)  # live, as the turn ends
     expect(badge).to_have_text("new reply")
     home.reload()
     expect(badge).to_be_visible()  # the server's answer too
 
-    _set_visibility(page, "visible")  # back to the chat: seen
+    set_visibility(page, "visible")  # back to the chat: seen
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         home.reload()

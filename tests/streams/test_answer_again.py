@@ -52,9 +52,10 @@ def test_regenerate_answers_the_same_user_message_again_into_the_same_message(ch
 
     message.refresh_from_db()
     assert message.status == "complete" and message.stream_id == again.stream.id
-    assert message.content == "".join(
-        LocalProvider(tokens_per_second=0, reply_tokens=25).reply_for([{"role": "user", "content": "one"}])
-    )
+    # Answered again, as a sampling model would: another reply to the same question
+    model = LocalProvider(tokens_per_second=0, reply_tokens=25)
+    first_text = "".join(model.reply_for([{"role": "user", "content": "one"}]))
+    assert message.content == "".join(model.reply_for([{"role": "user", "content": "one"}], attempt=1)) != first_text
     # Both attempts are counted: the reply's usage is their sum.
     assert message.output_tokens == first_usage["output_tokens"] + 25
     assert Message.objects.filter(chat=chat).count() == 2  # no new messages
