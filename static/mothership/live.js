@@ -48,3 +48,10 @@ export function relativeTime(iso, now = Date.now()) {
   if (hours < 36) return `${hours} h ago`;
   return `${Math.round(hours / 24)} d ago`;
 }
+
+// Money as the pages show it (the server's templates use the same rule, the "dollars" filter):
+// cents, and hundredths of a cent for what is more than nothing but less than one cent.
+export function dollars(value) {
+  if (value === null || value === undefined) return "–";
+  return value > 0 && value < 0.01 ? `$${value.toFixed(4)}` : `$${value.toFixed(2)}`;
+}

@@ -1,6 +1,7 @@
 // The replies of a chat page: each one's Markdown source and renderer, the figures under it
 // (model, tokens, cost, duration), and its actions (Copy; Retry, Regenerate or Continue on the
 // last one).
+import { dollars } from "./live.js";
 import { copyButton, renderInto, streamRenderer } from "./markdown.js";
 
 const TOKENS = [
@@ -14,12 +15,6 @@ const CONTINUABLE = ["cancelled", "interrupted", "failed"];
 function readJson(id) {
   const node = document.getElementById(id);
   return node ? JSON.parse(node.textContent) : {};
-}
-
-export function dollars(value) {
-  if (value === null || value === undefined) return "–";
-  if (value === 0) return "$0";
-  return value < 0.01 ? `$${value.toFixed(4)}` : `$${value.toFixed(2)}`;
 }
 
 // "Local · 1,204 in · 0 cache read · 0 cache write · 200 out · $0.0031 · 4.1 s"

@@ -1,13 +1,12 @@
 // The dashboard's spend panel: this month and today against the budgets, with the server's
 // notices (80 % and 100 %); owners set the budgets here (PUT …/budget, the API's own endpoint).
+import { dollars } from "./live.js";
+
 const REFRESH_MS = 30000;
 
-function money(value) {
-  return `$${value.toFixed(2)}`;
-}
 
 function against(spent, limit) {
-  return limit === null ? money(spent) : `${money(spent)} of ${money(limit)}`;
+  return limit === null ? dollars(spent) : `${dollars(spent)} of ${dollars(limit)}`;
 }
 
 export function spendPanel(root) {
@@ -20,8 +19,8 @@ export function spendPanel(root) {
   function show(budget) {
     root.querySelector("#spend-month").textContent = against(budget.spent_month_usd, budget.monthly_usd);
     root.querySelector("#spend-today").textContent = against(budget.spent_today_usd, budget.member_daily_usd);
-    root.querySelector("#spend-workspace-today").textContent = money(budget.workspace_spent_today_usd);
-    root.querySelector("#spend-workspace-week").textContent = money(budget.workspace_spent_7d_usd);
+    root.querySelector("#spend-workspace-today").textContent = dollars(budget.workspace_spent_today_usd);
+    root.querySelector("#spend-workspace-week").textContent = dollars(budget.workspace_spent_7d_usd);
     const notices = root.querySelector("#spend-notices");
     notices.replaceChildren(
       ...budget.notices.map((notice) => {

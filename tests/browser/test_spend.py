@@ -86,6 +86,16 @@ def test_members_see_the_spend_but_not_the_budget_form(login, chat, make_user, s
     expect(page.locator("#spend-month")).to_have_text("$0.00 of $10.00")
     expect(page.locator("#budget-form")).to_have_count(0)
 
+    # A spend of less than a cent shows as what it is, from the server and from the page's refresh
+    spent(chat.workspace, "0.0021", user=member)
+    page.reload()
+    expect(page.locator("#spend-month")).to_have_text("$0.0021 of $10.00")
+    expect(page.locator("#spend-today")).to_have_text("$0.0021")
+    spent(chat.workspace, "0.0010", user=member)
+    page.evaluate("document.getElementById('spend').dispatchEvent(new Event('spend:refresh'))")
+    expect(page.locator("#spend-month")).to_have_text("$0.0031 of $10.00")
+    expect(page.locator("#spend-workspace-week")).to_have_text("$0.0031")
+
 
 def test_a_reply_stopped_at_the_budget_says_so_live_and_after_a_reload(login, user, chat, stack):
     # Given a budget with room for the prompt and a few dozen tokens of a 400-token reply

@@ -70,7 +70,7 @@ def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user
     expect(page.locator(".msg--assistant").last).to_contain_text("cancelled")
     if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / "chat.png"))  # what the screen shows (its side columns and composer stick)
 
 
 def test_a_killed_workers_tile_turns_from_yellow_on_its_own(login, user, chat, stack):
