@@ -22,15 +22,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 TTL = 3
 
 
-def _send(api, chat) -> str:
-    response = api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "wait your turn"}, format="json")
+def _send(api, chat, content: str = "wait your turn") -> str:
+    response = api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": content}, format="json")
     assert response.status_code == 201, response.content
     return response.json()["stream_id"]
 
 
 @pytest.fixture
 def one_thread_worker(tmp_path):
-    """One worker thread on a turn queue of its own, a 3 s lock TTL, replies of ~10 s."""
+    """One worker thread on a turn queue of its own, a 3 s lock TTL, replies of ~10 s (``/echo``'s: its words)."""
     proc = processes.start_worker_on_own_queue(
         tmp_path,
         name="one-thread",
@@ -51,7 +51,7 @@ def test_a_turn_queued_longer_than_the_lock_ttl_stays_alive_and_then_runs(one_th
     with processes.routed_to(one_thread_worker.queue):
         running = _send(api, first)
         wait_for(lambda: Stream.objects.get(pk=running).status == Stream.Status.STREAMING, 10, "the first turn to start")
-        waiting = _send(api, second)
+        waiting = _send(api, second, "/echo waited its turn")  # a short reply once it runs
 
     # The only thread is busy for ~10 s: the second turn waits in the queue for more than the
     # TTL, through sweeps, and keeps its lock (the worker's keeper renews it).
@@ -64,7 +64,7 @@ def test_a_turn_queued_longer_than_the_lock_ttl_stays_alive_and_then_runs(one_th
     assert Stream.objects.get(pk=running).status == Stream.Status.STREAMING  # it really was still waiting
 
     done = wait_for(lambda: Stream.objects.filter(pk=waiting, status=Stream.Status.COMPLETED).first(), 20, "the second turn")
-    assert done.assistant_message.content
+    assert done.assistant_message.content == "waited its turn"
     assert locks.lock_owner(chat_id=second.id) is None
 
 

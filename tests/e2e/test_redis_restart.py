@@ -200,13 +200,13 @@ async def test_a_reply_whose_redis_stays_away_longer_than_the_lock_ttl_is_sealed
         f"sealed {sealed_after:.1f} s after Redis went away (TTL 3 s); the socket had the terminal {caught_up:.2f} s after it was back"
     )
 
-    # And the next turn streams and completes at once.
-    again = await database_sync_to_async(stream_start)(chat=chat, content="and again")
+    # And the next turn streams and completes at once (a short one: its words, echoed).
+    again = await database_sync_to_async(stream_start)(chat=chat, content="/echo and again")
     _enqueue(long_outage, str(again.stream.id))
     done = await database_sync_to_async(wait_for)(
         lambda: Stream.objects.filter(pk=again.stream.id, status="completed").first(), 20, "the next turn"
     )
-    assert (await database_sync_to_async(Message.objects.get)(pk=done.assistant_message_id)).content == _reply("and again")
+    assert (await database_sync_to_async(Message.objects.get)(pk=done.assistant_message_id)).content == "and again"
 
 
 async def test_a_socket_gets_the_last_event_published_while_its_channel_layer_reconnected(
@@ -255,7 +255,7 @@ async def test_a_turn_waiting_in_the_queue_when_redis_restarts_empty_still_runs(
         try:
             chats = [await database_sync_to_async(factories.ChatFactory)(workspace=workspace) for _ in range(2)]
             streaming = await database_sync_to_async(stream_start)(chat=chats[0], content="first")
-            waiting = await database_sync_to_async(stream_start)(chat=chats[1], content="second")
+            waiting = await database_sync_to_async(stream_start)(chat=chats[1], content="/echo the second, short")
             for turn in (streaming, waiting):
                 _enqueue(server, str(turn.stream.id))  # one worker thread: the second waits in the queue
             await database_sync_to_async(wait_for)(lambda: len(eventlog.read(streaming.stream.id)) > 20, 20, "20 events")
@@ -265,11 +265,11 @@ async def test_a_turn_waiting_in_the_queue_when_redis_restarts_empty_still_runs(
             await asyncio.sleep(2)
             await asyncio.to_thread(server.start)
 
-            for turn, content, chat in ((streaming, "first", chats[0]), (waiting, "second", chats[1])):
+            for turn, reply, chat in ((streaming, _reply("first"), chats[0]), (waiting, "the second, short", chats[1])):
                 stream = await database_sync_to_async(wait_for)(lambda t=turn: _sealed(str(t.stream.id)), 40, "the seal")
                 message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
                 logs = server.worker.output()[-2000:] + background.output()[-2000:]
-                assert (stream.status, message.content) == ("completed", _reply(content)), logs
+                assert (stream.status, message.content) == ("completed", reply), logs
                 _assert_gapless(await _follow(user, chat, str(turn.stream.id)), message.content)
             assert "queued again" in background.output()
         finally:
