@@ -3,13 +3,16 @@ flight included, so that every worker checks one number against a budget atomica
 
 ``mothership:spend:month:<workspace>:<YYYY-MM>`` and ``…:day:<workspace>:<user>:<YYYY-MM-DD>``
 hold nano-dollars: the ledger's total when first read (seeded from the database), plus what
-turns charge as they stream. ``mothership:spend:live:<charge id>`` is what a turn in flight has
-charged so far; its seal settles it (the period counters move by the ledger's figure minus the
-live one, once). ``mothership:spend:limits:<workspace>`` holds the budget, so a change reaches
-turns already streaming. Every multi-step write is one Lua script; errors raise.
+turns charge as they stream. ``mothership:spend:charged:<charge id>`` (a hash: ``month``, ``day``)
+is what a turn in flight has added to each period counter so far; its seal settles it (each
+counter moves by the ledger's figure minus what the turn added to it, once; then ``settled``).
+``mothership:spend:limits:<workspace>`` holds the budget, so a change reaches turns already
+streaming. Every multi-step write is one Lua script; errors raise.
 
 A counter that Redis lost is seeded again from the ledger at the next send or claim of its
-workspace: what turns in flight had charged meanwhile is missing from it until they seal.
+workspace: what turns in flight had charged before that is missing from it until they seal
+(and only that: a charge made while a counter was missing was not added to it, so it is not
+taken back from it either).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ DAY_TTL = 2 * 86400
 LIVE_TTL = 86400  # far longer than a turn (its seal marks it settled)
 LIMITS_TTL = 40 * 86400  # written again on every change and every claim that finds it missing
 LAST_TURN_TTL = 86400  # a chat idle longer is measured from the ledger at its next send
-SETTLED = b"settled"
 
 # One charge (a Lua function both scripts below share): keys month, day, live, limits; gate (1:
 # refuse what would cross, 0: add, then say if over), the ttls of month, day and live; amount,
@@ -57,8 +59,7 @@ local function limit(key, field, fallback)
 end
 local function charge_one(kmonth, kday, klive, klimits, gate, month_ttl, day_ttl, live_ttl, amount, mfallback, dfallback, has_day)
   local added, over, room = 0, 0, -1
-  local live = redis.call('GET', klive)
-  if live == 'settled' then return added, over, room end
+  if redis.call('HEXISTS', klive, 'settled') == 1 then return added, over, room end
   amount = tonumber(amount)
   local month = redis.call('GET', kmonth)
   local day = false
@@ -75,9 +76,9 @@ local function charge_one(kmonth, kday, klive, klimits, gate, month_ttl, day_ttl
   if (mroom and amount > mroom) or (droom and amount > droom) then over = 1 end
   if over == 0 or gate == '0' then
     added = 1
-    redis.call('SET', klive, (tonumber(live) or 0) + amount, 'EX', live_ttl)
-    if month then redis.call('INCRBY', kmonth, amount) end
-    if day then redis.call('INCRBY', kday, amount) end
+    if month then redis.call('INCRBY', kmonth, amount); redis.call('HINCRBY', klive, 'month', amount) end
+    if day then redis.call('INCRBY', kday, amount); redis.call('HINCRBY', klive, 'day', amount) end
+    if month or day then redis.call('EXPIRE', klive, live_ttl) end
     if mroom then mroom = mroom - amount end
     if droom then droom = droom - amount end
   end
@@ -138,17 +139,21 @@ return {added, over, room}
 
 # For charge i: KEYS[4i+1..4i+4] = month, day, live, its chat's last turn ("" for a warm);
 # ARGV[1], ARGV[2] = live ttl, last-turn ttl; ARGV[3+3i..5+3i] = the ledger's figure, has_day, the
-# last turn ("<tokens>:<epoch ms>"). Once per charge id: its counters move by the ledger's figure
-# minus its live one, and a turn's chat remembers its size (what the next send's prompt is).
+# last turn ("<tokens>:<epoch ms>"). Once per charge id: each counter moves by the ledger's figure
+# minus what the charge added to it, and a turn's chat remembers its size (the next send's prompt).
 _SETTLE = """
 for i = 0, #KEYS / 4 - 1 do
   local k, a = 4 * i, 3 + 3 * i
-  local live = redis.call('GET', KEYS[k + 3])
-  if live ~= 'settled' then
-    local delta = tonumber(ARGV[a]) - tonumber(live or '0')
-    if redis.call('EXISTS', KEYS[k + 1]) == 1 then redis.call('INCRBY', KEYS[k + 1], delta) end
-    if ARGV[a + 1] == '1' and redis.call('EXISTS', KEYS[k + 2]) == 1 then redis.call('INCRBY', KEYS[k + 2], delta) end
-    redis.call('SET', KEYS[k + 3], 'settled', 'EX', ARGV[1])
+  if redis.call('HEXISTS', KEYS[k + 3], 'settled') == 0 then
+    local added = redis.call('HMGET', KEYS[k + 3], 'month', 'day')
+    local amount = tonumber(ARGV[a])
+    if redis.call('EXISTS', KEYS[k + 1]) == 1 then redis.call('INCRBY', KEYS[k + 1], amount - tonumber(added[1] or '0')) end
+    if ARGV[a + 1] == '1' and redis.call('EXISTS', KEYS[k + 2]) == 1 then
+      redis.call('INCRBY', KEYS[k + 2], amount - tonumber(added[2] or '0'))
+    end
+    redis.call('DEL', KEYS[k + 3])
+    redis.call('HSET', KEYS[k + 3], 'settled', 1)
+    redis.call('EXPIRE', KEYS[k + 3], ARGV[1])
     if KEYS[k + 4] ~= '' then redis.call('SET', KEYS[k + 4], ARGV[a + 2], 'EX', ARGV[2]) end
   end
 end
@@ -219,7 +224,7 @@ def limits_key(workspace_id) -> str:
 
 
 def live_key(charge_id) -> str:
-    return f"{KEY_PREFIX}live:{_uuid(charge_id)}"
+    return f"{KEY_PREFIX}charged:{_uuid(charge_id)}"
 
 
 # KEYS: the limits hash. ARGV: ttl, then field, value pairs. Written only where Redis has none.

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from chats.models import Workspace
 from spend import counters
 from spend.models import Budget, Charge, MemberDaySpend, WorkspaceMonthSpend, usd
 from spend.selectors import budget_get, budget_limits, ledger_totals
@@ -78,7 +79,7 @@ def charges_record(specs: list[ChargeSpec]) -> list[ChargeSpec]:
         scope = s.scope
         months[(scope.workspace_id, scope.month)] += s.cost_nanousd
         if s.user_id is not None:
-            days[(scope.workspace_id, s.user_id, scope.day)] += s.cost_nanousd
+            days[(scope.workspace_id, scope.user_id, scope.day)] += s.cost_nanousd
     # Rows in one order (sorted): concurrent charges never deadlock on them.
     _totals_add(WorkspaceMonthSpend, ("workspace_id", "month"), sorted(months.items()))
     _totals_add(MemberDaySpend, ("workspace_id", "user_id", "day"), sorted(days.items()))
@@ -179,6 +180,20 @@ def budget_set(*, workspace_id, monthly_usd: Decimal | None, member_daily_usd: D
         limits = budget_limits(budget)
         transaction.on_commit(lambda: counters.limits_set(workspace_id=workspace_id, limits=limits))
     return budget
+
+
+def budget_update(*, workspace_id, user=None, **changes) -> Budget:
+    """Change the budgets named in ``changes`` (``monthly_usd``, ``member_daily_usd``; None clears
+    one) and keep the other: a partial PUT. Two at once are applied one after the other (the
+    workspace's row is locked), so neither loses the other's field."""
+    with transaction.atomic():
+        Workspace.objects.select_for_update().filter(pk=workspace_id).values_list("pk", flat=True).first()
+        current = budget_get(workspace_id=workspace_id)
+        values = {
+            "monthly_usd": getattr(current, "monthly_usd", None),
+            "member_daily_usd": getattr(current, "member_daily_usd", None),
+        }
+        return budget_set(workspace_id=workspace_id, **{**values, **changes}, user=user)
 
 
 def budget_clear(*, workspace_id) -> None:

@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chats.selectors import workspace_get, workspace_is_owner
-from spend.selectors import budget_get, budget_status
-from spend.services import budget_set
+from spend.selectors import budget_status
+from spend.services import budget_update
 
 MAX_BUDGET_USD = 10_000_000
 OWNERS_ONLY = "Only an owner of this workspace may set its budget."
@@ -101,10 +101,5 @@ class WorkspaceBudgetApi(APIView):
             raise PermissionDenied(OWNERS_ONLY)
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
-        current = budget_get(workspace_id=workspace.pk)
-        values = {
-            "monthly_usd": getattr(current, "monthly_usd", None),
-            "member_daily_usd": getattr(current, "member_daily_usd", None),
-        }
-        budget_set(workspace_id=workspace.pk, **{**values, **payload.validated_data}, user=request.user)
+        budget_update(workspace_id=workspace.pk, user=request.user, **payload.validated_data)
         return Response(_budget_output(workspace_id=workspace.pk, user=request.user))

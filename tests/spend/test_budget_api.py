@@ -131,3 +131,46 @@ def test_the_spend_read_back_is_this_months_the_members_today_and_everyones_7_da
     assert body["spent_today_usd"] == pytest.approx(0.001)
     assert body["workspace_spent_today_usd"] == pytest.approx(0.321)
     assert body["workspace_spent_7d_usd"] == pytest.approx(4.321)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_partial_budget_changes_at_once_keep_both_fields(workspace, monkeypatch):
+    import threading
+    from decimal import Decimal
+
+    from django.db import connection
+
+    from spend import services
+
+    # Given one change (the month) paused inside its transaction
+    real, paused, go_on = services.budget_set, threading.Event(), threading.Event()
+
+    def pausing(**kw):
+        if kw["monthly_usd"] == Decimal("5") and not paused.is_set():
+            paused.set()
+            go_on.wait(5)
+        return real(**kw)
+
+    monkeypatch.setattr(services, "budget_set", pausing)
+
+    def change(**fields):
+        try:
+            services.budget_update(workspace_id=workspace.pk, **fields)
+        finally:
+            connection.close()
+
+    month = threading.Thread(target=change, kwargs={"monthly_usd": Decimal("5")})
+    month.start()
+    assert paused.wait(5)
+
+    # When another owner changes the daily budget meanwhile
+    day = threading.Thread(target=change, kwargs={"member_daily_usd": Decimal("1")})
+    day.start()
+    day.join(0.5)
+    go_on.set()
+    month.join(10)
+    day.join(10)
+
+    # Then both changes are kept: the second waited for the first instead of overwriting it
+    budget = Budget.objects.get(workspace=workspace)
+    assert (budget.monthly_usd, budget.member_daily_usd) == (Decimal("5"), Decimal("1"))

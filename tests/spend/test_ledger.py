@@ -13,7 +13,7 @@ from django.utils import timezone
 from chats.services import chat_create
 from spend import counters
 from spend.models import Charge, MemberDaySpend, WorkspaceMonthSpend
-from spend.services import charge_record
+from spend.services import ChargeSpec, charge_record, charges_record
 from streams.models import Stream
 from streams.providers import Usage
 from streams.providers.pricing import usage_cost_nanousd
@@ -24,6 +24,21 @@ from warming.models import WarmingSchedule
 from warming.tasks import warm_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _turn_charge(chat, charge_id, *, user, at, cost: int) -> ChargeSpec:
+    return ChargeSpec(
+        charge_id=charge_id,
+        kind="turn",
+        workspace_id=chat.workspace_id,
+        user_id=user.pk,
+        chat_id=chat.pk,
+        model="m",
+        tokens={"input_tokens": 10, "output_tokens": 5},
+        estimated=True,
+        cost_nanousd=cost,
+        at=at,
+    )
 
 
 def _ledger_matches_totals(workspace) -> None:
@@ -142,8 +157,6 @@ def test_a_warm_is_charged_once_and_a_redelivered_batch_charges_nothing(inline_t
 
 
 def test_a_batch_of_charges_writes_each_new_id_once_across_months_and_members(chat, user, make_user):
-    from spend.services import ChargeSpec, charges_record
-
     # Given a charge already written, and a batch that repeats it, repeats a new id, and spans two
     # months and two members
     bob = make_user("bob")
@@ -151,18 +164,7 @@ def test_a_batch_of_charges_writes_each_new_id_once_across_months_and_members(ch
     last_month = (now.replace(day=1) - datetime.timedelta(days=1)).replace(hour=12)
 
     def spec(charge_id, *, who, at, cost):
-        return ChargeSpec(
-            charge_id=charge_id,
-            kind="turn",
-            workspace_id=chat.workspace_id,
-            user_id=who.pk,
-            chat_id=chat.pk,
-            model="m",
-            tokens={"input_tokens": 10, "output_tokens": 5},
-            estimated=True,
-            cost_nanousd=cost,
-            at=at,
-        )
+        return _turn_charge(chat, charge_id, user=who, at=at, cost=cost)
 
     old, new = uuid.uuid4(), uuid.uuid4()
     with transaction.atomic():
@@ -185,3 +187,33 @@ def test_a_batch_of_charges_writes_each_new_id_once_across_months_and_members(ch
     assert WorkspaceMonthSpend.objects.count() == 2 and MemberDaySpend.objects.count() == 3
     assert MemberDaySpend.objects.get(user=bob).cost_nanousd == 4_020
     _ledger_matches_totals(chat.workspace)
+
+
+def test_a_charge_made_while_redis_had_lost_the_counters_is_not_taken_back_from_them(chat, user):
+    from mothership.infra.redis import get_redis
+    from spend.selectors import ledger_totals
+    from tests.factories import spent
+
+    # Given 1,000 nano-dollars in the ledger, and counters Redis has lost
+    spent(chat.workspace, nanousd=1_000, user=user)
+    scope = counters.Scope.of(workspace_id=chat.workspace_id, user_id=user.pk, at=timezone.now())
+    get_redis().delete(scope.month_key, scope.day_key)
+    turn_id = uuid.uuid4()
+    live = counters.LiveCharge.of(charge_id=turn_id, scope=scope, limits=counters.Limits())
+
+    # When a turn charges 500 while they are missing, they are seeded, it charges 200 more, and
+    # its seal writes 800 to the ledger
+    counters.charge_many([(live, 500)])
+    assert counters.spent(scope, seed=ledger_totals) == (1_000, 1_000)
+    counters.charge_many([(live, 200)])
+    assert counters.spent(scope, seed=lambda s: pytest.fail("seeded again")) == (1_200, 1_200)
+    with transaction.atomic():
+        charges_record([_turn_charge(chat, turn_id, user=user, at=timezone.now(), cost=800)])
+
+    # Then the counters are the ledger's sums: the 500 charged while they were missing is not taken
+    # from them (it never reached them), and a second settle changes nothing
+    assert counters.spent(scope, seed=lambda s: pytest.fail("seeded again")) == (1_800, 1_800)
+    assert ledger_totals(scope) == (1_800, 1_800)
+    counters.settle_many([(turn_id, scope, 800, None)])
+    counters.charge_many([(live, 99)])  # a late frame of a sealed turn
+    assert counters.spent(scope, seed=lambda s: pytest.fail("seeded again")) == (1_800, 1_800)
