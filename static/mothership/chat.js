@@ -426,8 +426,11 @@ input.addEventListener("keydown", (e) => {
     composer.requestSubmit();
   }
 });
+// Esc in another field (the search box, the title, the system prompt) is that field's: it clears
+// or cancels there, and never stops the reply.
 document.addEventListener("keydown", (e) => {
-  if (e.key === "Escape" && state.activeStreamId && !stopButton.hidden && !stopButton.disabled) stop();
+  const otherField = e.target !== input && e.target.closest?.("input, textarea, select, [contenteditable=true]");
+  if (e.key === "Escape" && !otherField && state.activeStreamId && !stopButton.hidden && !stopButton.disabled) stop();
 });
 
 

@@ -140,3 +140,15 @@ def test_a_long_reply_is_parsed_in_pieces_not_whole_on_every_delta(login, user, 
     assert result["parsed"] < 10 * result["length"], result
     assert result["headings"] >= 400
     assert result["same"]  # when it ends, exactly what a reload renders
+
+
+def test_the_offline_models_own_reply_shows_a_heading_a_list_and_highlighted_code(login, user, chat, stack):
+    _, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    send(page, "Show me what you can render")
+    expect(page.locator("#send")).to_have_text("Send", timeout=20000)  # ended
+    reply = _reply(page)
+    expect(reply.locator("h2").first).to_be_visible()
+    expect(reply.locator("ul li").first).to_be_visible()
+    expect(reply.locator("pre code.language-python .hljs-string").first).to_be_visible()  # highlighted, not plain text
+    assert "##" not in reply.inner_text() and "```" not in reply.inner_text()

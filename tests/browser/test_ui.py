@@ -317,6 +317,17 @@ def test_enter_sends_shift_enter_breaks_the_line_and_escape_stops(login, user, c
     page.keyboard.press("Enter")
     expect(page.locator(".msg--user").last).to_contain_text("second line")
     _wait_streaming(page, 3)
+
+    # Esc in another field is that field's: the search box is cleared, the reply goes on
+    page.click("#chat-search")
+    page.keyboard.type("zzz")
+    page.keyboard.press("Escape")
+    expect(page.locator("#chat-search")).to_have_value("")
+    page.wait_for_timeout(300)
+    assert Stream.objects.filter(chat=chat).get().status == "streaming"
+    expect(page.locator("#stop")).to_be_visible()
+
+    page.click("#composer-input")
     page.keyboard.press("Escape")
     expect(page.locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
     assert Message.objects.filter(chat=chat, role="user").get().content == "first line\nsecond line"
