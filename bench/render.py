@@ -11,6 +11,7 @@ the same reply rendered in the page one delta at a time with no frame to coalesc
 case). Prints percentiles per run; run it several times and read the worst run.
 
     .venv/bin/python bench/render.py --runs 3
+    .venv/bin/python bench/render.py --runs 2 --shape code   # one long code block
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ def markdown(tokens: int, seed: int) -> str:
     return "".join(markdown_reply(random.Random(seed), tokens))
 
 
+def one_code_block(tokens: int, seed: int) -> str:
+    """A reply that is one fenced code block of ``tokens`` tokens: the block being written is the
+    whole reply until its last line (the renderer re-parses that block on every frame)."""
+    sys.path.insert(0, str(ROOT))
+    from streams.providers.local import _WORDS
+
+    rng = random.Random(seed)
+    out = ["```python"]
+    while len(out) < tokens - 1:
+        a, b, c = (rng.choice(_WORDS) for _ in range(3))
+        out += [f"\n{a}_{b}", " =", f' "{c}"']
+    return "".join(out[: tokens - 1]) + "\n```"
+
+
 def figures(values: list[float]) -> str:
     if not values:
         return "none"
@@ -68,6 +83,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second the worker streams")
     parser.add_argument("--tabs", type=int, default=3, help="tabs on the chat, each rendering the reply")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shape", choices=["mix", "code"], default="mix", help="the local model's mix, or one long code block")
     args = parser.parse_args()
     import logging
 
@@ -103,7 +119,8 @@ def main() -> None:
         name = f"render-{os.getpid()}-{time.time_ns()}"
         user = get_user_model().objects.create_user(username=name, password="pw-123456")
         workspace = services.workspace_create(name="render", owner=user)
-        print(f"# render: {args.tokens}-token Markdown reply at {args.rate:g} tok/s, {args.tabs} tabs; {app.base}")
+        shape = "one code block" if args.shape == "code" else "Markdown"
+        print(f"# render: {args.tokens}-token {shape} reply at {args.rate:g} tok/s, {args.tabs} tabs; {app.base}")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             context = browser.new_context(viewport={"width": 1200, "height": 900})
@@ -116,7 +133,7 @@ def main() -> None:
             login.wait_for_url(app.base + "/")
             for run in range(1, args.runs + 1):
                 chat = services.chat_create(workspace=workspace, title=f"render {run}")
-                text = markdown(args.tokens, run)
+                text = (one_code_block if args.shape == "code" else markdown)(args.tokens, run)
                 tabs = [context.new_page() for _ in range(args.tabs)]
                 for tab in tabs:
                     tab.goto(f"{app.base}/chats/{chat.id}/")

@@ -111,6 +111,24 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
   let waiting = 0; // deltas appended since the last render
   let over = false; // finished: the element holds the final render
   const stats = { parsedChars: 0, renders: 0 };
+  let codeShown = null; // the code block ``tail`` shows as one text node: { info, text, node }
+
+  // ``tokens`` are one fenced code block whose text extends the one shown: append the rest.
+  function growCode(tokens) {
+    if (tokens.length !== 1 || tokens[0].type !== "fence") return false;
+    const { info, content } = tokens[0];
+    if (!codeShown || codeShown.info !== info || !content.startsWith(codeShown.text)) {
+      tail.innerHTML = growing.renderer.render(tokens, growing.options, {});
+      const code = tail.querySelector("pre > code");
+      if (!code || code.childNodes.length > 1) return true; // shown; appended to only when it is one text node
+      if (!code.firstChild) code.append(document.createTextNode(""));
+      codeShown = { info, text: content, node: code.firstChild };
+      return true;
+    }
+    codeShown.node.appendData(content.slice(codeShown.text.length));
+    codeShown.text = content;
+    return true;
+  }
 
   function render() {
     pending = false;
@@ -133,11 +151,18 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
       addCopyButtons(block);
       done.append(...block.childNodes);
       frozen += lineOffset(rest, tokens[last].map[0]);
+      codeShown = null; // the tail shows another block from here
     }
     // The block being written is replaced on the next frame: markdown-it's safe mode alone (raw
     // HTML off, so every tag and attribute is its own; links allowlisted) keeps it, as DOMPurify
-    // would cost most of a render. Everything that stays is sanitized as well.
-    tail.innerHTML = growing.renderer.render(last ? tokens.slice(last) : tokens, growing.options, {});
+    // would cost most of a render. Everything that stays is sanitized as well. A code block that
+    // only grew keeps its element and gets the new text appended: a long one is not laid out anew
+    // on every frame.
+    const growingTokens = last ? tokens.slice(last) : tokens;
+    if (!growCode(growingTokens)) {
+      tail.innerHTML = growing.renderer.render(growingTokens, growing.options, {});
+      codeShown = null;
+    }
     if (probe) {
       probe.times.push(performance.now() - started);
       probe.covered.push(waiting);
@@ -163,6 +188,7 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
     reset(full) {
       text = full;
       frozen = 0;
+      codeShown = null;
       done.replaceChildren();
       render();
     },

@@ -152,3 +152,38 @@ def test_the_offline_models_own_reply_shows_a_heading_a_list_and_highlighted_cod
     expect(reply.locator("ul li").first).to_be_visible()
     expect(reply.locator("pre code.language-python .hljs-string").first).to_be_visible()  # highlighted, not plain text
     assert "##" not in reply.inner_text() and "```" not in reply.inner_text()
+
+
+GROWING_CODE = """() => import('/static/mothership/markdown.js').then(({ streamRenderer, renderInto }) => {
+  const source = "```python\\nx = 1\\ny = 'a <b> & c'\\n```\\n\\nThen:\\n\\n```python\\nz = 3\\n```\\n\\n```js\\nlet w;\\n";
+  const element = document.createElement('div');
+  document.getElementById('transcript').append(element);
+  const renderer = streamRenderer(element, { schedule: (render) => render() });
+  const seen = [];
+  for (const piece of source.match(/[\\s\\S]{1,3}/g)) {
+    renderer.append(piece);
+    const code = element.querySelector('.md-tail pre code');
+    seen.push(code ? code.textContent : null);
+  }
+  const live = element.querySelector('.md-done').innerText + '|' + element.querySelector('.md-tail').innerText;
+  renderer.finish();
+  const reloaded = document.createElement('div');
+  renderInto(reloaded, renderer.text);
+  const final = element.innerHTML === reloaded.innerHTML;
+  element.remove();
+  return { seen, live, final, text: renderer.text };
+})"""
+
+
+def test_a_growing_code_block_shows_exactly_its_text_so_far_and_ends_as_a_reload_shows_it(login, user, chat, stack):
+    _, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    result = page.evaluate(GROWING_CODE)
+    # While a block is being written, the code shown is its text so far (escaped, never markup)
+    shown = [s for s in result["seen"] if s is not None]
+    assert any(s.startswith("x = 1\ny = 'a <b> & c'") for s in shown)
+    assert shown[-1].startswith("let w;")
+    assert all("```" not in s for s in shown)
+    assert "z = 3" in result["live"] and "Then:" in result["live"]
+    # And once it ends, the reply is exactly what a reload renders
+    assert result["final"] is True
