@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from chats.models import Message
 from chats.services import chat_create, workspace_create
 from streams.models import Stream
+from tests.support.warming import wait_until_warmed_after, warming_witness
 from warming.models import WarmingSchedule
 
 from .conftest import SCREENSHOTS
@@ -102,7 +103,8 @@ def test_a_killed_workers_tile_turns_from_yellow_on_its_own(login, user, chat, s
     assert stream.status == "interrupted" and _assistant_text(page) == rendered_text(page, kept)
 
 
-def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, user, chat, stack):
+def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, user, chat, stack, settings):
+    settings.MOTHERSHIP_WARMING_MIN_INTERVAL = 1  # this process makes the witness's 1 s schedule
     context, page = login(user)
     page.goto(f"{stack.url}/chats/{chat.id}/")
     panel = page.locator("#warming")
@@ -122,11 +124,16 @@ def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, us
 
     seen = []
     deadline = time.monotonic() + 12
-    while len({s for s in seen if s}) < 3 and time.monotonic() < deadline:  # three different warms
-        next_at = countdown.get_attribute("data-next-warm-at")
-        text = countdown.inner_text()
-        assert "waiting" not in text or not next_at or int(next_at) <= time.time() * 1000 + 50, text
-        if next_at and next_at not in seen:
+    while len(seen) < 3 and time.monotonic() < deadline:  # three different warms
+        next_at, text, now_ms = countdown.evaluate("e => [e.dataset.nextWarmAt, e.textContent, Date.now()]")
+        assert next_at, f"warming is on but the countdown has no next-warm time: {text!r}"
+        shown = re.fullmatch(r"Next warm in (\d+):(\d\d)", text)
+        if shown:  # the time left, as of the last second's tick: never a past time
+            left, seconds = (int(next_at) - now_ms) / 1000, int(shown[1]) * 60 + int(shown[2])
+            assert left > -1 and left - 0.05 <= seconds <= left + 2, (text, left)
+        else:  # "waiting…" only once that time has come (the warm is on its way)
+            assert text == "Next warm waiting…" and int(next_at) <= now_ms + 50, (text, int(next_at) - now_ms)
+        if next_at not in seen:
             seen.append(next_at)
         time.sleep(0.25)
     assert len(seen) >= 3, seen
@@ -134,12 +141,15 @@ def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, us
     expect(page.locator('[data-field="warmCount"]')).not_to_have_text("0")
     expect(page.locator('[data-field="lastCachePct"]')).to_have_text("100.0 %")
 
+    witness = warming_witness(workspace_id=chat.workspace_id, interval=1)
+    due = WarmingSchedule.objects.get(chat=chat).next_warm_at.timestamp()
     page.click("#close-chat")
     expect(countdown).to_have_text("Off", timeout=5000)
     expect(page.locator("#warming-status")).to_contain_text("closed")
     warms = WarmingSchedule.objects.get(chat=chat).warm_count
-    time.sleep(4)  # more than an interval
+    wait_until_warmed_after(witness, due + 0.2)  # beat went on warming past the time this chat was due
     assert WarmingSchedule.objects.get(chat=chat).warm_count == warms
+    expect(countdown).to_have_text("Off")
 
 
 def test_the_dashboard_reads_on_a_phone_and_creates_chats(login, user, chat, stack):

@@ -31,8 +31,20 @@ def test_token_login_with_wrong_password_is_a_400_with_a_message(user):
     assert "Unable to log in" in response.json()["detail"]
 
 
-def test_anonymous_api_calls_are_refused():
-    assert APIClient().get("/api/mothership/workspaces").status_code in (401, 403)
+def test_anonymous_api_calls_are_refused_with_a_message_and_a_bad_token_is_named(chat):
+    anonymous = APIClient()
+    for method, path in (
+        ("get", "/api/mothership/workspaces"),
+        ("get", "/api/mothership/chats"),
+        ("get", f"/api/mothership/chats/{chat.id}"),
+        ("post", f"/api/mothership/chats/{chat.id}/messages"),
+    ):
+        answer = getattr(anonymous, method)(path, {"content": "hi"} if method == "post" else None, format="json")
+        # Session authentication comes first, so DRF answers 403 (not 401) to a caller with no credentials.
+        assert (answer.status_code, answer.json()) == (403, {"detail": "Authentication credentials were not provided."}), path
+    forged = APIClient(HTTP_AUTHORIZATION="Token not-a-token").get("/api/mothership/workspaces")
+    assert (forged.status_code, forged.json()) == (403, {"detail": "Invalid token."})
+    assert not Message.objects.filter(chat=chat).exists()
 
 
 def test_workspaces_lists_only_the_callers(api, workspace, make_user):

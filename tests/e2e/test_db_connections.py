@@ -8,10 +8,12 @@ import uuid
 import pytest
 from django.db import connection
 
+from streams import eventlog
 from streams.models import Stream
 from streams.services import stream_cancel, stream_start
 from tests.factories import ChatFactory
 from tests.support import processes
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e, pytest.mark.postgres]
 
@@ -48,7 +50,9 @@ def test_many_live_turns_share_a_small_pool(tmp_path):
         while Stream.objects.filter(pk__in=ids, status="streaming").count() < TURNS:
             assert time.monotonic() < deadline, "not every turn is streaming: they wait for a connection"
             time.sleep(0.1)
-        time.sleep(1.0)  # all of them are mid-reply now
+        # Every turn has written part of its reply, and none has ended: all of them are mid-reply at once.
+        wait_for(lambda: min(eventlog.last_seq(pk) for pk in ids) >= 4, 20, "every turn to write its first deltas")
+        assert Stream.objects.filter(pk__in=ids, status="streaming").count() == TURNS
         held = _connections_of(worker.pid)
         assert 1 <= held <= POOL, held
         for chat, turn in zip(chats, turns, strict=True):

@@ -14,6 +14,7 @@ from streams import locks
 from streams.models import Stream
 from tests.support import processes
 from tests.support.sockets import subscribed_socket
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -78,13 +79,32 @@ async def test_a_stale_interrupt_stops_nothing_and_names_the_live_turn(slow_work
     )
 
 
-async def test_an_interrupt_of_a_turn_that_already_ended_just_sends(slow_worker, api, chat):
-    done = (await _send(api, chat, slow_worker.queue, "quick")).json()
-    await database_sync_to_async(api.post)(
-        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": done["stream_id"]}, format="json"
+async def test_an_interrupt_of_a_turn_that_already_ended_just_sends(slow_worker, api, user, chat):
+    # Given: a turn that ran to its end.
+    done = (await _send(api, chat, slow_worker.queue, "/echo quick")).json()
+    ended = await database_sync_to_async(wait_for)(
+        lambda: Stream.objects.filter(pk=done["stream_id"], status="completed").first(), 10, "the first turn to end"
     )
+    communicator = await subscribed_socket(user, chat)
+
+    # When: a stop and send names it.
     answer = await _send(api, chat, slow_worker.queue, "next", interrupt=done["stream_id"])
+
+    # Then: the ended turn is left as it was, and the new message starts a new turn that streams.
     assert answer.status_code == 201, answer.content
+    new = answer.json()
+    assert new["stream_id"] != done["stream_id"]
+    old = await database_sync_to_async(Stream.objects.get)(pk=done["stream_id"])
+    assert (old.status, old.reason, old.finished_at) == ("completed", ended.reason, ended.finished_at)
+    kept = await database_sync_to_async(Message.objects.get)(pk=done["message_id"])
+    assert (kept.status, kept.content) == ("complete", "quick")
+    events: list[dict] = []
+    started = await _until(events, communicator, lambda e: e["type"] == "stream.started" and e["streamId"] == new["stream_id"])
+    assert started["userMessage"] == "next"
+    await _until(events, communicator, lambda e: e["type"] == "stream.delta" and e["streamId"] == new["stream_id"])
+    assert not [e for e in events if e["streamId"] == done["stream_id"]]  # nothing more of the ended turn
+    await communicator.disconnect()
+    assert locks.lock_owner(chat_id=chat.id) == new["stream_id"]
     await database_sync_to_async(api.post)(
-        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": answer.json()["stream_id"]}, format="json"
+        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": new["stream_id"]}, format="json"
     )

@@ -12,6 +12,7 @@ from channels.testing.websocket import WebsocketCommunicator
 from mothership.consumers import MothershipConsumer
 from streams.models import Stream
 from tests.support import processes
+from tests.support.warming import wait_until_warmed_after, warming_witness
 from warming.models import WarmingSchedule
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -89,10 +90,13 @@ async def test_automatic_warms_push_a_future_countdown_a_sealed_turn_reschedules
             break
         assert update["fields"]["timer"]["lastWarmAt"] is not None and update["fields"]["timer"]["lastWarmAt"] < sealed_ms
 
+    witness = await database_sync_to_async(warming_witness)(workspace_id=chat.workspace_id, interval=2)
+    due = (await database_sync_to_async(WarmingSchedule.objects.get)(chat=chat)).next_warm_at.timestamp()
     closed = await database_sync_to_async(api.post)(f"/api/mothership/chats/{chat.id}/close", {}, format="json")
     assert closed.json()["warming_disabled"] is True
     count = await _warm_count(chat)
-    await asyncio.sleep(3)  # more than an interval: no warm may happen
+    # No warm may happen: not while beat warms another chat past the time this one was due.
+    await database_sync_to_async(wait_until_warmed_after)(witness, due + 0.2)
     assert await _warm_count(chat) == count
     schedule = await database_sync_to_async(WarmingSchedule.objects.get)(chat=chat)
     assert (schedule.enabled, schedule.stop_reason, schedule.next_warm_at) == (False, "closed", None)

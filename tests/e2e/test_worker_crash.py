@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 
 from chats.models import Message
 from mothership.celery import app as celery_app
+from streams import locks
 from streams.models import Stream
 from streams.providers.local import LocalProvider
 from tests.support import processes
@@ -97,3 +98,37 @@ async def test_kill_9_mid_stream(sweeper, doomed_worker, api, user, chat):
     full = "".join(LocalProvider(tokens_per_second=0, reply_tokens=1000).reply_for([{"role": "user", "content": "crash me"}]))
     assert full.startswith(streamed) and len(streamed) < len(full)
     assert received[-1]["partial"] is True and received[-1]["message_id"] == str(message.id)
+
+
+async def test_a_stop_after_the_worker_died_answers_at_once_with_the_text_kept(doomed_worker, api, user, chat, settings):
+    """No worker holds the lock: Stop does not wait out the settle bound for a worker that cannot answer."""
+    settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = 30
+    communicator = await subscribed_socket(user, chat)
+    with processes.routed_to(doomed_worker.queue):
+        sent = await database_sync_to_async(api.post)(
+            f"/api/mothership/chats/{chat.id}/messages", {"content": "crash me"}, format="json"
+        )
+    stream_id = sent.json()["stream_id"]
+    received = []
+    while sum(e["type"] == "stream.delta" for e in received) < 10:
+        received.append(await communicator.receive_json_from(timeout=10))
+    doomed_worker.kill9()
+    while locks.lock_owner(chat_id=chat.id) is not None:  # its lock expires (no sweeper runs)
+        await asyncio.sleep(0.1)
+
+    started = time.monotonic()
+    answer = await database_sync_to_async(api.post)(
+        f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": stream_id}, format="json"
+    )
+    answered_in = time.monotonic() - started
+
+    assert answered_in < 10, answered_in  # far under the 30 s it would wait for a worker holding the lock
+    assert answer.json() == {"ok": True, "cancelled": True, "stream_id": stream_id, "reason": None, "settled": False}
+    while received[-1]["type"] != "stream.cancelled":
+        received.append(await communicator.receive_json_from(timeout=10))
+    await communicator.disconnect()
+    assert [e["seq"] for e in received] == list(range(1, len(received) + 1))
+    streamed = "".join(e.get("text", "") for e in received if e["type"] == "stream.delta")
+    message = await database_sync_to_async(Message.objects.get)(pk=sent.json()["message_id"])
+    assert (message.status, message.content) == ("cancelled", streamed)
+    assert received[-1]["partial"] is True

@@ -106,6 +106,23 @@ def test_the_front_page_and_the_streams_name_the_model(staff, chat, settings):
     assert "mothership-local-1" in streams and "local" in streams
 
 
-def test_the_admin_is_for_staff_only(client, user):
+def test_the_admin_is_for_staff_only(client, user, chat):
+    # Given: a signed-in member (not staff) of a workspace whose chat has a live turn.
+    turn = stream_start(chat=chat, content="hi")
     client.force_login(user)
-    assert client.get("/admin/chats/chat/").status_code == 302
+
+    # When / then: every admin page sends them to the admin's sign-in, and no action runs.
+    for url in (
+        "/admin/",
+        "/admin/chats/chat/",
+        f"/admin/chats/chat/{chat.id}/change/",
+        "/admin/streams/stream/",
+        f"/admin/streams/stream/{turn.stream.id}/change/",
+        "/admin/warming/warmingschedule/",
+    ):
+        answer = client.get(url)
+        assert (answer.status_code, answer.headers["Location"].split("?")[0]) == (302, "/admin/login/"), url
+    acted = client.post("/admin/chats/chat/", {"action": "cancel_running_turns", "_selected_action": [str(chat.pk)]})
+    assert acted.status_code == 302 and acted.headers["Location"].startswith("/admin/login/")
+    assert Stream.objects.get(pk=turn.stream.pk).status == "queued"
+    assert chat.title not in client.get("/admin/chats/chat/", follow=True).content.decode()

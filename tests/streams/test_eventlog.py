@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -41,6 +42,31 @@ def test_an_append_of_a_seq_already_in_the_log_changes_nothing_and_publishes_not
     assert eventlog.last_seq(stream) == 2
     assert pubsub.get_message(timeout=0.3) is None
     pubsub.close()
+
+
+async def test_a_retried_append_reaches_a_group_member_once_and_a_new_seq_still_reaches_it():
+    """At the channel layer every socket reads from: a retried append publishes nothing again."""
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+
+    # Given: a member of the chat's group, as a socket that subscribed to the chat is.
+    chat, stream = uuid.uuid4(), uuid.uuid4()
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(groups.chat_group(chat), channel)
+    append = sync_to_async(eventlog.append)
+    try:
+        # When: seq 1 and 2 are appended, each retried as after a lost reply, then seq 3 once.
+        for seq, text in ((1, "a"), (1, "a"), (2, "b"), (2, "again"), (3, "c")):
+            await append(chat_id=chat, stream_id=stream, event=_event(chat, stream, seq, text=text), fenced=False)
+
+        # Then: the member receives 1, 2, 3 exactly once each, in order, and nothing more.
+        received = [await asyncio.wait_for(layer.receive(channel), 3) for _ in range(3)]
+        assert [(e["seq"], e["text"]) for e in map(events.from_group_message, received)] == [(1, "a"), (2, "b"), (3, "c")]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), 0.3)
+    finally:
+        await layer.group_discard(groups.chat_group(chat), channel)
 
 
 def test_read_after_seq_and_snapshot_text():

@@ -78,6 +78,26 @@ def test_live_streams_are_left_alone(chat):
     assert Chat.objects.get(pk=chat.pk).active_stream_id == turn.stream.id
 
 
+def test_a_streaming_turn_whose_lock_is_held_is_left_alone_beside_an_orphan_in_the_same_batch(chat, workspace):
+    # Given: two turns mid-reply; one worker still holds its lock, the other's lock expired.
+    alive = _orphan_mid_stream(chat, ["still", " going"])
+    locks.lock_acquire(chat_id=chat.id, stream_id=alive.stream.id)  # its worker's heartbeat renewed it
+    orphan = _orphan_mid_stream(factories.ChatFactory(workspace=workspace), ["lost"])
+
+    # When: the sweeper runs (one batch holds both).
+    report = streams_sweep()
+
+    # Then: only the orphan is sealed; the live turn keeps streaming, its marker, lock and log untouched.
+    assert report["interrupted"] == [str(orphan.stream.id)] and report["alive"] == 1
+    live = Stream.objects.get(pk=alive.stream.pk)
+    assert (live.status, live.finished_at, live.last_seq) == ("streaming", None, 0)
+    assert Message.objects.get(pk=alive.assistant_message.pk).status == "partial"
+    assert Chat.objects.get(pk=chat.pk).active_stream_id == alive.stream.id
+    assert locks.lock_owner(chat_id=chat.id) == str(alive.stream.id)
+    assert [e["type"] for e in eventlog.read(alive.stream.id)][-1] == events.DELTA  # no terminal event
+    assert Stream.objects.get(pk=orphan.stream.pk).status == "interrupted"
+
+
 def test_reconcile_streams_command_reports_as_json(chat, capsys):
     turn = _orphan_mid_stream(chat, ["x"])
     call_command("reconcile_streams", "--json")
