@@ -15,8 +15,10 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 # The laptop runner: debug on unless DJANGO_DEBUG says otherwise (the settings default it off).
+# With MCP_SERVERS unset, the demo tool server (mothership/demo_tools.py) is enabled as "demo".
+run: export MOTHERSHIP_DEMO_TOOLS := [{"name": "demo", "command": "$(abspath $(PY))", "args": ["-m", "mothership.demo_tools"]}]
 run: install
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py runall --port $(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} MCP_SERVERS="$${MCP_SERVERS-$$MOTHERSHIP_DEMO_TOOLS}" $(PY) manage.py runall --port $(PORT)
 
 # The browser tests drive Debian's chromium (never a browser downloaded by a test tool).
 chromium:

@@ -51,11 +51,11 @@ from streams import frames  # noqa: E402
 from streams.models import Stream  # noqa: E402
 from streams.providers import Usage  # noqa: E402
 from streams.services import finalize as finalize_module  # noqa: E402
-from streams.services import run as run_module  # noqa: E402
 from streams.services import start as start_module  # noqa: E402
 from streams.services import stream_finalize  # noqa: E402
 from streams.services.history import conversation_history  # noqa: E402
 from streams.services.spending import TurnBudget, turn_budget_check  # noqa: E402
+from streams.services.turn import Turn  # noqa: E402
 from tests.factories import spent  # noqa: E402
 
 
@@ -135,12 +135,11 @@ def send_bench(args) -> None:
 
 
 class _Turn:
-    """A live turn as the frame clock sees it (``streams.services.run._Run``), with text waiting."""
+    """A live turn as the frame clock sees it (its ``Journal``), with text waiting."""
 
     def __init__(self, chat: Chat, stream: Stream, budget: TurnBudget):
-        self.run = run_module._Run(stream)
-        self.run.budget = budget
-        self.run.delta_is_token = True
+        self.run = Turn(stream, budget).journal
+        self.run.meter.delta_is_token = True
         self.run.stream.first_delta_at = self.run.stream.created_at
 
     def feed(self) -> None:

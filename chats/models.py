@@ -76,6 +76,8 @@ class Chat(models.Model):
     # Sent before the conversation on every turn and warm (blank: none). A turn keeps the one it
     # started with (Stream.system_prompt).
     system_prompt = models.TextField(blank=True, default="", max_length=SYSTEM_PROMPT_MAX)
+    # The MCP tools its turns may call: "<server>.<tool>" or "<server>.*" (none by default).
+    tools = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
@@ -124,6 +126,8 @@ class Message(models.Model):
     # The counts were estimated from the text: the provider reported none for this turn (stopped
     # or failed before its usage arrived), though it billed for it.
     usage_estimated = models.BooleanField(default=False)
+    # A reply's tool calls, in order: callId, tool, arguments, status, content, durationMs.
+    tool_calls = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
 from chats.models import UNTITLED, Chat, ChatVisit, Membership, Workspace
 from chats.signals import chat_created, chat_renamed
+from mothership.infra.mcp.config import split_tool_name
 from mothership.infra.signals import send_logged
 
 User = get_user_model()
@@ -65,6 +67,30 @@ def chat_set_system_prompt(*, chat: Chat, system_prompt: str) -> Chat:
     Chat.objects.filter(pk=chat.pk).update(system_prompt=system_prompt)
     chat.system_prompt = system_prompt
     return chat
+
+
+def chat_set_tools(*, chat: Chat, tools: list[str]) -> Chat:
+    """The MCP tools the chat's next turns may call (validated by the caller: ``tools_validate``)."""
+    Chat.objects.filter(pk=chat.pk).update(tools=tools)
+    chat.tools = tools
+    return chat
+
+
+def tools_validate(tools: list[str]) -> list[str]:
+    """``tools`` as a chat keeps them (each once, in order), or ``ValueError`` naming the first wrong one."""
+    servers = {server.name for server in settings.MCP_SERVERS}
+    kept: list[str] = []
+    for name in tools:
+        try:
+            server, _tool = split_tool_name(name)
+        except ValueError:
+            raise ValueError(f"{name!r} is not a tool name: use <server>.<tool> or <server>.*") from None
+        if server not in servers:
+            known = ", ".join(sorted(servers)) or "none (MCP_SERVERS is empty)"
+            raise ValueError(f"No tool server is named {server!r}; the servers are: {known}.")
+        if name not in kept:
+            kept.append(name)
+    return kept
 
 
 _REPAIR_CHUNK = 1000  # rows per statement: 3 parameters each, well inside SQLite's and PostgreSQL's limits

@@ -16,6 +16,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from mothership import embedded_redis, processes
 from mothership.infra.llm_models import check_base_url, parse_llm_models
+from mothership.infra.mcp.config import ConfigError as McpConfigError
+from mothership.infra.mcp.config import parse_servers as parse_mcp_servers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -364,6 +366,14 @@ MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS = env_int("MOTHERSHIP_LOCAL_CACHE_MIN_TOKENS",
 MOTHERSHIP_DEMO_USERNAME = env_str("MOTHERSHIP_DEMO_USERNAME", "demo")
 MOTHERSHIP_DEMO_PASSWORD = env_str("MOTHERSHIP_DEMO_PASSWORD", "demo")
 MOTHERSHIP_DEMO_WORKSPACE = env_str("MOTHERSHIP_DEMO_WORKSPACE", "Demo")
+
+# --- Tools (MCP servers; mothership/infra/mcp) ---------------------------------------------
+# A JSON list of servers the worker may call; a wrong entry stops the app here, naming it.
+try:
+    MCP_SERVERS = parse_mcp_servers(env_str("MCP_SERVERS", ""))
+except McpConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+MOTHERSHIP_MAX_TOOL_ROUNDS = env_int("MOTHERSHIP_MAX_TOOL_ROUNDS", 20, minimum=1)  # rounds of tool calls per turn
 
 # --- Auth, API ------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -12,6 +12,10 @@ CANCELLED = "stream.cancelled"
 INTERRUPTED = "stream.interrupted"
 FAILED = "stream.failed"
 REPLAY_GAP = "stream.replay_gap"
+# A tool call and its result (``streams.services.turn``), between a model's rounds.
+TOOL_CALL = "stream.tool_call"
+TOOL_RESULT = "stream.tool_result"
+TOOL_STATUSES = ("ok", "error", "cancelled", "denied")
 
 TERMINAL_TYPES = frozenset({COMPLETED, CANCELLED, INTERRUPTED, FAILED})
 TERMINAL_BY_STATUS = {

@@ -29,7 +29,7 @@ class FrameClock(threading.Thread):
         super().__init__(name="frame-clock", daemon=True)
         self.interval = interval
         self._lock = threading.Lock()
-        self._due: dict[int, object] = {}  # id(run) → run, in the order they became due
+        self._due: dict[int, object] = {}  # id(journal) → a turn's journal, in the order they became due
         self.stopping = threading.Event()
 
     def schedule(self, run) -> None:
@@ -96,13 +96,13 @@ def publish_frames(runs: list) -> None:
 
 
 def charge_frames(runs: list) -> None:
-    """Charge each run's newly published output that is due (``take_charge``) against its budget,
+    """Charge each run's newly published output that is due (its meter's ``take_charge``) against its budget,
     all in one round trip; a run whose workspace (or member) is now past its budget stops. Never
     raises: a charge Redis did not take is settled by the turn's seal."""
     charges = []
     for run in runs:
         with run.emit_lock:
-            charge = run.take_charge()
+            charge = run.meter.take_charge()
         if charge is not None:
             charges.append((run, charge))
     if not charges:
@@ -113,7 +113,7 @@ def charge_frames(runs: list) -> None:
         logger.warning("frame charges of %d turns not counted", len(charges), exc_info=True)
         return
     for (run, _), (past_budget, room) in zip(charges, over, strict=True):
-        run.charged(past_budget=past_budget, room=room)
+        run.meter.charged(past_budget=past_budget, room=room)
 
 
 _clock: FrameClock | None = None

@@ -15,4 +15,4 @@ class MessageOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "role", "content", "status", "stream", "usage", "usage_estimated", "created_at"]
+        fields = ["id", "role", "content", "status", "stream", "usage", "usage_estimated", "tool_calls", "created_at"]

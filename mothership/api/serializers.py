@@ -26,6 +26,11 @@ class ChatOutput(serializers.Serializer):
         help_text="Streaming, its worker alive, but no event for MOTHERSHIP_STALL_SECONDS (the model has gone quiet)."
     )
     closed_at = serializers.DateTimeField(source="chat.closed_at", allow_null=True)
+    tools = serializers.ListField(
+        source="chat.tools",
+        child=serializers.CharField(),
+        help_text="The MCP tools its turns may call (<server>.<tool>, <server>.*).",
+    )
     warming = serializers.DictField(
         allow_null=True, help_text="The tile's warming badge: enabled, nextWarmAt (epoch ms), stopReason; null before any opt-in."
     )

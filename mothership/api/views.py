@@ -14,7 +14,15 @@ from rest_framework.views import APIView
 
 from chats import selectors as chat_selectors
 from chats.models import SYSTEM_PROMPT_MAX
-from chats.services import chat_create, chat_mark_seen, chat_rename, chat_set_model, chat_set_system_prompt
+from chats.services import (
+    chat_create,
+    chat_mark_seen,
+    chat_rename,
+    chat_set_model,
+    chat_set_system_prompt,
+    chat_set_tools,
+    tools_validate,
+)
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
@@ -130,15 +138,23 @@ class ChatDetailApi(APIView):
         title = StrictCharField(required=False, max_length=200, trim_whitespace=True)
         # Blank: none. Sent before the conversation from the next turn on (and by its warms).
         system_prompt = StrictCharField(required=False, max_length=SYSTEM_PROMPT_MAX, allow_blank=True, trim_whitespace=True)
+        # The MCP tools its turns may call: "<server>.<tool>" or "<server>.*"; [] for none.
+        tools = serializers.ListField(child=StrictCharField(max_length=100), required=False, max_length=100)
+
+        def validate_tools(self, value):
+            try:
+                return tools_validate(value)
+            except ValueError as exc:
+                raise serializers.ValidationError(str(exc)) from None
 
         def validate(self, attrs):
             unknown = sorted(set(self.initial_data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError(
-                    {name: ["Unknown field; use model, title and/or system_prompt."] for name in unknown}
+                    {name: ["Unknown field; use model, title, system_prompt and/or tools."] for name in unknown}
                 )
             if not attrs:
-                raise serializers.ValidationError("Give model, title and/or system_prompt.")
+                raise serializers.ValidationError("Give model, title, system_prompt and/or tools.")
             return attrs
 
     @extend_schema(responses=ChatDetailOutput)
@@ -147,8 +163,8 @@ class ChatDetailApi(APIView):
 
     @extend_schema(request=UpdateInput, responses=ChatDetailOutput)
     def patch(self, request, chat_id):
-        """Rename the chat, change its model or its system prompt (its creator or an owner: the model
-        sets what its turns cost)."""
+        """Rename the chat, change its model, its system prompt or its tools (its creator or an owner:
+        the model and the tools set what its turns cost and do)."""
         chat = chat_selectors.chat_get_for_manager(user=request.user, chat_id=chat_id)
         payload = self.UpdateInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -158,6 +174,8 @@ class ChatDetailApi(APIView):
             chat_rename(chat=chat, title=payload.validated_data["title"])
         if "system_prompt" in payload.validated_data:
             chat_set_system_prompt(chat=chat, system_prompt=payload.validated_data["system_prompt"])
+        if "tools" in payload.validated_data:
+            chat_set_tools(chat=chat, tools=payload.validated_data["tools"])
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
 
 

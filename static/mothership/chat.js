@@ -147,6 +147,10 @@ function onEvent(event) {
     attempt(event.messageId, Boolean(event.continued));
   } else if (event.type === "stream.delta") {
     rendererFor(state.activeMessageId).append(event.text);
+  } else if (event.type === "stream.tool_call") {
+    statusLine.textContent = `Running the tool ${event.tool}…`;
+  } else if (event.type === "stream.tool_result") {
+    statusLine.textContent = `The tool answered: ${event.status} (${event.durationMs} ms).`;
   } else if (TERMINAL.includes(event.type)) {
     settle(event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length), undefined, event.reason);
   }

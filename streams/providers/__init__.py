@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from streams.providers.base import Provider, ProviderError, TextDelta, Usage
+from streams.providers.base import Provider, ProviderError, TextDelta, ToolCall, Usage
 from streams.providers.registry import ModelSpec, default_model, model_for, model_get, models
 
 
@@ -27,6 +27,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "TextDelta",
+    "ToolCall",
     "Usage",
     "default_model",
     "get_provider",

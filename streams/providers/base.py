@@ -19,6 +19,15 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """The model asks for a tool (``<server>.<tool>``); its round ends after the calls it asks for."""
+
+    call_id: str
+    name: str
+    arguments: dict
+
+
+@dataclass(frozen=True)
 class Usage:
     input_tokens: int = 0
     cache_read_tokens: int = 0
@@ -34,6 +43,13 @@ class Usage:
             "cache_write_tokens": self.cache_write_tokens,
             "output_tokens": self.output_tokens,
         }
+
+    def plus(self, other: Usage) -> Usage:
+        """The usage of two model rounds of one turn, together."""
+        return Usage(
+            **{name: count + getattr(other, name) for name, count in self.as_dict().items()},
+            estimated=self.estimated or other.estimated,
+        )
 
     def event_fields(self) -> dict:
         """The fields of a ``stream.usage`` event: the counts, and ``estimated`` when they are."""
@@ -98,11 +114,13 @@ class Provider(Protocol):
 
     def stream(
         self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
-    ) -> Iterator[TextDelta | Usage]:
-        """Yield text deltas then one Usage; return promptly once ``stop`` is set. ``cache_key``
-        (the conversation's id) lets a provider that routes by it reach the same prompt cache.
-        ``prefix``: the reply continues this kept text (the deltas are what follows it); a model
-        that cannot continue raises ``ProviderError`` (``CANNOT_CONTINUE``)."""
+    ) -> Iterator[TextDelta | ToolCall | Usage]:
+        """Yield text deltas (and, from a model that calls tools, ``ToolCall``s) then one Usage;
+        return promptly once ``stop`` is set. ``cache_key`` (the conversation's id) lets a provider
+        that routes by it reach the same prompt cache. ``prefix``: the reply continues this kept
+        text (the deltas are what follows it); a model that cannot continue raises
+        ``ProviderError`` (``CANNOT_CONTINUE``). A round after tool calls ends ``messages`` with
+        the assistant's ``tool_calls`` and one ``{"role": "tool", …}`` message per result."""
 
     def warm(self, *, messages: list[dict]) -> Usage:
         """Refresh the provider's prompt cache for ``messages`` (1 output token at most)."""

@@ -9,12 +9,13 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 from django.conf import settings
 
 from mothership.infra.redis import get_redis
-from streams.providers.base import TextDelta, Usage
+from streams.providers.base import TextDelta, ToolCall, Usage
 
 _WORDS = (
     "the mothership keeps every conversation honest about its run state while replies stream "
@@ -26,6 +27,30 @@ _WORDS = (
 
 
 ECHO = "/echo "
+TOOL = "/tool "
+TOOL_USAGE = 'To call a tool, write /tool <server>.<tool> {JSON arguments}, for example /tool demo.roll {"sides": 6}.'
+
+
+def tool_request(messages: list[dict]) -> ToolCall | str | None:
+    """A last user message ``/tool <server>.<tool> <JSON arguments>``: the call it asks for, or why
+    it cannot be made (a sentence); None for any other conversation (or once the tool answered)."""
+    if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].startswith(TOOL):
+        return None
+    name, _, raw = messages[-1]["content"][len(TOOL) :].strip().partition(" ")
+    if "." not in name.strip("."):
+        return TOOL_USAGE
+    try:
+        arguments = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        return f"The arguments of /tool {name} are not JSON ({exc.msg}). {TOOL_USAGE}"
+    if not isinstance(arguments, dict):
+        return f"The arguments of /tool {name} must be a JSON object. {TOOL_USAGE}"
+    return ToolCall(call_id=f"call_{uuid.uuid4().hex[:16]}", name=name, arguments=arguments)
+
+
+def _verbatim(text: str) -> list[str]:
+    """``text`` as tokens, a word (with its spaces) each."""
+    return re.findall(r"\s*\S+\s*?(?=\s|$)|\s+$", text)
 
 
 def markdown_reply(rng: random.Random, tokens: int) -> list[str]:
@@ -69,10 +94,15 @@ class LocalProvider:
     def reply_for(self, messages: list[dict], *, attempt: int = 0) -> list[str]:
         """The deterministic reply, as tokens, for a conversation (``attempt``: how many times it was
         answered before; each is answered differently). A last message that begins with ``/echo ``
-        is answered with the rest of it, verbatim, a word (with its spaces) per token."""
+        is answered with the rest of it, verbatim, a word (with its spaces) per token; so is a tool's
+        result (the conversation ends with it), and a ``/tool`` request that cannot be made says why."""
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        if messages and messages[-1]["role"] == "tool":
+            return _verbatim(messages[-1]["content"])
+        if isinstance(refused := tool_request(messages), str):
+            return _verbatim(refused)
         if messages and messages[-1]["role"] == "user" and last_user.startswith(ECHO):
-            return re.findall(r"\s*\S+\s*?(?=\s|$)|\s+$", last_user[len(ECHO) :])
+            return _verbatim(last_user[len(ECHO) :])
         # A conversation that ends with kept assistant text asks for its continuation.
         prefix = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
         prompt = f"{last_user}\x00{prefix}" if prefix else last_user
@@ -87,9 +117,13 @@ class LocalProvider:
 
     def stream(
         self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
-    ) -> Iterator[TextDelta | Usage]:
+    ) -> Iterator[TextDelta | ToolCall | Usage]:
         rate = self.tokens_per_second
         cached = self._cache.read(messages[:-1])  # the conversation so far, if still cached
+        if isinstance(call := tool_request(messages), ToolCall):  # /tool: exactly that tool, then its result
+            yield call
+            yield Usage(input_tokens=_prefix_tokens(messages) - cached, cache_read_tokens=cached, output_tokens=1)
+            return
         produced: list[str] = []
         started = time.monotonic()
         # Continuing kept text: the deterministic reply for the conversation with that text in it.

@@ -100,8 +100,8 @@ def _force_cancel(*, stream: Stream, reason: str) -> CancelOutcome:
     # below is the whole of what it produced and the terminal seq cannot collide.
     locks.lock_release(chat_id=stream.chat_id, stream_id=stream.pk)
     stream.refresh_from_db()
-    text, last_seq, usage = salvage(stream)
-    if stream_finalize(stream=stream, status=Stream.Status.CANCELLED, reason=reason, text=text, last_seq=last_seq, usage=usage):
+    kept = salvage(stream, open_calls="cancelled")
+    if stream_finalize(stream=stream, status=Stream.Status.CANCELLED, reason=reason, **kept.seal()):
         return CancelOutcome(cancelled=True, stream_id=str(stream.pk), reason=None, settled=False)
     # Another finalizer won meanwhile: the worker (which records when it noticed a stop) or another stop.
     status, noticed_at = Stream.objects.filter(pk=stream.pk).values_list("status", "cancel_noticed_at").first() or (None, None)

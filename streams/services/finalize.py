@@ -7,6 +7,7 @@ only the winner writes the message, emits the terminal event and frees the lock.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -52,10 +53,11 @@ def stream_finalize(
     cancel_noticed_at=None,
     before_terminal=None,
     redis_wait: float | None = None,
+    tool_calls: list[dict] | None = None,
 ) -> bool:
     """Seal a live stream once: save the text, clear the marker, then announce it. False if another finalizer won.
 
-    ``before_terminal(after_failure)`` (the worker's) writes what the log lacks before the terminal
+    ``tool_calls``: the record of the turn's tool calls, saved on its reply. ``before_terminal(after_failure)`` (the worker's) writes what the log lacks before the terminal
     event; ``redis_wait`` is how long the announcement waits for a Redis that is away (the lock's
     TTL by default).
     """
@@ -73,6 +75,7 @@ def stream_finalize(
             from_statuses=from_statuses,
             sealed_at=sealed_at,
             cancel_noticed_at=cancel_noticed_at,
+            tool_calls=tool_calls,
         )
         if won:
             transaction.on_commit(
@@ -133,7 +136,7 @@ def stream_finalize_despite_outage(*, stream: Stream, **seal) -> bool:
 
 
 def _seal(
-    *, stream: Stream, status, reason, text, terminal_seq, usage: Usage, from_statuses, sealed_at, cancel_noticed_at
+    *, stream: Stream, status, reason, text, terminal_seq, usage: Usage, from_statuses, sealed_at, cancel_noticed_at, tool_calls
 ) -> bool:
     extra = {"cancel_noticed_at": cancel_noticed_at} if cancel_noticed_at else {}
     won = Stream.objects.filter(pk=stream.pk, status__in=from_statuses).update(
@@ -146,9 +149,14 @@ def _seal(
     )
     if not won:
         return False
+    calls = {}
+    if tool_calls:  # a continued reply keeps the calls of what it continues
+        kept = Message.objects.filter(pk=stream.assistant_message_id).values_list("tool_calls", flat=True).first()
+        calls["tool_calls"] = [*(kept or []), *tool_calls] if stream.continues else tool_calls
     # Appended, and usage added: a reply answered again (Retry, Regenerate, Continue) is one
     # message whose usage counts every attempt; a continued one keeps its text before the new.
     Message.objects.filter(pk=stream.assistant_message_id).update(
+        **calls,
         content=Concat(F("content"), Value(text)) if stream.continues else text,
         status=_MESSAGE_STATUS[status],
         usage_estimated=Case(When(usage_estimated=True, then=Value(True)), default=Value(usage.estimated)),
@@ -198,10 +206,22 @@ def _announce(
     send_logged(turn_sealed, sender=Stream, chat_id=stream.chat_id, stream_id=stream.pk, status=status, sealed_at=sealed_at)
 
 
-def salvage(stream: Stream) -> tuple[str, int, Usage]:
-    """What the stream had already published: text, last seq, usage (from the event log). A turn
-    whose worker died before its usage was written was billed for the text it wrote, and for its
-    prompt: both are estimated, so its charge is not zero."""
+class Salvaged(NamedTuple):
+    text: str
+    last_seq: int
+    usage: Usage
+    tool_calls: list[dict]
+
+    def seal(self) -> dict:
+        """What ``stream_finalize`` saves of it."""
+        return self._asdict()
+
+
+def salvage(stream: Stream, *, open_calls: str = "interrupted") -> Salvaged:
+    """What the stream had already published: text, last seq, usage, tool calls (from the event
+    log; a call with no result is saved ``open_calls``). A turn whose worker died before its usage
+    was written was billed for the text it wrote, and for its prompt: both are estimated, so its
+    charge is not zero."""
     log = eventlog.read(stream.pk)
     last_seq = max([e["seq"] for e in log], default=stream.last_seq)
     usage = Usage()
@@ -211,4 +231,22 @@ def salvage(stream: Stream) -> tuple[str, int, Usage]:
     text = eventlog.snapshot_text(log)
     if text and usage == Usage():
         usage = with_estimate(usage, prompt=conversation_history(stream=stream), text=text, finished=False)
-    return text, last_seq, usage
+    return Salvaged(text, last_seq, usage, tool_calls_of(log, open_calls=open_calls))
+
+
+def tool_calls_of(log: list[dict], *, open_calls: str) -> list[dict]:
+    """The record of a turn's tool calls, read from its events (as ``Turn`` keeps it while it runs)."""
+    calls: dict[str, dict] = {}
+    for event in log:
+        if event["type"] == events.TOOL_CALL:
+            calls[event["callId"]] = {
+                "callId": event["callId"],
+                "tool": event["tool"],
+                "arguments": event["arguments"],
+                "status": open_calls,
+                "content": "The turn ended before the tool answered.",
+                "durationMs": None,
+            }
+        elif event["type"] == events.TOOL_RESULT and event["callId"] in calls:
+            calls[event["callId"]].update(status=event["status"], content=event["content"], durationMs=event["durationMs"])
+    return list(calls.values())

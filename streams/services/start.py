@@ -137,7 +137,7 @@ def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None 
                 message_id, continues = again
                 user_message, assistant_message = _reply_to_answer_again(chat=chat, message_id=message_id, continues=continues)
                 # Started over: the text goes; continued: it stays, and the seal appends to it.
-                reset = {} if continues else {"content": ""}
+                reset = {} if continues else {"content": "", "tool_calls": []}
                 Message.objects.filter(pk=assistant_message.pk).update(
                     status=Message.Status.PARTIAL, stream_id=stream_id, **reset
                 )

@@ -32,11 +32,8 @@ SWEEP_BATCH = 500
 
 def stream_interrupt_orphan(*, stream: Stream) -> bool:
     """Finalize a stream whose worker is gone: ``interrupted``, its produced text kept."""
-    text, last_seq, usage = salvage(stream)
     reason = "never_started" if stream.status == Stream.Status.QUEUED else "worker_lost"
-    return stream_finalize(
-        stream=stream, status=Stream.Status.INTERRUPTED, reason=reason, text=text, last_seq=last_seq, usage=usage
-    )
+    return stream_finalize(stream=stream, status=Stream.Status.INTERRUPTED, reason=reason, **salvage(stream).seal())
 
 
 def stream_requeue(*, stream: Stream) -> bool:

@@ -19,6 +19,7 @@ from streams.locks import lock_release
 from streams.providers import ProviderError
 from streams.services import stream_cancel, stream_run, stream_start, streams_sweep
 from tests.support.event_schemas import SCHEMAS, SURFACE_ID, schema_errors
+from tests.support.tools import demo_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +37,10 @@ class _FailingModel:
 
     name, model = "local", "failing-model"
 
-    def stream(self, *, messages, stop):
+    def __init__(self, model_id=None):
+        self.model_id = model_id
+
+    def stream(self, *, messages, stop, cache_key=None, prefix=""):
         raise ProviderError("boom")
         yield  # a generator, like every real provider
 
@@ -78,7 +82,9 @@ def test_the_schemas_are_valid_and_cover_every_stream_event_type():
     assert constants - set(SCHEMAS) == set()
 
 
-async def test_every_frame_on_the_socket_matches_the_schema_of_its_type(user, workspace, chat, inline_turns, monkeypatch):
+async def test_every_frame_on_the_socket_matches_the_schema_of_its_type(
+    user, workspace, chat, inline_turns, monkeypatch, settings, tmp_path
+):
     # Given a tab subscribed to the workspace's tiles, the chat's stream events and its warming surface
     frames: list[dict] = []
     chat_id = str(chat.id)
@@ -97,6 +103,13 @@ async def test_every_frame_on_the_socket_matches_the_schema_of_its_type(user, wo
     completed = await database_sync_to_async(_run_turn)(chat, "hello")
     await _until(tab, frames, lambda f: _has(f, events.COMPLETED, streamId=completed))
 
+    # When a turn calls a tool on an MCP server (the demo server, a real child process)
+    settings.MCP_SERVERS = demo_servers(tmp_path / "tools.jsonl")
+    chat.tools = ["demo.*"]
+    await database_sync_to_async(chat.save)(update_fields=["tools"])
+    with_tool = await database_sync_to_async(_run_turn)(chat, "/tool demo.clock {}")
+    await _until(tab, frames, lambda f: _has(f, events.COMPLETED, streamId=with_tool) and _has(f, events.TOOL_RESULT))
+
     # When a queued turn is stopped before any worker takes it
     queued = await database_sync_to_async(stream_start)(chat=chat, content="stop me")
     await database_sync_to_async(stream_cancel)(chat=chat, stream_id=queued.stream.id)
@@ -109,7 +122,7 @@ async def test_every_frame_on_the_socket_matches_the_schema_of_its_type(user, wo
     await _until(tab, frames, lambda f: _has(f, events.INTERRUPTED, streamId=str(orphan.stream.id)))
 
     # When the model fails (only the external edge is replaced; the run itself is the real one)
-    monkeypatch.setattr("streams.services.run.get_provider", _FailingModel)
+    monkeypatch.setattr("streams.services.turn.turn.get_provider", _FailingModel)
     failed = await database_sync_to_async(_run_turn)(chat, "fail")
     await _until(tab, frames, lambda f: _has(f, events.FAILED, streamId=failed))
 

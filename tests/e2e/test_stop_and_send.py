@@ -13,7 +13,7 @@ from chats.models import Message
 from streams import locks
 from streams.models import Stream
 from tests.support import processes
-from tests.support.sockets import subscribed_socket
+from tests.support.sockets import receive_until, subscribed_socket
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -29,19 +29,11 @@ async def _send(api, chat, queue: str, content: str, interrupt: str | None = Non
     return await database_sync_to_async(post)()
 
 
-async def _until(events: list, communicator, predicate, timeout: float = 10) -> dict:
-    while True:
-        for event in events:
-            if predicate(event):
-                return event
-        events.append(await communicator.receive_json_from(timeout=timeout))
-
-
 async def test_stop_and_send_stops_that_turn_keeps_its_text_and_starts_the_new_one(slow_worker, api, user, chat):
     communicator = await subscribed_socket(user, chat)
     first = (await _send(api, chat, slow_worker.queue, "a long one")).json()
     events: list[dict] = []
-    await _until(
+    await receive_until(
         events, communicator, lambda e: e["type"] == "stream.delta" and e["streamId"] == first["stream_id"] and e["seq"] >= 5
     )
 
@@ -50,9 +42,11 @@ async def test_stop_and_send_stops_that_turn_keeps_its_text_and_starts_the_new_o
     second = answer.json()
     assert second["stream_id"] != first["stream_id"]
 
-    stopped = await _until(events, communicator, lambda e: e["type"] == "stream.cancelled")
+    stopped = await receive_until(events, communicator, lambda e: e["type"] == "stream.cancelled")
     assert stopped["streamId"] == first["stream_id"] and stopped["partial"] is True
-    started = await _until(events, communicator, lambda e: e["type"] == "stream.started" and e["streamId"] == second["stream_id"])
+    started = await receive_until(
+        events, communicator, lambda e: e["type"] == "stream.started" and e["streamId"] == second["stream_id"]
+    )
     assert events.index(stopped) < events.index(started)  # the old turn ended before the new one began
     await communicator.disconnect()
 
@@ -99,9 +93,11 @@ async def test_an_interrupt_of_a_turn_that_already_ended_just_sends(slow_worker,
     kept = await database_sync_to_async(Message.objects.get)(pk=done["message_id"])
     assert (kept.status, kept.content) == ("complete", "quick")
     events: list[dict] = []
-    started = await _until(events, communicator, lambda e: e["type"] == "stream.started" and e["streamId"] == new["stream_id"])
+    started = await receive_until(
+        events, communicator, lambda e: e["type"] == "stream.started" and e["streamId"] == new["stream_id"]
+    )
     assert started["userMessage"] == "next"
-    await _until(events, communicator, lambda e: e["type"] == "stream.delta" and e["streamId"] == new["stream_id"])
+    await receive_until(events, communicator, lambda e: e["type"] == "stream.delta" and e["streamId"] == new["stream_id"])
     assert not [e for e in events if e["streamId"] == done["stream_id"]]  # nothing more of the ended turn
     await communicator.disconnect()
     assert locks.lock_owner(chat_id=chat.id) == new["stream_id"]

@@ -122,13 +122,13 @@ def test_a_worker_that_does_not_settle_is_fenced_and_force_finalized_from_the_lo
     late_write = []
     real_salvage = cancel.salvage
 
-    def salvage_while_the_worker_writes(stream):
+    def salvage_while_the_worker_writes(stream, **kwargs):
         try:  # the hung worker wakes up just as the log is read: it must already be fenced
             _late_delta(stream, 5)
             late_write.append("accepted")
         except eventlog.Fenced:
             late_write.append("fenced")
-        return real_salvage(stream)
+        return real_salvage(stream, **kwargs)
 
     monkeypatch.setattr(cancel, "salvage", salvage_while_the_worker_writes)
 
@@ -156,10 +156,10 @@ def test_a_force_finalize_that_loses_to_another_stop_answers_cancelled_and_unset
     stream, text = _hung_worker_turn(chat)
     real_salvage = cancel.salvage
 
-    def salvage_after_a_close_sealed_it(stream):
+    def salvage_after_a_close_sealed_it(stream, **kwargs):
         # A Close of the same chat force-finalized the stream first.
         assert stream_finalize(stream=stream, status="cancelled", reason="closed", text=text, last_seq=3)
-        return real_salvage(stream)
+        return real_salvage(stream, **kwargs)
 
     monkeypatch.setattr(cancel, "salvage", salvage_after_a_close_sealed_it)
 
@@ -190,6 +190,7 @@ class _RaceHooks:
 
     def __init__(self, monkeypatch):
         from streams.services import cancel, run
+        from streams.services.turn import Turn
 
         self.generated = threading.Event()  # the model has finished; the worker is about to seal
         self.cancel_waiting = threading.Event()  # the canceller is waiting for the worker to settle
@@ -201,7 +202,7 @@ class _RaceHooks:
         self.generating = threading.Event()  # the worker claimed the turn; its model is about to start
         self.abort_heard = threading.Event()  # the worker's abort listener heard the stop
         real_finalize, real_wait, real_salvage = run.stream_finalize_despite_outage, cancel._wait_for_worker, cancel.salvage
-        real_generate, real_on_abort = run._Run.generate, run._Run.on_abort
+        real_generate, real_on_abort = Turn.generate, Turn.on_abort
 
         def finalize(**kwargs):
             self.generated.set()
@@ -215,11 +216,11 @@ class _RaceHooks:
             self.cancel_waiting.set()
             return real_wait(stream)
 
-        def salvage(stream):
+        def salvage(stream, **kwargs):
             self.fenced.set()
             if self.seal_after_fence:
                 assert self.sealed.wait(10)
-            return real_salvage(stream)
+            return real_salvage(stream, **kwargs)
 
         def generate(run_self):
             self.generating.set()
@@ -235,8 +236,8 @@ class _RaceHooks:
         monkeypatch.setattr(run, "stream_finalize_despite_outage", finalize)
         monkeypatch.setattr(cancel, "_wait_for_worker", wait_for_worker)
         monkeypatch.setattr(cancel, "salvage", salvage)
-        monkeypatch.setattr(run._Run, "generate", generate)
-        monkeypatch.setattr(run._Run, "on_abort", on_abort)
+        monkeypatch.setattr(Turn, "generate", generate)
+        monkeypatch.setattr(Turn, "on_abort", on_abort)
 
 
 def _race(chat, settings, monkeypatch, *, held_at: str):

@@ -46,8 +46,15 @@ class Command(BaseCommand):
             workspace = services.workspace_create(name=settings.MOTHERSHIP_DEMO_WORKSPACE, owner=user)
         existing = Chat.objects.filter(workspace=workspace).count()
         wanted = max(options["chats"] or 0, len(DEMO_TITLES) if existing == 0 else 0)
+        # With the demo tool server configured (``make run`` does), its chats may call its tools.
+        tools = ["demo.*"] if any(server.name == "demo" for server in settings.MCP_SERVERS) else []
         new_chats = [
-            Chat(workspace=workspace, created_by=user, title=DEMO_TITLES[i] if i < len(DEMO_TITLES) else f"Demo chat {i + 1}")
+            Chat(
+                workspace=workspace,
+                created_by=user,
+                title=DEMO_TITLES[i] if i < len(DEMO_TITLES) else f"Demo chat {i + 1}",
+                tools=tools,
+            )
             for i in range(existing, wanted)
         ]
         Chat.objects.bulk_create(new_chats, batch_size=500)

@@ -1,0 +1,279 @@
+"""A turn's journal: its events, in seq order, in its fenced event log.
+
+``emit_lock`` orders every append of the turn (the run loop's, the producer's first delta, the
+frame clock's), so its seqs reach the log gapless and in order. The model's first delta goes out
+at once, the rest on the worker's frame clock (``streams.frames``), which calls the ``take_frame``
+/ ``frame_*`` methods with ``emit_lock`` held.
+
+A Redis that is away is retried for up to the lock's TTL; afterwards the log's lost tail is
+written again before the next append (``resync``). A journal that may not append any more
+(fenced by a newer turn, or Redis away for longer than the TTL) holds the text it received for
+the seal, which writes what the log lacks before its terminal event (``owe``, ``write_back``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django import db
+from django.conf import settings
+from django.utils import timezone
+
+from mothership.infra.redis import UNAVAILABLE, retrying
+from streams import eventlog, events, frames, locks
+from streams.models import Stream
+from streams.providers import Usage
+from streams.services.turn.meter import Meter
+
+logger = logging.getLogger(__name__)
+
+
+class RedisLost(Exception):
+    """Redis stayed away for longer than the lock's TTL: the turn ends with what it received."""
+
+
+class Journal:
+    """Writes one turn's events. ``stop`` is set when it may write no more; ``wake`` hands the run
+    loop what ended the writing (``Fenced``, ``RedisLost`` or a Redis error) from another thread."""
+
+    def __init__(self, *, stream: Stream, meter: Meter, stop: threading.Event, wake):
+        self.stream = stream
+        self.chat_id = stream.chat_id
+        self.meter = meter
+        self.stop = stop
+        self.wake = wake
+        self.fenced = threading.Event()
+        self.seq = 0
+        self.text: list[str] = []  # every piece of text in the log, in order
+        self.emit_lock = threading.Lock()
+        self.pending: list[str] = []  # text received, not yet in a frame
+        self.pending_deltas = 0  # how many deltas the frame taken last (or unsent) holds
+        # Every event this turn appended, in seq order: what it writes again into a log that lost
+        # its tail (a Redis restarted from its append-only file) before its next append.
+        self.appended: list[dict] = []
+        self.needs_resync = False
+        self.unsent: dict | None = None  # a frame Redis did not take; it goes first, unchanged
+        self.unavailable_since: float | None = None
+        self.redis_lost = False  # Redis away for longer than the TTL: nothing more is tried until the seal
+        self.held: list[str] = []  # text received but never appended (fenced, or Redis lost): saved by the seal
+        self.owed: list[dict] = []  # the events the seal writes before its terminal one (``owe``)
+        self.closed = False  # the turn's text is final: later deltas are dropped
+        self.clock = frames.clock()
+
+    def emit(self, type: str, **fields) -> None:
+        with self.emit_lock:
+            self._emit(type, **fields)
+
+    def _emit(self, type: str, **fields) -> None:
+        if self.fenced.is_set():
+            raise eventlog.Fenced(str(self.stream.id))
+        self._append(self._event(type, seq=self.seq + 1, **fields))
+
+    def _append(self, event: dict) -> None:
+        """Append the next event, riding out a Redis that is away for up to the lock's TTL."""
+
+        def once():
+            try:
+                self.resync()
+                eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event)
+            except UNAVAILABLE:
+                self.needs_resync = True
+                raise
+
+        if self.redis_lost:
+            raise RedisLost(str(self.stream.id))
+        try:
+            retrying(once, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL, what=f"stream {self.stream.id}")
+        except eventlog.Fenced:
+            self.fenced.set()
+            self.stop.set()
+            raise
+        except UNAVAILABLE as exc:
+            self.lose_redis()
+            raise RedisLost(str(self.stream.id)) from exc
+        self.appended.append(event)
+        self.seq = event["seq"]
+
+    def lose_redis(self) -> None:
+        logger.error("stream %s: redis away for longer than the lock's TTL; sealing the turn with its text", self.stream.id)
+        self.redis_lost = True
+        self.stop.set()
+
+    def resync(self) -> None:
+        """After Redis was away: write again what its log lost, and take the lock again if it is gone.
+
+        A Redis restarted from its append-only file may have lost its last second of writes, or
+        (restarted empty) everything. A lock held by another turn is never taken: this turn is fenced.
+        """
+        if not self.needs_resync:
+            return
+        self.retake_lock()
+        self._write_missing(self.appended, fenced=True)
+        self.needs_resync = False
+
+    def retake_lock(self) -> bool:
+        """Take the lock again if Redis lost it (restarted empty) while this turn is still live.
+
+        False when another turn holds it (a newer turn started meanwhile): this turn is fenced.
+        Never for a turn already sealed (by a stop, or the sweeper while Redis was away).
+        """
+        owner = locks.lock_owner(chat_id=self.chat_id)
+        if owner is None:
+            live = Stream.objects.filter(pk=self.stream.pk, status=Stream.Status.STREAMING).exists()
+            if not db.connection.in_atomic_block:  # back to the pool: this runs on the clock's thread too
+                db.connection.close()
+            if live and locks.lock_acquire(chat_id=self.chat_id, stream_id=self.stream.id):
+                logger.warning("stream %s took its lock again after Redis lost it", self.stream.id)
+                return True
+            owner = locks.lock_owner(chat_id=self.chat_id)
+        return owner == str(self.stream.id)
+
+    # --- the model's text ------------------------------------------------------------------
+
+    def add_text(self, text: str) -> None:
+        """A delta from the model (producer thread): the first one at once, the rest on the frame clock."""
+        with self.emit_lock:
+            if self.closed:
+                return
+            direct = self.stream.first_delta_at is None or self.clock is None
+            if direct:
+                self._emit_delta(text)
+            else:
+                self.pending.append(text)
+        if not direct:
+            self.clock.schedule(self)
+        elif self.clock is None:  # every delta its own frame: each is charged as it goes
+            frames.charge_frames([self])
+
+    def _emit_delta(self, text: str, deltas: int = 1) -> None:
+        if self.stream.first_delta_at is None:
+            self.stream.first_delta_at = timezone.now()
+        try:
+            self._emit(events.DELTA, text=text)
+        except (eventlog.Fenced, RedisLost):
+            self.held.append(text)
+            raise
+        self._published(text, deltas)
+
+    def _published(self, text: str, deltas: int = 1) -> None:
+        self.text.append(text)
+        self.meter.published(text, deltas)
+
+    # --- called by the frame clock, with ``emit_lock`` held --------------------------------
+
+    def take_frame(self) -> dict | None:
+        if self.closed or self.fenced.is_set() or self.redis_lost:
+            return None
+        if self.unsent is not None:
+            return self.unsent
+        if not self.pending:
+            return None
+        text = "".join(self.pending)
+        self.pending_deltas, self.pending = len(self.pending), []
+        return self._event(events.DELTA, seq=self.seq + 1, text=text)
+
+    def frame_appended(self, event: dict) -> None:
+        self.appended.append(event)
+        self.seq = event["seq"]
+        self._published(event["text"], self.pending_deltas)
+        self.unsent, self.unavailable_since = None, None
+
+    def frame_unsent(self, event: dict, exc: BaseException) -> None:
+        """Redis did not take the frame: it is sent again, unchanged, on a later tick (the text
+        that arrives meanwhile waits for the next frame), for up to the lock's TTL."""
+        now = time.monotonic()
+        self.unsent, self.needs_resync = event, True
+        self.unavailable_since = self.unavailable_since or now
+        if now - self.unavailable_since > settings.MOTHERSHIP_STREAM_LOCK_TTL:
+            self.lose_redis()  # the frame stays unsent: the seal holds it
+            self.wake(RedisLost(str(self.stream.id)))
+        elif self.clock is not None:
+            self.clock.schedule(self)
+
+    def frame_fenced(self, event: dict) -> None:
+        self._hold(event)
+        self.fenced.set()
+        self.stop.set()
+        self.wake(eventlog.Fenced(str(self.stream.id)))
+
+    def frame_failed(self, exc: BaseException, event: dict | None = None) -> None:
+        if event is not None:
+            self._hold(event)
+        self.wake(exc)  # the run loop raises it: the turn ends with what it received
+
+    def _hold(self, event: dict) -> None:
+        """A frame that will never be appended by the clock: its text is kept for the seal."""
+        if self.unsent is event:
+            self.unsent = None
+        self.held.append(event["text"])
+
+    # --- the end of the turn ---------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Publish the text still waiting for a frame, now (before the usage and the terminal).
+
+        A journal that may not append any more (fenced, or Redis lost) holds that text for the seal.
+        """
+        with self.emit_lock:
+            if self.closed:
+                return
+            if self.fenced.is_set() or self.redis_lost:
+                self._hold_the_rest()
+                return
+            if self.unsent is not None:  # a frame Redis has not taken yet goes first
+                try:
+                    self._append(self.unsent)
+                except (eventlog.Fenced, RedisLost):
+                    self._hold_the_rest()
+                    raise
+                self._published(self.unsent["text"], self.pending_deltas)
+                self.unsent = None
+            if self.pending:
+                text, deltas = "".join(self.pending), len(self.pending)
+                self.pending.clear()
+                self._emit_delta(text, deltas)
+
+    def _hold_the_rest(self) -> None:
+        if self.unsent is not None:
+            self.held.append(self.unsent["text"])
+            self.unsent = None
+        self.held.extend(self.pending)
+        self.pending.clear()
+
+    def close(self) -> None:
+        with self.emit_lock:
+            self.closed = True
+            self.pending.clear()
+
+    def received_text(self) -> str:
+        """Everything the model sent: what the log has, and what it was never given."""
+        return "".join(self.text) + "".join(self.held)
+
+    def owe(self, usage: Usage) -> int:
+        """What the seal writes before its terminal event: the held text, and the usage if the log
+        lacks it. Returns the seq of the last of them (the terminal event's is the next)."""
+        self.owed = []
+        if self.held:
+            self.owed.append(self._event(events.DELTA, seq=self.seq + 1, text="".join(self.held)))
+        if usage != Usage() and not any(e["type"] == events.USAGE for e in self.appended[-1:]):
+            self.owed.append(self._event(events.USAGE, seq=self.seq + len(self.owed) + 1, **usage.event_fields()))
+        return self.seq + len(self.owed)
+
+    def write_back(self, after_failure: bool) -> None:
+        """Called by the seal, before its terminal event: the events of this turn the log lacks
+        (lost by a restarted Redis, or never appended), unfenced: the seal is this turn's, and the
+        log is this turn's own. Idempotent; nothing to do (no round trip) when Redis never failed."""
+        if not (after_failure or self.needs_resync or self.owed):
+            return
+        self._write_missing(self.appended + self.owed, fenced=False)
+        self.needs_resync = False
+
+    def _write_missing(self, turn_events: list[dict], *, fenced: bool) -> None:
+        """Append the events (seq 1, 2, …) past the log's last one: what a restarted Redis lost."""
+        for event in turn_events[eventlog.last_seq(self.stream.id) :]:
+            eventlog.append(chat_id=self.chat_id, stream_id=self.stream.id, event=event, fenced=fenced)
+
+    def _event(self, type: str, *, seq: int, **fields) -> dict:
+        return events.stream_event(type=type, chat_id=self.chat_id, stream_id=self.stream.id, seq=seq, **fields)

@@ -1,0 +1,173 @@
+"""Tool calls in a turn, against the demo MCP server as a real child process: each call and its
+result are events in the log, the reply and its record are saved, Stop during a call cancels it
+on the server, and a turn whose worker died mid-call is sealed with the call ``interrupted``."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from rest_framework.test import APIClient
+
+from chats.models import Message
+from streams import eventlog, events, locks
+from streams.models import Stream
+from streams.providers import ToolCall, Usage
+from streams.services import stream_cancel, stream_run, stream_start, streams_sweep
+from tests import factories
+from tests.support.event_schemas import schema_errors
+from tests.support.tools import demo_records, demo_servers
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def demo_log(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "demo-tools.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def demo_server(settings, turns_not_enqueued, demo_log):
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    settings.MOTHERSHIP_DELTA_FLUSH_MS = 0
+    settings.MCP_SERVERS = demo_servers(demo_log)
+
+
+@pytest.fixture
+def tool_chat(chat):
+    chat.tools = ["demo.*"]
+    chat.save(update_fields=["tools"])
+    return chat
+
+
+def test_a_tool_call_and_its_result_are_events_and_the_reply_is_the_result(tool_chat):
+    turn = stream_start(chat=tool_chat, content='/tool demo.roll {"sides": 6, "count": 3}')
+
+    assert stream_run(stream_id=turn.stream.id) == "completed"
+
+    log = eventlog.read(turn.stream.id)
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    for event in log:
+        assert schema_errors(event) == [], event
+    types = [e["type"] for e in log]
+    assert types[:3] == [events.STARTED, events.TOOL_CALL, events.TOOL_RESULT] and types[-2:] == [events.USAGE, events.COMPLETED]
+    call, result = log[1], log[2]
+    assert (call["tool"], call["arguments"]) == ("demo.roll", {"sides": 6, "count": 3})
+    assert (result["callId"], result["status"]) == (call["callId"], "ok") and result["durationMs"] >= 0
+    faces, total = result["content"].split(" = ")
+    assert sum(map(int, faces.split(" + "))) == int(total)
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+    assert (message.status, message.content) == ("complete", result["content"])  # the tool's text, verbatim
+    assert message.tool_calls == [
+        {
+            **{k: call[k] for k in ("callId", "tool", "arguments")},
+            "status": "ok",
+            "content": result["content"],
+            "durationMs": result["durationMs"],
+        }
+    ]
+    assert message.output_tokens > 0 and message.input_tokens + message.cache_read_tokens > 0  # both rounds counted
+
+
+@pytest.mark.parametrize(
+    "tools, content, expected",
+    [
+        ([], "/tool demo.clock {}", "The tool demo.clock is not enabled in this conversation."),
+        (["demo.roll"], "/tool demo.clock {}", "The tool demo.clock is not enabled in this conversation."),
+        (["demo.*"], "/tool demo.roll {sides: 6}", "The arguments of /tool demo.roll are not JSON"),
+        (["demo.*"], '/tool demo.roll {"sides": 1}', "sides must be 2 to 1000"),
+    ],
+)
+def test_a_call_that_cannot_be_made_says_why_in_the_reply(chat, tools, content, expected):
+    chat.tools = tools
+    chat.save(update_fields=["tools"])
+    turn = stream_start(chat=chat, content=content)
+    assert stream_run(stream_id=turn.stream.id) == "completed"
+    assert expected in Message.objects.get(pk=turn.assistant_message.pk).content
+
+
+def test_stop_during_a_tool_call_cancels_it_on_the_server_and_the_turn(tool_chat, demo_log):
+    turn = stream_start(chat=tool_chat, content='/tool demo.sleep {"seconds": 30, "label": "stop-me"}')
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(run=stream_run(stream_id=turn.stream.id)))
+    worker.start()
+    wait_for(lambda: any(r.get("label") == "stop-me" for r in demo_records(demo_log)), 20, "the server to start the call")
+
+    answer = stream_cancel(chat=tool_chat, stream_id=turn.stream.id)
+    worker.join(10)
+
+    assert (answer.cancelled, answer.settled, outcome["run"]) == (True, True, "cancelled")
+    wait_for(
+        lambda: any(r.get("label") == "stop-me" and r["event"] == "cancelled" for r in demo_records(demo_log)),
+        5,
+        "the server's record of the cancellation",
+    )
+    log = eventlog.read(turn.stream.id)
+    result = next(e for e in log if e["type"] == events.TOOL_RESULT)
+    assert (result["status"], log[-1]["type"]) == ("cancelled", events.CANCELLED)
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+    assert message.status == "cancelled" and [c["status"] for c in message.tool_calls] == ["cancelled"]
+    assert locks.lock_owner(chat_id=tool_chat.id) is None
+
+
+def test_a_turn_whose_worker_died_mid_call_is_sealed_with_the_call_interrupted(tool_chat):
+    turn = stream_start(chat=tool_chat, content="/tool demo.sleep {}")
+    Stream.objects.filter(pk=turn.stream.pk).update(status="streaming")
+    for seq, (type_, fields) in enumerate(
+        [
+            (events.STARTED, {}),
+            (events.DELTA, {"text": "Let me wait. "}),
+            (events.TOOL_CALL, {"callId": "call_1", "tool": "demo.sleep", "arguments": {}}),
+        ],
+        start=1,
+    ):
+        event = events.stream_event(type=type_, chat_id=tool_chat.id, stream_id=turn.stream.id, seq=seq, **fields)
+        eventlog.append(chat_id=tool_chat.id, stream_id=turn.stream.id, event=event)
+    locks.lock_release(chat_id=tool_chat.id, stream_id=turn.stream.id)  # the worker is gone
+
+    assert streams_sweep()["interrupted"] == [str(turn.stream.id)]
+
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+    assert (message.status, message.content) == ("interrupted", "Let me wait. ")
+    assert [(c["callId"], c["tool"], c["status"]) for c in message.tool_calls] == [("call_1", "demo.sleep", "interrupted")]
+
+
+def test_a_model_that_keeps_calling_tools_is_stopped_at_the_round_limit(tool_chat, settings, monkeypatch):
+    settings.MOTHERSHIP_MAX_TOOL_ROUNDS = 2
+
+    class Insistent:
+        name, model, model_id, delta_is_token = "local", "insistent", "insistent", True
+
+        def stream(self, *, messages, stop, cache_key=None, prefix=""):
+            yield ToolCall(call_id=f"call_{len(messages)}", name="demo.clock", arguments={})
+            yield Usage(input_tokens=10, output_tokens=1)
+
+    monkeypatch.setattr("streams.services.turn.turn.get_provider", lambda model_id=None: Insistent())
+    turn = stream_start(chat=tool_chat, content="what time is it, again and again?")
+
+    assert stream_run(stream_id=turn.stream.id) == "completed"
+
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+    assert [c["status"] for c in message.tool_calls] == ["ok", "ok", "error"]
+    assert "limit of 2 rounds" in message.tool_calls[-1]["content"]
+    assert (message.input_tokens, message.output_tokens) == (30, 3)  # every round's usage adds up
+
+
+def test_a_chats_tools_are_set_by_its_manager_and_checked(api, chat, make_user, workspace):
+    url = f"/api/mothership/chats/{chat.id}"
+    answer = api.patch(url, {"tools": ["demo.roll", "demo.*", "demo.roll"]}, format="json")
+    assert answer.status_code == 200 and answer.json()["tools"] == ["demo.roll", "demo.*"]
+    assert api.get(url).json()["tools"] == ["demo.roll", "demo.*"]
+    for wrong, says in ((["roll"], "is not a tool name"), (["web.fetch"], "No tool server is named 'web'"), ("demo.*", "list")):
+        refused = api.patch(url, {"tools": wrong}, format="json")
+        assert refused.status_code == 400 and says in json.dumps(refused.json()), refused.json()
+    member = factories.MembershipFactory(workspace=workspace, role="member").user
+    other = APIClient()
+    other.force_authenticate(member)
+    assert other.patch(url, {"tools": []}, format="json").status_code == 403
+    stranger = APIClient()
+    stranger.force_authenticate(make_user())
+    assert stranger.patch(url, {"tools": []}, format="json").status_code == 404
+    assert api.patch(url, {"tools": []}, format="json").json()["tools"] == []
