@@ -21,7 +21,7 @@ from chats.selectors import chat_get_for_member, chat_messages_page, member_chat
 from chats.services import chat_markers_repair
 from mothership.infra import cursors
 from streams.models import Stream
-from streams.selectors import stream_snapshot, streams_liveness
+from streams.selectors import Liveness, stream_snapshot, streams_liveness
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class ChatView:
     last_event_at: int | None = None  # epoch ms of the live stream's latest event
     last_finished_at: datetime.datetime | None = None  # when the last turn ended
     seen_at: datetime.datetime | None = None  # when this user last had the chat open (lists only)
+    waiting_call: str | None = None  # the tool call the live turn waits on a person for
 
     @property
     def unread(self) -> bool:
@@ -77,7 +78,7 @@ class ChatView:
     @property
     def state(self) -> str:
         if self.active_stream_id is not None:
-            return "streaming"
+            return "waiting" if self.waiting_call else "streaming"
         if self.last_stream_status in Stream.LIVE_STATUSES and self.liveness == "verified":
             # Its lock is gone but the sweeper has not sealed it yet: its worker is dead.
             return "interrupted"
@@ -113,14 +114,14 @@ def annotated_chats(qs: QuerySet[Chat]) -> QuerySet[Chat]:
     )
 
 
-def _liveness(marked: list[Chat]) -> tuple[dict[str, str | None] | None, dict[str, int | None]]:
-    """One MGET for every marked chat: its lock's owner and when its stream last said anything.
-    Owners None when Redis is unreachable (liveness unknown)."""
+def _liveness(marked: list[Chat]) -> Liveness | None:
+    """One MGET for every marked chat: its lock's owner, when its stream last said anything, and
+    the tool call it waits on a person for. None when Redis is unreachable (liveness unknown)."""
     try:
         return streams_liveness([(c.id, c.active_stream_id) for c in marked])
     except redis.RedisError:
         logger.warning("liveness unknown: Redis unreachable while reconciling %d chats", len(marked))
-        return None, {}
+        return None
 
 
 def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) -> list[ChatView]:
@@ -131,10 +132,13 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
     in one compare-and-set UPDATE.
     """
     last_event: dict[str, int | None] = {}
+    waiting: dict[str, str | None] = {}
+    owners = None
     if check:
-        owners, last_event = _liveness([c for c in chats if c.active_stream_id is not None])
+        if (live := _liveness([c for c in chats if c.active_stream_id is not None])) is not None:
+            owners, last_event, waiting = live.owners, live.last_event, live.waiting
     else:  # only for measuring what reconciliation costs (bench/reconcile.py)
-        owners, repair = None, False
+        repair = False
     views, repairs = [], {}
     for chat in chats:
         active, liveness = chat.active_stream_id, "verified"
@@ -158,6 +162,7 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
                 warming=_tile_warming(chat),
                 # The marker's stream only: when another owns the lock, its silence is not known here.
                 last_event_at=last_event.get(str(active)) if active == chat.active_stream_id else None,
+                waiting_call=waiting.get(str(active)) if active == chat.active_stream_id else None,
                 last_finished_at=getattr(chat, "last_stream_finished_at", None),
                 seen_at=getattr(chat, "seen_at", None),
             )

@@ -41,6 +41,11 @@ api_patterns = [
         name="api-chat-message-continue",
     ),
     path("mothership/chats/<str:chat_id>/cancel", stream_api.ChatCancelApi.as_view(), name="api-chat-cancel"),
+    path(
+        "mothership/chats/<str:chat_id>/tool-calls/<str:call_id>/approval",
+        stream_api.ChatToolApprovalApi.as_view(),
+        name="api-chat-tool-approval",
+    ),
     path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
     path("mothership/chats/<str:chat_id>/seen", mothership_api.ChatSeenApi.as_view(), name="api-chat-seen"),
     path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),

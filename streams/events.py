@@ -15,6 +15,7 @@ REPLAY_GAP = "stream.replay_gap"
 # A tool call and its result (``streams.services.turn``), between a model's rounds.
 TOOL_CALL = "stream.tool_call"
 TOOL_RESULT = "stream.tool_result"
+TOOL_APPROVAL = "stream.tool_approval"  # the call waits for a person (POST …/tool-calls/<callId>/approval)
 TOOL_STATUSES = ("ok", "error", "cancelled", "denied")
 
 TERMINAL_TYPES = frozenset({COMPLETED, CANCELLED, INTERRUPTED, FAILED})

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis
 
 from mothership.infra.redis import get_redis
-from streams import eventlog, locks
+from streams import approvals, eventlog, locks
 from streams.models import Stream
 from streams.providers import Usage
 from streams.providers.pricing import usage_cost
 
 
-def streams_liveness(marked: list[tuple]) -> tuple[dict[str, str | None], dict[str, int | None]]:
-    """For ``(chat_id, stream_id)`` pairs, in one MGET: each chat's lock owner (by chat id) and
-    the epoch ms of each stream's latest event (by stream id; None before its first)."""
+@dataclass(frozen=True)
+class Liveness:
+    owners: dict[str, str | None]  # each chat's lock owner, by chat id
+    last_event: dict[str, int | None]  # epoch ms of each stream's latest event, by stream id (None before its first)
+    waiting: dict[str, str | None]  # the tool call each stream waits on a person for, by stream id
+
+
+def streams_liveness(marked: list[tuple]) -> Liveness:
+    """For ``(chat_id, stream_id)`` pairs, in one MGET: each chat's lock, each stream's last event
+    and the tool call it waits on a person for (``streams.approvals``)."""
     if not marked:
-        return {}, {}
-    lock_keys = [locks.lock_key(chat_id) for chat_id, _ in marked]
-    values = get_redis().mget([*lock_keys, *(eventlog.activity_key(stream_id) for _, stream_id in marked)])
-    owners = {str(chat_id): (v.decode() if v is not None else None) for (chat_id, _), v in zip(marked, values)}
-    last_event = {str(stream_id): (int(v) if v is not None else None) for (_, stream_id), v in zip(marked, values[len(marked) :])}
-    return owners, last_event
+        return Liveness({}, {}, {})
+    n = len(marked)
+    keys = [locks.lock_key(chat_id) for chat_id, _ in marked]
+    keys += [eventlog.activity_key(stream_id) for _, stream_id in marked]
+    keys += [approvals.waiting_key(stream_id) for _, stream_id in marked]
+    values = get_redis().mget(keys)
+    return Liveness(
+        owners={str(chat_id): (v.decode() if v is not None else None) for (chat_id, _), v in zip(marked, values)},
+        last_event={str(s): (int(v) if v is not None else None) for (_, s), v in zip(marked, values[n : 2 * n])},
+        waiting={str(s): (v.decode() if v is not None else None) for (_, s), v in zip(marked, values[2 * n :])},
+    )
 
 
 def stream_in_chat(*, chat_id, stream_id) -> bool:

@@ -16,3 +16,7 @@ turn_claimed = Signal()
 # A turn was sealed once and for all (completed, cancelled, interrupted or failed).
 # Arguments: chat_id, stream_id, status, sealed_at.
 turn_sealed = Signal()
+
+# A turn's tool call began or stopped waiting for a person (the tile says "needs you" meanwhile).
+# Arguments: chat_id, workspace_id, stream_id.
+turn_waiting = Signal()

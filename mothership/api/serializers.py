@@ -17,7 +17,11 @@ class ChatOutput(serializers.Serializer):
     model = serializers.SerializerMethodField(help_text="The id of the model its turns use (GET /api/mothership/models).")
     active_stream_id = serializers.UUIDField(allow_null=True)
     liveness = serializers.ChoiceField(choices=["verified", "unknown"])
-    state = serializers.ChoiceField(choices=["idle", "streaming", "cancelled", "interrupted", "failed"])
+    state = serializers.ChoiceField(
+        choices=["idle", "streaming", "waiting", "cancelled", "interrupted", "failed"],
+        help_text="waiting: the live turn's tool call waits for a person (POST …/tool-calls/<callId>/approval).",
+    )
+    waiting_call = serializers.CharField(allow_null=True, help_text="The id of the tool call that waits for a person.")
     last_message = serializers.CharField()
     unread = serializers.BooleanField(
         help_text="A reply ended after you last had this chat open (POST …/seen); false in a chat's own JSON."

@@ -86,6 +86,17 @@ class StrictCharField(_StringOnly, serializers.CharField):
     default_error_messages = {"invalid": "Must be a string."}
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false, never "yes", 1 or "true"."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class StrictUUIDField(_StringOnly, serializers.UUIDField):
     """DRF's UUIDField would also turn an integer into a UUID."""
 

@@ -149,12 +149,38 @@ function onEvent(event) {
     rendererFor(state.activeMessageId).append(event.text);
   } else if (event.type === "stream.tool_call") {
     statusLine.textContent = `Running the tool ${event.tool}…`;
+  } else if (event.type === "stream.tool_approval") {
+    askApproval(event);
   } else if (event.type === "stream.tool_result") {
+    approvalBox.hidden = true;
     statusLine.textContent = `The tool answered: ${event.status} (${event.durationMs} ms).`;
   } else if (TERMINAL.includes(event.type)) {
+    approvalBox.hidden = true;
     settle(event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length), undefined, event.reason);
   }
 }
+
+// A tool call waits for a person: any member may approve or deny it, once, from any tab.
+const approvalBox = document.getElementById("tool-approval");
+function askApproval(event) {
+  document.getElementById("tool-approval-text").textContent =
+    `The tool ${event.tool} waits for your approval: ${JSON.stringify(event.arguments)}`;
+  approvalBox.dataset.callId = event.callId;
+  approvalBox.hidden = false;
+}
+function answerApproval(approve) {
+  const callId = approvalBox.dataset.callId;
+  approvalBox.hidden = true;
+  fetch(`/api/mothership/chats/${chatId}/tool-calls/${encodeURIComponent(callId)}/approval`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+    body: JSON.stringify({ approve }),
+  }).then(async (answer) => {
+    if (!answer.ok) notice((await answer.json().catch(() => ({}))).detail || "The answer was not taken.");
+  }).catch(() => notice("The answer could not be sent; try again."));
+}
+document.getElementById("tool-approve").addEventListener("click", () => answerApproval(true));
+document.getElementById("tool-deny").addEventListener("click", () => answerApproval(false));
 
 function resume() {
   if (state.socket?.readyState === WebSocket.OPEN && state.activeStreamId)

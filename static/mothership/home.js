@@ -26,7 +26,7 @@ function place(fresh, { pushed = false } = {}) {
   // A pushed tile is rendered for the whole workspace, not for this reader: whether a reply is
   // new to them stays this page's (a re-read brings the server's answer). A turn that ends while
   // they look at the dashboard is new to them.
-  if (pushed && old && (old.dataset.unread === "true" || (old.dataset.state === "streaming" && fresh.dataset.state !== "streaming"))) {
+  if (pushed && old && (old.dataset.unread === "true" || (["streaming", "waiting"].includes(old.dataset.state) && !["streaming", "waiting"].includes(fresh.dataset.state)))) {
     fresh.dataset.unread = "true";
     fresh.querySelector(".tile-unread").hidden = false;
   }
@@ -93,7 +93,7 @@ if (workspaceId) {
   });
   setInterval(reread, REREAD_MS);
   // A yellow tile is re-checked more often: if its worker died, the lock's expiry shows here.
-  setInterval(() => { if (list.querySelector('.tile[data-state="streaming"]')) reread(); }, Number(root.dataset.livenessPollMs) || 5000);
+  setInterval(() => { if (list.querySelector('.tile[data-state="streaming"], .tile[data-state="waiting"]')) reread(); }, Number(root.dataset.livenessPollMs) || 5000);
 }
 setInterval(() => paint(list), 1000);
 paint(list);

@@ -10,7 +10,14 @@ from rest_framework.views import APIView
 from chats.models import Chat
 from chats.selectors import chat_get_for_member, chat_message_get, chat_messages_page
 from mothership.infra import cursors
-from mothership.infra.api import Conflict, PaymentRequired, StrictCharField, StrictUUIDField, TooManyRequests
+from mothership.infra.api import (
+    Conflict,
+    PaymentRequired,
+    StrictBooleanField,
+    StrictCharField,
+    StrictUUIDField,
+    TooManyRequests,
+)
 from mothership.infra.throttles import user_rate_check
 from spend.services import BudgetExceeded
 from streams.api.serializers import MessageCostOutput, messages_output
@@ -18,11 +25,13 @@ from streams.providers import models
 from streams.services import (
     CannotAnswerAgain,
     StreamConflict,
+    ToolCallNotWaiting,
     TooManyTurns,
     stream_answer_again,
     stream_cancel,
     stream_interrupt_and_start,
     stream_start,
+    tool_call_decide,
 )
 
 # When a user at the cap of turns running at once should look again (a turn takes seconds).
@@ -188,6 +197,43 @@ class ChatCancelApi(APIView):
         payload.is_valid(raise_exception=True)
         outcome = stream_cancel(chat=chat, stream_id=payload.validated_data["stream_id"], reason="user")
         return Response(outcome.as_dict())
+
+
+class ChatToolApprovalApi(APIView):
+    """Approve or deny a tool call that waits for a person (a server with ``"approve": true``).
+
+    Any member who may chat in the conversation answers, once; the turn goes on at once (a denied
+    call is not made, and the model is told so). 404 when no call of its live turn waits with that
+    id, 409 when it was already answered.
+    """
+
+    @extend_schema_serializer(component_name="ToolApprovalInput")
+    class Input(serializers.Serializer):
+        approve = StrictBooleanField()
+
+    @extend_schema(
+        request=Input,
+        responses={
+            200: inline_serializer(
+                "ToolApprovalOutput",
+                {"ok": serializers.BooleanField(), "callId": serializers.CharField(), "approved": serializers.BooleanField()},
+            )
+        },
+    )
+    def post(self, request, chat_id, call_id):
+        chat = chat_get_for_member(user=request.user, chat_id=chat_id)
+        payload = self.Input(data=request.data)
+        payload.is_valid(raise_exception=True)
+        approve = payload.validated_data["approve"]
+        try:
+            tool_call_decide(chat=chat, call_id=call_id, approve=approve)
+        except ValueError as exc:
+            raise ValidationError({"callId": [str(exc)]}) from None
+        except ToolCallNotWaiting as exc:
+            if exc.code == "not_found":
+                raise Http404(str(exc)) from None
+            raise Conflict(str(exc)) from None
+        return Response({"ok": True, "callId": call_id, "approved": approve})
 
 
 class ModelListApi(APIView):

@@ -1,5 +1,6 @@
 """Every write to streams, one module per job: start, run (the worker), finalize, cancel, sweep."""
 
+from streams.services.approve import ToolCallNotWaiting, tool_call_decide
 from streams.services.cancel import CancelOutcome, stream_cancel, streams_cancel_chat
 from streams.services.finalize import stream_finalize
 from streams.services.interrupt import stream_interrupt_and_start
@@ -20,6 +21,7 @@ __all__ = [
     "StartedTurn",
     "StreamConflict",
     "TooManyTurns",
+    "ToolCallNotWaiting",
     "stream_answer_again",
     "stream_cancel",
     "stream_finalize",
@@ -29,4 +31,5 @@ __all__ = [
     "stream_start",
     "streams_cancel_chat",
     "streams_sweep",
+    "tool_call_decide",
 ]

@@ -6,9 +6,12 @@ surface), never from hand-built dicts; the schemas live in tests/support/event_s
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
+from django.db import connection
 from jsonschema import Draft202012Validator
 
 from mothership.consumers import MothershipConsumer
@@ -17,7 +20,7 @@ from streams import events
 from streams.eventlog import log_key
 from streams.locks import lock_release
 from streams.providers import ProviderError
-from streams.services import stream_cancel, stream_run, stream_start, streams_sweep
+from streams.services import stream_cancel, stream_run, stream_start, streams_sweep, tool_call_decide
 from tests.support.event_schemas import SCHEMAS, SURFACE_ID, schema_errors
 from tests.support.tools import demo_servers
 
@@ -43,6 +46,13 @@ class _FailingModel:
     def stream(self, *, messages, stop, cache_key=None, prefix=""):
         raise ProviderError("boom")
         yield  # a generator, like every real provider
+
+
+def _run_and_close(stream_id) -> None:
+    try:
+        stream_run(stream_id=stream_id)
+    finally:
+        connection.close()
 
 
 def _run_turn(chat, content: str) -> str:
@@ -109,6 +119,17 @@ async def test_every_frame_on_the_socket_matches_the_schema_of_its_type(
     await database_sync_to_async(chat.save)(update_fields=["tools"])
     with_tool = await database_sync_to_async(_run_turn)(chat, "/tool demo.clock {}")
     await _until(tab, frames, lambda f: _has(f, events.COMPLETED, streamId=with_tool) and _has(f, events.TOOL_RESULT))
+
+    # When a call waits for a person, who denies it (its worker in a thread of its own meanwhile)
+    settings.MCP_SERVERS = demo_servers(tmp_path / "tools.jsonl", approve=True)
+    waiting = await database_sync_to_async(stream_start)(chat=chat, content="/tool demo.clock {}")
+    worker = threading.Thread(target=_run_and_close, args=(waiting.stream.id,))
+    worker.start()
+    await _until(tab, frames, lambda f: _has(f, events.TOOL_APPROVAL, streamId=str(waiting.stream.id)))
+    asked = next(f for f in frames if f.get("type") == events.TOOL_APPROVAL)
+    await database_sync_to_async(tool_call_decide)(chat=chat, call_id=asked["callId"], approve=False)
+    await _until(tab, frames, lambda f: _has(f, events.COMPLETED, streamId=str(waiting.stream.id)))
+    worker.join(10)
 
     # When a queued turn is stopped before any worker takes it
     queued = await database_sync_to_async(stream_start)(chat=chat, content="stop me")

@@ -139,3 +139,53 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+async def test_a_call_that_needs_approval_says_needs_you_on_every_dashboard_and_another_member_approves_it(
+    tmp_path, api, user, workspace, tool_chat, make_user
+):
+    from channels.testing.websocket import WebsocketCommunicator
+    from rest_framework.test import APIClient
+
+    from mothership.consumers import MothershipConsumer
+    from tests import factories
+
+    log = tmp_path / "approve-tools.jsonl"
+    worker = processes.start_worker_on_own_queue(
+        tmp_path, name="approve", MCP_SERVERS=json.dumps([demo_entry(log, approve=True)])
+    )
+    try:
+        tab = await subscribed_socket(user, tool_chat)
+        dashboard = WebsocketCommunicator(MothershipConsumer.as_asgi(), "/ws/")
+        dashboard.scope["user"] = user
+        assert (await dashboard.connect())[0]
+        await dashboard.send_json_to({"type": "subscribe", "workspaceId": str(workspace.id)})
+        assert (await dashboard.receive_json_from(timeout=5))["type"] == "subscribed"
+
+        sent = await _send(api, tool_chat, worker.queue, '/tool demo.roll {"sides": 6}')
+        events: list[dict] = []
+        asked = await receive_until(events, tab, lambda e: e["type"] == "stream.tool_approval")
+        tiles: list[dict] = []
+        waiting = await receive_until(tiles, dashboard, lambda t: t.get("type") == "tile" and t["state"] == "waiting")
+        assert "needs you" in waiting["html"]
+        assert not demo_records(log)  # nothing is called before a person says so
+
+        # Another member of the workspace approves it, from their own client.
+        colleague = await database_sync_to_async(lambda: factories.MembershipFactory(workspace=workspace).user)()
+        other = APIClient()
+        other.force_authenticate(colleague)
+        url = f"/api/mothership/chats/{tool_chat.id}/tool-calls/{asked['callId']}/approval"
+        answer = await database_sync_to_async(other.post)(url, {"approve": True}, format="json")
+        assert answer.status_code == 200, answer.content
+
+        result = await receive_until(events, tab, lambda e: e["type"] == "stream.tool_result")
+        assert result["status"] == "ok" and 1 <= int(result["content"]) <= 6
+        await receive_until(events, tab, lambda e: e["type"] == "stream.completed")
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        await receive_until(tiles, dashboard, lambda t: t.get("type") == "tile" and t["state"] not in ("waiting", "streaming"))
+        message = await database_sync_to_async(Message.objects.get)(pk=sent["message_id"])
+        assert message.content == result["content"]
+        await tab.disconnect()
+        await dashboard.disconnect()
+    finally:
+        worker.stop()

@@ -8,6 +8,7 @@ import json
 import threading
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from chats.models import Message
@@ -40,6 +41,21 @@ def tool_chat(chat):
     chat.tools = ["demo.*"]
     chat.save(update_fields=["tools"])
     return chat
+
+
+def _run_in_thread(turn) -> tuple[threading.Thread, dict]:
+    """The worker's side of ``turn`` in a thread of its own (which gives back its database connection)."""
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["run"] = stream_run(stream_id=turn.stream.id)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker, outcome
 
 
 def test_a_tool_call_and_its_result_are_events_and_the_reply_is_the_result(tool_chat):
@@ -90,9 +106,7 @@ def test_a_call_that_cannot_be_made_says_why_in_the_reply(chat, tools, content, 
 
 def test_stop_during_a_tool_call_cancels_it_on_the_server_and_the_turn(tool_chat, demo_log):
     turn = stream_start(chat=tool_chat, content='/tool demo.sleep {"seconds": 30, "label": "stop-me"}')
-    outcome = {}
-    worker = threading.Thread(target=lambda: outcome.update(run=stream_run(stream_id=turn.stream.id)))
-    worker.start()
+    worker, outcome = _run_in_thread(turn)
     wait_for(lambda: any(r.get("label") == "stop-me" for r in demo_records(demo_log)), 20, "the server to start the call")
 
     answer = stream_cancel(chat=tool_chat, stream_id=turn.stream.id)
@@ -171,3 +185,89 @@ def test_a_chats_tools_are_set_by_its_manager_and_checked(api, chat, make_user, 
     stranger.force_authenticate(make_user())
     assert stranger.patch(url, {"tools": []}, format="json").status_code == 404
     assert api.patch(url, {"tools": []}, format="json").json()["tools"] == []
+
+
+@pytest.fixture
+def approving(settings, demo_log, tool_chat):
+    """The demo server configured with ``"approve": true``: every call waits for a person."""
+    settings.MCP_SERVERS = demo_servers(demo_log, approve=True)
+    return tool_chat
+
+
+def _waiting_call(turn) -> dict:
+    return wait_for(
+        lambda: next((e for e in eventlog.read(turn.stream.id) if e["type"] == events.TOOL_APPROVAL), None),
+        20,
+        "the call to wait for a person",
+    )
+
+
+def test_a_call_that_needs_approval_waits_says_so_everywhere_and_runs_once_approved(approving, api, demo_log, make_user):
+    turn = stream_start(chat=approving, content='/tool demo.sleep {"seconds": 0, "label": "approved"}')
+    worker, outcome = _run_in_thread(turn)
+    asked = _waiting_call(turn)
+    assert (asked["tool"], asked["arguments"]) == ("demo.sleep", {"seconds": 0, "label": "approved"})
+    assert schema_errors(asked) == []
+
+    # While it waits: the chat says "waiting" and names the call; the server has not been called.
+    chat_json = api.get(f"/api/mothership/chats/{approving.id}").json()
+    assert (chat_json["state"], chat_json["waiting_call"]) == ("waiting", asked["callId"])
+    assert api.get("/api/mothership/chats").json()[0]["state"] == "waiting"
+    assert not [r for r in demo_records(demo_log) if r["label"] == "approved"]
+    url = f"/api/mothership/chats/{approving.id}/tool-calls/{asked['callId']}/approval"
+    assert api.post(url, {"approve": "yes"}, format="json").status_code == 400
+    stranger = APIClient()
+    stranger.force_authenticate(make_user())
+    assert stranger.post(url, {"approve": True}, format="json").status_code == 404
+
+    answer = api.post(url, {"approve": True}, format="json")
+    worker.join(20)
+
+    assert answer.json() == {"ok": True, "callId": asked["callId"], "approved": True}
+    assert outcome["run"] == "completed"
+    result = next(e for e in eventlog.read(turn.stream.id) if e["type"] == events.TOOL_RESULT)
+    assert (result["status"], result["content"]) == ("ok", "Slept 0 s.")
+    assert [r["event"] for r in demo_records(demo_log) if r["label"] == "approved"] == ["started", "finished"]
+    assert api.get(f"/api/mothership/chats/{approving.id}").json()["state"] == "idle"
+    again = api.post(url, {"approve": False}, format="json")
+    assert again.status_code == 404  # its turn is over: nothing waits any more
+
+
+def test_a_denied_call_is_never_made_and_the_model_is_told(approving, api, demo_log):
+    turn = stream_start(chat=approving, content='/tool demo.sleep {"seconds": 0, "label": "denied"}')
+    worker, outcome = _run_in_thread(turn)
+    asked = _waiting_call(turn)
+    url = f"/api/mothership/chats/{approving.id}/tool-calls/{asked['callId']}/approval"
+
+    assert api.post(url, {"approve": False}, format="json").json()["approved"] is False
+    worker.join(20)
+
+    assert outcome["run"] == "completed"
+    message = Message.objects.get(pk=turn.assistant_message.pk)
+    assert [c["status"] for c in message.tool_calls] == ["denied"]
+    assert message.content == message.tool_calls[0]["content"] and "denied" in message.content
+    assert not [r for r in demo_records(demo_log) if r["label"] == "denied"]
+
+
+def test_a_second_answer_is_refused_and_stop_ends_a_waiting_call(approving, api):
+    turn = stream_start(chat=approving, content='/tool demo.sleep {"seconds": 30, "label": "raced"}')
+    worker, outcome = _run_in_thread(turn)
+    asked = _waiting_call(turn)
+    from streams import approvals
+
+    # Two members answer at once: the first answer is the one; the other is told.
+    assert approvals.approval_decide(stream_id=turn.stream.id, call_id=asked["callId"], approve=False) == "decided"
+    url = f"/api/mothership/chats/{approving.id}/tool-calls/{asked['callId']}/approval"
+    late = api.post(url, {"approve": True}, format="json")
+    assert late.status_code in (409, 404)  # 409 while its turn lives on, 404 once it ended
+    worker.join(20)
+    assert Message.objects.get(pk=turn.assistant_message.pk).tool_calls[0]["status"] == "denied"
+
+    waiting = stream_start(chat=approving, content='/tool demo.sleep {"seconds": 30, "label": "stopped"}')
+    worker, outcome = _run_in_thread(waiting)
+    _waiting_call(waiting)
+    assert stream_cancel(chat=approving, stream_id=waiting.stream.id).cancelled is True
+    worker.join(10)
+    message = Message.objects.get(pk=waiting.assistant_message.pk)
+    assert (outcome["run"], message.status, message.tool_calls[0]["status"]) == ("cancelled", "cancelled", "cancelled")
+    assert api.get(f"/api/mothership/chats/{approving.id}").json()["state"] == "cancelled"

@@ -20,7 +20,7 @@ EPOCH_MS = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]}
 NULLABLE_NUMBER = {"type": ["number", "null"]}
 NULLABLE_TEXT = {"type": ["string", "null"]}
 DATETIME = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"}  # ISO 8601
-STATE = {"enum": ["idle", "streaming", "cancelled", "interrupted", "failed"]}
+STATE = {"enum": ["idle", "streaming", "waiting", "cancelled", "interrupted", "failed"]}
 
 
 def _closed(type_: str, properties: dict, *, optional: tuple[str, ...] = ()) -> dict:
@@ -127,6 +127,12 @@ SCHEMAS: dict[str, dict] = {
     "stream.usage": _stream_event("stream.usage", usage=USAGE, estimated={"const": True}, optional=("estimated",)),
     "stream.tool_call": _stream_event(
         "stream.tool_call",
+        callId={"type": "string", "minLength": 1},
+        tool={"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]*\.[^.\s]"},
+        arguments={"type": "object"},
+    ),
+    "stream.tool_approval": _stream_event(
+        "stream.tool_approval",
         callId={"type": "string", "minLength": 1},
         tool={"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]*\.[^.\s]"},
         arguments={"type": "object"},

@@ -94,14 +94,16 @@ class _Connection:
                 self.client, self._failure = client, ""
                 ready.set_result(client)
                 await asyncio.Event().wait()  # held for the life of the process, or until the session fails
+        except asyncio.CancelledError:  # the process closes its connections (``ToolServers.close``)
+            if not ready.done():
+                ready.set_exception(ToolUnavailable(f"The tool server {config.name} was closed."))
+            raise
         except BaseException as exc:
             self._failure = f"The tool server {config.name} could not be reached ({_brief(exc)})."
             self._failed_at = time.monotonic()
             logger.warning("MCP server %s: %s", config.name, _brief(exc))
             if not ready.done():
                 ready.set_exception(ToolUnavailable(self._failure))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
         finally:
             self.client, self.tools = None, None
 

@@ -113,9 +113,10 @@ class Supervisor:
                     continue
                 # Back off if it dies right after starting, so a broken child does not spin.
                 delay = 1.0 if time.monotonic() - child.started_at > 10 else min(10.0, 1.0 + child.restarts)
+                # Its listening socket first: from here on, every new connection goes to a live process.
+                child.close_listener()
                 self.say(child.name, f"exited with status {code}; restarting in {delay:.0f}s")
                 child.restarts += 1
-                child.close_listener()
                 if self.stopping.wait(delay):
                     break
                 child.open_listener()

@@ -58,9 +58,12 @@ class TurnTools:
         config = tool_servers().configs.get(server)
         if config is None:
             return f"No tool server is named {server}."
-        if config.approve:
-            return f"Calls to {server} wait for a person's approval, which this server cannot ask for yet."
         return None
+
+    def needs_approval(self, name: str) -> bool:
+        """Every call of a server configured with ``"approve": true`` waits for a person."""
+        config = tool_servers().configs.get(name.partition(".")[0])
+        return config is not None and config.approve
 
     def start(self, call: ToolCall) -> concurrent.futures.Future:
         server, _, tool = call.name.partition(".")

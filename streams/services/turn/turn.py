@@ -17,12 +17,14 @@ import queue
 import threading
 import time
 
+import redis
 from django import db
 from django.conf import settings
 from django.utils import timezone
 
 from mothership.infra.database import retrying_database
-from streams import abort, eventlog, events
+from mothership.infra.signals import send_logged
+from streams import abort, approvals, eventlog, events
 from streams.models import Stream
 from streams.providers import TextDelta, ToolCall, Usage, get_provider
 from streams.providers.base import with_estimate
@@ -32,6 +34,7 @@ from streams.services.spending import TurnBudget
 from streams.services.turn.journal import Journal, RedisLost
 from streams.services.turn.meter import BUDGET, Meter
 from streams.services.turn.tools import TurnTools
+from streams.signals import turn_waiting
 
 _END = object()
 _ABORT = object()
@@ -39,6 +42,8 @@ _TOOL_DONE = object()
 _DRAIN_AFTER_STOP = 0.2  # seconds: how long a stopped model's last words are waited for
 _STOP_POLL = 0.05  # seconds: how often a tool call's wait looks at a stop set by the heartbeat
 STOPPED_DURING_TOOL = "Stopped before the tool answered."
+DENIED = "A person denied this call; it was not made."
+_APPROVAL_POLL = 0.1  # seconds between looks at a waiting call's answer
 
 
 class Turn:
@@ -195,13 +200,70 @@ class Turn:
         self.journal.emit(events.TOOL_CALL, callId=call.call_id, tool=call.name, arguments=call.arguments)
         started = time.monotonic()
         refusal = self.tools.refusal(call.name)
+        decision = approvals.APPROVE
+        if refusal is None and self.tools.needs_approval(call.name):
+            decision = self._wait_for_approval(call)
         if refusal is not None:
             status, content = "error", refusal
+        elif decision == approvals.DENY:
+            status, content = "denied", DENIED
+        elif decision != approvals.APPROVE:
+            status, content = "cancelled", STOPPED_DURING_TOOL
         else:
             future = self.tools.start(call)
             future.add_done_callback(lambda _future: self._items.put(_TOOL_DONE))
             status, content = self._wait_for_tool(future)
         return self._close_call(record, status, content, started)
+
+    def _wait_for_approval(self, call: ToolCall) -> str:
+        """A person's answer (``approve`` / ``deny``), or ``cancelled`` when a stop lands first.
+
+        Meanwhile every tab shows the call (``stream.tool_approval``) and every tile "needs you";
+        the turn's waiting mark lives as long as its lock, renewed here.
+        """
+        ttl_ms = int(settings.MOTHERSHIP_STREAM_LOCK_TTL * 1000)
+        self.journal.emit(events.TOOL_APPROVAL, callId=call.call_id, tool=call.name, arguments=call.arguments)
+        approvals.approval_open(stream_id=self.stream.id, call_id=call.call_id, ttl_ms=ttl_ms)
+        self._waiting_changed()
+        renewed = time.monotonic()
+        try:
+            while True:
+                if self.aborted is not None:
+                    self.cut_short = True
+                    return "cancelled"
+                try:
+                    item = self._items.get(timeout=_APPROVAL_POLL)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, BaseException):
+                    raise item
+                if self.fenced.is_set() or self.journal.redis_lost:
+                    lost = eventlog.Fenced if self.fenced.is_set() else RedisLost
+                    raise lost(str(self.stream.id))
+                try:
+                    decision = approvals.approval_decision(stream_id=self.stream.id, call_id=call.call_id)
+                    if time.monotonic() - renewed > settings.MOTHERSHIP_STREAM_HEARTBEAT:
+                        approvals.approval_renew(stream_id=self.stream.id, call_id=call.call_id, ttl_ms=ttl_ms)
+                        renewed = time.monotonic()
+                except redis.RedisError:  # away for a moment: the heartbeat decides whether the turn lives
+                    continue
+                if decision in (approvals.APPROVE, approvals.DENY):
+                    return decision
+        finally:
+            try:
+                approvals.approval_close(stream_id=self.stream.id, call_id=call.call_id)
+            except redis.RedisError:  # the mark expires with the lock's TTL
+                pass
+            self._waiting_changed()
+
+    def _waiting_changed(self) -> None:
+        send_logged(
+            turn_waiting,
+            sender=Stream,
+            chat_id=self.chat_id,
+            workspace_id=self.stream.chat.workspace_id,
+            stream_id=self.stream.id,
+        )
 
     def _refuse_call(self, call: ToolCall, why: str) -> dict:
         record = self.tools.open(call)
