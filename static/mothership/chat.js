@@ -167,6 +167,7 @@ function askApproval(event) {
     `The tool ${event.tool} waits for your approval: ${JSON.stringify(event.arguments)}`;
   approvalBox.dataset.callId = event.callId;
   approvalBox.hidden = false;
+  statusLine.textContent = `The tool ${event.tool} waits for a person's approval.`;
 }
 function answerApproval(approve) {
   const callId = approvalBox.dataset.callId;

@@ -7,6 +7,7 @@ and a 0.2 s warming tick.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import processes
+from tests.support.tools import demo_entry
 
 CHROMIUM = os.environ.get("MOTHERSHIP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,6 +50,8 @@ class Stack:
             # go on from kept text, as an OpenAI-compatible model without prefill cannot.
             "LLM_MODELS": '[{"id": "mothership-local-1", "provider": "local", "label": "Local"},'
             ' {"id": "local-terse", "provider": "local", "label": "Local (terse)", "prefill": false}]',
+            # The demo tool server twice: "demo" runs calls at once, "ask" waits for a person.
+            "MCP_SERVERS": json.dumps([demo_entry(tmp / "tools.jsonl"), demo_entry(tmp / "ask.jsonl", name="ask", approve=True)]),
         }
         self.worker = processes.start_worker(tmp, name="browser-worker", **self.env)
         self.server, self.url = processes.start_server(tmp, **self.env)

@@ -432,3 +432,27 @@ def test_a_reply_that_ends_while_you_are_away_marks_its_tile_until_you_look(logi
             break
         time.sleep(0.3)
     expect(badge).to_be_hidden()
+
+
+def test_a_tool_call_that_waits_for_approval_is_approved_from_the_chat_page(login, user, chat, stack, tmp_path):
+    chat.tools = ["demo.*", "ask.*"]
+    chat.save(update_fields=["tools"])
+    context, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+
+    _send(page, '/tool ask.roll {"sides": 6, "count": 2}')
+
+    box = page.locator("#tool-approval")
+    expect(box).to_be_visible(timeout=15000)
+    expect(page.locator("#tool-approval-text")).to_contain_text('ask.roll waits for your approval: {"sides":6,"count":2}')
+    page.screenshot(path=str(tmp_path / "approval.png"))
+    if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "tool-approval.png"))
+    page.click("#tool-approve")
+
+    expect(box).to_be_hidden()
+    expect(page.locator(".msg--assistant .msg-content").last).to_have_text(re.compile(r"^\s*\d \+ \d = \d+\s*$"), timeout=15000)
+    expect(page.locator("#composer-status")).to_contain_text("The tool answered: ok")
+    message = Message.objects.filter(chat=chat, role="assistant").latest("created_at")
+    assert [(c["tool"], c["status"]) for c in message.tool_calls] == [("ask.roll", "ok")]

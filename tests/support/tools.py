@@ -11,9 +11,9 @@ from mothership.infra.mcp.config import ServerConfig, parse_servers
 from tests.support.processes import ROOT
 
 
-def demo_entry(log: Path, **extra) -> dict:
+def demo_entry(log: Path, *, name: str = "demo", **extra) -> dict:
     env = {"MOTHERSHIP_DEMO_TOOLS_LOG": str(log), "PYTHONPATH": str(ROOT)}
-    return {"name": "demo", "command": sys.executable, "args": ["-m", "mothership.demo_tools"], "env": env, **extra}
+    return {"name": name, "command": sys.executable, "args": ["-m", "mothership.demo_tools"], "env": env, **extra}
 
 
 def demo_servers(log: Path, **extra) -> tuple[ServerConfig, ...]:
