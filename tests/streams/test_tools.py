@@ -95,6 +95,7 @@ def test_a_tool_call_and_its_result_are_events_and_the_reply_is_the_result(tool_
         (["demo.*"], "/tool demo.roll {sides: 6}", "The arguments of /tool demo.roll are not JSON"),
         (["demo.*"], '/tool demo.roll {"sides": 1}', "sides must be 2 to 1000"),
     ],
+    ids=["no-tools", "another-tool", "bad-json", "tool-error"],  # (mutmut passes test ids on a command line)
 )
 def test_a_call_that_cannot_be_made_says_why_in_the_reply(chat, tools, content, expected):
     chat.tools = tools
