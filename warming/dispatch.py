@@ -28,6 +28,7 @@ from mothership.infra import bulk
 from streams import locks
 from streams.providers import Provider, ProviderError, Usage, get_provider, model_for
 from streams.providers.pricing import prices, usage_cost
+from streams.tools import offered_tools
 from warming.models import WarmingSchedule
 from warming.services import warming_push, warming_push_many
 from warming.spending import warm_charges, warms_over_budget
@@ -150,13 +151,13 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
     the row still carries this claim when the batch's transaction reads it under a row lock.
     """
     ids = list(dict.fromkeys(uuid.UUID(str(chat_id)) for chat_id in chat_ids))
-    # The claims, with what each chat's warm sends besides its messages: its system prompt and model.
+    # The claims, with what each chat's warm sends besides its messages: its system prompt, model and tools.
     rows = WarmingSchedule.objects.filter(chat_id__in=ids, claim_token=token)
-    chats, workspaces, recent = {}, {}, {}
-    for chat_id, system, model_id, workspace_id, *last in rows.values_list(
-        "chat_id", "chat__system_prompt", "chat__model_id", "chat__workspace_id", "last_warm_at", "last_turn_at"
+    chats, workspaces, recent, tool_patterns = {}, {}, {}, {}
+    for chat_id, system, model_id, tools, workspace_id, *last in rows.values_list(
+        "chat_id", "chat__system_prompt", "chat__model_id", "chat__tools", "chat__workspace_id", "last_warm_at", "last_turn_at"
     ):
-        chats[chat_id], workspaces[chat_id] = (system, model_id), workspace_id
+        chats[chat_id], workspaces[chat_id], tool_patterns[chat_id] = (system, model_id), workspace_id, tools
         recent[chat_id] = max(filter(None, last), default=None)
     claimed = set(chats)
     outcomes: dict[uuid.UUID, str] = {}
@@ -189,7 +190,7 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
             for model_id, group in by_model.items():
                 provider = get_provider(model_id)
                 model_names.update(dict.fromkeys(group, provider.model))
-                results.update(_warm_many(provider, group))
+                results.update(_warm_many(provider, group, tool_patterns))
         outcomes = _record_batch(
             token,
             streaming=streaming,
@@ -202,11 +203,18 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
     return [WarmResult(str(chat_id), outcomes.get(chat_id, "superseded")) for chat_id in ids]
 
 
-def _warm_many(provider: Provider, prefixes: dict[uuid.UUID, list[dict]]) -> dict[uuid.UUID, Usage | str]:
-    """Each conversation's usage, or the reason its warm failed: a warm never takes the worker down."""
+def _warm_many(
+    provider: Provider, prefixes: dict[uuid.UUID, list[dict]], tool_patterns: dict[uuid.UUID, list]
+) -> dict[uuid.UUID, Usage | str]:
+    """Each conversation's usage, or the reason its warm failed: a warm never takes the worker down.
+    A model that is sent tool definitions is sent each chat's, as its next turn sends them."""
     chat_ids = list(prefixes)
     try:
-        answers = provider.warm_many(prefixes=list(prefixes.values()))
+        if getattr(provider, "takes_tool_definitions", False):
+            tools = [offered_tools(tool_patterns.get(chat_id)) for chat_id in chat_ids]
+            answers = provider.warm_many(prefixes=list(prefixes.values()), tools=tools)
+        else:
+            answers = provider.warm_many(prefixes=list(prefixes.values()))
         if len(answers) != len(chat_ids):
             raise ValueError(f"the model answered {len(answers)} warms for {len(chat_ids)} prefixes")
     except ProviderError as exc:

@@ -7,6 +7,13 @@ for the next turn). A warm call marks the last question and reply, then asks one
 The usage of ``message_start`` and ``message_delta`` maps to input / cache-read / cache-creation
 / output tokens.
 
+Tools: the chat's tools go in ``tools`` (named without dots: ``demo.roll`` is ``demo__roll``),
+which the API caches before the system prompt, so a warm sends them too. A ``tool_use`` block
+streams its input as ``input_json_delta`` pieces and becomes a ``ToolCall`` at its
+``content_block_stop``; a round after calls sends them back as the assistant's ``tool_use`` blocks
+and one user message of ``tool_result`` blocks (``is_error`` on a call that failed, was denied or
+refused).
+
 Retries (rate limit with retry-after, overload, 5xx, time-out, connection errors) happen only
 before the first delta; after it, an error (an HTTP failure, an ``error`` event such as
 ``overloaded_error``, or a body that ends without ``message_stop``) ends the stream as
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import anthropic
 import httpx2 as httpx  # the HTTP client the anthropic SDK is built on
@@ -28,8 +35,11 @@ from django.conf import settings
 from streams.providers.base import (
     Failure,
     NotStreaming,
+    OfferedTool,
     ProviderError,
     TextDelta,
+    ToolCall,
+    ToolNames,
     Usage,
     closed_on_stop,
     provider_message,
@@ -37,6 +47,7 @@ from streams.providers.base import (
     retry_after,
     spend_limited,
     stream_with_retries,
+    tool_call_of,
     transport_failure,
     warm_each,
 )
@@ -104,13 +115,50 @@ def _classify(exc: Exception) -> Failure | None:
     return None
 
 
-def _blocks(messages: list[dict]) -> list[dict]:
-    # The API refuses whitespace-only text (a reply stopped after a blank delta, say): skip it.
-    return [
-        {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
-        for m in messages
-        if m["role"] != "system" and m["content"].strip()
-    ]
+def _blocks(messages: list[dict], names: ToolNames) -> list[dict]:
+    """The conversation as the API's content blocks: text; an assistant round's ``tool_use``
+    blocks; the results of its calls as ``tool_result`` blocks of one user message."""
+    request: list[dict] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            result = {"type": "tool_result", "tool_use_id": m["tool_call_id"]}
+            if m["content"]:
+                result["content"] = m["content"]
+            if m.get("is_error"):
+                result["is_error"] = True
+            if request and request[-1]["role"] == "user" and request[-1]["content"][-1]["type"] == "tool_result":
+                request[-1]["content"].append(result)
+            else:
+                request.append({"role": "user", "content": [result]})
+            continue
+        # The API refuses whitespace-only text (a reply stopped after a blank delta, say): skip it.
+        content = [{"type": "text", "text": m["content"]}] if m["content"].strip() else []
+        content += [
+            {"type": "tool_use", "id": call["id"], "name": names.wire_name(call["name"]), "input": call["arguments"]}
+            for call in m.get("tool_calls") or ()
+        ]
+        if content:
+            request.append({"role": m["role"], "content": content})
+    return request
+
+
+def tools_param(tools: Sequence[OfferedTool], names: ToolNames) -> dict:
+    """The ``tools`` parameter: first in the cached prefix (before the system prompt), so a warm
+    sends exactly what the next turn sends."""
+    if not tools:
+        return {}
+    return {
+        "tools": [
+            {
+                "name": names.wire_name(tool.name),
+                **({"description": tool.description} if tool.description else {}),
+                "input_schema": tool.input_schema or {"type": "object", "properties": {}},
+            }
+            for tool in tools
+        ]
+    }
 
 
 def system_param(messages: list[dict]) -> dict:
@@ -120,10 +168,10 @@ def system_param(messages: list[dict]) -> dict:
     return {"system": [{"type": "text", "text": text}]} if text else {}
 
 
-def with_breakpoints(messages: list[dict], *, last: int) -> list[dict]:
-    """``messages`` as text blocks, with ``cache_control`` on the last block of each of the last
-    ``last`` messages (at most the API's limit)."""
-    request = _blocks(messages)
+def with_breakpoints(messages: list[dict], *, last: int, names: ToolNames | None = None) -> list[dict]:
+    """``messages`` as content blocks, with ``cache_control`` on the last block of each of the
+    last ``last`` messages (at most the API's limit)."""
+    request = _blocks(messages, names or ToolNames())
     for message in request[-min(last, MAX_BREAKPOINTS) :] if last > 0 else []:
         message["content"][-1]["cache_control"] = CACHE_CONTROL
     return request
@@ -163,31 +211,46 @@ def _client(api_key: str, base_url: str | None, timeout: float) -> anthropic.Ant
 class AnthropicProvider:
     name = "anthropic"
     delta_is_token = False  # a text_delta carries a few tokens
+    takes_tool_definitions = True
 
     def __init__(self, spec):
         self.spec, self.model_id, self.model = spec, spec.id, spec.model
         self.client = _client(spec.api_key, spec.base_url or None, settings.LLM_TIMEOUT)
 
     def stream(
-        self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
-    ) -> Iterator[TextDelta | Usage]:
+        self,
+        *,
+        messages: list[dict],
+        stop: threading.Event,
+        cache_key: str | None = None,
+        prefix: str = "",
+        tools: Sequence[OfferedTool] = (),
+    ) -> Iterator[TextDelta | ToolCall | Usage]:
         # [..., previous question, previous reply, this question]: read what the previous turn
         # (its question) or a warm call (through the reply) wrote; write it all for the next turn.
-        request = with_breakpoints(messages, last=3)
-        system = system_param(messages)
+        # A round after tool calls: [..., this question, the calls, their results], the same way.
+        names = ToolNames(tools)
+        request = with_breakpoints(messages, last=3, names=names)
+        params = {**tools_param(tools, names), **system_param(messages)}
         if prefix.strip():
             # Prefill: the reply goes on from the kept text. The API refuses a final assistant
             # turn that ends in whitespace, so that is left for the model to write again.
             request.append({"role": "assistant", "content": [{"type": "text", "text": prefix.rstrip()}]})
         return stream_with_retries(
-            lambda: self._stream_once(request, system, stop), classify=_classify, stop=stop, max_retries=settings.LLM_MAX_RETRIES
+            lambda: self._stream_once(request, params, names, stop),
+            classify=_classify,
+            stop=stop,
+            max_retries=settings.LLM_MAX_RETRIES,
         )
 
-    def _stream_once(self, request: list[dict], system: dict, stop: threading.Event) -> Iterator[TextDelta | Usage]:
+    def _stream_once(
+        self, request: list[dict], params: dict, names: ToolNames, stop: threading.Event
+    ) -> Iterator[TextDelta | ToolCall | Usage]:
         events = self.client.messages.create(
-            model=self.model, max_tokens=self.spec.max_tokens, messages=request, stream=True, **system
+            model=self.model, max_tokens=self.spec.max_tokens, messages=request, stream=True, **params
         )
         reports = []  # usage of message_start, then message_delta's cumulative figures
+        calls: dict[int, tuple[str, str, list[str]]] = {}  # a tool_use block's index → its id, name, JSON so far
         finished = False
         try:
             with closed_on_stop(stop, events.response):
@@ -197,10 +260,16 @@ class AnthropicProvider:
                         break
                     if event.type == "message_start":
                         reports.append(event.message.usage)
+                    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                        calls[event.index] = (event.content_block.id, event.content_block.name, [])
                     elif event.type == "content_block_delta":
-                        text = getattr(event.delta, "text", None)  # text_delta; other block kinds carry no text
-                        if text:
-                            yield TextDelta(text)
+                        if event.delta.type == "text_delta" and event.delta.text:
+                            yield TextDelta(event.delta.text)
+                        elif event.delta.type == "input_json_delta" and event.index in calls:
+                            calls[event.index][2].append(event.delta.partial_json)
+                    elif event.type == "content_block_stop" and event.index in calls:
+                        call_id, name, parts = calls.pop(event.index)
+                        yield tool_call_of(call_id, names.our_name(name), "".join(parts))
                     elif event.type == "message_delta":
                         reports.append(event.usage)
                     elif event.type == "message_stop":
@@ -215,17 +284,21 @@ class AnthropicProvider:
             raise
         yield _usage(*reports)
 
-    def warm(self, *, messages: list[dict]) -> Usage:
+    def warm(self, *, messages: list[dict], tools: Sequence[OfferedTool] = ()) -> Usage:
         """The same prefix (read or written at its breakpoint), 1 output token; the answer is discarded."""
         # [..., last question, last reply]: read what the last turn wrote, write through the reply.
-        request = with_breakpoints(messages, last=2)
+        names = ToolNames(tools)
+        request = with_breakpoints(messages, last=2, names=names)
         request.append({"role": "user", "content": [{"type": "text", "text": WARM_PROMPT}]})
+        params = {**tools_param(tools, names), **system_param(messages)}
         try:
-            reply = self.client.messages.create(model=self.model, max_tokens=1, messages=request, **system_param(messages))
+            reply = self.client.messages.create(model=self.model, max_tokens=1, messages=request, **params)
         except (anthropic.AnthropicError, httpx.HTTPError) as exc:
             failure = _classify(exc)
             raise ProviderError(failure.reason if failure else f"provider error: {type(exc).__name__}") from exc
         return _usage(reply.usage)
 
-    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage | Exception]:
-        return warm_each(self.warm, prefixes)  # one request per prefix: the API has no batched warm
+    def warm_many(
+        self, *, prefixes: list[list[dict]], tools: list[Sequence[OfferedTool]] | None = None
+    ) -> list[Usage | Exception]:
+        return warm_each(self.warm, prefixes, tools)  # one request per prefix: the API has no batched warm

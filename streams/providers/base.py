@@ -7,7 +7,7 @@ import math
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -25,6 +25,61 @@ class ToolCall:
     call_id: str
     name: str
     arguments: dict
+    problem: str = ""  # why the call cannot be made as the model wrote it (its arguments were not a JSON object)
+
+
+class OfferedTool(Protocol):
+    """A tool as a model is offered it (``mothership.infra.mcp.client.ToolSpec``)."""
+
+    name: str  # ``<server>.<tool>``
+    description: str
+    input_schema: dict
+
+
+# The APIs' rule for a tool's name (Anthropic's and OpenAI's alike): no dots, at most 64 characters.
+_WIRE_NAME_LIMIT = 64
+_NOT_IN_WIRE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class ToolNames:
+    """Each offered tool's name on the wire (``demo.roll`` → ``demo__roll``) and back.
+
+    The same tools always get the same names (the order they are offered in decides a clash), so a
+    warm and the turn after it send the same bytes.
+    """
+
+    def __init__(self, tools: Sequence[OfferedTool] = ()):
+        self.wire: dict[str, str] = {}
+        self.ours: dict[str, str] = {}
+        for tool in tools:
+            name = self.wire_name(tool.name)
+            self.wire[tool.name], self.ours[name] = name, tool.name
+
+    def wire_name(self, name: str) -> str:
+        if name in self.wire:
+            return self.wire[name]
+        base = _NOT_IN_WIRE_NAME.sub("_", name.replace(".", "__", 1))[:_WIRE_NAME_LIMIT] or "tool"
+        candidate, n = base, 1
+        while candidate in self.ours:
+            n += 1
+            suffix = f"_{n}"
+            candidate = base[: _WIRE_NAME_LIMIT - len(suffix)] + suffix
+        return candidate
+
+    def our_name(self, wire: str) -> str:
+        """The ``<server>.<tool>`` a model's call names (a name never offered stays as it is: refused)."""
+        return self.ours.get(wire, wire)
+
+
+def tool_call_of(call_id: str, name: str, raw_arguments: str) -> ToolCall:
+    """A call the model streamed, its arguments parsed from their JSON text (empty: no arguments)."""
+    try:
+        arguments = json.loads(raw_arguments) if raw_arguments.strip() else {}
+    except ValueError as exc:
+        return ToolCall(call_id, name, {}, problem=f"its arguments were not valid JSON ({exc.msg})")
+    if not isinstance(arguments, dict):
+        return ToolCall(call_id, name, {}, problem="its arguments were not a JSON object")
+    return ToolCall(call_id, name, arguments)
 
 
 @dataclass(frozen=True)
@@ -111,22 +166,35 @@ class Provider(Protocol):
     # Whether each text delta it streams is one token (so a turn's output is counted as it
     # arrives, for its budget); else a delta's tokens are estimated from its characters.
     delta_is_token: bool
+    # Whether the model is sent the definitions of the tools it may call (the HTTP APIs); the
+    # ``local`` model calls a tool only when a message names it (``/tool``), and needs none.
+    takes_tool_definitions: bool
 
     def stream(
-        self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
+        self,
+        *,
+        messages: list[dict],
+        stop: threading.Event,
+        cache_key: str | None = None,
+        prefix: str = "",
+        tools: Sequence[OfferedTool] = (),
     ) -> Iterator[TextDelta | ToolCall | Usage]:
         """Yield text deltas (and, from a model that calls tools, ``ToolCall``s) then one Usage;
         return promptly once ``stop`` is set. ``cache_key`` (the conversation's id) lets a provider
         that routes by it reach the same prompt cache. ``prefix``: the reply continues this kept
         text (the deltas are what follows it); a model that cannot continue raises
-        ``ProviderError`` (``CANNOT_CONTINUE``). A round after tool calls ends ``messages`` with
-        the assistant's ``tool_calls`` and one ``{"role": "tool", …}`` message per result."""
+        ``ProviderError`` (``CANNOT_CONTINUE``). ``tools``: what the model may call. A round
+        after tool calls ends ``messages`` with the assistant's ``tool_calls`` and one
+        ``{"role": "tool", …}`` message per result."""
 
-    def warm(self, *, messages: list[dict]) -> Usage:
-        """Refresh the provider's prompt cache for ``messages`` (1 output token at most)."""
+    def warm(self, *, messages: list[dict], tools: Sequence[OfferedTool] = ()) -> Usage:
+        """Refresh the provider's prompt cache for ``tools`` and ``messages`` (1 output token at most)."""
 
-    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage | Exception]:
-        """Warm each prefix of a batch: per prefix, in order, its Usage or the exception its warm raised.
+    def warm_many(
+        self, *, prefixes: list[list[dict]], tools: list[Sequence[OfferedTool]] | None = None
+    ) -> list[Usage | Exception]:
+        """Warm each prefix of a batch (with its tools, ``tools[i]``): per prefix, in order, its
+        Usage or the exception its warm raised.
 
         One prefix's failure never fails the others; raising means every warm of the batch failed
         with that error. The HTTP providers call ``warm`` once per prefix (``warm_each``); the
@@ -134,12 +202,14 @@ class Provider(Protocol):
         """
 
 
-def warm_each(warm: Callable[..., Usage], prefixes: list[list[dict]]) -> list[Usage | Exception]:
-    """``warm_many`` as one ``warm(messages=…)`` call per prefix, each failure kept as its exception."""
+def warm_each(
+    warm: Callable[..., Usage], prefixes: list[list[dict]], tools: list[Sequence[OfferedTool]] | None = None
+) -> list[Usage | Exception]:
+    """``warm_many`` as one ``warm(messages=…, tools=…)`` call per prefix, each failure kept as its exception."""
     results: list[Usage | Exception] = []
-    for messages in prefixes:
+    for i, messages in enumerate(prefixes):
         try:
-            results.append(warm(messages=messages))
+            results.append(warm(messages=messages, **({"tools": tools[i]} if tools else {})))
         except Exception as exc:  # this prefix failed; the batch goes on
             results.append(exc)
     return results
@@ -257,7 +327,7 @@ def stream_with_retries(
         produced = False
         try:
             for item in attempt():
-                produced = produced or isinstance(item, TextDelta)
+                produced = produced or isinstance(item, TextDelta | ToolCall)
                 yield item
             return
         except Exception as exc:

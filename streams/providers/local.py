@@ -10,12 +10,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
 from mothership.infra.redis import get_redis
-from streams.providers.base import TextDelta, ToolCall, Usage
+from streams.providers.base import OfferedTool, TextDelta, ToolCall, Usage
 
 _WORDS = (
     "the mothership keeps every conversation honest about its run state while replies stream "
@@ -82,6 +82,7 @@ def _count_tokens(text: str) -> int:
 class LocalProvider:
     name = "local"
     delta_is_token = True
+    takes_tool_definitions = False
 
     def __init__(
         self, *, spec=None, model: str | None = None, tokens_per_second: float | None = None, reply_tokens: int | None = None
@@ -116,7 +117,13 @@ class LocalProvider:
         return markdown_reply(rng, self.reply_tokens)
 
     def stream(
-        self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
+        self,
+        *,
+        messages: list[dict],
+        stop: threading.Event,
+        cache_key: str | None = None,
+        prefix: str = "",
+        tools: Sequence[OfferedTool] = (),  # never read: a message names the tool (``/tool``)
     ) -> Iterator[TextDelta | ToolCall | Usage]:
         rate = self.tokens_per_second
         cached = self._cache.read(messages[:-1])  # the conversation so far, if still cached
@@ -147,12 +154,12 @@ class LocalProvider:
             output_tokens=len(produced),
         )
 
-    def warm(self, *, messages: list[dict]) -> Usage:
+    def warm(self, *, messages: list[dict], tools: Sequence[OfferedTool] = ()) -> Usage:
         """Refresh the prefix's cache entry with a 1-token request; reports usage like Anthropic's."""
         (cached,) = self._cache.read_or_write([messages])
         return _warm_usage(messages, cached)
 
-    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage]:
+    def warm_many(self, *, prefixes: list[list[dict]], tools: list[Sequence[OfferedTool]] | None = None) -> list[Usage]:
         """Warm a batch of prefixes with one Redis round trip for all of them (Redis errors raise)."""
         return [_warm_usage(messages, cached) for messages, cached in zip(prefixes, self._cache.read_or_write(prefixes))]
 

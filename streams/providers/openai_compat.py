@@ -5,13 +5,19 @@ Streaming chat completions with usage included; cached prompt tokens are read fr
 time-out, connection errors) happen only before the first delta; after it, an error ends the
 stream as ``failed`` and the text already produced is kept. A stop hangs up the HTTP stream at
 once, from a watcher thread, even while the SDK is blocked reading.
+
+Tools: the chat's tools go in ``tools`` as functions (named without dots: ``demo.roll`` is
+``demo__roll``); a call's ``tool_calls`` deltas (its id and name, then pieces of its arguments'
+JSON, by ``index``) become ``ToolCall``s when the stream finishes; a round after calls sends the
+assistant's ``tool_calls`` and one ``tool`` message per result.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import httpx2 as httpx  # the HTTP client the openai SDK is built on
 import openai
@@ -21,8 +27,11 @@ from streams.providers.base import (
     CANNOT_CONTINUE,
     Failure,
     NotStreaming,
+    OfferedTool,
     ProviderError,
     TextDelta,
+    ToolCall,
+    ToolNames,
     Usage,
     closed_on_stop,
     provider_message,
@@ -30,6 +39,7 @@ from streams.providers.base import (
     retry_after,
     spend_limited,
     stream_with_retries,
+    tool_call_of,
     transport_failure,
     warm_each,
 )
@@ -102,40 +112,96 @@ def _client(api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI
     return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)  # retries are ours
 
 
+def wire_messages(messages: list[dict], names: ToolNames) -> list[dict]:
+    """The conversation as chat completions take it: an assistant round's calls as its
+    ``tool_calls`` (arguments as JSON text), each result a ``tool`` message."""
+    wire = []
+    for m in messages:
+        if m["role"] == "tool":
+            wire.append({"role": "tool", "tool_call_id": m["tool_call_id"], "content": m["content"]})
+        elif m.get("tool_calls"):
+            calls = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": names.wire_name(call["name"]), "arguments": json.dumps(call["arguments"])},
+                }
+                for call in m["tool_calls"]
+            ]
+            wire.append({"role": "assistant", "content": m["content"] or None, "tool_calls": calls})
+        else:
+            wire.append({"role": m["role"], "content": m["content"]})
+    return wire
+
+
+def tools_param(tools: Sequence[OfferedTool], names: ToolNames) -> dict:
+    if not tools:
+        return {}
+    return {
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": names.wire_name(tool.name),
+                    **({"description": tool.description} if tool.description else {}),
+                    "parameters": tool.input_schema or {"type": "object", "properties": {}},
+                },
+            }
+            for tool in tools
+        ]
+    }
+
+
 class OpenAIProvider:
     name = "openai"
     delta_is_token = True  # a chat-completions chunk carries one token
+    takes_tool_definitions = True
 
     def __init__(self, spec):
         self.spec, self.model_id, self.model = spec, spec.id, spec.model
         self.client = _client(spec.api_key, spec.base_url or None, settings.LLM_TIMEOUT)
 
     def stream(
-        self, *, messages: list[dict], stop: threading.Event, cache_key: str | None = None, prefix: str = ""
-    ) -> Iterator[TextDelta | Usage]:
+        self,
+        *,
+        messages: list[dict],
+        stop: threading.Event,
+        cache_key: str | None = None,
+        prefix: str = "",
+        tools: Sequence[OfferedTool] = (),
+    ) -> Iterator[TextDelta | ToolCall | Usage]:
+        names = ToolNames(tools)
+        request = wire_messages(messages, names)
         if prefix:
             if not self.spec.prefill:
                 raise ProviderError(CANNOT_CONTINUE)
             # Servers that continue a trailing assistant message (vLLM, llama.cpp, Ollama do).
-            messages = [*messages, {"role": "assistant", "content": prefix}]
+            request.append({"role": "assistant", "content": prefix})
+        params = {
+            **tools_param(tools, names),
+            **({"prompt_cache_key": cache_key} if cache_key and self.spec.prompt_cache_key else {}),
+        }
         return stream_with_retries(
-            lambda: self._stream_once(messages, stop, cache_key),
+            lambda: self._stream_once(request, params, names, stop),
             classify=_classify,
             stop=stop,
             max_retries=settings.LLM_MAX_RETRIES,
         )
 
-    def _stream_once(self, messages: list[dict], stop: threading.Event, cache_key: str | None) -> Iterator[TextDelta | Usage]:
+    def _stream_once(
+        self, messages: list[dict], params: dict, names: ToolNames, stop: threading.Event
+    ) -> Iterator[TextDelta | ToolCall | Usage]:
         response = self.client.chat.completions.create(
             model=self.model,
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},
             **self._limits(self.spec.max_tokens),
-            **({"prompt_cache_key": cache_key} if cache_key and self.spec.prompt_cache_key else {}),
+            **params,
         )
         usage = Usage()
         finished = False
+        calls: dict[int, list] = {}  # a call's index → [its id, its name, its arguments' JSON so far]
         with closed_on_stop(stop, response.response):
             require_event_stream(response.response)
             for chunk in response:
@@ -147,10 +213,21 @@ class OpenAIProvider:
                     text = getattr(choice.delta, "content", None)
                     if text:
                         yield TextDelta(text)
+                    for part in getattr(choice.delta, "tool_calls", None) or ():
+                        call = calls.setdefault(part.index, ["", "", []])
+                        call[0] = call[0] or part.id or ""
+                        function = part.function
+                        if function is not None:
+                            call[1] = call[1] or function.name or ""
+                            call[2].append(function.arguments or "")
                     finished = finished or choice.finish_reason is not None
         if not finished and not stop.is_set():
             # The body ended without a finish_reason: the connection was cut, not the reply done.
             raise httpx.RemoteProtocolError("the stream ended without a finish_reason")
+        if not stop.is_set():
+            for index in sorted(calls):
+                call_id, name, parts = calls[index]
+                yield tool_call_of(call_id or f"call_{index}", names.our_name(name), "".join(parts))
         yield usage
 
     def _limits(self, tokens: int) -> dict:
@@ -158,13 +235,18 @@ class OpenAIProvider:
         reasoning models (they refuse ``max_tokens``), ``max_tokens`` for the rest (registry entry)."""
         return {self.spec.max_tokens_param: tokens}
 
-    def warm(self, *, messages: list[dict]) -> Usage:
+    def warm(self, *, messages: list[dict], tools: Sequence[OfferedTool] = ()) -> Usage:
         """The same prefix with 1 output token; the answer is discarded."""
+        names = ToolNames(tools)
         try:
-            completion = self.client.chat.completions.create(model=self.model, messages=messages, **self._limits(1))
+            completion = self.client.chat.completions.create(
+                model=self.model, messages=wire_messages(messages, names), **self._limits(1), **tools_param(tools, names)
+            )
         except openai.APIError as exc:
             raise ProviderError(_reason(exc)) from exc
         return _usage(completion.usage)
 
-    def warm_many(self, *, prefixes: list[list[dict]]) -> list[Usage | Exception]:
-        return warm_each(self.warm, prefixes)  # one request per prefix: the API has no batched warm
+    def warm_many(
+        self, *, prefixes: list[list[dict]], tools: list[Sequence[OfferedTool]] | None = None
+    ) -> list[Usage | Exception]:
+        return warm_each(self.warm, prefixes, tools)  # one request per prefix: the API has no batched warm

@@ -5,6 +5,7 @@ charge written to the ledger by its seal (whoever seals it)."""
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -69,6 +70,16 @@ def turn_budget_check(*, chat: Chat, user, content: str, model: str) -> None:
     )
 
 
+def prompt_tokens(messages: list[dict]) -> int:
+    """A prompt's tokens, estimated: its text, a tool call's arguments, and each message's own few."""
+    return sum(
+        estimate_tokens(m.get("content") or "")
+        + sum(estimate_tokens(json.dumps(c.get("arguments", {}))) for c in m.get("tool_calls") or ())
+        + TOKENS_PER_MESSAGE
+        for m in messages
+    )
+
+
 @dataclass(frozen=True)
 class TurnBudget:
     """A streaming turn's place in the budget: where it counts, the limits read at its claim
@@ -100,7 +111,7 @@ class TurnBudget:
         """Take the prompt's cost from the budget before the model is called; False: it would cross
         it. All but its last message are priced as cache reads if the chat's last turn (Redis's
         record of it) was sealed within the prompt cache's lifetime."""
-        tokens = sum(estimate_tokens(m.get("content", "")) + TOKENS_PER_MESSAGE for m in history)
+        tokens = prompt_tokens(history)
         cached = tokens - estimate_tokens(history[-1].get("content", "")) - TOKENS_PER_MESSAGE if history else 0
         return budget_reserve(
             charge=self.live,
@@ -110,6 +121,14 @@ class TurnBudget:
             cached=prompt_nanousd(model=stream.model, tokens=tokens, cached_tokens=cached),
             limits=self.limits,
         )
+
+    def reserve_round(self, *, stream: Stream, messages: list[dict], cached: list[dict]) -> bool:
+        """A later round's prompt (after tool calls) taken from the live spend; False (nothing
+        taken) when it would cross the budget. What the round before sent is priced as a cache read."""
+        tokens = prompt_tokens(messages)
+        amount = prompt_nanousd(model=stream.model, tokens=tokens, cached_tokens=min(tokens, prompt_tokens(cached)))
+        ((over, _room),) = counters.charge_many([(self.live, amount)], gate=True)
+        return not over
 
     def output_nanousd(self, tokens: int) -> int:
         return round(tokens * self.output_nanousd_per_token)

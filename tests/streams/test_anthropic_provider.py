@@ -198,7 +198,7 @@ def test_a_warm_error_is_a_provider_error(fake, settings):
 def test_a_batch_of_warms_is_one_request_per_prefix_and_a_refused_one_fails_alone(fake, chat):
     _turn(chat, "first question")
     prefix = conversation_prefix(chat_id=chat.id)
-    refused = [{"role": "tool", "content": "not a role the Messages API takes"}]
+    refused = [{"role": "robot", "content": "not a role the Messages API takes"}]
 
     results = get_provider().warm_many(prefixes=[prefix, refused, prefix])
 

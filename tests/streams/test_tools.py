@@ -155,7 +155,7 @@ def test_a_model_that_keeps_calling_tools_is_stopped_at_the_round_limit(tool_cha
     class Insistent:
         name, model, model_id, delta_is_token = "local", "insistent", "insistent", True
 
-        def stream(self, *, messages, stop, cache_key=None, prefix=""):
+        def stream(self, *, messages, stop, cache_key=None, prefix="", tools=()):
             yield ToolCall(call_id=f"call_{len(messages)}", name="demo.clock", arguments={})
             yield Usage(input_tokens=10, output_tokens=1)
 

@@ -14,6 +14,11 @@ Scenarios are chosen by the last user message:
 - "stall before": nothing for 3 s before the headers (longer than the tests' client time-out);
 - "json body": a streaming request answered 200 with one JSON message (a proxy that does not stream);
 - "spend limit": 429 rate_limit_error whose message says the workspace's spend limit is reached;
+- "call <tool> <JSON>" (once or more, ``<tool>`` as the request's ``tools`` name it): "Let me check."
+  then a ``tool_use`` block per call (its input streamed in two ``input_json_delta`` pieces),
+  ``stop_reason: tool_use``; the next request, ending with their ``tool_result`` blocks, is
+  answered "The tool said: <each result's text>" (or, when the prompt also says "again", with the
+  same calls once more);
 - anything else: the reply ``WORDS`` with a ``ping``, ``message_delta`` usage and ``message_stop``.
 
 ``quirks`` reproduce Anthropic-format servers that differ from Anthropic's own:
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 
 from tests.support.fake_http import FakeServer, Handler
@@ -43,7 +49,32 @@ def _text_blocks(message: dict) -> list[dict]:
 
 
 def _tokens(block: dict) -> int:
+    if block.get("type", "text") != "text":
+        return max(1, len(json.dumps(block, sort_keys=True).split()))
     return max(1, len(block.get("text", "").split()))
+
+
+_CALL = re.compile(r"call ([A-Za-z0-9_-]+) (\{[^}]*\})")
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _prompt(messages: list[dict]) -> str:
+    """The text of the last user message that has text (a round after tool calls ends with results)."""
+    for message in reversed(messages):
+        texts = [b["text"] for b in _text_blocks(message) if message["role"] == "user" and b.get("type") == "text"]
+        if texts:
+            return texts[-1]
+    return ""
+
+
+def _results_text(message: dict) -> str:
+    """The text of a user message's ``tool_result`` blocks, each (string or text blocks) in order."""
+    out = []
+    for block in _text_blocks(message):
+        if block.get("type") == "tool_result":
+            content = block.get("content", "")
+            out.append(content if isinstance(content, str) else "".join(b.get("text", "") for b in content))
+    return " | ".join(out)
 
 
 class AnthropicHandler(Handler):
@@ -62,7 +93,8 @@ class AnthropicHandler(Handler):
         problem = self._invalid(body)
         if problem:
             return self.send_json(400, _error("invalid_request_error", problem))
-        prompt = _text_blocks(body["messages"][-1])[-1]["text"]
+        prompt = _prompt(body["messages"])
+        results = _results_text(body["messages"][-1])
         for trigger, status, kind, headers in (
             ("429 once", 429, "rate_limit_error", {"retry-after": "0"}),
             ("429 long", 429, "rate_limit_error", {"retry-after": "120"}),
@@ -76,11 +108,16 @@ class AnthropicHandler(Handler):
             return self.send_json(429, _error("rate_limit_error", message))
         if "stall before" in prompt:
             time.sleep(3)
-        usage = server.cache_usage(body["messages"], system=body.get("system"))
+        usage = server.cache_usage(body["messages"], system=body.get("system"), tools=body.get("tools"))
         if not body.get("stream") or "json body" in prompt:
             return self.send_json(
                 200, self._message(body, [{"type": "text", "text": "."}], "max_tokens", {**usage, "output_tokens": 1})
             )
+        calls = _CALL.findall(prompt) if (not results or "again" in prompt) else []
+        if calls:
+            return self._sse_tool_use(body, calls, usage)
+        if results:
+            return self._sse(body, prompt, usage, words=["The", " tool", " said:", f" {results}"])
         self._sse(body, prompt, usage)
 
     def _invalid(self, body) -> str | None:
@@ -100,11 +137,32 @@ class AnthropicHandler(Handler):
             ):
                 return "system: Input should be a valid string or a list of non-empty text blocks"
             breakpoints += sum("cache_control" in b for b in _text_blocks({"content": system}))
+        for j, tool in enumerate(body.get("tools") or []):
+            if not _TOOL_NAME.match(str(tool.get("name", ""))):
+                return f"tools.{j}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+            if not isinstance(tool.get("input_schema"), dict) or tool["input_schema"].get("type") != "object":
+                return f"tools.{j}.custom.input_schema.type: Input should be 'object'"
+        asked: set[str] = set()  # the tool_use ids of the assistant message before
         for i, message in enumerate(messages):
             if message.get("role") not in ("user", "assistant"):
                 return f"messages.{i}.role: Input should be 'user' or 'assistant'"
-            for block in _text_blocks(message):
-                if block.get("type") != "text" or not block.get("text", "").strip():
+            blocks = _text_blocks(message)
+            answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+            if asked and answered != asked:
+                return f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: " + ", ".join(
+                    sorted(asked - answered)
+                )
+            if answered and (message["role"] != "user" or answered - asked):
+                return f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks"
+            asked = {b.get("id") for b in blocks if b.get("type") == "tool_use"} if message["role"] == "assistant" else set()
+            for block in blocks:
+                kind = block.get("type")
+                if kind == "tool_use":
+                    if message["role"] != "assistant" or not isinstance(block.get("input"), dict) or not block.get("id"):
+                        return f"messages.{i}: a tool_use block needs an id, a name and an input object, in an assistant message"
+                elif kind == "tool_result":
+                    pass
+                elif kind != "text" or not block.get("text", "").strip():
                     return f"messages.{i}: text content blocks must be non-empty"
                 if "cache_control" in block:
                     if block["cache_control"] != {"type": "ephemeral"}:
@@ -129,7 +187,31 @@ class AnthropicHandler(Handler):
     def _event(self, name: str, payload: dict) -> None:
         self.write_sse(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
 
-    def _sse(self, body, prompt, usage):
+    def _sse_tool_use(self, body, calls, usage):
+        """ "Let me check.", then a tool_use block per call, its input in two pieces; stop_reason tool_use."""
+        self.start_sse()
+        start = {"type": "message_start", "message": self._message(body, [], None, {**usage, "output_tokens": 1})}
+        self._event("message_start", start)
+        text = {"type": "text", "text": ""}
+        self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": text})
+        delta = {"type": "text_delta", "text": "Let me check."}
+        self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        for index, (name, arguments) in enumerate(calls, start=1):
+            self.server_state.tool_uses += 1
+            block = {"type": "tool_use", "id": f"toolu_{self.server_state.tool_uses:04d}", "name": name, "input": {}}
+            self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+        end = {"stop_reason": "tool_use", "stop_sequence": None}
+        self._event("message_delta", {"type": "message_delta", "delta": end, "usage": {"output_tokens": 3 + 5 * len(calls)}})
+        self._event("message_stop", {"type": "message_stop"})
+        self.end_sse()
+
+    def _sse(self, body, prompt, usage, words=None):
         quirks = self.server_state.quirks
         self.start_sse()
         try:
@@ -143,7 +225,7 @@ class AnthropicHandler(Handler):
             )
             if "no_ping" not in quirks:
                 self._event("ping", {"type": "ping"})
-            words = WORDS * (20 if "slow" in prompt else 1)
+            words = words or WORDS * (20 if "slow" in prompt else 1)
             for i, word in enumerate(words):
                 if i == 3 and "drop" in prompt:
                     return self.cut()  # no message_stop
@@ -179,20 +261,21 @@ class FakeAnthropic(FakeServer):
     def __init__(self, quirks: frozenset[str] | set[str] = frozenset()):
         self.quirks = set(quirks)
         self.failed_once: set[str] = set()
+        self.tool_uses = 0
         self.cache: dict[str, int] = {}  # prefix hash -> its tokens
         self.min_cache_tokens = 0  # like a model's minimum cacheable prompt (1024 tokens and up)
         super().__init__(AnthropicHandler)
 
-    def cache_usage(self, messages: list[dict], system=None) -> dict:
+    def cache_usage(self, messages: list[dict], system=None, tools=None) -> dict:
         """Read the longest cached prefix, write one at every breakpoint; usage like Anthropic's.
-        The system prompt is the start of every prefix, as the API's cache order has it."""
-        seen: list[dict] = []
-        total = 0
+        The tools, then the system prompt, are the start of every prefix, as the API's cache order has it."""
+        seen: list = [json.dumps(tools, sort_keys=True)] if tools else []
+        total = sum(_tokens({"type": "tool", **tool}) for tool in tools or [])
         prefixes = []  # (hash, tokens) at each breakpoint, in order
         turns = [{"role": "system", "content": system}] if system else []
         for message in [*turns, *messages]:
             for block in _text_blocks(message):
-                seen.append({"role": message["role"], "text": block["text"]})
+                seen.append({"role": message["role"], **{k: v for k, v in block.items() if k != "cache_control"}})
                 total += _tokens(block)
                 if "cache_control" in block and total >= self.min_cache_tokens:  # shorter: silently not cached
                     prefixes.append((hashlib.sha256(json.dumps(seen).encode()).hexdigest(), total))

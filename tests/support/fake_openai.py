@@ -9,6 +9,10 @@ Scenarios are chosen by the last user message:
 - "json body": a streaming request answered 200 with one JSON completion (a server that does not stream);
 - "400 model": 400 with OpenAI's model_not_found error;
 - "quota": 429 insufficient_quota (no Retry-After: no wait fixes it);
+- "call <tool> <JSON>" (once or more): "Let me check." then a ``tool_calls`` delta per call (id,
+  name, then its arguments in two pieces), ``finish_reason: tool_calls``; a request that ends
+  with ``tool`` messages is answered "The tool said: <each result>" (or, when the prompt also
+  says "again", with the same calls once more);
 - anything else: a role-only chunk, a few content chunks, a finish chunk, a usage chunk with
   cached tokens, then [DONE].
 
@@ -23,11 +27,31 @@ Scenarios are chosen by the last user message:
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from tests.support.fake_http import FakeServer, Handler
 
 WORDS = ["Hello", " from", " the", " fake", " model", ".", " It", " streams", " in", " pieces", "."]
+_CALL = re.compile(r"call ([A-Za-z0-9_-]+) (\{[^}]*\})")
+
+
+def _invalid(messages: list[dict]) -> str | None:
+    """What OpenAI refuses about tool messages: one must answer a call of the assistant message before."""
+    asked: set[str] = set()
+    for i, message in enumerate(messages):
+        if message.get("role") == "tool":
+            if message.get("tool_call_id") not in asked:
+                return (
+                    f"Invalid parameter: messages with role 'tool' must be a response to a preceeding message with "
+                    f"'tool_calls' (messages.[{i}])."
+                )
+            continue
+        asked = {c["id"] for c in message.get("tool_calls") or []}
+        for call in message.get("tool_calls") or []:
+            if call.get("type") != "function" or not isinstance(call.get("function", {}).get("arguments"), str):
+                return f"Invalid type for 'messages[{i}].tool_calls': arguments must be a string of JSON."
+    return None
 
 
 class OpenAIHandler(Handler):
@@ -35,7 +59,14 @@ class OpenAIHandler(Handler):
         server = self.server_state
         body = self.read_json()
         server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-        prompt = body["messages"][-1]["content"]
+        prompt = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        results = []
+        for message in reversed(body["messages"]):
+            if message["role"] != "tool":
+                break
+            results.insert(0, message["content"])
+        if problem := _invalid(body["messages"]):
+            return self.send_json(400, {"error": {"message": problem, "type": "invalid_request_error", "code": None}})
         if "401" in prompt:
             return self.send_json(
                 401,
@@ -59,6 +90,11 @@ class OpenAIHandler(Handler):
             )
         if not body.get("stream") or "json body" in prompt:
             return self.send_json(200, self._completion(body, cached=12))
+        calls = _CALL.findall(prompt) if (not results or "again" in prompt) else []
+        if calls:
+            return self._sse_tool_calls(body, calls)
+        if results:
+            return self._sse(body, prompt, words=["The", " tool", " said:", " " + " | ".join(results)])
         self._sse(body, prompt)
 
     def _completion(self, body, cached):
@@ -93,12 +129,29 @@ class OpenAIHandler(Handler):
             payload["usage"] = usage
         self.write_sse(f"data: {json.dumps(payload)}\n\n".encode())
 
-    def _sse(self, body, prompt):
+    def _sse_tool_calls(self, body, calls):
+        self.start_sse()
+        self._chunk(body, {"role": "assistant", "content": "Let me check."})
+        for index, (name, arguments) in enumerate(calls):
+            self.server_state.tool_calls += 1
+            call_id = f"call_{self.server_state.tool_calls:04d}"
+            first = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+            self._chunk(body, {"tool_calls": [first]})
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                self._chunk(body, {"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        self._chunk(body, {}, finish="tool_calls")
+        if body.get("stream_options", {}).get("include_usage"):
+            self._chunk(body, None, usage={"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42})
+        self.write_sse(b"data: [DONE]\n\n")
+        self.end_sse()
+
+    def _sse(self, body, prompt, words=None):
         self.start_sse()
         try:
             if "no_role_chunk" not in self.server_state.quirks:
                 self._chunk(body, {"role": "assistant", "content": ""})
-            words = WORDS * (20 if "slow" in prompt else 1)
+            words = words or WORDS * (20 if "slow" in prompt else 1)
             for i, word in enumerate(words):
                 if "drop" in prompt and i == 3:
                     return self.cut()  # no final chunk, no [DONE]
@@ -126,5 +179,6 @@ class FakeOpenAI(FakeServer):
 
     def __init__(self, quirks: frozenset[str] | set[str] = frozenset()):
         self.seen_429 = False
+        self.tool_calls = 0
         self.quirks = set(quirks)
         super().__init__(OpenAIHandler)

@@ -157,6 +157,11 @@ class Journal:
             raise
         self._published(text, deltas)
 
+    def charge_output(self, text: str, tokens: int) -> None:
+        """Output that is not the reply's text (a tool call's arguments), charged as text is."""
+        with self.emit_lock:
+            self.meter.published(text, tokens)
+
     def _published(self, text: str, deltas: int = 1) -> None:
         self.text.append(text)
         self.meter.published(text, deltas)

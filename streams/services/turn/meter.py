@@ -49,6 +49,18 @@ class Meter:
             logger.warning("stream %s: its prompt was not counted against the budget", stream.pk, exc_info=True)
             return True
 
+    def reserve_round(self, *, stream: Stream, messages: list[dict], cached: list[dict]) -> bool:
+        """A model round after tool calls: its prompt (``messages``, of which ``cached`` was the
+        previous round's, read from the provider's cache) taken from the budget before it is sent.
+        False: it would cross it (the round is not sent)."""
+        if self.budget is None:
+            return True
+        try:
+            return self.budget.reserve_round(stream=stream, messages=messages, cached=cached)
+        except redis.RedisError:  # as for the first round: the seal charges it
+            logger.warning("stream %s: a round's prompt was not counted against the budget", stream.pk, exc_info=True)
+            return True
+
     def published(self, text: str, deltas: int = 1) -> None:
         self.uncharged_chars += len(text)
         self.uncharged_deltas += deltas

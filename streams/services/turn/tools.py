@@ -9,40 +9,25 @@ saves on the reply; a call still open when the turn ends is saved ``cancelled`` 
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 
-from django.conf import settings
-
-from mothership.infra.mcp.client import ToolServers
+from mothership.infra.mcp.client import ToolSpec
 from streams.providers import ToolCall
+from streams.tools import offered_tools, tool_allowed, tool_servers
 
 RUNNING = "running"  # a call's status until its result arrives (never saved: the seal closes it)
-
-_servers: ToolServers | None = None
-_servers_of = None  # the MCP_SERVERS they were made for (tests change the setting)
-_servers_lock = threading.Lock()
-
-
-def tool_servers() -> ToolServers:
-    """The process's connections to the servers of ``MCP_SERVERS`` (made on first use)."""
-    global _servers, _servers_of
-    with _servers_lock:
-        if _servers is None or _servers_of is not settings.MCP_SERVERS:
-            if _servers is not None:
-                _servers.close()
-            _servers, _servers_of = ToolServers(settings.MCP_SERVERS), settings.MCP_SERVERS
-        return _servers
-
-
-def tool_allowed(patterns, name: str) -> bool:
-    server = name.partition(".")[0]
-    return any(pattern == name or pattern == f"{server}.*" for pattern in patterns or ())
 
 
 class TurnTools:
     def __init__(self, patterns):
         self.patterns = list(patterns or ())
         self.records: list[dict] = []
+        self._offered: list[ToolSpec] | None = None
+
+    def offered(self) -> list[ToolSpec]:
+        """What the model is offered, read once a turn (every round offers the same)."""
+        if self._offered is None:
+            self._offered = offered_tools(self.patterns)
+        return self._offered
 
     def open(self, call: ToolCall) -> dict:
         record = {"callId": call.call_id, "tool": call.name, "arguments": call.arguments, "status": RUNNING}
@@ -50,8 +35,11 @@ class TurnTools:
         self.records.append(record)
         return record
 
-    def refusal(self, name: str) -> str | None:
-        """Why this turn may not call ``name`` (a sentence for the model and the user), or None."""
+    def refusal(self, call: ToolCall) -> str | None:
+        """Why this turn may not make ``call`` (a sentence for the model and the user), or None."""
+        name = call.name
+        if call.problem:
+            return f"The call of {name} was not made: {call.problem}."
         if not tool_allowed(self.patterns, name):
             return f"The tool {name} is not enabled in this conversation."
         server = name.partition(".")[0]

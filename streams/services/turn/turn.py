@@ -13,6 +13,7 @@ server told (``mothership.infra.mcp``).
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from mothership.infra.signals import send_logged
 from streams import abort, approvals, eventlog, events
 from streams.models import Stream
 from streams.providers import TextDelta, ToolCall, Usage, get_provider
-from streams.providers.base import with_estimate
+from streams.providers.base import estimate_tokens, with_estimate
 from streams.services.finalize import SEAL_RETRY_SECONDS
 from streams.services.history import continued_text, conversation_history
 from streams.services.spending import TurnBudget
@@ -140,15 +141,32 @@ class Turn:
                 results.append(self._call_tool(call))
                 if self.cut_short:
                     return True
-            messages = [
-                *messages,
-                {
-                    "role": "assistant",
-                    "content": self.journal.received_text()[said:],
-                    "tool_calls": [{"id": c.call_id, "name": c.name, "arguments": c.arguments} for c in calls],
-                },
-                *({"role": "tool", "tool_call_id": r["callId"], "name": r["tool"], "content": r["content"]} for r in results),
-            ]
+            sent, messages = (
+                messages,
+                [
+                    *messages,
+                    {
+                        "role": "assistant",
+                        "content": self.journal.received_text()[said:],
+                        "tool_calls": [{"id": c.call_id, "name": c.name, "arguments": c.arguments} for c in calls],
+                    },
+                    *(
+                        {
+                            "role": "tool",
+                            "tool_call_id": r["callId"],
+                            "name": r["tool"],
+                            "content": r["content"],
+                            **({"is_error": True} if r["status"] != "ok" else {}),
+                        }
+                        for r in results
+                    ),
+                ],
+            )
+            # Each round's prompt is charged as it is sent; one that would cross the budget is not sent.
+            if not self.meter.reserve_round(stream=self.stream, messages=messages, cached=sent):
+                self.over_budget()
+                self.cut_short = True  # ended by the budget, not by the model
+                return True
         raise AssertionError("unreachable")
 
     def _model_round(self, provider, messages: list[dict], prefix: str) -> tuple[list[ToolCall], bool]:
@@ -162,10 +180,17 @@ class Turn:
 
     def _produce(self, provider, messages, prefix: str = "") -> None:
         try:
-            for item in provider.stream(messages=messages, stop=self.stop, cache_key=str(self.chat_id), prefix=prefix):
+            # Listed here, not before the thread: a stop while a tool server is slow to list lands at once.
+            tools = self.tools.offered() if getattr(provider, "takes_tool_definitions", False) else ()
+            for item in provider.stream(
+                messages=messages, stop=self.stop, cache_key=str(self.chat_id), prefix=prefix, tools=tools
+            ):
                 if isinstance(item, TextDelta):
                     self.journal.add_text(item.text)
                 else:
+                    if isinstance(item, ToolCall):  # the model wrote it: output, charged as text is
+                        written = json.dumps(item.arguments)
+                        self.journal.charge_output(written, estimate_tokens(written))
                     self._items.put(item)
         except BaseException as exc:  # forwarded to the run loop, which decides the outcome
             self._items.put(exc)
@@ -199,7 +224,7 @@ class Turn:
         record = self.tools.open(call)
         self.journal.emit(events.TOOL_CALL, callId=call.call_id, tool=call.name, arguments=call.arguments)
         started = time.monotonic()
-        refusal = self.tools.refusal(call.name)
+        refusal = self.tools.refusal(call)
         decision = approvals.APPROVE
         if refusal is None and self.tools.needs_approval(call.name):
             decision = self._wait_for_approval(call)
