@@ -100,10 +100,12 @@ async def overhead(base: str, token: str, chat_ids: list[str], seconds: float, l
             )
         )
     called, answered, done = {}, {}, set()
+    timeline: dict[str, list] = {}  # chat id → (time at the socket, event type) of each of its events
     while len(done) < len(chat_ids):
         event = json.loads(await socket.recv())
         now = time.time()
         chat_id = event.get("conversationId")
+        timeline.setdefault(chat_id, []).append((now, event.get("type")))
         if event.get("type") == "stream.tool_call":
             called[chat_id] = now
         elif event.get("type") == "stream.tool_result":
@@ -118,6 +120,16 @@ async def overhead(base: str, token: str, chat_ids: list[str], seconds: float, l
         end = next(r["at"] for r in records if r["label"] == label and r["event"] == "finished")
         back.append(answered[chat_id] - end)
         seen_late.append(called[chat_id] - start)
+    if len(chat_ids) > 1:  # where the slowest call's time went: its events at the socket, and its server's record
+        worst = max(
+            labels,
+            key=lambda c: answered[c] - next(r["at"] for r in records if r["label"] == labels[c] and r["event"] == "finished"),
+        )
+        marks = [(r["at"], f"server: {r['event']}") for r in records if r["label"] == labels[worst]]
+        first = min(t for t, _ in timeline[worst] + marks)
+        print("slowest call's timeline (ms from its first mark):")
+        for at, what in sorted(timeline[worst] + marks):
+            print(f"  {1000 * (at - first):8.1f}  {what}")
     return back, seen_late
 
 

@@ -10,7 +10,7 @@ class MothershipConfig(AppConfig):
     def ready(self):
         from chats.signals import chat_created, chat_renamed
         from mothership import receivers
-        from streams.signals import turn_claimed, turn_sealed, turn_started, turn_waiting
+        from streams.signals import turn_claimed, turn_sealed, turn_started, turn_tool_changed
         from warming.signals import warming_changed
 
         chat_created.connect(receivers.on_chat_created, dispatch_uid="mothership.on_chat_created")
@@ -18,7 +18,7 @@ class MothershipConfig(AppConfig):
         turn_started.connect(receivers.on_turn_started, dispatch_uid="mothership.on_turn_started")
         turn_claimed.connect(receivers.on_turn_claimed, dispatch_uid="mothership.on_turn_claimed")
         turn_sealed.connect(receivers.on_turn_sealed, dispatch_uid="mothership.on_turn_sealed")
-        turn_waiting.connect(receivers.on_turn_waiting, dispatch_uid="mothership.on_turn_waiting")
+        turn_tool_changed.connect(receivers.on_turn_tool_changed, dispatch_uid="mothership.on_turn_tool_changed")
         warming_changed.connect(receivers.on_warming_changed, dispatch_uid="mothership.on_warming_changed")
 
         # Access withdrawn at once: Django's and DRF's own signals of the models involved.

@@ -22,8 +22,8 @@ def on_turn_claimed(sender, *, chat_id, workspace_id, **kwargs) -> None:
     tile_push(chat_id=chat_id, workspace_id=workspace_id)  # "queued" becomes "streaming"
 
 
-def on_turn_waiting(sender, *, chat_id, workspace_id, **kwargs) -> None:
-    tile_push(chat_id=chat_id, workspace_id=workspace_id)  # "needs you" on every dashboard, and back
+def on_turn_tool_changed(sender, *, chat_id, workspace_id, **kwargs) -> None:
+    tile_push(chat_id=chat_id, workspace_id=workspace_id)  # "needs you" or the running tool on every dashboard, and back
 
 
 def on_turn_sealed(sender, *, chat_id, **kwargs) -> None:

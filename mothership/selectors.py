@@ -22,6 +22,7 @@ from chats.services import chat_markers_repair
 from mothership.infra import cursors
 from streams.models import Stream
 from streams.selectors import Liveness, stream_snapshot, streams_liveness
+from streams.tools import tool_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ class ChatView:
     last_finished_at: datetime.datetime | None = None  # when the last turn ended
     seen_at: datetime.datetime | None = None  # when this user last had the chat open (lists only)
     waiting_call: str | None = None  # the tool call the live turn waits on a person for
+    running_tool: tuple[str, int] | None = None  # the tool the live turn runs, since (epoch ms)
+
+    @property
+    def running_seconds(self) -> int | None:
+        return None if self.running_tool is None else max(0, int(time.time() - self.running_tool[1] / 1000))
 
     @property
     def unread(self) -> bool:
@@ -133,10 +139,11 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
     """
     last_event: dict[str, int | None] = {}
     waiting: dict[str, str | None] = {}
+    running: dict[str, tuple[str, int] | None] = {}
     owners = None
     if check:
         if (live := _liveness([c for c in chats if c.active_stream_id is not None])) is not None:
-            owners, last_event, waiting = live.owners, live.last_event, live.waiting
+            owners, last_event, waiting, running = live.owners, live.last_event, live.waiting, live.running
     else:  # only for measuring what reconciliation costs (bench/reconcile.py)
         repair = False
     views, repairs = [], {}
@@ -163,6 +170,7 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
                 # The marker's stream only: when another owns the lock, its silence is not known here.
                 last_event_at=last_event.get(str(active)) if active == chat.active_stream_id else None,
                 waiting_call=waiting.get(str(active)) if active == chat.active_stream_id else None,
+                running_tool=running.get(str(active)) if active == chat.active_stream_id else None,
                 last_finished_at=getattr(chat, "last_stream_finished_at", None),
                 seen_at=getattr(chat, "seen_at", None),
             )
@@ -219,3 +227,15 @@ def chat_detail(*, user, chat_id) -> ChatDetail:
     messages, earlier = chat_messages_page(chat=chat, limit=MESSAGE_PAGE)
     snapshot = stream_snapshot(stream_id=view.active_stream_id) if view.active_stream_id else None
     return ChatDetail(view=view, messages=messages, stream=snapshot, messages_cursor=earlier)
+
+
+def chat_tool_choices(patterns) -> list[dict]:
+    """Each configured tool server with whether the chat has all its tools, and each listed tool
+    with whether the chat has it."""
+    chosen = set(patterns or ())
+    servers = []
+    for server in tool_catalog():
+        every = f"{server['name']}.*" in chosen
+        tools = [{**tool, "on": every or tool["name"] in chosen} for tool in server["tools"] or ()]
+        servers.append({**server, "all": every, "tools": tools, "listed": server["tools"] is not None})
+    return servers

@@ -295,6 +295,8 @@ MOTHERSHIP_WS_MESSAGE_BURST = env_int("MOTHERSHIP_WS_MESSAGE_BURST", 100, minimu
 MOTHERSHIP_SEND_RATE = env_rate("MOTHERSHIP_SEND_RATE", "60/min")
 MOTHERSHIP_WARMING_CHANGE_RATE = env_rate("MOTHERSHIP_WARMING_CHANGE_RATE", "60/min")
 MOTHERSHIP_WARM_NOW_RATE = env_rate("MOTHERSHIP_WARM_NOW_RATE", "10/min")
+# Tool calls a member's turns may make (every model's call counts, made or refused past it).
+MOTHERSHIP_TOOL_CALL_RATE = env_rate("MOTHERSHIP_TOOL_CALL_RATE", "120/min")
 # ``/ws/?token=<API token>``: off, since proxies log URLs; API clients use a socket ticket
 # (``POST /api/auth/ws-ticket``). On only for old clients.
 MOTHERSHIP_WS_TOKEN_IN_URL = env_bool("MOTHERSHIP_WS_TOKEN_IN_URL", False)

@@ -93,6 +93,10 @@ def chat_page(request, chat_id):
             (m.content for m in detail.messages if detail.stream and str(m.id) == detail.stream["assistant_message_id"]), ""
         ),
         "system_prompt_max": SYSTEM_PROMPT_MAX,
+        # The tools picker: the servers of MCP_SERVERS, each with the tools a worker listed.
+        "tool_servers": selectors.chat_tool_choices(detail.view.chat.tools),
+        # A live turn's calls so far (from its log), drawn as cards until its seal saves them.
+        "active_tool_calls": (detail.stream or {}).get("tool_calls") or [],
         "warming_min": settings.MOTHERSHIP_WARMING_MIN_INTERVAL,
         "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
     }

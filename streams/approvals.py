@@ -1,21 +1,26 @@
-"""Tool calls that wait for a person, in Redis.
+"""Tool calls that wait for a person, and the call a turn is running, in Redis.
 
 ``mothership:tool-approval:<stream_id>:<call_id>`` holds ``waiting`` until a member answers
 (``approve`` or ``deny``, set once, by compare-and-set); ``mothership:tool-waiting:<stream_id>``
 holds the id of the call its turn waits on, with the lock's TTL, renewed by the waiting worker:
 a worker that dies stops saying "needs you" within one TTL, as its lock does. The reconciled
 chat view reads the waiting key in the same MGET as the lock (``streams.selectors``).
+
+``mothership:tool-running:<stream_id>`` holds ``<epoch ms>|<server>.<tool>`` while the turn's call
+runs (the lock's TTL, renewed while it runs): a tile says which tool runs and for how long.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from mothership.infra.redis import get_redis
 
 KEY_PREFIX = "mothership:tool-approval:"
 WAITING_PREFIX = "mothership:tool-waiting:"
+RUNNING_PREFIX = "mothership:tool-running:"
 WAITING, APPROVE, DENY = "waiting", "approve", "deny"
 _DECISION_TTL_MS = 24 * 3600 * 1000
 CALL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
@@ -51,6 +56,30 @@ def approval_key(stream_id, call_id: str) -> str:
 
 def waiting_key(stream_id) -> str:
     return f"{WAITING_PREFIX}{uuid.UUID(str(stream_id))}"
+
+
+def running_key(stream_id) -> str:
+    return f"{RUNNING_PREFIX}{uuid.UUID(str(stream_id))}"
+
+
+def tool_running(*, stream_id, tool: str, ttl_ms: int) -> None:
+    get_redis().set(running_key(stream_id), f"{int(time.time() * 1000)}|{tool}", px=ttl_ms)
+
+
+def tool_running_renew(*, stream_id, ttl_ms: int) -> None:
+    get_redis().pexpire(running_key(stream_id), ttl_ms)
+
+
+def tool_done(*, stream_id) -> None:
+    get_redis().delete(running_key(stream_id))
+
+
+def running_of(value: bytes | None) -> tuple[str, int] | None:
+    """A running mark's (tool, since epoch ms), or None."""
+    if value is None:
+        return None
+    since, _, tool = value.decode().partition("|")
+    return (tool, int(since)) if since.isdigit() and tool else None
 
 
 def approval_open(*, stream_id, call_id: str, ttl_ms: int) -> None:

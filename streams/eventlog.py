@@ -138,3 +138,24 @@ async def aread(stream_id, *, after_seq: int = 0) -> list[dict]:
 
 def snapshot_text(log: list[dict]) -> str:
     return "".join(e.get("text", "") for e in log if e["type"] == events.DELTA)
+
+
+def tool_calls_of(log: list[dict], *, open_calls: str = "running", open_content: str = "") -> list[dict]:
+    """The record of a turn's tool calls, read from its events (as the turn keeps it while it
+    runs): a call with no result yet is ``open_calls`` (``waiting`` while it waits for a person)."""
+    calls: dict[str, dict] = {}
+    for event in log:
+        if event["type"] == events.TOOL_CALL:
+            calls[event["callId"]] = {
+                "callId": event["callId"],
+                "tool": event["tool"],
+                "arguments": event["arguments"],
+                "status": open_calls,
+                "content": open_content,
+                "durationMs": None,
+            }
+        elif event["type"] == events.TOOL_APPROVAL and event["callId"] in calls and open_calls == "running":
+            calls[event["callId"]]["status"] = "waiting"
+        elif event["type"] == events.TOOL_RESULT and event["callId"] in calls:
+            calls[event["callId"]].update(status=event["status"], content=event["content"], durationMs=event["durationMs"])
+    return list(calls.values())

@@ -18,22 +18,25 @@ class Liveness:
     owners: dict[str, str | None]  # each chat's lock owner, by chat id
     last_event: dict[str, int | None]  # epoch ms of each stream's latest event, by stream id (None before its first)
     waiting: dict[str, str | None]  # the tool call each stream waits on a person for, by stream id
+    running: dict[str, tuple[str, int] | None]  # the tool each stream runs, and since when (epoch ms)
 
 
 def streams_liveness(marked: list[tuple]) -> Liveness:
     """For ``(chat_id, stream_id)`` pairs, in one MGET: each chat's lock, each stream's last event
-    and the tool call it waits on a person for (``streams.approvals``)."""
+    the tool call it waits on a person for, and the tool it runs (``streams.approvals``)."""
     if not marked:
-        return Liveness({}, {}, {})
+        return Liveness({}, {}, {}, {})
     n = len(marked)
     keys = [locks.lock_key(chat_id) for chat_id, _ in marked]
     keys += [eventlog.activity_key(stream_id) for _, stream_id in marked]
     keys += [approvals.waiting_key(stream_id) for _, stream_id in marked]
+    keys += [approvals.running_key(stream_id) for _, stream_id in marked]
     values = get_redis().mget(keys)
     return Liveness(
         owners={str(chat_id): (v.decode() if v is not None else None) for (chat_id, _), v in zip(marked, values)},
         last_event={str(s): (int(v) if v is not None else None) for (_, s), v in zip(marked, values[n : 2 * n])},
-        waiting={str(s): (v.decode() if v is not None else None) for (_, s), v in zip(marked, values[2 * n :])},
+        waiting={str(s): (v.decode() if v is not None else None) for (_, s), v in zip(marked, values[2 * n : 3 * n])},
+        running={str(s): approvals.running_of(v) for (_, s), v in zip(marked, values[3 * n :])},
     )
 
 
@@ -58,6 +61,7 @@ def stream_snapshot(*, stream_id) -> dict | None:
         "status": stream.status,
         "last_seq": log[-1]["seq"] if log else stream.last_seq,
         "text": eventlog.snapshot_text(log) if log is not None else None,
+        "tool_calls": eventlog.tool_calls_of(log) if log is not None else [],
         "assistant_message_id": str(stream.assistant_message_id) if stream.assistant_message_id else None,
         "provider": stream.provider,
         "model": stream.model,

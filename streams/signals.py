@@ -17,6 +17,7 @@ turn_claimed = Signal()
 # Arguments: chat_id, stream_id, status, sealed_at.
 turn_sealed = Signal()
 
-# A turn's tool call began or stopped waiting for a person (the tile says "needs you" meanwhile).
+# A turn's tool call began or stopped waiting for a person (the tile says "needs you" meanwhile),
+# or began or stopped running (the tile names the tool).
 # Arguments: chat_id, workspace_id, stream_id.
-turn_waiting = Signal()
+turn_tool_changed = Signal()

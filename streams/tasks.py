@@ -32,6 +32,20 @@ def _start_queue_keeper(sender, **kwargs) -> None:
         _keepers.append(keeper)
 
 
+@worker_ready.connect
+def _list_tools(sender, **kwargs) -> None:
+    """Each MCP server's tools listed once the worker is up (off its start path), for the pages' picker."""
+    import threading
+
+    from django.conf import settings
+
+    turn_queue = sender.app.conf.task_default_queue
+    if settings.MCP_SERVERS and turn_queue in {queue.name for queue in sender.task_consumer.queues}:
+        from streams.tools import tool_catalog_refresh
+
+        threading.Thread(target=tool_catalog_refresh, name="mcp-catalog", daemon=True).start()
+
+
 @worker_shutdown.connect
 def _stop_queue_keeper(**kwargs) -> None:
     while _keepers:

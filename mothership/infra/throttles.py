@@ -19,6 +19,7 @@ SCOPES = {
     "send": ("MOTHERSHIP_SEND_RATE", "Too many messages sent."),
     "warming": ("MOTHERSHIP_WARMING_CHANGE_RATE", "Too many warming changes."),
     "warm_now": ("MOTHERSHIP_WARM_NOW_RATE", "Too many warms asked for."),
+    "tool_call": ("MOTHERSHIP_TOOL_CALL_RATE", "Too many tool calls."),
 }
 
 
@@ -32,7 +33,8 @@ class _UserRate(UserRateThrottle):
 
 
 def user_rate_check(*, scope: str, user) -> None:
-    """Count one action of ``scope`` for ``user``; raise ``Throttled`` (with the wait) past its rate."""
+    """Count one action of ``scope`` for ``user`` (a user, or anything with its ``pk`` and
+    ``is_authenticated``); raise ``Throttled`` (with the wait) past its rate."""
     throttle = _UserRate(scope)
     if not throttle.allow_request(SimpleNamespace(user=user), None):
         raise Throttled(wait=throttle.wait(), detail=SCOPES[scope][1])

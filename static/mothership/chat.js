@@ -6,6 +6,7 @@ import { replies } from "./replies.js";
 import { conversationList } from "./chatnav.js";
 import { followEnd } from "./scroll.js";
 import { chatSettings } from "./chatsettings.js";
+import { showToolCall, showToolCalls } from "./toolcards.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -148,11 +149,14 @@ function onEvent(event) {
   } else if (event.type === "stream.delta") {
     rendererFor(state.activeMessageId).append(event.text);
   } else if (event.type === "stream.tool_call") {
+    showToolCall(assistantBubble(state.activeMessageId), { ...event, status: "running" });
     statusLine.textContent = `Running the tool ${event.tool}…`;
   } else if (event.type === "stream.tool_approval") {
+    showToolCall(assistantBubble(state.activeMessageId), { ...event, status: "waiting" });
     askApproval(event);
   } else if (event.type === "stream.tool_result") {
     approvalBox.hidden = true;
+    showToolCall(assistantBubble(state.activeMessageId), event);
     statusLine.textContent = `The tool answered: ${event.status} (${event.durationMs} ms).`;
   } else if (TERMINAL.includes(event.type)) {
     approvalBox.hidden = true;
@@ -385,6 +389,11 @@ for (const li of transcript.querySelectorAll(".msg--assistant")) {
   if (li.dataset.messageId === state.activeMessageId) {
     state.prefix = root.dataset.activePrefix || "";
     rendererFor(li.dataset.messageId);
+    // Its calls so far, from the log; one that waits for a person asks again here.
+    const calls = JSON.parse(document.getElementById("active-tool-calls")?.textContent || "[]");
+    showToolCalls(li, calls);
+    const waiting = calls.find((call) => call.status === "waiting");
+    if (waiting) askApproval(waiting);
   } else reply.stored(li, li.querySelector(".msg-content").textContent);
 }
 setBusy(Boolean(state.activeStreamId));

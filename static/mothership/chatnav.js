@@ -3,6 +3,9 @@
 // a search box ("/" or Ctrl+K focuses it), collapsed on a phone. The side sections remember
 // whether they were open.
 
+// What a state reads as in the list, as the server writes it (_chat_link.html).
+const STATE_WORDS = { idle: "", completed: "", waiting: "needs you" };
+
 const PHONE = "(max-width: 760px)";
 
 export function conversationList({ currentChatId }) {
@@ -68,14 +71,14 @@ export function conversationList({ currentChatId }) {
     }
     // A reply of another conversation that ends while this page is open is new to its reader (the
     // server keeps the answer for the next page: the reader has not opened that conversation).
-    if (tile.conversationId !== currentChatId && li.dataset.state === "streaming" && tile.state !== "streaming") {
+    if (tile.conversationId !== currentChatId && ["streaming", "waiting"].includes(li.dataset.state) && !["streaming", "waiting"].includes(tile.state)) {
       li.dataset.unread = "true";
     }
     li.querySelector(".chat-link-unread").hidden = li.dataset.unread !== "true";
     li.className = `chat-link chat-link--${tile.state}`;
     li.dataset.state = tile.state;
     li.querySelector(".chat-link-title").textContent = tile.title;
-    li.querySelector(".chat-link-state").textContent = ["idle", "completed"].includes(tile.state) ? "" : tile.state;
+    li.querySelector(".chat-link-state").textContent = STATE_WORDS[tile.state] ?? tile.state;
     if (tile.conversationId === currentChatId) li.querySelector("a").setAttribute("aria-current", "page");
     filter();
   }

@@ -35,6 +35,7 @@ export function chatSettings({ chatId, csrf, notice, onModelChanged }) {
     });
   }
 
+  toolsPicker(chatId, csrf);
   const form = document.getElementById("system-form");
   if (!form) return;
   const box = document.getElementById("system-prompt");
@@ -58,4 +59,35 @@ export function chatSettings({ chatId, csrf, notice, onModelChanged }) {
     status.textContent = saved ? "Saved: the next replies follow it." : "Removed: the next replies have none.";
   });
   describe();
+}
+
+// The chat's tools: a server's "All its tools" (``<server>.*``) or some of them, saved together.
+function toolsPicker(chatId, csrf) {
+  const form = document.getElementById("tools-form");
+  if (!form) return;
+  const status = document.getElementById("tools-status");
+  const summary = document.getElementById("tools-summary");
+  const boxes = () => [...form.querySelectorAll("input[name=tool]")];
+  const chosen = () => boxes().filter((box) => box.checked && !box.disabled).map((box) => box.value);
+  form.addEventListener("change", (e) => {
+    const box = e.target;
+    if (box.dataset.all === "true")
+      for (const one of box.closest("fieldset").querySelectorAll("input[name=tool]:not([data-all])")) {
+        one.disabled = box.checked;
+        if (box.checked) one.checked = true;
+      }
+    status.textContent = "Not saved yet";
+  });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    status.textContent = "Saving…";
+    const { ok, body } = await patchChat(chatId, csrf, { tools: chosen() });
+    if (!ok) {
+      status.textContent = problem(body, "Could not save; try again.");
+      return;
+    }
+    const count = body.tools?.length ?? chosen().length;
+    summary.textContent = count ? "on" : "none";
+    status.textContent = count ? "Saved: the next replies may call them." : "Saved: the next replies call no tool.";
+  });
 }

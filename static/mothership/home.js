@@ -60,6 +60,9 @@ function paint(scope) {
     badge.textContent = `warming · next ${countdown(badge.dataset.nextWarmAt)}`;
   }
   for (const time of scope.querySelectorAll(".tile-time[datetime]")) time.textContent = relativeTime(time.getAttribute("datetime"));
+  // A running tool: how long it has run, by the second.
+  for (const since of scope.querySelectorAll(".tile-state [data-since]"))
+    since.textContent = `${Math.max(0, Math.floor((Date.now() - Number(since.dataset.since)) / 1000))} s`;
 }
 
 async function reread() {

@@ -3,6 +3,7 @@
 // last one).
 import { dollars } from "./live.js";
 import { copyButton, renderInto, streamRenderer } from "./markdown.js";
+import { showToolCalls } from "./toolcards.js";
 
 const TOKENS = [
   ["input_tokens", "in"],
@@ -52,6 +53,7 @@ export function replies({ transcript, chatId, canContinue, onAgain, onCopied }) 
     const li = item(id);
     if (!li || !row) return;
     figures[id] = row;
+    showToolCalls(li, row.tool_calls); // as the seal saved them (a call the turn left open: how it ended)
     foot(li).querySelector(".msg-meta").textContent = figuresLine(row, labels);
   }
 
@@ -86,7 +88,10 @@ export function replies({ transcript, chatId, canContinue, onAgain, onCopied }) 
     const li = item(id);
     if (!li) return;
     renderers.delete(id);
-    if (!continued) sources.set(id, "");
+    if (!continued) {
+      sources.set(id, "");
+      li.querySelector(".msg-tools")?.remove(); // the calls of the attempt before
+    }
     for (const status of CONTINUABLE) li.classList.remove(`msg--${status}`);
     li.querySelector(".msg-status")?.remove();
     li.querySelector(".msg-meta")?.replaceChildren();

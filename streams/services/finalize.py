@@ -30,6 +30,8 @@ from streams.signals import turn_sealed
 
 logger = logging.getLogger(__name__)
 
+TURN_ENDED_BEFORE_TOOL = "The turn ended before the tool answered."  # a call the turn left open
+
 # How long a worker keeps trying to seal its turn while the database is away (its lock kept).
 SEAL_RETRY_SECONDS = 300
 
@@ -231,22 +233,6 @@ def salvage(stream: Stream, *, open_calls: str = "interrupted") -> Salvaged:
     text = eventlog.snapshot_text(log)
     if text and usage == Usage():
         usage = with_estimate(usage, prompt=conversation_history(stream=stream), text=text, finished=False)
-    return Salvaged(text, last_seq, usage, tool_calls_of(log, open_calls=open_calls))
-
-
-def tool_calls_of(log: list[dict], *, open_calls: str) -> list[dict]:
-    """The record of a turn's tool calls, read from its events (as ``Turn`` keeps it while it runs)."""
-    calls: dict[str, dict] = {}
-    for event in log:
-        if event["type"] == events.TOOL_CALL:
-            calls[event["callId"]] = {
-                "callId": event["callId"],
-                "tool": event["tool"],
-                "arguments": event["arguments"],
-                "status": open_calls,
-                "content": "The turn ended before the tool answered.",
-                "durationMs": None,
-            }
-        elif event["type"] == events.TOOL_RESULT and event["callId"] in calls:
-            calls[event["callId"]].update(status=event["status"], content=event["content"], durationMs=event["durationMs"])
-    return list(calls.values())
+    return Salvaged(
+        text, last_seq, usage, eventlog.tool_calls_of(log, open_calls=open_calls, open_content=TURN_ENDED_BEFORE_TOOL)
+    )

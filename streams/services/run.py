@@ -94,6 +94,7 @@ def _execute(turn: Turn) -> _Outcome:
         fenced=turn.fenced,
         on_abort=turn.on_abort,
         retake_lock=turn.journal.retake_lock,
+        on_redis_away=turn.journal.redis_was_away,
     )
     heartbeat.start()
     listener = abort.listener()

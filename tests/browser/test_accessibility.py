@@ -4,7 +4,6 @@ or critical violation. The same pages are the README's screenshots (MOTHERSHIP_S
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -12,11 +11,10 @@ from playwright.sync_api import expect
 from chats.services import chat_create, workspace_create
 
 from .conftest import SCREENSHOTS
-from .pages import send
+from .pages import axe_violations, send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
-AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 REPLY = """## A rendered reply
 
 Replies render as **Markdown**, with `code`, lists and highlighted blocks:
@@ -29,19 +27,6 @@ def answer(question):
     return "42"
 ```
 """
-
-
-def _violations(page) -> list[str]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate(
-        """async () => {
-          const result = await axe.run(document, { resultTypes: ['violations'] });
-          return result.violations
-            .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-            .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
-        }"""
-    )
-    return found
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -65,9 +50,9 @@ def test_the_dashboard_and_the_chat_page_have_no_serious_accessibility_violation
             expect(page.locator(".msg--assistant .msg-meta")).not_to_be_empty()
         else:
             expect(page.locator(".msg--assistant .msg-content h2")).to_have_count(1)
-        assert _violations(page) == [], f"chat page, {scheme}, {name}"
+        assert axe_violations(page) == [], f"chat page, {scheme}, {name}"
         home.reload()
-        assert _violations(home) == [], f"dashboard, {scheme}, {name}"
+        assert axe_violations(home) == [], f"dashboard, {scheme}, {name}"
         if save:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / f"chat-{name}-{scheme}.png"))  # what the screen shows

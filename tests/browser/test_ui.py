@@ -17,7 +17,7 @@ from warming.models import WarmingSchedule
 
 from .conftest import SCREENSHOTS
 from .pages import assistant_text as _assistant_text
-from .pages import rendered_text, set_visibility
+from .pages import axe_violations, rendered_text, set_visibility
 from .pages import send as _send
 from .pages import until as _until
 from .pages import wait_streaming as _wait_streaming
@@ -445,6 +445,12 @@ def test_a_tool_call_that_waits_for_approval_is_approved_from_the_chat_page(logi
     box = page.locator("#tool-approval")
     expect(box).to_be_visible(timeout=15000)
     expect(page.locator("#tool-approval-text")).to_contain_text('ask.roll waits for your approval: {"sides":6,"count":2}')
+    card = page.locator(".msg--assistant .tool-card").last
+    expect(card.locator(".tool-state")).to_have_text(re.compile(r"^waits for approval"))
+    expect(page.locator(f'#chat-links [data-chat-id="{chat.id}"] .chat-link-state')).to_have_text("needs you")
+    for scheme in ("dark", "light"):  # the waiting call, its buttons and its card, in both schemes
+        page.emulate_media(color_scheme=scheme)
+        assert axe_violations(page) == [], f"waiting for approval, {scheme}"
     page.screenshot(path=str(tmp_path / "approval.png"))
     if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -456,3 +462,49 @@ def test_a_tool_call_that_waits_for_approval_is_approved_from_the_chat_page(logi
     expect(page.locator("#composer-status")).to_contain_text("The tool answered: ok")
     message = Message.objects.filter(chat=chat, role="assistant").latest("created_at")
     assert [(c["tool"], c["status"]) for c in message.tool_calls] == [("ask.roll", "ok")]
+
+    # The call is a card in the reply: folded to its tool and state; unfolded, its arguments and result.
+    expect(card.locator(".tool-name")).to_have_text("ask.roll")
+    expect(card.locator(".tool-state")).to_have_text(re.compile(r"^done · \d+(\.\d)? m?s$"))
+    card.locator("summary").click()
+    expect(card.locator(".tool-arguments")).to_have_text('{\n  "count": 2,\n  "sides": 6\n}')  # keys in one order
+    expect(card.locator(".tool-result")).to_have_text(message.tool_calls[0]["content"])
+    live = card.inner_text()
+    for scheme in ("dark", "light"):
+        page.emulate_media(color_scheme=scheme)
+        assert axe_violations(page) == [], f"a tool card, {scheme}"
+    # The same card after a reload, from the reply's record.
+    page.reload()
+    card = page.locator(".msg--assistant .tool-card").last
+    card.locator("summary").click()
+    assert card.inner_text() == live
+    for viewport, name in (({"width": 1280, "height": 860}, "desktop"), ({"width": 390, "height": 844}, "phone")):
+        page.set_viewport_size(viewport)
+        page.screenshot(path=str(tmp_path / f"tool-card-{name}.png"))
+        if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
+            page.screenshot(path=str(SCREENSHOTS / f"tool-card-{name}.png"))
+
+
+def test_the_tools_picker_lists_the_servers_tools_and_saves_the_chats_choice(login, user, chat, stack):
+    context, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    section = page.locator("#tools-section")
+    # A worker lists each server's tools as it starts; the page offers what it listed.
+    deadline = time.monotonic() + 20
+    while not page.locator('#tools-form input[value="demo.roll"]').count() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page.reload()
+    section.locator("summary").click()
+    expect(section.locator("#tools-summary")).to_have_text("none")
+    page.check('#tools-form input[value="demo.roll"]')
+    page.check('#tools-form input[value="ask.*"]')
+    expect(page.locator('#tools-form input[value="ask.roll"]')).to_be_disabled()  # "all its tools" covers it
+    assert axe_violations(page) == []
+    page.click("#tools-save")
+
+    expect(page.locator("#tools-status")).to_have_text("Saved: the next replies may call them.")
+    chat.refresh_from_db()
+    assert chat.tools == ["demo.roll", "ask.*"]
+    page.reload()
+    expect(page.locator('#tools-form input[value="demo.roll"]')).to_be_checked()
+    expect(page.locator('#tools-form input[value="demo.clock"]')).not_to_be_checked()

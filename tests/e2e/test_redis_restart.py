@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 
@@ -27,6 +28,7 @@ from streams.services import stream_start
 from streams.tasks import run_stream
 from tests.support import processes
 from tests.support.redis_server import PrivateRedis
+from tests.support.tools import demo_entry, demo_records
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -58,8 +60,8 @@ def _private_redis(settings, *, persist: bool):
 
 
 @contextlib.contextmanager
-def _private_stack(settings, tmp_path, *, persist: bool, ttl: float, concurrency: int = 8):
-    """A private Redis, a worker on it, and a way to kill and restart it."""
+def _private_stack(settings, tmp_path, *, persist: bool, ttl: float, concurrency: int = 8, **env):
+    """A private Redis, a worker on it (with ``env``), and a way to kill and restart it."""
     with _private_redis(settings, persist=persist) as server:
         worker = processes.start_worker_on_own_queue(
             tmp_path,
@@ -71,6 +73,7 @@ def _private_stack(settings, tmp_path, *, persist: bool, ttl: float, concurrency
             MOTHERSHIP_STREAM_LOCK_TTL=ttl,
             MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
             MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
+            **env,
         )
         server.queue, server.worker = worker.queue, worker
         try:
@@ -275,3 +278,44 @@ async def test_a_turn_waiting_in_the_queue_when_redis_restarts_empty_still_runs(
         finally:
             beat.stop()
             background.stop()
+
+
+@pytest.fixture(params=["data kept", "restarted empty"])
+def tool_outage(request, settings, tmp_path):
+    """As ``outage``, with the demo tool server (a child of the worker) recording its calls."""
+    log = tmp_path / "tools.jsonl"
+    servers = json.dumps([demo_entry(log)])
+    with _private_stack(settings, tmp_path, persist=request.param == "data kept", ttl=10, MCP_SERVERS=servers) as server:
+        server.tool_log = log
+        yield server
+
+
+async def test_a_tool_call_in_flight_when_redis_restarts_completes_and_resumes_gapless(
+    tool_outage, turns_not_enqueued, user, chat
+):
+    chat.tools = ["demo.*"]
+    await database_sync_to_async(chat.save)(update_fields=["tools"])
+    turn = await database_sync_to_async(stream_start)(chat=chat, content='/tool demo.sleep {"seconds": 6, "label": "outage"}')
+    stream_id = str(turn.stream.id)
+    live = asyncio.create_task(_follow(user, chat, stream_id, timeout=40))
+    _enqueue(tool_outage, stream_id)
+    started = lambda: any(r.get("label") == "outage" for r in demo_records(tool_outage.tool_log))  # noqa: E731
+    await database_sync_to_async(wait_for)(started, 20, "the server to start the call")
+    await asyncio.sleep(1.2)  # the append-only file holds the call's event
+
+    await asyncio.to_thread(tool_outage.stop)  # Redis away while the tool runs
+    await asyncio.sleep(3)
+    await asyncio.to_thread(tool_outage.start)
+
+    stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 40, "the seal")
+    message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+    output = tool_outage.worker.output()[-3000:]
+    assert (stream.status, message.status) == ("completed", "complete"), output
+    assert [(c["tool"], c["status"]) for c in message.tool_calls] == [("demo.sleep", "ok")], output
+    assert [r["event"] for r in demo_records(tool_outage.tool_log)] == ["started", "finished"]
+    # Every tab sees the call and its result once, in order, with the reply's text.
+    for events in (await asyncio.wait_for(live, 20), await _follow(user, chat, stream_id)):
+        _assert_gapless(events, message.content)
+        types = [e["type"] for e in events]
+        assert types.count("stream.tool_call") == 1 and types.count("stream.tool_result") == 1
+        assert types.index("stream.tool_call") < types.index("stream.tool_result")

@@ -82,10 +82,10 @@ def test_one_mget_and_constant_queries_whatever_the_number_of_chats(user, worksp
         with CaptureQueriesContext(connection) as queries:
             views, _next = selectors.chat_list(user=user, workspace=workspace)
         assert sum(v.active_stream_id is not None for v in views) == n // 2
-        assert mgets() == [3 * n]  # one MGET for all marked chats: lock, last event, waiting call
+        assert mgets() == [4 * n]  # one MGET for all marked chats: lock, last event, waiting call, running tool
         measured[n] = len(queries)
         selectors.chat_list(user=user, workspace=workspace)
-        assert mgets() == [3 * (n // 2)]  # repaired rows no longer ask Redis
+        assert mgets() == [4 * (n // 2)]  # repaired rows no longer ask Redis
     assert measured[4] == measured[40]
     Chat.objects.filter(active_stream_id__isnull=False).update(active_stream_id=None)
     redis_round_trips.clear()

@@ -7,12 +7,14 @@ next turn sends."""
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
 
 import pytest
 
 from chats.models import Message
 from chats.selectors import conversation_prefix
+from mothership.infra.mcp.config import parse_servers
 from spend.services import budget_set
 from streams import eventlog, events
 from streams.models import Stream
@@ -191,3 +193,22 @@ def test_a_tool_call_stream_is_resumable_from_any_seq_with_no_gap(model, tool_ch
     middle = next(e["seq"] for e in log if e["type"] == events.TOOL_CALL)
     assert eventlog.read(stream.id, after_seq=middle - 1) == log[middle - 1 :]
     assert Stream.objects.get(pk=stream.id).status == "completed"
+
+
+def test_a_published_server_nobody_here_wrote_is_offered_and_called(model, chat, settings):
+    """``mcp-server-time`` from PyPI (the MCP project's own reference server), over stdio."""
+    settings.MCP_SERVERS = parse_servers(
+        json.dumps([{"name": "time", "command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}])
+    )
+    chat.tools = ["time.*"]
+    chat.save(update_fields=["tools"])
+
+    status, stream, message = run_turn(chat, 'call time__get_current_time {"timezone": "Europe/Paris"}')
+
+    assert status == "completed"
+    first = model.requests[0]["body"]
+    assert sorted(_offered(first)) == ["time__convert_time", "time__get_current_time"]
+    (call,) = message.tool_calls
+    assert (call["tool"], call["status"]) == ("time.get_current_time", "ok")
+    assert json.loads(call["content"])["timezone"] == "Europe/Paris"
+    assert call["content"] in message.content  # the model was sent the result

@@ -272,3 +272,41 @@ def test_a_second_answer_is_refused_and_stop_ends_a_waiting_call(approving, api)
     message = Message.objects.get(pk=waiting.assistant_message.pk)
     assert (outcome["run"], message.status, message.tool_calls[0]["status"]) == ("cancelled", "cancelled", "cancelled")
     assert api.get(f"/api/mothership/chats/{approving.id}").json()["state"] == "cancelled"
+
+
+def test_a_running_call_names_its_tool_on_the_tile_and_in_the_snapshot_until_it_answers(tool_chat, demo_log):
+    from django.template.loader import render_to_string
+
+    from mothership.selectors import chat_views_by_id
+    from streams.selectors import stream_snapshot
+
+    turn = stream_start(chat=tool_chat, content='/tool demo.sleep {"seconds": 1.5, "label": "tile"}')
+    worker, outcome = _run_in_thread(turn)
+    wait_for(lambda: any(r.get("label") == "tile" for r in demo_records(demo_log)), 20, "the server to start the call")
+
+    (view,) = chat_views_by_id([tool_chat.pk])
+    tile = render_to_string("mothership/_tile.html", {"tile": view})
+    (running,) = stream_snapshot(stream_id=turn.stream.id)["tool_calls"]
+    worker.join(20)
+
+    assert view.state == "streaming" and view.running_tool[0] == "demo.sleep"
+    assert "running demo.sleep" in tile and "data-since" in tile
+    assert (running["tool"], running["status"], running["content"]) == ("demo.sleep", "running", "")
+    assert outcome["run"] == "completed"
+    (after,) = chat_views_by_id([tool_chat.pk])
+    assert after.running_tool is None and after.state == "idle"
+
+
+def test_a_members_tool_calls_are_limited_to_their_rate_and_the_model_is_told(tool_chat, user, settings):
+    from mothership.infra.throttles import user_rate_reset
+
+    settings.MOTHERSHIP_TOOL_CALL_RATE = "2/min"
+    user_rate_reset(scope="tool_call", user=user)
+    records = []
+    for _ in range(3):
+        turn = stream_start(chat=tool_chat, content='/tool demo.roll {"sides": 6}', user=user)
+        assert stream_run(stream_id=turn.stream.id) == "completed"
+        records += Message.objects.get(pk=turn.assistant_message.pk).tool_calls
+
+    assert [r["status"] for r in records] == ["ok", "ok", "error"]
+    assert "too many tool calls" in records[-1]["content"]

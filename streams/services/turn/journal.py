@@ -96,6 +96,11 @@ class Journal:
         self.appended.append(event)
         self.seq = event["seq"]
 
+    def redis_was_away(self) -> None:
+        """Redis was away or lost the lock (the heartbeat saw it): the next append first writes
+        again whatever the log lost, as after a failed append."""
+        self.needs_resync = True
+
     def lose_redis(self) -> None:
         logger.error("stream %s: redis away for longer than the lock's TTL; sealing the turn with its text", self.stream.id)
         self.redis_lost = True

@@ -9,8 +9,12 @@ saves on the reply; a call still open when the turn ends is saved ``cancelled`` 
 from __future__ import annotations
 
 import concurrent.futures
+from types import SimpleNamespace
+
+from rest_framework.exceptions import Throttled
 
 from mothership.infra.mcp.client import ToolSpec
+from mothership.infra.throttles import user_rate_check
 from streams.providers import ToolCall
 from streams.tools import offered_tools, tool_allowed, tool_servers
 
@@ -18,8 +22,9 @@ RUNNING = "running"  # a call's status until its result arrives (never saved: th
 
 
 class TurnTools:
-    def __init__(self, patterns):
+    def __init__(self, patterns, *, user_id=None):
         self.patterns = list(patterns or ())
+        self.user_id = user_id  # whose rate of tool calls this turn's count against
         self.records: list[dict] = []
         self._offered: list[ToolSpec] | None = None
 
@@ -46,6 +51,13 @@ class TurnTools:
         config = tool_servers().configs.get(server)
         if config is None:
             return f"No tool server is named {server}."
+        if self.user_id is not None:
+            try:
+                user_rate_check(scope="tool_call", user=SimpleNamespace(pk=self.user_id, is_authenticated=True))
+            except Throttled as exc:
+                return (
+                    f"The call of {name} was not made: this member's turns made too many tool calls; retry in {exc.wait:.0f} s."
+                )
         return None
 
     def needs_approval(self, name: str) -> bool:

@@ -29,13 +29,13 @@ from streams import abort, approvals, eventlog, events
 from streams.models import Stream
 from streams.providers import TextDelta, ToolCall, Usage, get_provider
 from streams.providers.base import estimate_tokens, with_estimate
-from streams.services.finalize import SEAL_RETRY_SECONDS
+from streams.services.finalize import SEAL_RETRY_SECONDS, TURN_ENDED_BEFORE_TOOL
 from streams.services.history import continued_text, conversation_history
 from streams.services.spending import TurnBudget
 from streams.services.turn.journal import Journal, RedisLost
 from streams.services.turn.meter import BUDGET, Meter
 from streams.services.turn.tools import TurnTools
-from streams.signals import turn_waiting
+from streams.signals import turn_tool_changed
 
 _END = object()
 _ABORT = object()
@@ -64,7 +64,7 @@ class Turn:
         self._round_calls: list[ToolCall] = []
         self.meter = Meter(budget, on_over_budget=self.over_budget)
         self.journal = Journal(stream=stream, meter=self.meter, stop=self.stop, wake=self._items.put)
-        self.tools = TurnTools(stream.chat.tools)
+        self.tools = TurnTools(stream.chat.tools, user_id=stream.started_by_id)
 
     @property
     def fenced(self) -> threading.Event:
@@ -235,10 +235,26 @@ class Turn:
         elif decision != approvals.APPROVE:
             status, content = "cancelled", STOPPED_DURING_TOOL
         else:
-            future = self.tools.start(call)
-            future.add_done_callback(lambda _future: self._items.put(_TOOL_DONE))
-            status, content = self._wait_for_tool(future)
+            self._running(call.name)
+            try:
+                future = self.tools.start(call)
+                future.add_done_callback(lambda _future: self._items.put(_TOOL_DONE))
+                status, content = self._wait_for_tool(future)
+            finally:
+                self._running(None)
         return self._close_call(record, status, content, started)
+
+    def _running(self, tool: str | None) -> None:
+        """Every tile says which tool the turn runs (and since when), until it answers."""
+        try:
+            if tool is None:
+                approvals.tool_done(stream_id=self.stream.id)
+            else:
+                ttl_ms = int(settings.MOTHERSHIP_STREAM_LOCK_TTL * 1000)
+                approvals.tool_running(stream_id=self.stream.id, tool=tool, ttl_ms=ttl_ms)
+        except redis.RedisError:  # the mark expires with the lock's TTL; the tile is only less precise
+            return
+        self._tool_changed()
 
     def _wait_for_approval(self, call: ToolCall) -> str:
         """A person's answer (``approve`` / ``deny``), or ``cancelled`` when a stop lands first.
@@ -249,7 +265,7 @@ class Turn:
         ttl_ms = int(settings.MOTHERSHIP_STREAM_LOCK_TTL * 1000)
         self.journal.emit(events.TOOL_APPROVAL, callId=call.call_id, tool=call.name, arguments=call.arguments)
         approvals.approval_open(stream_id=self.stream.id, call_id=call.call_id, ttl_ms=ttl_ms)
-        self._waiting_changed()
+        self._tool_changed()
         renewed = time.monotonic()
         try:
             while True:
@@ -279,11 +295,11 @@ class Turn:
                 approvals.approval_close(stream_id=self.stream.id, call_id=call.call_id)
             except redis.RedisError:  # the mark expires with the lock's TTL
                 pass
-            self._waiting_changed()
+            self._tool_changed()
 
-    def _waiting_changed(self) -> None:
+    def _tool_changed(self) -> None:
         send_logged(
-            turn_waiting,
+            turn_tool_changed,
             sender=Stream,
             chat_id=self.chat_id,
             workspace_id=self.stream.chat.workspace_id,
@@ -304,7 +320,14 @@ class Turn:
 
     def _wait_for_tool(self, future) -> tuple[str, str]:
         """The call's (status, content); a stop abandons it at once (its server is told)."""
+        renewed = time.monotonic()
         while True:
+            if time.monotonic() - renewed > settings.MOTHERSHIP_STREAM_HEARTBEAT:
+                renewed = time.monotonic()
+                try:
+                    approvals.tool_running_renew(stream_id=self.stream.id, ttl_ms=int(settings.MOTHERSHIP_STREAM_LOCK_TTL * 1000))
+                except redis.RedisError:
+                    pass
             if self.aborted is not None:
                 future.cancel()
                 self.cut_short = True
@@ -345,5 +368,5 @@ class Turn:
         if self.aborted is not None:
             self.tools.close_open("cancelled", STOPPED_DURING_TOOL)
         else:
-            self.tools.close_open("interrupted", "The turn ended before the tool answered.")
+            self.tools.close_open("interrupted", TURN_ENDED_BEFORE_TOOL)
         return text, self.journal.owe(self.usage)
