@@ -14,9 +14,17 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class Conflict(APIException):
+    """409. A body's null fields stay null (``{"active_stream_id": null}`` when no turn is live):
+    DRF makes every value of a dict detail a string, ``None`` the string "None"."""
+
     status_code = status.HTTP_409_CONFLICT
     default_detail = "Conflict."
     default_code = "conflict"
+
+    def __init__(self, detail=None, code=None):
+        super().__init__(detail, code)
+        if isinstance(detail, dict):
+            self.detail = {key: None if value is None else self.detail[key] for key, value in detail.items()}
 
 
 class PaymentRequired(APIException):

@@ -56,11 +56,12 @@ CACHE_CONTROL = {"type": "ephemeral"}
 MAX_BREAKPOINTS = 4  # the API's limit of cache_control blocks per request
 WARM_PROMPT = "."  # the one uncached user block a warm call adds after the prefix
 
-# The error types Anthropic documents, as they read to people, and whether a retry may help.
+# The error types Anthropic documents, as they read to people (``{key}`` and ``{endpoint}``: the
+# settings of the model to check), and whether a retry may help.
 _ERROR_TYPES = {
-    "authentication_error": ("authentication failed (check ANTHROPIC_API_KEY)", False),
+    "authentication_error": ("authentication failed (check {key})", False),
     "permission_error": ("the API key may not use this model", False),
-    "not_found_error": ("not found (check LLM_MODEL and ANTHROPIC_BASE_URL)", False),
+    "not_found_error": ("not found (check {endpoint})", False),
     "invalid_request_error": ("the provider refused the request", False),
     "request_too_large": ("the conversation is too large for the provider", False),
     "billing_error": ("the provider refused: billing", False),
@@ -84,7 +85,7 @@ def _error(body) -> tuple[str | None, str]:
     return (kind if isinstance(kind, str) else None), (message if isinstance(message, str) else "")
 
 
-def _classify(exc: Exception) -> Failure | None:
+def _classify(exc: Exception, spec) -> Failure | None:
     if isinstance(exc, NotStreaming):
         return Failure(exc.reason)
     if isinstance(exc, anthropic.APITimeoutError):
@@ -96,16 +97,20 @@ def _classify(exc: Exception) -> Failure | None:
         kind, message = _error(exc.body)
         known = _ERROR_TYPES.get(kind or "")
         if known:
-            reason, retryable = known
+            reason, retryable = known[0].format(key=spec.key_hint(), endpoint=spec.endpoint_hint()), known[1]
         else:
             reason = f"the provider answered {exc.status_code}"
             retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
         if exc.status_code == 429 and spend_limited(kind, message):
             reason, retryable = "the provider refused: quota or spend limit reached", False  # no wait fixes it
-        message = provider_message(message)
-        if message and not retryable:
-            reason = f"{reason}: {message}"  # what to fix: the model name, the key, the request's size…
-        return Failure(reason, retryable=retryable, retry_after=retry_after(exc.response) if exc.status_code != 200 else None)
+        return Failure(
+            reason,
+            retryable=retryable,
+            retry_after=retry_after(exc.response) if exc.status_code != 200 else None,
+            # What to fix (the model name, the key, the request's size), or what went wrong upstream.
+            message=provider_message(message),
+            billed=exc.status_code == 200,  # an error event of a stream already billed; else an error answer
+        )
     if isinstance(exc, _StreamCut):
         return Failure("the connection to the provider dropped", retryable=True)
     if transport := transport_failure(exc, httpx):
@@ -238,9 +243,10 @@ class AnthropicProvider:
             request.append({"role": "assistant", "content": [{"type": "text", "text": prefix.rstrip()}]})
         return stream_with_retries(
             lambda: self._stream_once(request, params, names, stop),
-            classify=_classify,
+            classify=functools.partial(_classify, spec=self.spec),
             stop=stop,
             max_retries=settings.LLM_MAX_RETRIES,
+            model=self.model,
         )
 
     def _stream_once(
@@ -294,8 +300,8 @@ class AnthropicProvider:
         try:
             reply = self.client.messages.create(model=self.model, max_tokens=1, messages=request, **params)
         except (anthropic.AnthropicError, httpx.HTTPError) as exc:
-            failure = _classify(exc)
-            raise ProviderError(failure.reason if failure else f"provider error: {type(exc).__name__}") from exc
+            failure = _classify(exc, self.spec)
+            raise ProviderError(failure.said() if failure else f"provider error: {type(exc).__name__}") from exc
         return _usage(reply.usage)
 
     def warm_many(

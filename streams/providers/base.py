@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import socket
@@ -11,6 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,12 +154,17 @@ CANNOT_CONTINUE = "this model cannot continue from kept text (prefill is off in 
 
 
 class ProviderError(Exception):
-    """A provider failure that ends a stream as ``failed`` with a readable reason."""
+    """A provider failure that ends a stream as ``failed`` with a readable reason.
 
-    def __init__(self, reason: str, *, retryable: bool = False):
+    ``billed`` False: the request never reached the model (an error answer, no connection, a
+    request never sent), so the provider billed nothing for it and no usage is estimated.
+    """
+
+    def __init__(self, reason: str, *, retryable: bool = False, billed: bool = True):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.billed = billed
 
 
 class Provider(Protocol):
@@ -273,6 +281,13 @@ class Failure:
     reason: str
     retryable: bool = False
     retry_after: float | None = None  # seconds the provider asked us to wait
+    message: str = ""  # the server's own words (``provider_message``): what to fix, or what went wrong upstream
+    billed: bool = True  # False: an error answer (4xx, 5xx) or no connection; the model saw nothing
+
+    def said(self, *, mid_stream: bool = False) -> str:
+        """The turn's reason: ours, where it happened, then the server's message."""
+        reason = f"{self.reason} mid-stream" if mid_stream else self.reason
+        return f"{reason}: {self.message}" if self.message else reason
 
     def delay(self, attempt: int) -> float | None:
         """Seconds to wait before the next attempt; None when the provider asks for longer than
@@ -290,7 +305,7 @@ def transport_failure(exc: BaseException | None, httpx) -> Failure | None:
     if isinstance(exc, httpx.TimeoutException):
         return Failure("the provider timed out", retryable=True)
     if isinstance(exc, httpx.ConnectError):
-        return Failure("could not reach the provider", retryable=True)
+        return Failure("could not reach the provider", retryable=True, billed=False)
     if isinstance(exc, httpx.HTTPError):
         return Failure("the connection to the provider dropped", retryable=True)
     return None
@@ -316,11 +331,14 @@ def stream_with_retries(
     classify: Callable[[Exception], Failure | None],
     stop: threading.Event,
     max_retries: int,
+    model: str = "",
 ) -> Iterator[TextDelta | Usage]:
     """Run ``attempt`` until it ends; retry a retryable failure only before the first delta.
 
     After the first delta an error ends the stream as failed (the run loop keeps the text
     already produced): repeating the request would repeat the reply. A stop ends it quietly.
+    Each retry is logged (``model``, the reason, which retry, the wait), so a slow first token
+    has an explanation in the worker's log.
     """
     retries = 0
     while True:
@@ -337,13 +355,15 @@ def stream_with_retries(
             if failure is None:
                 raise
             if produced:
-                raise ProviderError(f"{failure.reason} mid-stream", retryable=failure.retryable) from exc
+                raise ProviderError(failure.said(mid_stream=True), retryable=failure.retryable) from exc
             delay = failure.delay(retries)
             if not failure.retryable or retries >= max_retries or delay is None:
-                raise ProviderError(failure.reason, retryable=failure.retryable) from exc
+                raise ProviderError(failure.said(), retryable=failure.retryable, billed=failure.billed) from exc
+            retries += 1
+            # The reason only, never the exception: an SDK's error text may carry the request's key.
+            logger.warning("%s: retry %d of %d in %.1f s after: %s", model, retries, max_retries, delay, failure.said())
             if stop.wait(delay):
                 return
-            retries += 1
 
 
 def hang_up(response) -> None:

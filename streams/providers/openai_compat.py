@@ -44,8 +44,6 @@ from streams.providers.base import (
     warm_each,
 )
 
-_RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
-
 
 def _usage(raw) -> Usage:
     if raw is None:
@@ -64,46 +62,81 @@ def _error_body(exc) -> dict:
     return body if isinstance(body, dict) else {}
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, openai.APITimeoutError):
-        return "the provider timed out"
-    if isinstance(exc, openai.APIConnectionError):
-        return "could not reach the provider"
-    if not isinstance(exc, openai.APIStatusError):
-        return f"provider error: {type(exc).__name__}"
+def _retryable_status(status: int | None) -> bool:
+    """What the openai SDK's own policy retries: a time-out (408), a lock time-out (409), a rate
+    limit (429), a server's error (5xx)."""
+    return status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+def _status_of(code) -> int | None:
+    """An error chunk's ``code`` as an HTTP status, when it is one (LiteLLM sends "429", vLLM 400)."""
+    try:
+        status = int(code)
+    except (TypeError, ValueError):
+        return None
+    return status if 100 <= status <= 599 else None
+
+
+def _spent(error: dict) -> bool:
+    """A refusal that waiting does not fix (``insufficient_quota``, a spend limit)."""
+    return spend_limited(error.get("code"), error.get("type"), error.get("message"))
+
+
+def _status_failure(exc: openai.APIStatusError, spec) -> Failure:
+    """An error response (4xx, 5xx): what it means (and which setting of ``spec`` to check), the
+    server's message, whether a retry may help."""
     error = _error_body(exc)
-    message = provider_message(error.get("message"))
+    spent = isinstance(exc, openai.RateLimitError) and _spent(error)
     if isinstance(exc, openai.AuthenticationError):
-        reason = "authentication failed (check OPENAI_API_KEY)"
-    elif _spent(exc):
+        reason = f"authentication failed (check {spec.key_hint()})"
+    elif isinstance(exc, openai.NotFoundError):  # an unknown model, or a base URL without its /v1
+        reason = f"not found (check {spec.endpoint_hint()})"
+    elif spent:
         reason = "the provider refused: quota or spend limit reached"
     elif isinstance(exc, openai.RateLimitError):
         reason = "rate limited by the provider"
     else:
         reason = f"the provider answered {exc.status_code}"
-    return f"{reason}: {message}" if message else reason  # what to fix: the model's name, the key, the plan…
+    return Failure(
+        reason,
+        retryable=_retryable_status(exc.status_code) and not spent,
+        retry_after=retry_after(exc.response),
+        message=provider_message(error.get("message")),  # what to fix: the model's name, the key, the plan…
+        billed=False,  # an error answer: the model never saw the request
+    )
 
 
-def _spent(exc) -> bool:
-    """A 429 that waiting does not fix (``insufficient_quota``, a spend limit)."""
-    if not isinstance(exc, openai.RateLimitError):
-        return False
+def _stream_error(exc: openai.APIError) -> Failure:
+    """An ``error`` chunk inside a 200 stream (LiteLLM, vLLM): the server's message; before the
+    first delta it is retried when its ``code`` is a status a retry may help."""
     error = _error_body(exc)
-    return spend_limited(error.get("code"), error.get("type"), error.get("message"))
+    if _spent(error):
+        return Failure("the provider refused: quota or spend limit reached", message=provider_message(error.get("message")))
+    return Failure(
+        "the provider reported an error",
+        retryable=_retryable_status(_status_of(error.get("code"))),
+        message=provider_message(error.get("message") or exc.message),
+    )
 
 
-def _classify(exc: Exception) -> Failure | None:
+def _classify(exc: Exception, spec) -> Failure | None:
     if isinstance(exc, NotStreaming):
         return Failure(exc.reason)
+    if isinstance(exc, openai.APITimeoutError):
+        return Failure("the provider timed out", retryable=True)
     if isinstance(exc, openai.APIConnectionError):  # the SDK wraps what its HTTP client raised
-        return transport_failure(exc.__cause__, httpx) or Failure(_reason(exc), retryable=True)
-    if isinstance(exc, openai.APIError):
-        return Failure(
-            _reason(exc),
-            retryable=isinstance(exc, _RETRYABLE) and not _spent(exc),
-            retry_after=retry_after(getattr(exc, "response", None)),
-        )
+        return transport_failure(exc.__cause__, httpx) or Failure("could not reach the provider", retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        return _status_failure(exc, spec)
+    if isinstance(exc, openai.APIError):  # the SDK raises this for an error chunk of a 200 stream
+        return _stream_error(exc)
     return transport_failure(exc, httpx)
+
+
+def _refusal(exc: openai.APIError, spec) -> ProviderError:
+    """A warm's failure as the ``ProviderError`` it raises (no retries: the next warm is the retry)."""
+    failure = _classify(exc, spec) or Failure(f"provider error: {type(exc).__name__}")
+    return ProviderError(failure.said(), retryable=failure.retryable)
 
 
 @functools.lru_cache(maxsize=4)
@@ -174,7 +207,7 @@ class OpenAIProvider:
         request = wire_messages(messages, names)
         if prefix:
             if not self.spec.prefill:
-                raise ProviderError(CANNOT_CONTINUE)
+                raise ProviderError(CANNOT_CONTINUE, billed=False)  # nothing is sent
             # Servers that continue a trailing assistant message (vLLM, llama.cpp, Ollama do).
             request.append({"role": "assistant", "content": prefix})
         params = {
@@ -183,9 +216,10 @@ class OpenAIProvider:
         }
         return stream_with_retries(
             lambda: self._stream_once(request, params, names, stop),
-            classify=_classify,
+            classify=functools.partial(_classify, spec=self.spec),
             stop=stop,
             max_retries=settings.LLM_MAX_RETRIES,
+            model=self.model,
         )
 
     def _stream_once(
@@ -243,7 +277,7 @@ class OpenAIProvider:
                 model=self.model, messages=wire_messages(messages, names), **self._limits(1), **tools_param(tools, names)
             )
         except openai.APIError as exc:
-            raise ProviderError(_reason(exc)) from exc
+            raise _refusal(exc, self.spec) from exc
         return _usage(completion.usage)
 
     def warm_many(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from mothership.infra.llm_models import DEFAULT_BASE_URL_ENV, DEFAULT_KEY_ENV
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -26,6 +28,20 @@ class ModelSpec:
     prompt_cache: bool = True  # the provider keeps a prompt cache (warming can help)
     prompt_cache_key: bool = False  # openai: send prompt_cache_key (the chat's id) for cache routing
     prefill: bool = False  # may continue from an assistant prefix
+    api_key_env: str = ""  # the environment variable its key was read from
+    from_llm_models: bool = False  # an entry of LLM_MODELS (its id), not the shorthand LLM_PROVIDER / LLM_MODEL
+
+    def key_hint(self) -> str:
+        """Where a person fixes its key: the setting this model's key was read from."""
+        if self.from_llm_models:
+            return f"the key in {self.api_key_env}, the api_key_env of LLM_MODELS entry {self.id!r}"
+        return self.api_key_env
+
+    def endpoint_hint(self) -> str:
+        """Where a person fixes the model's name and its endpoint."""
+        if self.from_llm_models:
+            return f"the model and base_url of LLM_MODELS entry {self.id!r}"
+        return f"LLM_MODEL and {DEFAULT_BASE_URL_ENV.get(self.provider, 'its base URL')}"
 
     def public(self) -> dict:
         """What clients may see of it (no key, no endpoint)."""
@@ -55,6 +71,7 @@ def _shorthand() -> ModelSpec:
         api_key=key,
         max_tokens=settings.LLM_MAX_TOKENS,
         prefill=provider in ("local", "anthropic"),
+        api_key_env=DEFAULT_KEY_ENV.get(provider, ""),
     )
 
 
@@ -62,7 +79,7 @@ def models() -> list[ModelSpec]:
     entries = getattr(settings, "LLM_MODELS", None) or []
     if not entries:
         return [_shorthand()]
-    return [ModelSpec(**{k: v for k, v in entry.items() if k != "api_key_env"}) for entry in entries]
+    return [ModelSpec(**entry, from_llm_models=True) for entry in entries]
 
 
 def default_model() -> ModelSpec:

@@ -24,7 +24,7 @@ from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.providers import Usage
 from streams.providers.base import with_estimate
-from streams.services.history import conversation_history
+from streams.services.history import continued_text, conversation_history, prompt_sent
 from streams.services.spending import turn_charge_record
 from streams.signals import turn_sealed
 
@@ -232,7 +232,8 @@ def salvage(stream: Stream, *, open_calls: str = "interrupted") -> Salvaged:
             usage = Usage(**event["usage"], estimated=event.get("estimated", False))
     text = eventlog.snapshot_text(log)
     if text and usage == Usage():
-        usage = with_estimate(usage, prompt=conversation_history(stream=stream), text=text, finished=False)
+        prompt = prompt_sent(conversation_history(stream=stream), continued_text(stream=stream))
+        usage = with_estimate(usage, prompt=prompt, text=text, finished=False)
     return Salvaged(
         text, last_seq, usage, eventlog.tool_calls_of(log, open_calls=open_calls, open_content=TURN_ENDED_BEFORE_TOOL)
     )

@@ -23,3 +23,9 @@ def continued_text(*, stream: Stream) -> str:
     if not stream.continues:
         return ""
     return Message.objects.filter(pk=stream.assistant_message_id).values_list("content", flat=True).first() or ""
+
+
+def prompt_sent(history: list[dict], kept: str) -> list[dict]:
+    """What the model reads for a turn, as its usage is estimated: the history, then a Continue's
+    kept text, which goes to the model as the start of its reply (a trailing assistant message)."""
+    return [*history, {"role": "assistant", "content": kept}] if kept else history

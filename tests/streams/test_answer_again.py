@@ -145,7 +145,9 @@ def test_the_api_answers_again_and_says_why_not(api, chat, make_user):
     body = one.json()
     assert body["content"].startswith("The first half,") and body["status"] == "complete"
     assert body["model"] == "mothership-local-1" and body["cost_usd"] is not None and body["duration_ms"] >= 0
-    assert api.post(url + "/continue", format="json").status_code == 409  # complete: nothing to continue
+    nothing = api.post(url + "/continue", format="json")  # complete: nothing to continue
+    assert nothing.status_code == 409 and nothing.json()["detail"].startswith("Only a stopped or interrupted reply")
+    assert nothing.json()["active_stream_id"] is None  # JSON null when no turn is live (before: the string "None")
     assert api.post(f"/api/mothership/chats/{chat.id}/messages/not-a-uuid/regenerate", format="json").status_code == 404
 
     outsider = type(api)()

@@ -8,7 +8,7 @@ from chats.models import Message
 from chats.selectors import conversation_prefix
 from streams.providers import ProviderError, TextDelta, Usage, get_provider
 from streams.providers.anthropic_messages import MAX_BREAKPOINTS, with_breakpoints
-from tests.support.fake_anthropic import API_KEY, WORDS, FakeAnthropic
+from tests.support.fake_anthropic import API_KEY, ERROR_MESSAGES, WORDS, FakeAnthropic
 from tests.support.turns import django_start, stop_mid_stream
 from tests.support.turns import run_turn as _turn
 
@@ -105,17 +105,27 @@ def test_the_warm_call_refreshes_the_prefix_and_the_next_turn_reads_it(fake, cha
     assert message.cache_read_tokens == 2 + reply_tokens  # the warm kept the whole prefix
 
 
-@pytest.mark.parametrize("prompt", ["429 once please", "529 once please"])
+@pytest.mark.parametrize("prompt", ["429 once please", "529 once please", "500 once please"])
 def test_a_rate_limit_or_overload_before_the_first_delta_is_retried(fake, chat, prompt):
     status, _, message = _turn(chat, prompt)
     assert status == "completed" and message.content == REPLY
     assert len(fake.requests) == 2
 
 
-def test_a_rate_limit_that_persists_fails_readably_after_the_retries(fake, chat, settings):
+@pytest.mark.parametrize(
+    ("prompt", "reason", "kind"),
+    [
+        ("429 once please", "rate limited by the provider", "rate_limit_error"),
+        ("529 once please", "the provider is overloaded", "overloaded_error"),
+        ("500 once please", "the provider had an internal error", "api_error"),
+    ],
+    ids=["429", "529", "500"],
+)
+def test_a_retryable_error_that_persists_fails_with_the_servers_message(fake, chat, settings, prompt, reason, kind):
+    """Before, only errors that are not retried showed the server's words; these read bare."""
     settings.LLM_MAX_RETRIES = 0
-    status, stream, message = _turn(chat, "429 once please")
-    assert status == "failed" and stream.reason == "rate limited by the provider"
+    status, stream, message = _turn(chat, prompt)
+    assert status == "failed" and stream.reason == f"{reason}: {ERROR_MESSAGES[kind]}"
     assert (message.status, message.content) == ("failed", "")
 
 
@@ -128,7 +138,7 @@ def test_bad_credentials_fail_at_once_with_a_readable_reason(fake, chat, setting
 
 def test_an_overloaded_error_event_mid_stream_fails_it_and_keeps_the_text(fake, chat):
     status, stream, message = _turn(chat, "overloaded")
-    assert status == "failed" and stream.reason == "the provider is overloaded mid-stream"
+    assert status == "failed" and stream.reason == "the provider is overloaded mid-stream: Overloaded"
     assert (message.status, message.content) == ("failed", "".join(WORDS[:3]))
     assert len(fake.requests) == 1  # no retry after the first delta
 
@@ -155,7 +165,7 @@ def test_a_time_out_between_events_fails_readably_and_keeps_the_text_and_usage(f
 
 def test_a_retry_after_longer_than_a_person_waits_fails_at_once(fake, chat):
     status, stream, _ = _turn(chat, "429 long")
-    assert status == "failed" and stream.reason == "rate limited by the provider"
+    assert status == "failed" and stream.reason == f"rate limited by the provider: {ERROR_MESSAGES['rate_limit_error']}"
     assert len(fake.requests) == 1
 
 

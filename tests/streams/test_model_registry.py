@@ -140,10 +140,37 @@ def test_provider_check_prints_one_line_per_model_and_fails_when_one_does(three,
     with pytest.raises(SystemExit):
         call_command("provider_check")
     out = capsys.readouterr().out
-    assert "claude    anthropic / claude-fake" in out and "FAILED: authentication failed" in out
+    assert "claude    anthropic / claude-fake" in out
+    assert (
+        "FAILED: authentication failed (check the key in ANTHROPIC_API_KEY, the api_key_env of LLM_MODELS entry 'claude')" in out
+    )
     assert "reasoner  openai / o-fake" in out and out.count(": ok, usage") == 2
     call_command("provider_check", "--model", "reasoner", "--json")
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_a_failure_names_the_llm_models_entry_to_fix_not_the_shorthands_variables(three, workspace, settings):
+    """Before, a model of LLM_MODELS failed with "check OPENAI_API_KEY" or "check LLM_MODEL and
+    ANTHROPIC_BASE_URL": variables its entry does not read."""
+    anthropic, _openai = three
+
+    def reasoner():
+        return factories.ChatFactory(workspace=workspace, model_id="reasoner")
+
+    _status, refused, _ = run_turn(reasoner(), "401")
+    assert refused.reason == (
+        "authentication failed (check the key in REASONER_KEY, the api_key_env of LLM_MODELS entry 'reasoner'): "
+        "Incorrect API key provided"
+    )
+    _status, unknown, _ = run_turn(reasoner(), "404 model")
+    assert unknown.reason == (
+        "not found (check the model and base_url of LLM_MODELS entry 'reasoner'): "
+        "The model `o-fake` does not exist or you do not have access to it."
+    )
+    settings.LLM_MODELS = [{**m, "base_url": anthropic.url + "/proxy"} if m["id"] == "claude" else m for m in settings.LLM_MODELS]
+    claude = factories.ChatFactory(workspace=workspace, model_id="claude")
+    _status, lost, _ = run_turn(claude, "hello")
+    assert lost.reason == "not found (check the model and base_url of LLM_MODELS entry 'claude'): Not found: /proxy/v1/messages"
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,25 @@ def test_a_reply_streams_with_usage_and_cached_tokens(fake, chat):
 
 
 def test_a_429_before_the_first_delta_is_retried_after_retry_after(fake, chat):
-    status, _, message = _turn(chat, "429 once please")
+    status, _, message = _turn(chat, "429 once with retry-after")
     assert status == "completed" and message.content == "".join(WORDS)
     assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("status", ["408", "409", "500", "503"])
+def test_what_the_sdk_itself_retries_is_retried_before_the_first_delta(fake, chat, status):
+    """408 (a time-out), 409 (a lock time-out), 5xx, as the openai SDK's own policy has it. Before,
+    a 408 or 409 failed the turn at once although time-outs are documented as retried."""
+    status_, stream, message = _turn(chat, f"{status} once please")
+    assert status_ == "completed", stream.reason
+    assert message.content == "".join(WORDS) and len(fake.requests) == 2
+
+
+def test_a_408_that_persists_fails_with_the_servers_message(fake, chat, settings):
+    settings.LLM_MAX_RETRIES = 0
+    status, stream, _ = _turn(chat, "408 once please")
+    assert status == "failed"
+    assert stream.reason == "the provider answered 408: litellm.Timeout: Request timed out. Received Model Group=gpt-fake"
 
 
 def test_bad_credentials_fail_the_stream_with_a_readable_reason_and_no_retry(fake, chat):

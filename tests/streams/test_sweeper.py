@@ -9,9 +9,10 @@ from django.core.management import call_command
 
 from chats.models import Chat, Message
 from mothership.infra.redis import get_redis, redis_uptime
+from spend.models import Charge
 from streams import eventlog, events, locks
 from streams.models import Stream
-from streams.services import stream_start, streams_sweep
+from streams.services import stream_answer_again, stream_cancel, stream_start, streams_sweep
 from tests import factories
 from tests.support.waiting import wait_for
 
@@ -23,9 +24,9 @@ def no_worker(turns_not_enqueued):
     return turns_not_enqueued
 
 
-def _orphan_mid_stream(chat, texts):
-    """A turn whose worker published some deltas and then died (its lock expired)."""
-    turn = stream_start(chat=chat, content="hi")
+def _orphan_mid_stream(chat, texts, start=None):
+    """A turn (``start``: a Continue, say) whose worker published some deltas and then died (its lock expired)."""
+    turn = start() if start else stream_start(chat=chat, content="hi")
     Stream.objects.filter(pk=turn.stream.pk).update(status="streaming")
     eventlog.append(
         chat_id=chat.id,
@@ -60,6 +61,25 @@ def test_an_orphan_is_interrupted_with_its_text_salvaged_and_a_terminal_event(ch
     assert chat.active_stream_id is None and chat.updated_at == updated_at
     assert streams_sweep()["interrupted"] == []  # for good: a second sweep changes nothing
     assert [e["type"] for e in eventlog.read(turn.stream.id)].count(events.INTERRUPTED) == 1
+
+
+def test_an_orphaned_continue_is_charged_an_input_estimate_with_its_kept_text(chat, django_capture_on_commit_callbacks):
+    """The kept text goes to the model as the start of its reply: billed input. Before, the salvage's
+    estimate left it out."""
+    stopped = stream_start(chat=chat, content="tell me everything")
+    with django_capture_on_commit_callbacks(execute=True):  # the stop's seal frees the lock after commit
+        stream_cancel(chat=chat, stream_id=stopped.stream.id, reason="user")
+    kept = "The first half, kept."
+    Message.objects.filter(pk=stopped.assistant_message.pk).update(content=kept)
+    turn = _orphan_mid_stream(
+        chat, [" And", " more"], lambda: stream_answer_again(chat=chat, message_id=stopped.assistant_message.pk, continues=True)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert streams_sweep()["interrupted"] == [str(turn.stream.id)]
+    charge = Charge.objects.get(pk=turn.stream.pk)
+    question = 5 + 4  # "tell me everything": 18 characters (5 tokens), one message (4)
+    assert charge.estimated and charge.input_tokens == question + -(-len(kept) // 4) + 4
+    assert Message.objects.get(pk=turn.assistant_message.pk).content == kept + " And more"
 
 
 def test_a_queued_stream_whose_lock_expired_is_never_started(chat):

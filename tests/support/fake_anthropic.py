@@ -6,7 +6,9 @@ cache: every breakpoint writes the prefix up to it; the longest prefix already w
 Tokens are words. Usage reads like Anthropic's: ``input_tokens`` excludes cached tokens.
 
 Scenarios are chosen by the last user message:
-- "429 once" / "529 once": the first such request answers 429 (retry-after: 0) / 529 overloaded;
+- "429 once" / "529 once" / "500 once": the first such request answers 429 (retry-after: 0) / 529
+  overloaded / 500 api_error, each with Anthropic's own message (``ERROR_MESSAGES``);
+- "429 long": 429 with retry-after: 120 (longer than a person waits);
 - "overloaded": three deltas, then an ``error`` event (overloaded_error) in the 200 stream;
 - "drop": three deltas, then the connection is cut without ``message_stop``;
 - "slow": one delta every 0.2 s (long enough to be stopped);
@@ -23,7 +25,9 @@ Scenarios are chosen by the last user message:
 
 ``quirks`` reproduce Anthropic-format servers that differ from Anthropic's own:
 - "zero_start_usage": ``message_start`` reports all zeros; the input arrives only in ``message_delta``;
-- "no_ping": no ``ping`` event.
+- "no_ping": no ``ping`` event;
+- "ignores_stream": every request, streaming or not, is answered with one JSON message (a proxy
+  that drops ``stream: true``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,15 @@ from tests.support.fake_http import FakeServer, Handler
 
 WORDS = ["Hello", " from", " the", " fake", " Claude", ".", " It", " streams", " in", " pieces", "."]
 API_KEY = "sk-ant-test"
+# What Anthropic's API says with each error type it retries.
+ERROR_MESSAGES = {
+    "rate_limit_error": (
+        "This request would exceed the rate limit for your organization of 50 output tokens per minute. For details, "
+        "refer to: https://docs.claude.com/en/api/rate-limits."
+    ),
+    "overloaded_error": "Overloaded",
+    "api_error": "Internal server error",
+}
 
 
 def _error(kind: str, message: str) -> dict:
@@ -99,17 +112,18 @@ class AnthropicHandler(Handler):
             ("429 once", 429, "rate_limit_error", {"retry-after": "0"}),
             ("429 long", 429, "rate_limit_error", {"retry-after": "120"}),
             ("529 once", 529, "overloaded_error", {}),  # no retry-after: our own backoff
+            ("500 once", 500, "api_error", {}),
         ):
             if trigger in prompt and (trigger not in server.failed_once or trigger == "429 long"):
                 server.failed_once.add(trigger)
-                return self.send_json(status, _error(kind, kind.replace("_", " ")), headers)
+                return self.send_json(status, _error(kind, ERROR_MESSAGES[kind]), headers)
         if "spend limit" in prompt:
             message = "You have reached your specified workspace API usage limits. You will regain access on 2027-01-01."
             return self.send_json(429, _error("rate_limit_error", message))
         if "stall before" in prompt:
             time.sleep(3)
         usage = server.cache_usage(body["messages"], system=body.get("system"), tools=body.get("tools"))
-        if not body.get("stream") or "json body" in prompt:
+        if not body.get("stream") or "json body" in prompt or "ignores_stream" in server.quirks:
             return self.send_json(
                 200, self._message(body, [{"type": "text", "text": "."}], "max_tokens", {**usage, "output_tokens": 1})
             )
@@ -230,7 +244,7 @@ class AnthropicHandler(Handler):
                 if i == 3 and "drop" in prompt:
                     return self.cut()  # no message_stop
                 if i == 3 and "overloaded" in prompt:
-                    self._event("error", _error("overloaded_error", "Overloaded"))
+                    self._event("error", _error("overloaded_error", ERROR_MESSAGES["overloaded_error"]))
                     return self.end_sse()
                 if i == 3 and "stall mid-stream" in prompt:
                     self.wait_for_hang_up(10)

@@ -1,18 +1,23 @@
-"""Ask each configured model for one token: are its key, its name and its endpoint right?"""
+"""Ask each configured model for one token, then for a streamed reply: are its key, its name and
+its endpoint right, and does it stream (every turn is a streaming request)?"""
 
 from __future__ import annotations
 
 import json
+import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.providers import ProviderError, get_provider, model_get, models
+from streams.providers import ProviderError, TextDelta, ToolCall, get_provider, model_get, models
+
+CHECK_PROMPT = [{"role": "user", "content": "Reply with one word."}]
 
 
 class Command(BaseCommand):
     help = (
-        "Send a 1-token request to every configured model (LLM_MODELS, or LLM_PROVIDER / LLM_MODEL) and print one "
-        "line per model: ok with its usage, or the provider's reason. Exits 1 when any model fails."
+        "Send a 1-token request, then a streaming one (hung up at its first words), to every configured model "
+        "(LLM_MODELS, or LLM_PROVIDER / LLM_MODEL) and print one line per model: ok with the 1-token request's usage, "
+        "or the provider's reason. Exits 1 when any model fails."
     )
 
     def add_arguments(self, parser):
@@ -46,8 +51,22 @@ class Command(BaseCommand):
             "model": spec.model,
             "endpoint": spec.base_url or ("this machine" if spec.provider == "local" else "default endpoint"),
         }
+        provider = get_provider(spec.id)
         try:
-            usage = get_provider(spec.id).warm(messages=[{"role": "user", "content": "Reply with one word."}])
+            usage = provider.warm(messages=CHECK_PROMPT)
         except ProviderError as exc:
             return {**row, "ok": False, "reason": exc.reason}
+        try:
+            _stream_a_reply(provider)
+        except ProviderError as exc:
+            return {**row, "ok": False, "reason": f"a streaming request: {exc.reason}"}
         return {**row, "ok": True, "usage": usage.as_dict()}
+
+
+def _stream_a_reply(provider) -> None:
+    """A turn's request (``stream: true``), hung up at its first words: a server that answers it
+    with one JSON body, or fails it, raises ``ProviderError`` as every turn on it would."""
+    stop = threading.Event()
+    for item in provider.stream(messages=CHECK_PROMPT, stop=stop):
+        if isinstance(item, TextDelta | ToolCall):
+            stop.set()  # it streams: the rest of the reply is not needed (nor paid for)

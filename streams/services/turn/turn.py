@@ -27,10 +27,10 @@ from mothership.infra.database import retrying_database
 from mothership.infra.signals import send_logged
 from streams import abort, approvals, eventlog, events
 from streams.models import Stream
-from streams.providers import TextDelta, ToolCall, Usage, get_provider
+from streams.providers import ProviderError, TextDelta, ToolCall, Usage, get_provider
 from streams.providers.base import estimate_tokens, with_estimate
 from streams.services.finalize import SEAL_RETRY_SECONDS, TURN_ENDED_BEFORE_TOOL
-from streams.services.history import continued_text, conversation_history
+from streams.services.history import continued_text, conversation_history, prompt_sent
 from streams.services.spending import TurnBudget
 from streams.services.turn.journal import Journal, RedisLost
 from streams.services.turn.meter import BUDGET, Meter
@@ -53,8 +53,9 @@ class Turn:
         self.chat_id = stream.chat_id
         self.usage = Usage()
         self._earlier_rounds = Usage()  # the usage of the rounds before this one
-        self.history: list[dict] | None = None  # the prompt the model was sent (set once generation starts)
+        self.history: list[dict] | None = None  # the prompt the model was sent, kept text included (set once generation starts)
         self.usage_settled = False  # estimated where missing, once (``estimate_usage``)
+        self.failure: ProviderError | None = None  # what failed the model, if it failed
         self.stop = threading.Event()
         self.aborted: abort.AbortRequest | None = None
         self.abort_seen: abort.AbortRequest | None = None  # the stop this turn ends for (None: it ended on its own)
@@ -104,7 +105,7 @@ class Turn:
             self.over_budget()
             self.abort_seen = self.aborted
             return
-        self.history = history
+        self.history = prompt_sent(history, prefix)
         # The model may take minutes: the database connection goes back to the pool meanwhile
         # (the seal takes one again), so connections never grow with the turns in flight.
         if not db.connection.in_atomic_block:  # (a test's transaction keeps its connection)
@@ -212,6 +213,8 @@ class Turn:
             elif item is _END:
                 return True
             elif isinstance(item, BaseException):
+                if isinstance(item, ProviderError):
+                    self.failure = item
                 raise item
             elif isinstance(item, Usage):
                 self.usage = self._earlier_rounds.plus(item)  # a round's last report is its whole usage
@@ -354,10 +357,17 @@ class Turn:
 
     def estimate_usage(self, text: str, *, finished: bool) -> None:
         """What the model was billed for, estimated where it reported nothing (a stop before its
-        last chunk); once per turn, so a finished turn's reported figures are never second-guessed."""
+        last chunk); once per turn, so a finished turn's reported figures are never second-guessed.
+        A request refused before the model wrote anything was billed nothing: no estimate."""
         if not self.usage_settled:
-            self.usage = with_estimate(self.usage, prompt=self.history, text=text, finished=finished)
+            if not self._refused_outright(text):
+                self.usage = with_estimate(self.usage, prompt=self.history, text=text, finished=finished)
             self.usage_settled = True
+
+    def _refused_outright(self, text: str) -> bool:
+        """The provider answered an error (or was never reached) before this turn received anything."""
+        unbilled = self.failure is not None and not self.failure.billed
+        return unbilled and not text and self.usage == Usage() and not self.tools.records
 
     def seal_text(self) -> tuple[str, int]:
         """The text the seal saves (everything received) and the seq of its last event before the
