@@ -18,6 +18,7 @@ def setup_django() -> None:
         ("MOTHERSHIP_SEND_RATE", "100000/min"),
         ("MOTHERSHIP_WARMING_CHANGE_RATE", "100000/min"),
         ("MOTHERSHIP_WARM_NOW_RATE", "100000/min"),
+        ("MOTHERSHIP_CHAT_CREATE_RATE", "100000/min"),
         ("MOTHERSHIP_MAX_CONCURRENT_TURNS", "100000"),
         ("MOTHERSHIP_WS_TOKEN_IN_URL", "1"),  # its clients connect with ?token=
     ):

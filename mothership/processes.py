@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 # uvicorn's --ws-max-size: a larger WebSocket frame is never read into memory, the socket is
@@ -28,7 +29,16 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def web_argv(*, fd: int | None = None, host: str = "127.0.0.1", port: int | None = None, access_log: bool = False) -> list[str]:
+def web_argv(
+    *,
+    fd: int | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    access_log: bool = False,
+    trusted_proxies: Sequence[str] = (),
+) -> list[str]:
+    """``trusted_proxies``: ``MOTHERSHIP_TRUSTED_PROXIES``, the only peers whose X-Forwarded-For and
+    X-Forwarded-Proto uvicorn believes (none by default: uvicorn's own default is 127.0.0.1)."""
     where = ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
     return [
         sys.executable,
@@ -50,6 +60,9 @@ def web_argv(*, fd: int | None = None, host: str = "127.0.0.1", port: int | None
         # workers per web process (N² in all), which a killed web process leaves behind.
         "--workers",
         "1",
+        # An empty list trusts nobody, and the flag overrides uvicorn's FORWARDED_ALLOW_IPS too.
+        "--forwarded-allow-ips",
+        ",".join(trusted_proxies),
         *([] if access_log else ["--no-access-log"]),
     ]
 

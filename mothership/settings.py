@@ -18,6 +18,7 @@ from mothership import embedded_redis, processes
 from mothership.infra.llm_models import check_base_url, parse_llm_models
 from mothership.infra.mcp.config import ConfigError as McpConfigError
 from mothership.infra.mcp.config import parse_servers as parse_mcp_servers
+from mothership.infra.proxies import parse_trusted_proxies
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
 
 
 def env_rate(name: str, default: str) -> str:
-    """A rate as DRF's throttles read it: ``<count>/<sec|min|hour|day>``."""
+    """A rate as ``mothership.infra.rates`` reads it (DRF's notation): ``<count>/<sec|min|hour|day>``."""
     value = env_str(name, default)
     count, _, period = value.partition("/")
     if not (count.isdigit() and int(count) > 0 and period[:1] in ("s", "m", "h", "d")):
@@ -90,14 +91,27 @@ if not DEBUG and "*" in ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS=* is refused with DJANGO_DEBUG off: name the hosts the app is served on.")
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
+# The only peers whose X-Forwarded-For / X-Forwarded-Proto count (mothership/infra/proxies.py):
+# for uvicorn (--forwarded-allow-ips), the sign-in limits and the logs alike. Default: none.
+try:
+    MOTHERSHIP_TRUSTED_PROXIES = parse_trusted_proxies(env_str("MOTHERSHIP_TRUSTED_PROXIES"))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
 # Behind a TLS-terminating proxy: secure cookies, HSTS, the redirect to HTTPS (not for the
-# health check, which load balancers probe over HTTP) and trust in the proxy's X-Forwarded-Proto.
+# health check, which load balancers probe over HTTP). A request is HTTPS when a trusted proxy
+# says so: uvicorn sets the scheme from its X-Forwarded-Proto (Django never reads the header,
+# which any client could send).
 MOTHERSHIP_HTTPS = env_bool("MOTHERSHIP_HTTPS", default=False)
 if MOTHERSHIP_HTTPS:
+    if not MOTHERSHIP_TRUSTED_PROXIES:
+        raise ImproperlyConfigured(
+            "MOTHERSHIP_HTTPS=1 needs MOTHERSHIP_TRUSTED_PROXIES: the TLS proxy's address (127.0.0.1 when it runs on "
+            "this machine), the only peer whose X-Forwarded-Proto: https is believed."
+        )
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = True
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env_int("MOTHERSHIP_HSTS_SECONDS", 31_536_000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MOTHERSHIP_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env_bool("MOTHERSHIP_HSTS_PRELOAD", default=True)
@@ -146,6 +160,8 @@ MIDDLEWARE = [
     # A locked-out sign-in's answer (django-axes); sync and async capable, so it runs in the
     # request's thread with the rest.
     "axes.middleware.AxesMiddleware",
+    # Sign-in attempts per address, counted before the password is tried.
+    "mothership.infra.login_limits.SignInRateMiddleware",
     "mothership.infra.api.DatabaseUnavailableMiddleware",
 ]
 
@@ -153,7 +169,8 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 MOTHERSHIP_LOGIN_FAILURE_LIMIT = env_int("MOTHERSHIP_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 MOTHERSHIP_LOGIN_LOCKOUT_SECONDS = env_int("MOTHERSHIP_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
-MOTHERSHIP_LOGIN_RATE = env_rate("MOTHERSHIP_LOGIN_RATE", "20/min")  # token sign-ins per address
+# Sign-in attempts per client address: the form, the admin's form and the token endpoint, one count.
+MOTHERSHIP_LOGIN_RATE = env_rate("MOTHERSHIP_LOGIN_RATE", "20/min")
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the Redis cache: one count for every process
 AXES_FAILURE_LIMIT = MOTHERSHIP_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = MOTHERSHIP_LOGIN_LOCKOUT_SECONDS / 3600  # hours
@@ -161,6 +178,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "mothership.infra.login_limits.locked_out"
 AXES_VERBOSE = False
+# The client address of mothership/infra/proxies.py: X-Forwarded-For only from a trusted proxy.
+AXES_CLIENT_IP_CALLABLE = "mothership.infra.proxies.client_address"
 
 ROOT_URLCONF = "mothership.urls"
 ASGI_APPLICATION = "mothership.asgi.application"
@@ -290,11 +309,13 @@ MOTHERSHIP_EVENT_LOG_TTL = env_float("MOTHERSHIP_EVENT_LOG_TTL", 600.0, minimum=
 # and its resumes after a reconnect). Past it, each message gets the error frame ``rate_limited``.
 MOTHERSHIP_WS_MESSAGES_PER_SECOND = env_float("MOTHERSHIP_WS_MESSAGES_PER_SECOND", 20.0, minimum=0.1)
 MOTHERSHIP_WS_MESSAGE_BURST = env_int("MOTHERSHIP_WS_MESSAGE_BURST", 100, minimum=1)
-# Per user, in every process at once (mothership/infra/throttles.py, counted in the Redis cache):
-# messages sent, warming changes, warms asked for by hand, and turns running at the same time.
+# Per user, in every process at once (mothership/infra/throttles.py, exact counts in Redis):
+# messages sent, warming changes, warms asked for by hand, chats created (API and page), and
+# turns running at the same time.
 MOTHERSHIP_SEND_RATE = env_rate("MOTHERSHIP_SEND_RATE", "60/min")
 MOTHERSHIP_WARMING_CHANGE_RATE = env_rate("MOTHERSHIP_WARMING_CHANGE_RATE", "60/min")
 MOTHERSHIP_WARM_NOW_RATE = env_rate("MOTHERSHIP_WARM_NOW_RATE", "10/min")
+MOTHERSHIP_CHAT_CREATE_RATE = env_rate("MOTHERSHIP_CHAT_CREATE_RATE", "30/min")
 # Tool calls a member's turns may make (every model's call counts, made or refused past it).
 MOTHERSHIP_TOOL_CALL_RATE = env_rate("MOTHERSHIP_TOOL_CALL_RATE", "120/min")
 # ``/ws/?token=<API token>``: off, since proxies log URLs; API clients use a socket ticket

@@ -6,9 +6,10 @@ import redis
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from rest_framework.exceptions import Throttled
 
 from chats import selectors as chat_selectors
 from chats import services as chat_services
@@ -16,6 +17,7 @@ from chats.models import SYSTEM_PROMPT_MAX
 from mothership import selectors
 from mothership.infra import cursors
 from mothership.infra.redis import get_redis
+from mothership.infra.throttles import user_rate_check
 from spend.selectors import budget_status
 from streams.api.serializers import messages_output
 from streams.providers import model_for, models
@@ -58,6 +60,12 @@ def home(request):
 def chat_new(request):
     """The dashboard's New chat form: create it in the workspace and open it."""
     workspace = chat_selectors.workspace_get(user=request.user, workspace_id=request.POST.get("workspace"))
+    try:
+        user_rate_check(scope="chat_create", user=request.user)  # the API's rate (MOTHERSHIP_CHAT_CREATE_RATE)
+    except Throttled as exc:
+        return HttpResponse(
+            str(exc.detail), status=429, headers={"Retry-After": str(exc.wait)}, content_type="text/plain; charset=utf-8"
+        )
     title = (request.POST.get("title") or "").strip()[:200]  # none: the first message names it
     chat = chat_services.chat_create(workspace=workspace, title=title, created_by=request.user)
     return redirect("chat", chat_id=chat.id)

@@ -27,7 +27,7 @@ from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
 from mothership.infra.api import StrictCharField
-from mothership.infra.login_limits import LoginRateThrottle
+from mothership.infra.throttles import user_rate_check
 from mothership.ws_auth import WS_TICKET_SECONDS, ws_ticket_issue
 from streams.providers import model_get, models
 
@@ -41,11 +41,11 @@ def offered_model(value: str) -> None:
 
 class TokenObtainApi(ObtainAuthToken):
     """``POST /api/auth/token`` (and ``DELETE`` to revoke it): DRF's, with the app's parsers (DRF's own let a deeply nested body
-    through as a 500), a rate per address, and Django's request handed to ``authenticate`` so that
-    a failure counts towards the username's lockout (django-axes reads and marks that request)."""
+    through as a 500), and Django's request handed to ``authenticate`` so that a failure counts
+    towards the username's lockout (django-axes reads and marks that request). Its rate per address
+    is the sign-in form's (``mothership.infra.login_limits.SignInRateMiddleware``)."""
 
     parser_classes = api_settings.DEFAULT_PARSER_CLASSES
-    throttle_classes = [LoginRateThrottle]
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "request": self.request._request}
@@ -121,6 +121,7 @@ class ChatListCreateApi(APIView):
         payload = self.CreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         workspace = chat_selectors.workspace_get(user=request.user, workspace_id=payload.validated_data["workspace"])
+        user_rate_check(scope="chat_create", user=request.user)  # MOTHERSHIP_CHAT_CREATE_RATE: 429 past it
         chat = chat_create(
             workspace=workspace,
             title=payload.validated_data.get("title", ""),

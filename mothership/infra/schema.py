@@ -42,6 +42,7 @@ _DESCRIPTIONS = {
 # per-user rates and the cap on turns at once (mothership.infra.throttles, streams.services.start).
 LIMITED_OPERATIONS = {
     ("/api/auth/token", "post"),
+    ("/api/mothership/chats", "post"),
     ("/api/mothership/chats/{chat_id}/messages", "post"),
     ("/api/mothership/chats/{chat_id}/warming", "put"),
 }

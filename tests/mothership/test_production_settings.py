@@ -23,6 +23,7 @@ PRODUCTION = {
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
     "DJANGO_ALLOWED_HOSTS": "chat.example.com,127.0.0.1",
     "MOTHERSHIP_HTTPS": "1",
+    "MOTHERSHIP_TRUSTED_PROXIES": "127.0.0.1",  # the TLS proxy (the tests' requests come from here)
 }
 
 

@@ -37,6 +37,12 @@ def _started(text: str, name: str) -> list[int]:
     return [int(p) for p in re.findall(rf"{name} \| started \(pid (\d+)\)", text)]
 
 
+def _forwarded_allow_ips(pid: int) -> str:
+    """The proxies a web process' uvicorn believes (MOTHERSHIP_TRUSTED_PROXIES)."""
+    argv = psutil.Process(pid).cmdline()
+    return argv[argv.index("--forwarded-allow-ips") + 1]
+
+
 def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "MOTHERSHIP_EMBEDDED_REDIS"}}
     env.update(
@@ -45,6 +51,7 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         MOTHERSHIP_WORKER_CONCURRENCY="2",
         WEB_CONCURRENCY="2",
         MOTHERSHIP_WORKER_PROCESSES="2",
+        MOTHERSHIP_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8",
     )
     port = free_port()
     log = tmp_path / "runall.log"
@@ -77,6 +84,7 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         # too), which would make N² of them and outlive a killed one.
         for name in ("web-1", "web-2"):
             assert psutil.Process(_started(text(), name)[-1]).children(recursive=True) == []
+            assert _forwarded_allow_ips(_started(text(), name)[-1]) == "127.0.0.1,10.0.0.0/8"
         assert len(_started(text(), "worker-1")) == len(_started(text(), "worker-2")) == len(_started(text(), "background")) == 1
         wait_for(lambda: text().count("ready.") >= 3, 60, "both turn workers and the background worker")
 
@@ -125,6 +133,7 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         assert all(healthy(timeout=3) for _ in range(20))
         wait_for(lambda: len(_started(text(), "web-2")) == 2, 30, "the web restart")
         wait_for(lambda: text().count("Uvicorn running") >= 3, 30, "the restarted web process")
+        assert _forwarded_allow_ips(_started(text(), "web-2")[-1]) == "127.0.0.1,10.0.0.0/8"  # its replacement too
         # (3 s each: the restarted worker and web process load both cores meanwhile; a connection
         # lost in the dead process's backlog would never be answered at all)
         assert all(healthy(timeout=3) for _ in range(20))

@@ -1,6 +1,7 @@
-"""Per-user limits: messages sent, warming changes and warms asked for by hand (a rate each,
-counted in the shared Redis cache), and the turns a user may run at once. Past each, the API
-answers 429 with ``Retry-After`` and a sentence, the socket ``rate_limited``; nothing is written."""
+"""Per-user limits: messages sent, warming changes, warms asked for by hand, chats created and tool
+calls (a rate each, an exact count in Redis however many requests race), and the turns a user may
+run at once. Past each, the API answers 429 with ``Retry-After`` and a sentence, the socket
+``rate_limited``; nothing is written."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import pytest
 from channels.testing.websocket import WebsocketCommunicator
+from rest_framework.exceptions import Throttled
 from rest_framework.test import APIClient
 
-from chats.models import Message
+from chats.models import Chat, Message
 from mothership.consumers import MothershipConsumer
-from mothership.infra.throttles import SCOPES, user_rate_reset
+from mothership.infra.login_limits import login_rate_reset
+from mothership.infra.throttles import SCOPES, user_rate_check, user_rate_reset
 from streams import locks
 from streams.models import Stream
 from tests import factories
@@ -159,3 +162,108 @@ def test_a_rate_that_is_not_a_rate_stops_the_app_at_start():
         check=False,
     )
     assert result.returncode != 0 and "MOTHERSHIP_SEND_RATE must look like 30/min" in result.stderr
+
+
+THREADS, ATTEMPTS = 20, 10  # 200 attempts at once against a rate of 60
+RACE_RATE = "60/hour"  # per hour: a slow machine that takes a minute over the 200 still sees one window
+
+
+def _race(attempt) -> list:
+    """``attempt(i)`` from 20 threads, 10 each, all released at once; the results in any order."""
+    results, barrier = [], threading.Barrier(THREADS)
+
+    def run(thread_no):
+        barrier.wait()
+        for i in range(ATTEMPTS):
+            results.append(attempt(thread_no * ATTEMPTS + i))
+
+    threads = [app_thread(lambda n=n: run(n)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == THREADS * ATTEMPTS
+    return results
+
+
+@pytest.mark.parametrize("scope", sorted(SCOPES))
+def test_every_per_user_rate_is_exact_when_20_threads_race(limits, user, scope):
+    setattr(limits, SCOPES[scope][0], RACE_RATE)
+
+    def attempt(i):
+        try:
+            user_rate_check(scope=scope, user=user)
+        except Throttled as exc:
+            assert 0 < exc.wait <= 3600
+            return False
+        return True
+
+    assert sum(_race(attempt)) == 60
+
+
+def test_200_sends_at_once_pass_exactly_the_rate(limits, user, workspace, turns_not_enqueued):
+    limits.MOTHERSHIP_SEND_RATE = RACE_RATE
+    chats = [factories.ChatFactory(workspace=workspace) for _ in range(THREADS * ATTEMPTS)]
+
+    def send(i):
+        client = APIClient()
+        client.force_authenticate(user)
+        return _send(client, chats[i]).status_code
+
+    statuses = _race(send)
+    assert (statuses.count(201), statuses.count(429)) == (60, 140)
+    assert Stream.objects.filter(started_by=user).count() == 60
+
+
+def test_200_warming_changes_at_once_pass_exactly_the_rate(limits, user, chat):
+    limits.MOTHERSHIP_WARMING_CHANGE_RATE = RACE_RATE
+    url = f"/api/mothership/chats/{chat.id}/warming"
+
+    def change(i):
+        client = APIClient()
+        client.force_authenticate(user)
+        return client.put(url, {"interval_seconds": 60 + i}, format="json").status_code
+
+    statuses = _race(change)
+    assert (statuses.count(200), statuses.count(429)) == (60, 140)
+
+
+def test_chat_creation_is_limited_on_the_api_and_the_page_alike(limits, api, user, workspace, browser_client):
+    limits.MOTHERSHIP_CHAT_CREATE_RATE = "3/min"
+    body = {"workspace": str(workspace.id), "title": "one more"}
+    assert [api.post("/api/mothership/chats", body, format="json").status_code for _ in range(2)] == [201, 201]
+    assert browser_client.post("/chats/new", {"workspace": str(workspace.id)}).status_code == 302
+
+    refused = api.post("/api/mothership/chats", body, format="json")
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
+    assert refused.json()["detail"].startswith("Too many chats created.")
+    page = browser_client.post("/chats/new", {"workspace": str(workspace.id), "title": "one more"})
+    assert page.status_code == 429 and 0 < int(page["Retry-After"]) <= 60
+    assert page.content.decode().startswith("Too many chats created.")
+    assert Chat.objects.filter(workspace=workspace).count() == 3
+
+
+def test_200_chat_creations_at_once_pass_exactly_the_rate(limits, user, workspace):
+    limits.MOTHERSHIP_CHAT_CREATE_RATE = RACE_RATE
+    body = {"workspace": str(workspace.id)}
+
+    def create(i):
+        client = APIClient()
+        client.force_authenticate(user)
+        return client.post("/api/mothership/chats", body, format="json").status_code
+
+    statuses = _race(create)
+    assert (statuses.count(201), statuses.count(429)) == (60, 140)
+    assert Chat.objects.filter(workspace=workspace).count() == 60
+
+
+def test_200_sign_ins_at_once_from_one_address_pass_exactly_its_rate(limits, make_user):
+    limits.MOTHERSHIP_LOGIN_RATE = RACE_RATE
+    login_rate_reset(address="127.0.0.1")
+    user = make_user()  # its failures stay below the suite's lockout limit, and no other test signs in as it
+
+    def sign_in(i):
+        return APIClient().post("/api/auth/token", {"username": user.username, "password": "wrong"}, format="json").status_code
+
+    statuses = _race(sign_in)
+    assert (statuses.count(400), statuses.count(429)) == (60, 140)

@@ -10,12 +10,13 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 # tests (tests/mothership/test_login_limits.py, which set them back).
 os.environ.setdefault("MOTHERSHIP_LOGIN_RATE", "10000/min")
 os.environ.setdefault("MOTHERSHIP_LOGIN_FAILURE_LIMIT", "10000")
-# Likewise the per-user limits: tests send, warm and start turns far faster than people do, and
+# Likewise the per-user limits: tests send, warm, create chats and start turns far faster than people do, and
 # tests/mothership/test_user_limits.py tests them at their defaults.
 for _name, _value in (
     ("MOTHERSHIP_SEND_RATE", "100000/min"),
     ("MOTHERSHIP_WARMING_CHANGE_RATE", "100000/min"),
     ("MOTHERSHIP_WARM_NOW_RATE", "100000/min"),
+    ("MOTHERSHIP_CHAT_CREATE_RATE", "100000/min"),
     ("MOTHERSHIP_MAX_CONCURRENT_TURNS", "100000"),
 ):
     os.environ.setdefault(_name, _value)

@@ -14,6 +14,7 @@ import httpx
 from django.conf import settings
 
 from mothership.celery import background_queue
+from mothership.infra.proxies import parse_trusted_proxies
 from mothership.processes import beat_argv, web_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +122,10 @@ def start_beat(tmp_path: Path, **env) -> Proc:
 
 def start_server(tmp_path: Path, *, port: int | None = None, name: str = "web", **env) -> tuple[Proc, str]:
     port = port or free_port()
-    proc = Proc(web_argv(port=port, access_log=True), process_env(**env), tmp_path / f"{name}.log")
+    env = process_env(**env)
+    # As runall does: uvicorn believes X-Forwarded-* only from MOTHERSHIP_TRUSTED_PROXIES.
+    trusted = parse_trusted_proxies(env.get("MOTHERSHIP_TRUSTED_PROXIES", ""))
+    proc = Proc(web_argv(port=port, access_log=True, trusted_proxies=trusted), env, tmp_path / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

@@ -56,7 +56,7 @@ class Child:
     def open_listener(self) -> None:
         if self.listener is not None and self.reopen is not None and self.listener.fileno() == -1:
             self.listener = self.reopen()
-            self.argv = web_argv(fd=self.listener.fileno())
+            self.argv = web_argv(fd=self.listener.fileno(), trusted_proxies=settings.MOTHERSHIP_TRUSTED_PROXIES)
             self.pass_fds = (self.listener.fileno(),)
 
 
@@ -179,7 +179,7 @@ class Command(BaseCommand):
         children = [
             Child(
                 f"web-{i}" if several else "web",
-                web_argv(fd=sock.fileno()),
+                web_argv(fd=sock.fileno(), trusted_proxies=settings.MOTHERSHIP_TRUSTED_PROXIES),
                 pass_fds=(sock.fileno(),),
                 listener=sock,
                 # Alone, its socket stays open: a connection waits in the backlog for its restart.
