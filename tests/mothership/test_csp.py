@@ -33,5 +33,7 @@ def test_the_chat_page_has_no_inline_script_or_style(client, user, chat):
     html = client.get(f"/chats/{chat.id}/").content.decode()
 
     scripts = html.split("<script")[1:]
-    assert scripts and all(s.split(">", 1)[0].strip().startswith(("type=\"module\" src=", "id=", "type=\"application/json\"")) for s in scripts)
+    assert scripts and all(
+        s.split(">", 1)[0].strip().startswith(('type="module" src=', "id=", 'type="application/json"')) for s in scripts
+    )
     assert " style=" not in html and "<style" not in html
