@@ -6,7 +6,7 @@ import redis
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -101,6 +101,12 @@ def chat_page(request, chat_id):
         "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
     }
     return render(request, "mothership/chat.html", context)
+
+
+@require_GET
+def favicon(request):
+    """No icon (the pages name none); a browser that asks anyway (the admin's pages) gets an empty answer, not a 404."""
+    return HttpResponse(status=204, headers={"Cache-Control": "public, max-age=86400"})
 
 
 @require_GET
