@@ -137,6 +137,7 @@ INSTALLED_APPS = [
     "axes",
     "drf_spectacular",
     "channels",
+    "csp",
     "mothership",
     "chats",
     "streams",
@@ -146,6 +147,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # the Content-Security-Policy of every response (below)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -164,6 +166,25 @@ MIDDLEWARE = [
     "mothership.infra.login_limits.SignInRateMiddleware",
     "mothership.infra.api.DatabaseUnavailableMiddleware",
 ]
+
+# --- Content-Security-Policy (django-csp) ----------------------------------------------------
+# Every page's scripts, styles, images and sockets come from this site only: no inline script or
+# style (the pages have none; replies' Markdown aligns table cells by class), no plugin, no frame
+# of these pages anywhere else. A socket to this site is 'self' (CSP level 3).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
 
 # --- Sign-in limits (mothership/infra/login_limits.py) ------------------------------------
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]

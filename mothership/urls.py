@@ -60,6 +60,7 @@ urlpatterns = [
     path("chats/new", views.chat_new, name="chat-new"),
     path("chats/<str:chat_id>/", views.chat_page, name="chat"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include(account_patterns)),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),

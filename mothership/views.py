@@ -112,6 +112,12 @@ def chat_page(request, chat_id):
 
 
 @require_GET
+def favicon(request):
+    """No icon (the pages name none); a browser that asks anyway (the admin's pages) gets an empty answer, not a 404."""
+    return HttpResponse(status=204, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@require_GET
 def healthz(request):
     checks = {}
     try:

@@ -108,6 +108,8 @@ def login(chromium, stack, make_user):
         context = chromium.new_context(viewport=viewport or {"width": 1200, "height": 900})
         contexts.append(context)
         context.on("page", lambda page: _watch(page, errors))
+        # A refused script, style, image or socket is a console error (the Content-Security-Policy).
+        context.add_init_script(CSP_WATCH)
         page = context.new_page()
         page.goto(stack.url + "/accounts/login/")
         page.fill("#id_username", user.username)
@@ -122,6 +124,10 @@ def login(chromium, stack, make_user):
         context.close()
     unexpected = [e for e in errors if not any(re.search(p, e) for p in open_context.allowed)]
     assert unexpected == [], f"console errors: {unexpected}"
+
+
+CSP_WATCH = """document.addEventListener("securitypolicyviolation", (e) =>
+  console.error(`Content-Security-Policy violation: ${e.violatedDirective} refused ${e.blockedURI || "inline"}`));"""
 
 
 def _watch(page, errors: list) -> None:

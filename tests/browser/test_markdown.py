@@ -31,7 +31,7 @@ and [a trap](javascript:window.__xss=3) is no link, nor [another](JaVaScript&#58
 [a data one](data:text/html,hi) or <vbscript:window.__xss=5>.
 
 | a | b |
-|---|---|
+|---|--:|
 | 1 | 2 |
 """
 
@@ -67,6 +67,9 @@ def test_a_reply_renders_as_markdown_while_streaming_and_the_same_after_a_reload
     expect(reply.locator("p code")).to_have_text("inline code")
     expect(reply.locator("li")).to_have_count(2)
     expect(reply.locator("table td")).to_have_count(2)
+    # Aligned by class (the Content-Security-Policy refuses a style attribute; the test's console check sees it).
+    right = reply.locator("table td").last
+    assert right.get_attribute("style") is None and right.evaluate("td => getComputedStyle(td).textAlign") == "right"
     expect(reply.locator("pre code.language-python .hljs-keyword").first).to_have_text("def")  # highlighted
     link = reply.get_by_role("link", name="safe link")
     expect(link).to_have_attribute("href", "https://example.com/docs")
