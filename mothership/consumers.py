@@ -38,24 +38,31 @@ class TileSocket:
 
 
 class AccessSocket:
-    """Access withdrawn at once (``mothership.access``): on ``access.changed``, check again."""
+    """Access withdrawn (``mothership.access``): checked again on ``access.changed`` and on the
+    socket's timer (``MOTHERSHIP_SOCKET_RECHECK_SECONDS``), for changes that send no signal."""
 
     async def access_changed(self, message: dict) -> None:
         ended = message.get("endedSession")
-        signed_in = (ended is None or ended != self.session_key) and await database_sync_to_async(access.socket_still_signed_in)(
-            user_id=self.user.pk, session_key=self.session_key, token_key=self.token_key
-        )
-        held = (
-            await database_sync_to_async(access.grants_still_held)(user_id=self.user.pk, grants=dict(self.grants))
-            if signed_in
-            else set()
-        )
-        dropped = [(group, names) for group, (_kind, _pk, names) in self.grants.items() if group not in held]
+        await self.recheck_access(signed_out=ended is not None and ended == self.session_key)
+
+    async def recheck_access(self, *, signed_out: bool = False) -> None:
+        if self.closed_by_server:
+            return
+        checked = dict(self.grants)  # a subscription made while the query runs is not judged by it
+        if signed_out:
+            signed_in, held = False, set()
+        else:
+            signed_in, held = await database_sync_to_async(access.socket_access)(
+                user_id=self.user.pk, session_key=self.session_key, token_key=self.token_key, grants=checked
+            )
+        if self.closed_by_server:
+            return  # the other check (signal or timer) closed it meanwhile
+        dropped = [(group, names) for group, (_kind, _pk, names) in checked.items() if group not in held and group in self.grants]
         for group, names in dropped:
             await self.leave(group)
             await self.send_error(names, "forbidden", "You no longer have access to this.")
         if not signed_in or (dropped and not self.grants):
-            await self.close(code=4403)
+            await self.close_for_good(4403)
 
 
 class MothershipConsumer(AccessSocket, TileSocket, WarmingSocket, StreamSocket, SocketConsumer):

@@ -126,6 +126,8 @@ DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "mothership@localhost"
 MOTHERSHIP_PASSWORD_RESET = bool(EMAIL_HOST)
 
 INSTALLED_APPS = [
+    # First: its management commands take precedence over Django's (createsuperuser checks passwords).
+    "mothership",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -138,7 +140,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "csp",
-    "mothership",
     "chats",
     "streams",
     "spend",
@@ -342,6 +343,10 @@ MOTHERSHIP_TOOL_CALL_RATE = env_rate("MOTHERSHIP_TOOL_CALL_RATE", "120/min")
 # ``/ws/?token=<API token>``: off, since proxies log URLs; API clients use a socket ticket
 # (``POST /api/auth/ws-ticket``). On only for old clients.
 MOTHERSHIP_WS_TOKEN_IN_URL = env_bool("MOTHERSHIP_WS_TOKEN_IN_URL", False)
+# Every socket checks again, this often, that its user is active, its session or API token alive
+# and its subscriptions still the user's (one query): a change that sent no signal (QuerySet.update,
+# a raw DELETE, another program) closes it within this period (mothership/access.py).
+MOTHERSHIP_SOCKET_RECHECK_SECONDS = env_float("MOTHERSHIP_SOCKET_RECHECK_SECONDS", 30.0, minimum=0.1)
 MOTHERSHIP_MAX_CONCURRENT_TURNS = env_int("MOTHERSHIP_MAX_CONCURRENT_TURNS", 10, minimum=1)
 
 # --- Warming --------------------------------------------------------------------------
@@ -420,9 +425,16 @@ except McpConfigError as exc:
 MOTHERSHIP_MAX_TOOL_ROUNDS = env_int("MOTHERSHIP_MAX_TOOL_ROUNDS", 20, minimum=1)  # rounds of tool calls per turn
 
 # --- Auth, API ------------------------------------------------------------------------
+# Every password a person sets (sign-up forms, the admin, changepassword, createsuperuser, its
+# --noinput form too: mothership/management/commands/createsuperuser.py) is checked by these.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -473,7 +485,10 @@ WHITENOISE_MAX_AGE = env_int("MOTHERSHIP_STATIC_MAX_AGE", 3600, minimum=0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    # Every line with secrets masked (mothership/infra/secrets.py): a provider's or a tool server's words, a traceback.
+    "formatters": {
+        "plain": {"class": "mothership.infra.secrets.MaskingFormatter", "format": "%(levelname)s %(name)s: %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("MOTHERSHIP_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},

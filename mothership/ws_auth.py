@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 
 from mothership.access import socket_still_signed_in
 from mothership.infra.redis import get_redis
@@ -88,17 +90,62 @@ class TokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-class BrowserOriginValidator(OriginValidator):
-    """Browsers always send Origin: it must be one of ours. Other clients send none and
-    authenticate by token, which a cross-site page cannot forge."""
+class BrowserOriginValidator:
+    """Browsers always send Origin: it must be one of ours, by scheme, host and port. Other clients
+    send none and authenticate by token, which a cross-site page cannot forge."""
 
-    def valid_origin(self, parsed_origin):
-        if parsed_origin is None:
-            return True
-        return self.validate_origin(parsed_origin)
+    def __init__(self, application):
+        self.application = application
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "websocket":
+            raise ValueError("BrowserOriginValidator guards WebSocket connections only.")
+        headers = dict(scope.get("headers", []))
+        origin, host = headers.get(b"origin"), headers.get(b"host")
+        if origin is None or origin_allowed(
+            origin.decode("latin1"), host=host.decode("latin1") if host else None, scheme=scope.get("scheme", "ws")
+        ):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _scheme_host_port(url: str) -> tuple[str, str, int] | None:
+    """An origin (``scheme://host[:port]``) as (scheme, host, port), the port filled in; None when malformed."""
+    try:
+        parts = urlsplit(url.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # as ALLOWED_HOSTS writes IPv6
+    return parts.scheme, host, port if port is not None else _DEFAULT_PORTS[parts.scheme]
+
+
+def origin_allowed(origin: str, *, host: str | None, scheme: str) -> bool:
+    """Whether a page at ``origin`` may open this socket: the same scheme, host and port as one of
+    ``CSRF_TRUSTED_ORIGINS`` (``https://*.example.com`` for its subdomains), or a host of
+    ``ALLOWED_HOSTS`` on this request's own scheme (https with ``MOTHERSHIP_HTTPS``) and the Host
+    header's port. ``null`` and anything malformed are refused."""
+    parsed = _scheme_host_port(origin)
+    if parsed is None:
+        return False
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:
+        wanted = _scheme_host_port(trusted)
+        if wanted is not None and parsed[0] == wanted[0] and parsed[2] == wanted[2]:
+            pattern = wanted[1][1:] if wanted[1].startswith("*.") else wanted[1]  # "*.example.com": its subdomains
+            if is_same_domain(parsed[1], pattern):
+                return True
+    domain, port = split_domain_port(host or "")
+    if not domain:
+        return False  # no Host header, or one Django would refuse
+    own_scheme = "https" if settings.MOTHERSHIP_HTTPS or scheme in ("wss", "https") else "http"
+    own_port = int(port) if port else _DEFAULT_PORTS[own_scheme]
+    return parsed[0] == own_scheme and parsed[2] == own_port and validate_host(parsed[1], settings.ALLOWED_HOSTS)
 
 
 def origin_validator(application):
-    # Host-only patterns match any port and scheme, as Django's ALLOWED_HOSTS does.
-    patterns = list(settings.ALLOWED_HOSTS) + list(settings.CSRF_TRUSTED_ORIGINS)
-    return BrowserOriginValidator(application, patterns)
+    return BrowserOriginValidator(application)

@@ -1,4 +1,4 @@
-"""Every read of streams: the live snapshot, membership of a stream in a chat, the event log."""
+"""Every read of streams: the live snapshot, membership of a stream in a chat, who may stop a turn, the event log."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import redis
 
+from chats.selectors import user_may_manage
 from mothership.infra.redis import get_redis
 from streams import approvals, eventlog, locks
 from streams.models import Stream
@@ -44,6 +45,19 @@ def stream_in_chat(*, chat_id, stream_id) -> bool:
     return Stream.objects.filter(pk=stream_id, chat_id=chat_id).exists()
 
 
+STOP_REFUSED = "Only the member who sent this message, the chat's creator or an owner of its workspace may stop its reply."
+
+
+def user_may_stop(*, user, chat, stream_id) -> bool:
+    """Whether ``user`` (a member of ``chat``) may stop the turn ``stream_id``: the member who sent
+    it, the chat's creator, or an owner of its workspace (as Close: ``user_may_manage``). An id of no
+    turn of this chat stops nothing, and the stop's answer says so (``not_active``)."""
+    senders = list(Stream.objects.filter(pk=stream_id, chat_id=chat.pk).values_list("started_by_id", flat=True)[:1])
+    if not senders:
+        return True
+    return senders[0] == user.pk or user_may_manage(user=user, chat=chat)
+
+
 def stream_snapshot(*, stream_id) -> dict | None:
     """A live stream's snapshot (status, last seq, text so far), or None.
 
@@ -63,6 +77,7 @@ def stream_snapshot(*, stream_id) -> dict | None:
         "text": eventlog.snapshot_text(log) if log is not None else None,
         "tool_calls": eventlog.tool_calls_of(log) if log is not None else [],
         "assistant_message_id": str(stream.assistant_message_id) if stream.assistant_message_id else None,
+        "started_by": stream.started_by_id,  # the page offers Stop to its sender (and creator, owners)
         "provider": stream.provider,
         "model": stream.model,
     }

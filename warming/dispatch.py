@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from chats.selectors import conversation_prefixes
 from mothership.infra import bulk
+from mothership.infra.secrets import mask
 from streams import locks
 from streams.providers import Provider, ProviderError, Usage, get_provider, model_for
 from streams.providers.pricing import prices, usage_cost
@@ -297,7 +298,7 @@ def _apply_warm(schedule: WarmingSchedule, result: Usage | str, model: str, now)
     """A warm's usage (or its failure's reason) applied to its row, then the next warm and the stop rules."""
     if isinstance(result, str):
         schedule.consecutive_failures += 1
-        schedule.last_error = result
+        schedule.last_error = mask(result)  # the panel's lastError: a provider's words, never a key
         outcome = "failed"
     else:
         _apply_usage(schedule, result, model, now)

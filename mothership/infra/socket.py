@@ -8,8 +8,10 @@ stays open.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 
 import redis
@@ -78,6 +80,8 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         # error frame), so a change of the user's access can be checked again (``mothership.access``).
         self.grants: dict[str, tuple[str, str, dict]] = {}
         self.allowance = _Allowance(settings.MOTHERSHIP_WS_MESSAGES_PER_SECOND, settings.MOTHERSHIP_WS_MESSAGE_BURST)
+        self.closed_by_server = False  # close_for_good: nothing more is sent
+        self.recheck_task: asyncio.Task | None = None
 
     async def dispatch(self, message):
         """Channels' dispatch without its per-message ``close_old_connections`` thread hop.
@@ -107,11 +111,49 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             self.session_key = None if self.token_key or session is None else session.session_key
         await self.join(user_group(user.pk))
         await self.accept()
+        self.recheck_task = asyncio.get_running_loop().create_task(self._recheck_periodically())
 
     async def disconnect(self, code):
         # Closing a socket never stops a stream nor touches warming: it only leaves the groups.
+        if getattr(self, "recheck_task", None) is not None:
+            self.recheck_task.cancel()
         for group in getattr(self, "groups_joined", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    # --- access checked again on a timer -------------------------------------------------
+
+    async def recheck_access(self) -> None:
+        """Check again what this socket may hold (the composed consumer's); closes it when nothing."""
+
+    async def _recheck_periodically(self) -> None:
+        """``recheck_access`` every ``MOTHERSHIP_SOCKET_RECHECK_SECONDS``: a change no signal
+        announced (``QuerySet.update``, a raw ``DELETE``) is seen within that period."""
+        period = settings.MOTHERSHIP_SOCKET_RECHECK_SECONDS
+        # The first wait is spread over the second half of a period: sockets that reconnect together
+        # after a restart do not all query at the same moment.
+        wait = period * random.uniform(0.5, 1.0)
+        while not self.closed_by_server:
+            await asyncio.sleep(wait)
+            wait = period
+            try:
+                await self.recheck_access()
+            except (OperationalError, InterfaceError):
+                # A database away is no reason to drop every socket: the next period checks again.
+                logger.warning("socket access check: the database is unavailable; checking again in %.0f s", period)
+            except Exception:
+                logger.exception("socket access check failed; checking again in %.0f s", period)
+
+    async def close_for_good(self, code: int) -> None:
+        """Leave every group (no event reaches this socket any more), then close with ``code``."""
+        self.closed_by_server = True
+        for group in list(self.groups_joined):
+            await self.leave(group)
+        await self.close(code=code)
+
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        if getattr(self, "closed_by_server", False):
+            return  # an event dispatched after close_for_good: the socket said its last word
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def join(self, group: str, *, grant: tuple[str, str, dict] | None = None) -> None:
         """Join ``group``; ``grant`` is (``"chat"`` or ``"workspace"``, its id, the fields naming it)."""

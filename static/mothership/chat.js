@@ -31,19 +31,29 @@ const state = {
   sending: false,
   finished: new Set(), // streams this page saw end: never followed again
   prefix: "", // Continue: the kept text the followed stream's deltas go on from
+  startedBy: root.dataset.activeStartedBy || null, // who sent the followed turn (a user id)
 };
 const reply = replies({ transcript, chatId, canContinue: root.dataset.canContinue === "true", onAgain: answerAgain });
 const rendererFor = (messageId) => reply.rendererFor(messageId, assistantBubble);
 
 const QUEUED = "Queued — waiting for a worker…";
+const STOP_REFUSED = "Only the member who sent this message, the chat's creator or an owner may stop its reply";
+
+// Stop (and "Stop and send") for the turn's sender, the chat's creator and the workspace's owners:
+// the server refuses anyone else (403), as it refuses Close.
+function mayStop() {
+  return root.dataset.stopsAny === "true" || (state.startedBy !== null && String(state.startedBy) === root.dataset.userId);
+}
 
 function setBusy(busy) {
   // While a reply streams the composer stays usable: Send becomes "Stop and send".
+  const stoppable = mayStop();
   sendButton.disabled = state.sending;
-  sendButton.textContent = busy && state.activeStreamId ? "Stop and send" : "Send";
+  sendButton.textContent = busy && state.activeStreamId && stoppable ? "Stop and send" : "Send";
   stopButton.hidden = !busy;
   // Stop is armed only once the stream id is known (a send in flight has none yet).
-  stopButton.disabled = !busy || !state.activeStreamId;
+  stopButton.disabled = !busy || !state.activeStreamId || !stoppable;
+  stopButton.title = busy && state.activeStreamId && !stoppable ? STOP_REFUSED : "";
   root.dataset.busy = busy ? "true" : "false";
   reply.refreshActions(busy);
   if (busy) statusLine.textContent = "Streaming…";
@@ -91,6 +101,7 @@ function markStatus(messageId, status, reason) {
 function adopt(event) {
   state.activeStreamId = event.streamId;
   state.activeMessageId = event.messageId || null;
+  state.startedBy = event.startedBy ?? null;
   state.lastSeq = 0;
   if (event.userMessageId) bubble("user", event.userMessage || "", event.userMessageId);
   if (event.messageId) assistantBubble(event.messageId);
@@ -112,6 +123,7 @@ function settle(status, text, reason) {
   markStatus(state.activeMessageId, status, reason);
   state.activeStreamId = null;
   state.activeMessageId = null;
+  state.startedBy = null;
   clearTimeout(state.settleTimer);
   setBusy(false);
 }
@@ -143,6 +155,7 @@ function onEvent(event) {
   state.lastSeq = event.seq;
   if (event.type === "stream.started") {
     if (statusLine.textContent === QUEUED) statusLine.textContent = "Streaming…";
+    if (event.startedBy !== undefined) { state.startedBy = event.startedBy; setBusy(true); }
     state.activeMessageId = event.messageId;
     assistantBubble(event.messageId);
     attempt(event.messageId, Boolean(event.continued));
@@ -280,8 +293,9 @@ composer.addEventListener("submit", async (e) => {
   e.preventDefault();
   const content = input.value.trim();
   if (!content || state.sending) return;
-  // Stop and send: the server stops exactly the turn this page shows, then starts this one.
-  const interrupt = state.activeStreamId;
+  // Stop and send: the server stops exactly the turn this page shows, then starts this one (a
+  // member who may not stop that turn just sends, and is told to wait).
+  const interrupt = mayStop() ? state.activeStreamId : null;
   const sentAt = performance.now();
   state.sending = true; // until the answer names the stream, its events are left to the replay below
   setBusy(true);
@@ -300,7 +314,8 @@ composer.addEventListener("submit", async (e) => {
   if (!response.ok) {
     setBusy(Boolean(state.activeStreamId));
     if (response.status === 409 && interrupt) notice("Another reply started meanwhile; nothing was stopped. Your message was not sent.");
-    else notice(response.status === 409 ? "A reply is already streaming in this conversation; stop it or wait for it to finish." : body.detail || `Error ${response.status}`);
+    else if (response.status === 409) notice(mayStop() ? "A reply is already streaming in this conversation; stop it or wait for it to finish." : "Another member's reply is streaming; wait for it to finish.");
+    else notice(body.detail || `Error ${response.status}`);
     return;
   }
   input.value = "";
@@ -316,6 +331,7 @@ function follow(body, continued) {
   assistantBubble(body.message_id);
   state.activeStreamId = body.stream_id;
   state.activeMessageId = body.message_id;
+  state.startedBy = root.dataset.userId; // this page's own turn
   state.lastSeq = 0;
   attempt(body.message_id, continued);
   setBusy(true); // arms Stop now that the stream id is known

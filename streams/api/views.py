@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
@@ -22,6 +23,7 @@ from mothership.infra.throttles import user_rate_check
 from spend.services import BudgetExceeded
 from streams.api.serializers import MessageCostOutput, messages_output
 from streams.providers import models
+from streams.selectors import STOP_REFUSED, user_may_stop
 from streams.services import (
     CannotAnswerAgain,
     StreamConflict,
@@ -83,14 +85,17 @@ class ChatMessagesApi(APIView):
             429: OpenApiResponse(
                 description="Past the sender's rate (MOTHERSHIP_SEND_RATE) or turns at once (MOTHERSHIP_MAX_CONCURRENT_TURNS)."
             ),
+            403: OpenApiResponse(description="`interrupt` names another member's turn: " + STOP_REFUSED),
         },
     )
     def post(self, request, chat_id):
         chat = chat_get_for_member(user=request.user, chat_id=chat_id)
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
-        user_rate_check(scope="send", user=request.user)
         content, interrupt = payload.validated_data["content"], payload.validated_data.get("interrupt")
+        if interrupt is not None and not user_may_stop(user=request.user, chat=chat, stream_id=interrupt):
+            raise PermissionDenied(STOP_REFUSED)  # nothing stopped, nothing sent
+        user_rate_check(scope="send", user=request.user)
         if interrupt is not None:
             return _turn_started(
                 lambda: stream_interrupt_and_start(chat=chat, content=content, interrupt=interrupt, user=request.user)
@@ -184,17 +189,23 @@ _CancelOutput = inline_serializer(
 
 
 class ChatCancelApi(APIView):
-    """Stop exactly the turn named by ``stream_id``; a stale id never stops a newer turn."""
+    """Stop exactly the turn named by ``stream_id``; a stale id never stops a newer turn. Its sender,
+    the chat's creator or an owner may stop a turn; another member gets 403, a non-member 404."""
 
     @extend_schema_serializer(component_name="CancelInput")
     class Input(serializers.Serializer):
         stream_id = StrictUUIDField()
 
-    @extend_schema(request=Input, responses={200: _CancelOutput})
+    @extend_schema(
+        request=Input,
+        responses={200: _CancelOutput, 403: OpenApiResponse(description="The turn is another member's: " + STOP_REFUSED)},
+    )
     def post(self, request, chat_id):
         chat = chat_get_for_member(user=request.user, chat_id=chat_id)
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
+        if not user_may_stop(user=request.user, chat=chat, stream_id=payload.validated_data["stream_id"]):
+            raise PermissionDenied(STOP_REFUSED)
         outcome = stream_cancel(chat=chat, stream_id=payload.validated_data["stream_id"], reason="user")
         return Response(outcome.as_dict())
 

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from mothership.infra.secrets import mask
+
 logger = logging.getLogger(__name__)
 
 
@@ -161,6 +163,7 @@ class ProviderError(Exception):
     """
 
     def __init__(self, reason: str, *, retryable: bool = False, billed: bool = True):
+        reason = mask(reason)  # a turn's reason, a warm's lastError, provider_check: never a key
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
@@ -226,18 +229,16 @@ def warm_each(
 # --- shared by the HTTP providers --------------------------------------------------------
 
 MAX_MESSAGE_CHARS = 300
-_SECRETS = re.compile(r"\b(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_*-]*|\b(Bearer\s+)\S+", re.IGNORECASE)
 # A 429 that no wait fixes: the account's quota, credit or spend limit (OpenAI's
 # ``insufficient_quota``; other servers say it in words).
 _SPEND_LIMIT = re.compile(r"insufficient_quota|quota|credit balance|spend(ing)? limit|billing|usage limit", re.IGNORECASE)
 
 
 def provider_message(message) -> str:
-    """The server's own error message as a turn's reason may show it: one line, trimmed, keys masked."""
+    """The server's own error message as a turn's reason may show it: one line, trimmed, secrets masked."""
     if not isinstance(message, str):
         return ""
-    line = " ".join(message.split())
-    line = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "…", line)
+    line = mask(" ".join(message.split()))
     return line if len(line) <= MAX_MESSAGE_CHARS else line[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
@@ -287,7 +288,7 @@ class Failure:
     def said(self, *, mid_stream: bool = False) -> str:
         """The turn's reason: ours, where it happened, then the server's message."""
         reason = f"{self.reason} mid-stream" if mid_stream else self.reason
-        return f"{reason}: {self.message}" if self.message else reason
+        return mask(f"{reason}: {self.message}" if self.message else reason)  # the hints name endpoints
 
     def delay(self, attempt: int) -> float | None:
         """Seconds to wait before the next attempt; None when the provider asks for longer than

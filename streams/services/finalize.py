@@ -19,6 +19,7 @@ from django.utils import timezone
 from chats.models import Chat, Message
 from mothership.infra.database import retrying_database
 from mothership.infra.redis import UNAVAILABLE, retrying
+from mothership.infra.secrets import mask
 from mothership.infra.signals import send_logged
 from streams import eventlog, events, locks
 from streams.models import Stream
@@ -63,7 +64,7 @@ def stream_finalize(
     event; ``redis_wait`` is how long the announcement waits for a Redis that is away (the lock's
     TTL by default).
     """
-    reason = reason[: Stream._meta.get_field("reason").max_length]
+    reason = mask(reason)[: Stream._meta.get_field("reason").max_length]  # shown on the page, the tile, the API
     terminal_seq = last_seq + 1
     sealed_at = timezone.now()
     with transaction.atomic():

@@ -110,6 +110,8 @@ def _execute(turn: Turn) -> _Outcome:
                 # So every tab (not only the sender's) can show the turn from its first event.
                 userMessageId=str(stream.user_message_id) if stream.user_message_id else None,
                 userMessage=stream.user_message.content if stream.user_message else "",
+                # Who sent it: a page offers Stop to its sender (and to the chat's creator and owners).
+                startedBy=stream.started_by_id,
                 provider=stream.provider,
                 model=stream.model,
                 # Continue: the deltas follow the message's kept text (the page already shows it).

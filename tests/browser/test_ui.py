@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from chats.models import Message
-from chats.services import chat_create, workspace_create
+from chats.services import chat_create, membership_add, workspace_create
 from streams.models import Stream
 from tests.support.warming import wait_until_warmed_after, warming_witness
 from warming.models import WarmingSchedule
@@ -277,6 +277,40 @@ def test_stop_and_send_stops_the_running_reply_and_sends_the_new_message(login, 
     expect(page.locator("#stop")).to_be_hidden(timeout=5000)
 
 
+def test_stop_is_offered_to_the_turns_sender_and_the_owner_and_not_to_another_member(login, user, chat, stack, make_user):
+    """Before, every member's page armed Stop (and "Stop and send") for every member's turn."""
+    sender, other = make_user("frank", password="pw-123456"), make_user("carol", password="pw-123456")
+    for member in (sender, other):
+        membership_add(workspace=chat.workspace, user=member)
+    pages = {}
+    for name, person in (("sender", sender), ("other", other), ("owner", user)):
+        _context, pages[name] = login(person)
+        pages[name].goto(f"{stack.url}/chats/{chat.id}/")
+
+    _send(pages["sender"], "A long answer, please")
+    for page in pages.values():
+        _wait_streaming(page, 5)
+
+    # The sender and the workspace's owner may stop it; another member sees why not.
+    for name in ("sender", "owner"):
+        expect(pages[name].locator("#stop")).to_be_enabled()
+        expect(pages[name].locator("#send")).to_have_text("Stop and send")
+    refused = pages["other"].locator("#stop")
+    expect(refused).to_be_visible()
+    expect(refused).to_be_disabled()
+    expect(refused).to_have_attribute(
+        "title", re.compile("Only the member who sent this message, the chat's creator or an owner")
+    )
+    expect(pages["other"].locator("#send")).to_have_text("Send")
+    pages["other"].reload()  # the page as the server renders it mid-reply says the same
+    _wait_streaming(pages["other"], 5)
+    expect(pages["other"].locator("#stop")).to_be_disabled()
+
+    pages["owner"].click("#stop")
+    expect(pages["sender"].locator(".msg--assistant").last.locator(".msg-status")).to_have_text("cancelled", timeout=5000)
+    expect(pages["other"].locator("#stop")).to_be_hidden()
+
+
 def test_a_new_chat_needs_no_title_is_named_by_its_first_message_and_renames_inline(login, user, chat, stack):
     _context, page = login(user)
     page.click(".new-chat button")  # no title typed
@@ -460,6 +494,7 @@ def test_a_tool_call_that_waits_for_approval_is_approved_from_the_chat_page(logi
     expect(box).to_be_hidden()
     expect(page.locator(".msg--assistant .msg-content").last).to_have_text(re.compile(r"^\s*\d \+ \d = \d+\s*$"), timeout=15000)
     expect(page.locator("#composer-status")).to_contain_text("The tool answered: ok")
+    expect(page.locator("#stop")).to_be_hidden(timeout=15000)  # the terminal event: sent once the seal committed
     message = Message.objects.filter(chat=chat, role="assistant").latest("created_at")
     assert [(c["tool"], c["status"]) for c in message.tool_calls] == [("ask.roll", "ok")]
 

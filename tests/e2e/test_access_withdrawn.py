@@ -162,3 +162,38 @@ async def test_a_logout_or_a_new_password_ends_the_sockets_of_the_sessions_it_en
     for ws in sockets[1:]:
         _, code, _ = await _frames_until_closed(ws, timeout=1.0)
         assert code == 4403
+
+
+async def test_a_deactivation_no_signal_announces_closes_the_socket_mid_reply_within_the_recheck_period(
+    tmp_path, slow_worker, api, user, token, chat
+):
+    """``QuerySet.update(is_active=False)`` sends no signal. Before, the socket never noticed: 355
+    deltas in 15 s and it stayed open; now its own check (every MOTHERSHIP_SOCKET_RECHECK_SECONDS)
+    closes it."""
+    server, base = await asyncio.to_thread(
+        processes.start_server, tmp_path, name="recheck", MOTHERSHIP_SOCKET_RECHECK_SECONDS="1"
+    )
+    try:
+
+        def send():
+            with processes.routed_to(slow_worker.queue):
+                return api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "long"}, format="json").json()
+
+        ws = await _socket(base, token=token)
+        await _subscribe(ws, conversationId=str(chat.id))
+        await database_sync_to_async(send)()
+        deltas = 0
+        while deltas < 5:
+            deltas += json.loads(await ws.recv())["type"] == "stream.delta"
+
+        changed_at = time.monotonic()
+        await database_sync_to_async(get_user_model().objects.filter(pk=user.pk).update)(is_active=False)
+        frames, code, closed_at = await _frames_until_closed(ws, timeout=5)
+
+        assert code == 4403 and closed_at - changed_at < 2.0, (code, closed_at - changed_at)
+        forbidden = [f for f in frames if f.get("code") == "forbidden"]
+        assert forbidden and forbidden[0]["conversationId"] == str(chat.id)
+        assert not [f for f in frames if f["type"].startswith("stream.") and f["_at"] > forbidden[0]["_at"]]
+        print(f"closed {closed_at - changed_at:.3f} s after the update, {len(frames) - len(forbidden)} events before it")
+    finally:
+        await asyncio.to_thread(server.stop)

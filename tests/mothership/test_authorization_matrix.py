@@ -4,8 +4,9 @@ member: staff sees the admin, not other people's chats); CSRF on session writes;
 Origin; a member removed while subscribed.
 
 Rules (README, "Roles"): non-members get 404 (never 403, which would confirm the chat exists);
-members read, chat and stop any turn; closing and warming changes are for the chat's creator
-and the workspace's owners (403 for other members, ``forbidden`` on the socket).
+members read and chat; a turn is stopped (Stop, "stop and send") by its sender, the chat's creator
+or an owner; closing and warming changes are for the chat's creator and the workspace's owners
+(403 for other members, ``forbidden`` on the socket).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from channels.testing.websocket import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.test import APIClient
 
-from chats.models import Membership
+from chats.models import Membership, Message
 from mothership.consumers import MothershipConsumer
 from streams import locks
+from streams.models import Stream
 from streams.providers import default_model
+from streams.selectors import STOP_REFUSED
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -256,18 +259,106 @@ async def test_every_socket_message_as_every_actor(world):
     assert not wrong, wrong
 
 
-async def test_the_socket_refuses_foreign_origins():
+def test_stop_is_for_the_turns_sender_the_chats_creator_and_the_owners(world):
+    """Before, any member could stop any member's turn (while Close was the creator's and the owners')."""
+    people, workspace, chat = world
+    people["sender"] = factories.MembershipFactory(workspace=workspace, user__username="frank", role=Membership.Role.MEMBER).user
+    expected = dict(anonymous=403, stranger=404, staff=404, member=403, sender=200, creator=200, owner=200)
+    got = {}
+    for actor in expected:
+        # Given: a turn frank sent in bob's chat (queued: no worker takes it).
+        turn = _api(people["sender"]).post(f"/api/mothership/chats/{chat.id}/messages", {"content": "hi"}, format="json")
+        assert turn.status_code == 201, turn.content
+        stream_id = turn.json()["stream_id"]
+
+        # When: the actor presses Stop.
+        answer = _api(people[actor]).post(f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": stream_id}, format="json")
+
+        # Then: only the sender, the creator and the owners stop it; another member is told why.
+        got[actor] = answer.status_code
+        stream = Stream.objects.get(pk=stream_id)
+        if answer.status_code == 200:
+            assert answer.json()["cancelled"] is True and stream.status == "cancelled", actor
+        else:
+            assert stream.status == "queued", actor  # nothing stopped
+            if actor == "member":
+                assert answer.json()["detail"] == STOP_REFUSED
+            assert (
+                _api(people["sender"])
+                .post(f"/api/mothership/chats/{chat.id}/cancel", {"stream_id": stream_id}, format="json")
+                .json()["cancelled"]
+            )
+    assert got == expected
+
+
+def test_stop_and_send_is_for_the_turns_sender_the_chats_creator_and_the_owners(world):
+    people, workspace, chat = world
+    sender = factories.MembershipFactory(workspace=workspace, user__username="frank", role=Membership.Role.MEMBER).user
+    stream_id = (
+        _api(sender).post(f"/api/mothership/chats/{chat.id}/messages", {"content": "hi"}, format="json").json()["stream_id"]
+    )
+
+    # A member who neither sent the turn nor created the chat: 403, nothing stopped, nothing sent.
+    refused = _api(people["member"]).post(
+        f"/api/mothership/chats/{chat.id}/messages", {"content": "mine now", "interrupt": stream_id}, format="json"
+    )
+    assert refused.status_code == 403 and refused.json()["detail"] == STOP_REFUSED
+    assert Stream.objects.get(pk=stream_id).status == "queued"
+    assert not Message.objects.filter(chat=chat, content="mine now").exists()
+
+    # The chat's creator may.
+    taken = _api(people["creator"]).post(
+        f"/api/mothership/chats/{chat.id}/messages", {"content": "mine now", "interrupt": stream_id}, format="json"
+    )
+    assert taken.status_code == 201, taken.content
+    assert Stream.objects.get(pk=stream_id).status == "cancelled"
+    locks.lock_release(chat_id=chat.id, stream_id=taken.json()["stream_id"])
+
+
+# Origin → whether the socket lets it through (then the anonymous caller is refused with 4401).
+# With MOTHERSHIP_HTTPS the request's own scheme is https; CSRF_TRUSTED_ORIGINS are full origins.
+_LOCAL = {"ALLOWED_HOSTS": ["127.0.0.1", "localhost"], "CSRF_TRUSTED_ORIGINS": [], "MOTHERSHIP_HTTPS": False}
+_TLS = {"ALLOWED_HOSTS": ["chat.example.com"], "CSRF_TRUSTED_ORIGINS": [], "MOTHERSHIP_HTTPS": True}
+_TRUSTED = {**_TLS, "CSRF_TRUSTED_ORIGINS": ["https://chat.example.com", "https://*.teams.example.com"]}
+ORIGINS = {
+    "same origin": (_LOCAL, "127.0.0.1:8000", "http://127.0.0.1:8000", True),
+    "another allowed host, same port": (_LOCAL, "127.0.0.1:8000", "http://localhost:8000", True),
+    "default port": (_LOCAL, "127.0.0.1", "http://127.0.0.1", True),
+    "another port": (_LOCAL, "127.0.0.1:8000", "http://127.0.0.1:8732", False),
+    "another scheme": (_LOCAL, "127.0.0.1:8000", "https://127.0.0.1:8000", False),
+    "a foreign host": (_LOCAL, "127.0.0.1", "http://evil.example", False),
+    "null": (_LOCAL, "127.0.0.1", "null", False),
+    "no Host header": (_LOCAL, None, "http://127.0.0.1:8000", False),
+    "https": (_TLS, "chat.example.com", "https://chat.example.com", True),
+    "https, port named": (_TLS, "chat.example.com", "https://chat.example.com:443", True),
+    "https: http": (_TLS, "chat.example.com", "http://chat.example.com", False),
+    "https: http on another port": (_TLS, "chat.example.com", "http://chat.example.com:8732", False),
+    "https: another port": (_TLS, "chat.example.com", "https://chat.example.com:9999", False),
+    "trusted, behind a proxy that rewrote Host": (_TRUSTED, "10.0.0.5:8000", "https://chat.example.com", True),
+    "trusted: another port": (_TRUSTED, "10.0.0.5:8000", "https://chat.example.com:8443", False),
+    "trusted: http": (_TRUSTED, "10.0.0.5:8000", "http://chat.example.com", False),
+    "trusted subdomain": (_TRUSTED, "10.0.0.5:8000", "https://red.teams.example.com", True),
+    "trusted subdomain: another port": (_TRUSTED, "10.0.0.5:8000", "https://red.teams.example.com:444", False),
+    "trusted subdomain: another domain": (_TRUSTED, "10.0.0.5:8000", "https://teams.example.com.evil.example", False),
+}
+
+
+async def test_the_socket_lets_in_only_its_own_origins_by_scheme_host_and_port(settings):
+    """Before, an allowed host matched any scheme and port (``http://host:8732``, ``https://host:9999``)."""
     from mothership.asgi import application
 
-    for origin in (b"http://evil.example", b"null"):
-        communicator = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", origin), (b"host", b"127.0.0.1")])
-        connected, _code = await communicator.connect()
-        assert not connected, origin
+    wrong = {}
+    for case, (values, host, origin, passes) in ORIGINS.items():
+        for name, value in values.items():
+            setattr(settings, name, value)
+        headers = [(b"origin", origin.encode())] + ([(b"host", host.encode())] if host else [])
+        communicator = WebsocketCommunicator(application, "/ws/", headers=headers)
+        connected, code = await communicator.connect()
+        assert not connected
+        if (code == 4401) is not passes:  # 4401: the origin passed, the anonymous caller did not
+            wrong[case] = code
         await communicator.disconnect()
-    allowed = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", b"http://127.0.0.1:8000")])
-    connected, code = await allowed.connect()
-    assert not connected and code == 4401  # the origin passes; the anonymous caller does not
-    await allowed.disconnect()
+    assert not wrong, wrong
 
 
 async def test_a_member_removed_while_subscribed_is_told_and_dropped(world):

@@ -119,6 +119,7 @@ SCHEMAS: dict[str, dict] = {
         messageId=UUID,
         userMessageId=NULLABLE_UUID,
         userMessage={"type": "string"},
+        startedBy={"type": ["integer", "null"]},
         provider={"type": "string", "minLength": 1},
         model={"type": "string", "minLength": 1},
         continued={"type": "boolean"},

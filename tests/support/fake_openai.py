@@ -38,6 +38,7 @@ Scenarios are chosen by the last user message:
 - "ignores_stream": every request, streaming or not, is answered with one JSON completion (a
   proxy that drops ``stream: true``);
 - "echo_key": error messages repeat the request's key (as some proxies' do).
+- "wrong_key": every request is answered 401, as a server answers a key it does not know.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class OpenAIHandler(Handler):
             results.insert(0, message["content"])
         if problem := _invalid(body["messages"]):
             return self.send_error_json(400, problem, "invalid_request_error", None)
-        if "401" in prompt:
+        if "401" in prompt or "wrong_key" in server.quirks:
             return self.send_error_json(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
         if (once := _ONCE_TRIGGER.search(prompt)) and once.group(0) not in server.failed_once:
             server.failed_once.add(once.group(0))

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from mothership.infra.mcp.config import ServerConfig
+from mothership.infra.secrets import mask
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +118,10 @@ class _Connection:
 
 
 def _brief(exc: BaseException) -> str:
-    """One line about a failure (an exception group's first leaf), never a secret of the entry."""
+    """One line about a failure (an exception group's first leaf), secrets masked (``mothership.infra.secrets``)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = mask(str(exc).splitlines()[0]) if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
@@ -211,7 +212,9 @@ class ToolServers:
         except Exception as exc:
             logger.warning("MCP call %s.%s failed: %s", config.name, tool, _brief(exc))
             return outcome("error", f"The tool {config.name}.{tool} failed: {_brief(exc)}")
-        return outcome("error" if result.is_error else "ok", result_text(result))
+        if result.is_error:  # the server's own words, masked as a provider's are
+            return outcome("error", mask(result_text(result)))
+        return outcome("ok", result_text(result))  # an answer is the tool's data: a hash or a path in it stays
 
 
 def result_text(result) -> str:

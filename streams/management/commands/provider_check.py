@@ -8,6 +8,7 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
+from mothership.infra.secrets import mask
 from streams.providers import ProviderError, TextDelta, ToolCall, get_provider, model_get, models
 
 CHECK_PROMPT = [{"role": "user", "content": "Reply with one word."}]
@@ -33,14 +34,15 @@ class Command(BaseCommand):
         else:
             specs = models()
         rows = [self._check(spec) for spec in specs]
+        # An endpoint may carry a key in its query (?key=…), a reason the server's words: both masked.
         if options["json"]:
-            self.stdout.write(json.dumps(rows if not options["model"] else rows[0]))
+            self.stdout.write(mask(json.dumps(rows if not options["model"] else rows[0])))
         else:
             width = max(len(row["id"]) for row in rows)
             for row in rows:
                 where = f"{row['provider']} / {row['model']} at {row['endpoint']}"
                 outcome = f"ok, usage {row['usage']}" if row["ok"] else f"FAILED: {row['reason']}"
-                self.stdout.write(f"{row['id']:<{width}}  {where}: {outcome}")
+                self.stdout.write(mask(f"{row['id']:<{width}}  {where}: {outcome}"))
         if not all(row["ok"] for row in rows):
             raise SystemExit(1)
 
