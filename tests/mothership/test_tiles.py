@@ -7,8 +7,10 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from chats.services import chat_create
+from chats.services import chat_create, chat_rename
 from mothership.consumers import MothershipConsumer
 from streams.services import stream_cancel, stream_start
 
@@ -46,6 +48,23 @@ async def test_tiles_follow_a_turn_from_yellow_to_its_end_and_new_chats_appear(u
     tile = await tab.receive_json_from(timeout=5)
     assert (tile["conversationId"], tile["title"], tile["state"]) == (str(other.id), "brand new", "idle")
     await tab.disconnect()
+
+
+async def test_renaming_a_chat_pushes_its_tile_with_the_new_title(user, workspace, chat):
+    tab = await _dashboard(user, workspace)
+    await database_sync_to_async(chat_rename)(chat=chat, title="Quarterly plan")
+    tile = await tab.receive_json_from(timeout=5)
+    assert (tile["type"], tile["conversationId"], tile["title"]) == ("tile", str(chat.id), "Quarterly plan")
+    assert "Quarterly plan" in tile["html"]
+    await tab.disconnect()
+
+
+def test_a_rename_reads_nothing_for_tiles_nobody_watches(chat):
+    """The receiver hands on the workspace it was told: with no dashboard open, the push costs no query."""
+    with CaptureQueriesContext(connection) as queries:
+        chat_rename(chat=chat, title="Quarterly plan")
+    statements = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
+    assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == ["UPDATE"]
 
 
 async def test_a_workspace_of_someone_else_is_not_found(make_user, workspace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -13,6 +14,7 @@ from spend.models import Charge
 from streams import eventlog, events, locks
 from streams.models import Stream
 from streams.services import stream_answer_again, stream_cancel, stream_start, streams_sweep
+from streams.services.sweep import stream_requeue
 from tests import factories
 from tests.support.waiting import wait_for
 
@@ -183,3 +185,93 @@ def test_after_a_redis_restart_a_turn_without_its_lock_is_left_to_its_worker_for
     get_redis().delete(locks.lock_key(queued.stream.chat_id))  # as if its lock had expired
     assert set(streams_sweep()["interrupted"]) == {str(streaming.stream.id), str(queued.stream.id)}
     assert Stream.objects.get(pk=streaming.stream.pk).reason == "worker_lost"
+
+
+def test_a_sweep_of_named_streams_seals_only_those_and_leaves_other_orphans_alone(chat, workspace):
+    # Given: two orphans mid-reply (the admin action or `reconcile_streams <id>` names one).
+    named = _orphan_mid_stream(chat, ["named"])
+    other = _orphan_mid_stream(factories.ChatFactory(workspace=workspace), ["other"])
+
+    # When: the sweep is told to look at the named one only.
+    report = streams_sweep(stream_ids=[named.stream.id])
+
+    # Then: only it is checked and sealed; the other waits for a full sweep.
+    assert report == {
+        "checked": 1,
+        "alive": 0,
+        "interrupted": [str(named.stream.id)],
+        "already_finalized": 0,
+        "waiting": 0,
+        "requeued": [],
+        "markers_cleared": 0,
+    }
+    assert Stream.objects.get(pk=named.stream.pk).status == "interrupted"
+    assert Stream.objects.get(pk=other.stream.pk).status == "streaming"
+    assert Chat.objects.get(pk=other.stream.chat_id).active_stream_id == other.stream.id
+
+
+def test_a_sweep_reports_what_it_checked_kept_sealed_and_cleared(chat, workspace):
+    # Given: two turns whose workers hold their locks, one orphan, and a chat whose marker
+    # points at a turn that is no longer live and holds no lock.
+    alive = [stream_start(chat=factories.ChatFactory(workspace=workspace), content="hi") for _ in range(2)]
+    orphan = _orphan_mid_stream(chat, ["lost"])
+    stale = factories.ChatFactory(workspace=workspace)
+    Chat.objects.filter(pk=stale.pk).update(active_stream_id=uuid.uuid4())
+
+    # When
+    report = streams_sweep()
+
+    # Then: every field says what happened.
+    assert report == {
+        "checked": 3,
+        "alive": 2,
+        "interrupted": [str(orphan.stream.id)],
+        "already_finalized": 0,
+        "waiting": 0,
+        "requeued": [],
+        "markers_cleared": 1,
+    }
+    assert Chat.objects.get(pk=stale.pk).active_stream_id is None
+    assert all(Stream.objects.get(pk=t.stream.pk).status == "queued" for t in alive)
+
+
+def test_a_stale_marker_is_kept_while_its_chat_lock_is_held(chat):
+    """The lock is the truth for a turn in flight: its row may not be visible to the sweeper yet."""
+    marker = uuid.uuid4()
+    Chat.objects.filter(pk=chat.pk).update(active_stream_id=marker)
+    locks.lock_acquire(chat_id=chat.id, stream_id=marker)
+
+    assert streams_sweep()["markers_cleared"] == 0
+    assert Chat.objects.get(pk=chat.pk).active_stream_id == marker
+
+    locks.lock_release(chat_id=chat.id, stream_id=marker)
+    assert streams_sweep()["markers_cleared"] == 1
+    assert Chat.objects.get(pk=chat.pk).active_stream_id is None
+
+
+def test_a_requeue_that_loses_the_chat_to_another_turn_says_so_and_enqueues_nothing(chat, no_worker):
+    # Given: a queued turn whose lock a restarted Redis lost, and another turn that takes the chat first.
+    queued = stream_start(chat=chat, content="waiting")
+    no_worker.clear()
+    get_redis().delete(locks.lock_key(chat.id))
+    newer = uuid.uuid4()
+    locks.lock_acquire(chat_id=chat.id, stream_id=newer)
+
+    # When / Then: the sweeper does not count it as requeued, enqueues nothing, and leaves the lock alone.
+    assert stream_requeue(stream=queued.stream) is False
+    assert no_worker == []
+    assert locks.lock_owner(chat_id=chat.id) == str(newer)
+
+
+def test_a_sweep_walks_every_batch_and_ends(workspace, monkeypatch):
+    # Given: five live turns, orphans between turns whose workers hold their locks, two to a batch.
+    monkeypatch.setattr("streams.services.sweep.SWEEP_BATCH", 2)
+    turns = []
+    for orphaned in (False, True, False, True, False):
+        chat = factories.ChatFactory(workspace=workspace)
+        turns.append((_orphan_mid_stream(chat, ["x"]) if orphaned else stream_start(chat=chat, content="hi"), orphaned))
+
+    report = streams_sweep()
+
+    assert (report["checked"], report["alive"]) == (5, 3)
+    assert report["interrupted"] == [str(turn.stream.id) for turn, orphaned in turns if orphaned]
