@@ -45,7 +45,7 @@ async def test_anonymous_socket_is_refused():
         (json.dumps({"type": "launch"}), "unknown_type"),
         (json.dumps({"type": "subscribe"}), "bad_request"),
         (json.dumps({"type": "subscribe", "conversationId": "x"}), "bad_request"),
-        (json.dumps({"type": "subscribe", "conversationId": str(uuid.uuid4())}), "not_found"),
+        (json.dumps({"type": "subscribe", "conversationId": "00000000-0000-4000-8000-000000000000"}), "not_found"),
         (
             json.dumps(
                 {"type": "stream.resume", "conversationId": str(uuid.uuid4()), "streamId": str(uuid.uuid4()), "afterSeq": -1}
