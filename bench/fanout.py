@@ -15,8 +15,13 @@ Before the load, ``--idle`` turns on a quiet app measure POST → ``stream.start
 stream. ``--echo`` also measures a bare Channels pub/sub echo (no app code: a consumer that
 joins a group and forwards what is published) at the same load, the ceiling of this box.
 
+``--stalled N`` opens, from run ``--stalled-from`` on, N more sockets a run whose client never
+reads, each subscribed to every chat of the run: the web process's memory and the other
+sockets' delivery with them (the server closes each with 4008 once its unread output passes
+``MOTHERSHIP_WS_SEND_BUFFER_BYTES``).
+
 Usage: .venv/bin/python bench/fanout.py [--streams 40] [--tabs 2] [--rate 50] [--tokens 400]
-       [--runs 1] [--web N] [--workers N] [--echo] [--budget USD] [--app-dir ../base]
+       [--runs 1] [--web N] [--workers N] [--echo] [--budget USD] [--stalled N] [--app-dir ../base]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -222,8 +228,8 @@ class App:
             self.lines.append(line)
             self.log.write(line)
             self.log.flush()
-            if line.startswith("redis: ") and self.redis_url is None:
-                self.redis_url = line.split()[1]
+            if self.redis_url is None and (said := re.search(r"\bredis: (\S+)", line)):  # after the line's time
+                self.redis_url = said.group(1)
 
     def wait_ready(self, *, timeout: float = 90) -> None:
         """Until /healthz answers and every worker process the app announced is ready."""
@@ -362,6 +368,15 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
     )
     for helper in [*clients, subscriber]:
         helper.wait_ready()
+    if args.stalled and run_no >= args.stalled_from:
+        from tests.support.rawws import RawSocket
+
+        # Sockets whose client never reads, each subscribed to every chat of the run (never closed here).
+        for _ in range(args.stalled):
+            stalled = RawSocket(ctx["ws_url"])
+            for chat_id in chats:
+                stalled.send_json({"type": "subscribe", "conversationId": chat_id})
+            ctx.setdefault("stalled", []).append(stalled)
     time.sleep(1.0)
     web_sockets_open = rss_mb(procs, "web")
     import psutil
@@ -478,6 +493,8 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
         if starts:
             first_started.append(starts[0] - sent_at[chat])
     redis_after = rclient.info("memory")["used_memory"]
+    time.sleep(1.0)
+    web_after = rss_mb(procs, "web")
     burst = burst_cpu(timeline, started, started + percentile(first_delta, 99)) if first_delta else None
     cpu = {name: cpu_end.get(name, 0) - cpu_start.get(name, 0) for name in cpu_end} | cpu_end_load
     return {
@@ -503,6 +520,9 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
             "redis_per_live_log_kb": (peaks["redis"] - redis_before) / 1024 / max(1, args.streams),
             "redis_per_full_log_kb": (redis_after - redis_before) / 1024 / max(1, args.streams),
         },
+        "web_rss": (web_before, peaks["web_rss"], web_after),
+        "stalled": len(ctx.get("stalled", ())),
+        "closed_slow": sum("closing it with 4008" in line for line in app.lines),
         "pg_connections": peaks["pg_connections"],
         "queue_wait": queue_wait,
         "answered": answered,
@@ -734,6 +754,11 @@ def report(label: str, run: dict, echo: dict | None) -> None:
         f"worker {m['worker_per_stream_kb']:.0f} KiB per live stream; Redis {m['redis_per_live_log_kb']:.1f} KiB per live "
         f"log (mid-reply), {m['redis_per_full_log_kb']:.1f} KiB per finished log"
     )
+    before, peak, after = run["web_rss"]
+    print(
+        f"  web RSS: {before:.1f} MB before the run, {peak:.1f} MB at its peak, {after:.1f} MB after; "
+        f"never-reading sockets opened so far {run['stalled']}, closed by the server with 4008 so far {run['closed_slow']}"
+    )
     if echo and echo["delivery"] and d:
         e = echo["delivery"]
         print(
@@ -779,6 +804,8 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, help="a monthly and a member-daily budget of this many USD on the workspace (never reached)"
     )
+    parser.add_argument("--stalled", type=int, default=0, help="never-reading sockets per run, each on every chat of the run")
+    parser.add_argument("--stalled-from", type=int, default=2, help="the first run with never-reading sockets")
     parser.add_argument("--label", default="")
     parser.add_argument(
         "--app-dir", type=Path, default=ROOT, help="run the app of another checkout (an A/B against a base commit)"

@@ -13,6 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from mothership.infra.alive import Lifespan  # noqa: E402
 from mothership.infra.concurrency import HttpConcurrencyLimit  # noqa: E402
 from mothership.routing import websocket_urlpatterns  # noqa: E402
 from mothership.ws_auth import TokenAuthMiddleware, origin_validator  # noqa: E402
@@ -39,9 +40,12 @@ def _warm_up() -> None:
 
 _warm_up()
 
-application = ProtocolTypeRouter(
-    {
-        "http": HttpConcurrencyLimit(django_asgi_app, limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY),
-        "websocket": origin_validator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
-    }
+# The lifespan beats the process's heartbeat file from its event loop (mothership.infra.alive).
+application = Lifespan(
+    ProtocolTypeRouter(
+        {
+            "http": HttpConcurrencyLimit(django_asgi_app, limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY),
+            "websocket": origin_validator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+        }
+    )
 )

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 from celery import Celery
+from celery.beat import PersistentScheduler, SchedulingError
+from celery.exceptions import CPendingDeprecationWarning
+from celery.signals import beat_init, worker_init, worker_ready
+from kombu.exceptions import OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
+
+logger = logging.getLogger("mothership.beat")
+
 
 app = Celery("mothership")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -51,3 +60,47 @@ def beat_schedule() -> dict:
 @app.on_after_configure.connect
 def _install_beat_schedule(sender, **kwargs):
     sender.conf.beat_schedule = beat_schedule()
+
+
+@worker_init.connect
+@beat_init.connect
+def _heartbeat_file(**kwargs):
+    """Beats for the supervisor (``mothership.infra.alive``), from before the broker is reached."""
+    from mothership.infra.alive import beat_from_thread
+
+    beat_from_thread()
+
+
+@worker_ready.connect
+def _quiet_reconnects(**kwargs):
+    """Celery warns, at every broker reconnect, that its default for cancelling running tasks on a
+    connection loss will change; the setting is given (False: turns ride out a Redis outage).
+    (Here, once Celery's logging set-up has put its own "always" filters first.)"""
+    warnings.filterwarnings(
+        "ignore", category=CPendingDeprecationWarning, message=r"(?s).*worker_cancel_long_running_tasks_on_connection_loss"
+    )
+
+
+class Scheduler(PersistentScheduler):
+    """Beat's scheduler (``CELERY_BEAT_SCHEDULER``): a broker (Redis) away is one line when it
+    goes and one when it is back, not a traceback for every task due meanwhile (a warming tick
+    is due every second); a task sent is logged at debug level, not every second at info."""
+
+    broker_away = False
+
+    def apply_entry(self, entry, producer=None):
+        logger.debug("sending due task %s (%s)", entry.name, entry.task)
+        try:
+            self.apply_async(entry, producer=producer, advance=False)
+        except SchedulingError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if not isinstance(cause, (OperationalError, ConnectionError, TimeoutError)):
+                logger.exception("scheduled task %s not sent", entry.name)
+                return
+            if not self.broker_away:
+                logger.warning("the broker is unavailable (%s); scheduled tasks are skipped until it answers", cause)
+            self.broker_away = True
+            return
+        if self.broker_away:
+            logger.warning("the broker answers again; scheduled tasks are sent")
+            self.broker_away = False

@@ -1,6 +1,7 @@
 """The app's processes, as command lines: one place for ``runall``, the tests and the benchmarks.
 
-- web: uvicorn (uvloop, httptools, the ``websockets`` protocol without per-message deflate,
+- web: uvicorn (uvloop, httptools, its sans-I/O ``websockets`` protocol with a bound on each
+  socket's unread output (``mothership.infra.wsprotocol``), without per-message deflate,
   which costs more CPU than it saves on frames of a few dozen bytes), on a socket given by
   file descriptor (``runall``) or on a host and port;
 - worker: Celery with a thread pool (a turn mostly waits on the model), on the turn queue or
@@ -51,7 +52,7 @@ def web_argv(
         "--http",
         "httptools",
         "--ws",
-        "websockets",
+        "mothership.infra.wsprotocol:BoundedWebSocketProtocol",
         "--ws-per-message-deflate",
         "false",
         "--ws-max-size",

@@ -302,6 +302,11 @@ CELERY_TASK_ACKS_LATE = False  # a lost stream task is finalized by the sweeper,
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A broker connection lost leaves running turns alone (they ride out a Redis outage); said here so
+# Celery does not warn about its future default at every reconnect.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# One line per broker outage instead of a traceback per due task (mothership/celery.py).
+CELERY_BEAT_SCHEDULER = "mothership.celery:Scheduler"
 CELERY_WORKER_CONCURRENCY = env_int("MOTHERSHIP_WORKER_CONCURRENCY", 100, minimum=1)  # turns per worker process
 
 # --- Processes (``manage.py runall``, i.e. ``make run``) ----------------------------------
@@ -331,6 +336,11 @@ MOTHERSHIP_EVENT_LOG_TTL = env_float("MOTHERSHIP_EVENT_LOG_TTL", 600.0, minimum=
 # and its resumes after a reconnect). Past it, each message gets the error frame ``rate_limited``.
 MOTHERSHIP_WS_MESSAGES_PER_SECOND = env_float("MOTHERSHIP_WS_MESSAGES_PER_SECOND", 20.0, minimum=0.1)
 MOTHERSHIP_WS_MESSAGE_BURST = env_int("MOTHERSHIP_WS_MESSAGE_BURST", 100, minimum=1)
+# Output a socket's client has not read yet, in bytes, past which the server closes it with 4008
+# (mothership/infra/wsprotocol.py); the page reconnects and resumes after its last seq.
+# runall kills and restarts a child whose heartbeat file is older than this (mothership/infra/alive.py).
+MOTHERSHIP_HANG_SECONDS = env_float("MOTHERSHIP_HANG_SECONDS", 10.0, minimum=1.0)
+MOTHERSHIP_WS_SEND_BUFFER_BYTES = env_int("MOTHERSHIP_WS_SEND_BUFFER_BYTES", 1024 * 1024, minimum=1024)
 # Per user, in every process at once (mothership/infra/throttles.py, exact counts in Redis):
 # messages sent, warming changes, warms asked for by hand, chats created (API and page), and
 # turns running at the same time.

@@ -20,6 +20,8 @@ import threading
 
 from django.conf import settings
 
+from mothership.infra import database
+from mothership.infra import redis as redis_infra
 from mothership.infra.redis import get_redis
 from streams import locks
 from streams.models import Stream
@@ -55,6 +57,7 @@ class QueueKeeper:
         self.queue = queue
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="queue-keeper", daemon=True)
+        self.away: str | None = None  # what is unavailable, said once until it answers again
 
     def start(self) -> None:
         self.thread.start()
@@ -68,7 +71,15 @@ class QueueKeeper:
         while not self.stopping.wait(settings.MOTHERSHIP_STREAM_HEARTBEAT):
             try:
                 queued_keep_alive(queue=self.queue)
-            except Exception:  # Redis or the database away for a moment: the next beat retries
+            except (*redis_infra.UNAVAILABLE, *database.UNAVAILABLE) as exc:  # away for a moment: the next beat retries
+                if self.away is None:
+                    logger.warning("could not renew the locks of queued turns (%s); trying again every beat", exc)
+                self.away = str(exc)
+            except Exception:
                 logger.exception("could not renew the locks of queued turns")
+            else:
+                if self.away is not None:
+                    logger.warning("renewing the locks of queued turns again")
+                self.away = None
             finally:
                 close_old_connections()

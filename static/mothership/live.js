@@ -1,27 +1,60 @@
 // Shared by the pages: one reconnecting /ws/ socket, a countdown that never shows the past,
 // and relative times.
 
+// A socket that hears nothing for `pingEveryMs` sends a ping; without any answer within
+// `pongWithinMs` (a hung server process: the kernel keeps the connection open) it is abandoned
+// and a new one opened. A new one that does not open within `openWithinMs` (it landed on the
+// hung process's backlog) is abandoned too. An abandoned socket's late messages are ignored.
+const TIMING = { pingEveryMs: 5000, pongWithinMs: 3000, openWithinMs: 4000 };
+
 export function openSocket({ onOpen, onMessage }) {
+  const timing = { ...TIMING, ...(globalThis.__socketTiming || {}) }; // the browser tests shorten them
   const state = { socket: null, retry: 0 };
   function connect() {
     const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/`);
     state.socket = socket;
+    let done = false; // closed or abandoned: it has reconnected once, and says nothing more
+    let heard = Date.now();
+    let pingedAt = 0;
+    let watch = 0;
+    const again = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(opening);
+      clearInterval(watch);
+      if (socket.readyState !== WebSocket.CLOSED) socket.close();
+      state.retry = Math.min(state.retry + 1, 6);
+      setTimeout(connect, 250 * 2 ** state.retry);
+    };
+    const opening = setTimeout(again, timing.openWithinMs);
     socket.addEventListener("open", () => {
+      if (done) return;
+      clearTimeout(opening);
       state.retry = 0;
+      heard = Date.now();
+      watch = setInterval(() => {
+        const now = Date.now();
+        if (pingedAt && now - pingedAt > timing.pongWithinMs) again();
+        else if (!pingedAt && now - heard >= timing.pingEveryMs) {
+          pingedAt = now;
+          socket.send(JSON.stringify({ type: "ping" }));
+        }
+      }, Math.min(1000, timing.pongWithinMs / 2));
       onOpen(socket);
     });
     socket.addEventListener("message", (msg) => {
+      if (done) return;
+      heard = Date.now(); // any message says the server is alive
+      pingedAt = 0;
       const probe = globalThis.__renderProbe; // set by bench/render.py: each message's main-thread time
       const started = probe ? performance.now() : 0;
       let message;
       try { message = JSON.parse(msg.data); } catch { return; }
+      if (message.type === "pong") return;
       onMessage(message, socket);
       if (probe) probe.events.push(performance.now() - started);
     });
-    socket.addEventListener("close", () => {
-      state.retry = Math.min(state.retry + 1, 6);
-      setTimeout(connect, 250 * 2 ** state.retry);
-    });
+    socket.addEventListener("close", again);
   }
   connect();
   return state;

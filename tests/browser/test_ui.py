@@ -188,6 +188,11 @@ def test_a_network_drop_mid_reply_resumes_with_nothing_lost_or_doubled(login, us
     login.allowed.append(r"WebSocket connection to .* failed")  # the browser logs its retries while the server is down
     stack.restart_server()  # every socket drops; the page reconnects with back-off and resumes
 
+    _assert_reply_completes_whole(page, chat)
+
+
+def _assert_reply_completes_whole(page, chat) -> None:
+    """The chat's one reply completes, and the page shows exactly its saved text: no gap, no duplicate."""
     stream = Stream.objects.get(chat=chat)
     deadline = time.monotonic() + 30
     while Stream.objects.get(pk=stream.pk).is_live:
@@ -196,7 +201,56 @@ def test_a_network_drop_mid_reply_resumes_with_nothing_lost_or_doubled(login, us
     expect(page.locator("#send")).to_be_enabled(timeout=15000)
     message = Message.objects.get(pk=stream.assistant_message_id)
     assert message.status == "complete"
-    assert _assistant_text(page) == rendered_text(page, message.content)  # no gap, no duplicate
+    assert _assistant_text(page) == rendered_text(page, message.content)
+
+
+# Every socket the page opens, and when each opened: the page's own timings, shortened.
+SOCKET_WATCH = """
+globalThis.__socketTiming = { pingEveryMs: 1000, pongWithinMs: 1000, openWithinMs: 1500 };
+globalThis.__sockets = [];
+const Native = globalThis.WebSocket;
+globalThis.WebSocket = class extends Native {
+  constructor(...args) {
+    super(...args);
+    const record = { created: performance.now(), opened: null };
+    globalThis.__sockets.push(record);
+    this.addEventListener("open", () => { record.opened = performance.now(); });
+  }
+};
+"""
+
+
+def test_a_hung_server_is_noticed_by_the_page_which_reconnects_and_resumes(login, user, chat, stack):
+    """The server process stops (SIGSTOP: its connections stay open, it answers nothing). The page's
+    ping goes unanswered, it opens a new socket, abandons each that does not open in time, and once
+    the server answers again it resumes the reply with nothing lost or doubled."""
+    import signal
+
+    context, page = login(user)
+    context.add_init_script(SOCKET_WATCH)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    _until(page, "() => globalThis.__sockets.length === 1 && globalThis.__sockets[0].opened !== null")
+    _send(page, "Keep going while the server hangs")
+    _wait_streaming(page, 10)
+
+    login.allowed.append(r"WebSocket .*(failed|closed before the connection is established)")
+    stopped = page.evaluate("() => performance.now()")
+    os.kill(stack.server.pid, signal.SIGSTOP)
+    try:
+        # A second socket within a ping and a pong's wait (1 s each, checked every half second)...
+        _until(page, "() => globalThis.__sockets.length >= 2", timeout=6)
+        noticed = page.evaluate("() => globalThis.__sockets[1].created") - stopped
+        print(f"hung server: a new socket {noticed:.0f} ms after the stop")
+        assert noticed < 3500, noticed
+        # ...and a third once the second did not open within 1.5 s (the stopped process's backlog).
+        _until(page, "() => globalThis.__sockets.length >= 3", timeout=6)
+        sockets = page.evaluate("() => globalThis.__sockets")
+        assert sockets[1]["opened"] is None and 1400 <= sockets[2]["created"] - sockets[1]["created"] < 3500, sockets
+    finally:
+        os.kill(stack.server.pid, signal.SIGCONT)
+    _until(page, "() => globalThis.__sockets.some((s, i) => i > 0 && s.opened !== null)", timeout=15)
+
+    _assert_reply_completes_whole(page, chat)
 
 
 def test_five_hundred_chats_show_a_page_of_tiles_that_stays_live_and_earlier_messages_load(login, user, chat, stack):

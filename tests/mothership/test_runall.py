@@ -52,6 +52,7 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         WEB_CONCURRENCY="2",
         MOTHERSHIP_WORKER_PROCESSES="2",
         MOTHERSHIP_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8",
+        MOTHERSHIP_HANG_SECONDS="2",
     )
     port = free_port()
     log = tmp_path / "runall.log"
@@ -138,10 +139,30 @@ def test_runall_on_embedded_defaults_serves_restarts_a_killed_worker_and_stops_c
         # lost in the dead process's backlog would never be answered at all)
         assert all(healthy(timeout=3) for _ in range(20))
 
+        # A hung web process (stopped: its event loop beats no more) is noticed, its socket closed
+        # so new connections go to the other one, killed and started again; likewise a hung worker.
+        for name, ready in (("web-1", "Uvicorn running"), ("worker-2", "ready.")):
+            hung, readies = _started(text(), name)[-1], text().count(ready)
+            os.kill(hung, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            wait_for(lambda name=name: f"{name} | not answering" in text(), 10, f"the supervisor to see {name} hung")
+            noticed = time.monotonic() - stopped_at
+            print(f"{name} hung: noticed {noticed:.2f} s after the stop")
+            assert 1 <= noticed < 5, noticed  # 2 s after its last beat (one a second), at a half-second check
+            if name == "web-1":
+                assert all(healthy(timeout=3) for _ in range(20))  # web-2 answers every one meanwhile
+            wait_for(lambda name=name: len(_started(text(), name)) >= 2, 30, f"the restart of {name}")
+            wait_for(lambda ready=ready, readies=readies: text().count(ready) > readies, 60, f"{name} up again")
+            assert not _alive(hung)
+
         children = [int(p) for p in re.findall(r"\| started \(pid (\d+)\)", text())]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert "all stopped" in text()
+        # Every line says when: the supervisor's own and each child's.
+        untimed = [line for line in text().splitlines() if line and not re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line)]
+        assert not untimed, untimed[:5]
+        assert "Traceback" not in text()  # a Redis restart, a killed or hung child: one line each
         wait_for(lambda: not _alive(redis_pid), 5, "embedded redis to stop")
         assert not any(_alive(pid) for pid in children)
     finally:

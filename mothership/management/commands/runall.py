@@ -7,21 +7,31 @@ first takes them, so a burst of reconnecting tabs can land on one process). The 
 closes the socket of a web process that dies, so the others take every new connection at once,
 and opens a new one for its replacement; a single web process keeps its socket, so a connection
 that arrives while it restarts waits in the backlog instead of being refused. A child that exits (crash, kill -9, out of
-memory) is restarted with a short back-off while the others keep running. Ctrl-C (or SIGTERM)
-stops every child and the embedded Redis.
+memory) is restarted with a short back-off while the others keep running.
+
+A child that hangs is restarted too: each beats its heartbeat file every second (web from its
+event loop, workers and beat from a thread: ``mothership.infra.alive``), and one whose file is
+older than ``MOTHERSHIP_HANG_SECONDS`` (stopped, deadlocked, its event loop blocked) has its
+listening socket closed at once, is killed and started again. Every line is printed with the
+time. Ctrl-C (or SIGTERM) stops every child and the embedded Redis.
 """
 
 from __future__ import annotations
 
+import datetime
+import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -29,6 +39,7 @@ from django.core.management.base import BaseCommand
 
 from mothership import embedded_redis
 from mothership.celery import background_queue
+from mothership.infra import alive
 from mothership.processes import beat_argv, web_argv, worker_argv
 
 _COLOURS = {"web": "\033[36m", "worker": "\033[33m", "background": "\033[32m", "beat": "\033[35m"}  # by kind: web-2 is cyan too
@@ -48,6 +59,7 @@ class Child:
     # every new connection at once) and opened again for its replacement.
     listener: socket.socket | None = field(default=None, repr=False)
     reopen: Callable[[], socket.socket] | None = field(default=None, repr=False)
+    heartbeat: Path | None = None  # the file it beats (mothership.infra.alive)
 
     def close_listener(self) -> None:
         if self.listener is not None and self.reopen is not None and self.listener.fileno() != -1:
@@ -60,29 +72,43 @@ class Child:
             self.pass_fds = (self.listener.fileno(),)
 
 
+def stamp() -> str:
+    """The time at the start of every line ``runall`` prints."""
+    return datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+
+
+# A child that has not beaten yet is given this long to boot (imports, migrations checks, the broker).
+BOOT_GRACE = 60.0
+
+
 class Supervisor:
-    def __init__(self, children: list[Child], *, colour: bool):
+    def __init__(self, children: list[Child], *, colour: bool, hang_seconds: float = 10.0):
         self.children = children
         self.colour = colour
+        self.hang_seconds = hang_seconds
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
 
     def say(self, name: str, line: str) -> None:
-        prefix = f"{name:>9} | "
+        prefix = f"{name:>10} | "
         if self.colour:
             prefix = f"{_COLOURS.get(name.split('-')[0], '')}{prefix}{_RESET}"
         with self.print_lock:
-            sys.stdout.write(prefix + line.rstrip("\n") + "\n")
+            sys.stdout.write(f"{stamp()} {prefix}{line.rstrip(chr(10))}\n")
             sys.stdout.flush()
 
     def start(self, child: Child) -> None:
+        env = os.environ.copy()
+        if child.heartbeat is not None:
+            child.heartbeat.unlink(missing_ok=True)  # the last run's beats say nothing of this one
+            env[alive.ENV] = str(child.heartbeat)
         child.process = subprocess.Popen(
             child.argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            env=os.environ.copy(),
+            env=env,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
             pass_fds=child.pass_fds,
             preexec_fn=embedded_redis._die_with_parent,
@@ -100,14 +126,40 @@ class Supervisor:
         if process.wait() is not None and not self.stopping.is_set() and listener is child.listener:
             child.close_listener()
 
+    def hung(self, child: Child) -> float | None:
+        """Seconds since its last beat, when that is past ``hang_seconds`` (or it never beat within
+        ``BOOT_GRACE``); None while it answers."""
+        if child.heartbeat is None or child.process is None or child.process.poll() is not None:
+            return None
+        age = alive.age(child.heartbeat)
+        if age is None:
+            since_start = time.monotonic() - child.started_at
+            return since_start if since_start > max(BOOT_GRACE, self.hang_seconds) else None
+        return age if age > self.hang_seconds else None
+
+    def kill_hung(self, child: Child) -> None:
+        silent = self.hung(child)
+        if silent is None:
+            return
+        # New connections go to the live processes from now on; its own are dropped with it.
+        child.close_listener()
+        self.say(child.name, f"not answering: no heartbeat for {silent:.1f}s; killing it (pid {child.process.pid})")
+        try:
+            os.killpg(child.process.pid, signal.SIGKILL)  # a stopped process dies too
+        except ProcessLookupError:
+            pass
+        child.process.wait()
+
     def run(self, *, on_tick=None) -> int:
-        """Start every child, then restart any that dies; ``on_tick`` runs every half second too."""
+        """Start every child, then restart any that dies or hangs; ``on_tick`` runs every half second too."""
         for child in self.children:
             self.start(child)
         while not self.stopping.wait(0.5):
             if on_tick is not None:
                 on_tick()
             for child in self.children:
+                if not self.stopping.is_set():
+                    self.kill_hung(child)
                 code = child.process.poll()
                 if code is None or self.stopping.is_set():
                     continue
@@ -161,17 +213,23 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--no-seed", action="store_true", help="Do not create the demo user and chats.")
 
+    def line(self, text: str) -> None:
+        self.stdout.write(f"{stamp()} {text}")
+
     def handle(self, *args, port, host, no_seed, **options):
         embedded = settings.REDIS_EMBEDDED
-        self.stdout.write(f"redis: {settings.REDIS_URL}{f' (embedded, pid {embedded_redis.pid()})' if embedded else ''}")
-        self.stdout.write(
+        self.line(f"redis: {settings.REDIS_URL}{f' (embedded, pid {embedded_redis.pid()})' if embedded else ''}")
+        self.line(
             f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"
         )
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)  # compressed copies for WhiteNoise
         seed = settings.DEBUG and not no_seed and (not settings.DATABASE_URL or os.environ.get("MOTHERSHIP_SEED_DEMO") == "1")
         if seed:
-            call_command("seed_demo")
+            said = io.StringIO()
+            call_command("seed_demo", stdout=said)
+            for text in said.getvalue().splitlines():
+                self.line(text)
         (settings.BASE_DIR / "var").mkdir(exist_ok=True)
         web_processes, worker_processes = settings.MOTHERSHIP_WEB_PROCESSES, settings.MOTHERSHIP_WORKER_PROCESSES
         several = web_processes > 1
@@ -210,11 +268,19 @@ class Command(BaseCommand):
             for i in range(1, background_processes + 1)
         ]
         children.append(Child("beat", beat_argv(schedule=settings.BASE_DIR / "var" / "celerybeat-schedule")))
-        self.stdout.write(
+        # Each child's heartbeat file, in a directory of this run's own (a second runall has its own).
+        heartbeats = Path(tempfile.mkdtemp(prefix="mothership-heartbeats-"))
+        for child in children:
+            child.heartbeat = heartbeats / child.name
+        self.line(
             f"processes: {web_processes} web, {worker_processes} worker ({settings.CELERY_WORKER_CONCURRENCY} turns each), "
             f"{background_processes} background worker ({settings.MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY} tasks each), 1 beat"
         )
-        supervisor = Supervisor(children, colour=not options.get("no_color") and sys.stdout.isatty())
+        supervisor = Supervisor(
+            children,
+            colour=not options.get("no_color") and sys.stdout.isatty(),
+            hang_seconds=settings.MOTHERSHIP_HANG_SECONDS,
+        )
 
         def _stop(signum, frame):
             supervisor.stopping.set()
@@ -222,11 +288,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
         url = f"http://{host}:{port}/"
-        self.stdout.write(
+        self.line(
             f"Mothership on {url}"
             + (f"  login: {settings.MOTHERSHIP_DEMO_USERNAME} / {settings.MOTHERSHIP_DEMO_PASSWORD}" if seed else "")
         )
-        self.stdout.write("an administrator for /admin/: python manage.py createsuperuser")
+        self.line("an administrator for /admin/: python manage.py createsuperuser")
 
         def _embedded_redis_alive():
             # The embedded Redis is supervised like the children: restarted on its port, its data reloaded.
@@ -244,5 +310,6 @@ class Command(BaseCommand):
         for sock in listeners:
             sock.close()
         embedded_redis.stop()
-        self.stdout.write("all stopped")
+        shutil.rmtree(heartbeats, ignore_errors=True)
+        self.line("all stopped")
         sys.exit(code)
