@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from chats.models import Chat
 from chats.services import chat_markers_repair
+from mothership.infra import cursors
 from mothership.infra.redis import redis_uptime
 from streams import locks
 from streams.models import Stream
@@ -28,6 +29,7 @@ from streams.services.start import stream_enqueue
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
+_ORDER = ["created_at", "pk"]
 
 
 def stream_interrupt_orphan(*, stream: Stream) -> bool:
@@ -62,11 +64,7 @@ def _sweep_orphans(*, stream_ids) -> dict:
     # A stream whose stop is being settled (its lock may already be freed by the canceller) is
     # the canceller's to finalize; it is swept only if that stop was abandoned long ago.
     stopping_since = timezone.now() - datetime.timedelta(seconds=settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT + 30)
-    qs = (
-        Stream.objects.filter(status__in=Stream.LIVE_STATUSES)
-        .exclude(cancel_requested_at__gt=stopping_since)
-        .order_by("created_at")
-    )
+    qs = Stream.objects.filter(status__in=Stream.LIVE_STATUSES).exclude(cancel_requested_at__gt=stopping_since).order_by(*_ORDER)
     if stream_ids is not None:
         qs = qs.filter(pk__in=list(stream_ids))
     report = {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0, "waiting": 0, "requeued": []}
@@ -76,12 +74,13 @@ def _sweep_orphans(*, stream_ids) -> dict:
     older_than_redis = (
         timezone.now() - datetime.timedelta(seconds=uptime) if uptime < settings.MOTHERSHIP_STREAM_LOCK_TTL else None
     )
-    last_created = None
+    last = None
     while True:
-        batch = list((qs if last_created is None else qs.filter(created_at__gt=last_created))[:SWEEP_BATCH])
+        # Keyset by (created_at, pk): turns created in the same instant are never skipped at a batch's edge.
+        batch = list((qs if last is None else qs.filter(cursors.after(_ORDER, last, descending=False)))[:SWEEP_BATCH])
         if not batch:
             break
-        last_created = batch[-1].created_at
+        last = [batch[-1].created_at, batch[-1].pk]
         owners = locks.lock_owners({s.chat_id for s in batch})
         for stream in batch:
             report["checked"] += 1

@@ -275,3 +275,17 @@ def test_a_sweep_walks_every_batch_and_ends(workspace, monkeypatch):
 
     assert (report["checked"], report["alive"]) == (5, 3)
     assert report["interrupted"] == [str(turn.stream.id) for turn, orphaned in turns if orphaned]
+
+
+def test_turns_created_in_the_same_instant_are_all_swept_across_a_batch_edge(workspace, monkeypatch):
+    # Given: three orphans created in the same instant, two to a batch.
+    monkeypatch.setattr("streams.services.sweep.SWEEP_BATCH", 2)
+    turns = [_orphan_mid_stream(factories.ChatFactory(workspace=workspace), ["x"]) for _ in range(3)]
+    Stream.objects.filter(pk__in=[t.stream.pk for t in turns]).update(created_at=turns[0].stream.created_at)
+
+    # When
+    report = streams_sweep()
+
+    # Then: the batch after the first starts after its last row, not after its instant.
+    assert report["checked"] == 3
+    assert sorted(report["interrupted"]) == sorted(str(t.stream.id) for t in turns)
