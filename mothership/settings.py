@@ -325,6 +325,9 @@ MOTHERSHIP_STREAM_HEARTBEAT = env_float("MOTHERSHIP_STREAM_HEARTBEAT", 20.0, min
 if MOTHERSHIP_STREAM_HEARTBEAT >= MOTHERSHIP_STREAM_LOCK_TTL:
     raise ImproperlyConfigured("MOTHERSHIP_STREAM_HEARTBEAT must be shorter than MOTHERSHIP_STREAM_LOCK_TTL.")
 MOTHERSHIP_SWEEP_INTERVAL = env_float("MOTHERSHIP_SWEEP_INTERVAL", 5.0, minimum=0.1)
+# Each turn worker process renews a key of its own this often (streams.workers); three missed
+# beats and its turns are sealed by the sweeper without waiting for their locks to expire.
+MOTHERSHIP_WORKER_HEARTBEAT = env_float("MOTHERSHIP_WORKER_HEARTBEAT", 2.0, minimum=0.1)
 # A streaming tile says "stalled" once its stream has sent no event for this long (worker alive).
 MOTHERSHIP_STALL_SECONDS = env_float("MOTHERSHIP_STALL_SECONDS", 30.0, minimum=1.0)
 MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = env_float("MOTHERSHIP_CANCEL_SETTLE_TIMEOUT", 5.0, minimum=0.1)

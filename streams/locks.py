@@ -3,6 +3,10 @@
 Taken with SET NX PX when the stream is created (a queued stream is alive), kept by the
 worker's heartbeat (compare-and-expire), released by compare-and-delete. Errors raise:
 only read-time reconciliation may degrade to "unknown".
+
+Beside it, ``mothership:stream-worker:<stream_id>`` names the worker running the stream
+(``streams.workers``): written with the lock's TTL by the claim and each heartbeat, in the same
+script that renews the lock, so the sweeper can tell a lock whose worker is gone.
 """
 
 from __future__ import annotations
@@ -15,9 +19,20 @@ from django.conf import settings
 from mothership.infra.redis import get_redis
 
 KEY_PREFIX = "mothership:stream-lock:"
+WORKER_KEY_PREFIX = "mothership:stream-worker:"
 
 _COMPARE_AND_EXPIRE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_COMPARE_AND_EXPIRE_NAMING_WORKER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[3] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+  end
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -37,6 +52,13 @@ def lock_key(chat_id: uuid.UUID | str) -> str:
     return KEY_PREFIX + str(uuid.UUID(str(chat_id)))
 
 
+def worker_key(stream_id: uuid.UUID | str) -> str:
+    """The key naming the worker that runs ``stream_id``."""
+    if isinstance(stream_id, uuid.UUID):
+        return WORKER_KEY_PREFIX + str(stream_id)
+    return WORKER_KEY_PREFIX + str(uuid.UUID(str(stream_id)))
+
+
 def _ttl_ms() -> int:
     return int(settings.MOTHERSHIP_STREAM_LOCK_TTL * 1000)
 
@@ -46,10 +68,13 @@ def lock_acquire(*, chat_id, stream_id) -> bool:
     return bool(get_redis().set(lock_key(chat_id), str(stream_id), nx=True, px=_ttl_ms()))
 
 
-def lock_heartbeat(*, chat_id, stream_id) -> bool:
-    """Extend the lock if ``stream_id`` still owns it. False means fenced: stop writing."""
-    script = get_redis().register_script(_COMPARE_AND_EXPIRE)
-    return bool(script(keys=[lock_key(chat_id)], args=[str(stream_id), _ttl_ms()]))
+def lock_heartbeat(*, chat_id, stream_id, worker: str | None = None) -> bool:
+    """Extend the lock if ``stream_id`` still owns it. False means fenced: stop writing.
+
+    ``worker`` (a ``streams.workers.Worker`` tag): the worker running it, named beside the lock in
+    the same round trip."""
+    script = get_redis().register_script(_COMPARE_AND_EXPIRE_NAMING_WORKER)
+    return bool(script(keys=[lock_key(chat_id), worker_key(stream_id)], args=[str(stream_id), _ttl_ms(), worker or ""]))
 
 
 def locks_heartbeat(pairs: Iterable[tuple]) -> int:
@@ -88,3 +113,15 @@ def lock_owners(chat_ids: Iterable) -> dict[str, str | None]:
         return {}
     values = get_redis().mget(keys)
     return _owners_by_chat(keys, values)
+
+
+def lock_owners_and_workers(pairs: Iterable[tuple]) -> tuple[dict[str, str | None], dict[str, bytes | None]]:
+    """For ``(chat_id, stream_id)`` pairs, in one MGET: each chat's lock owner, and the worker tag
+    each stream's companion key holds (by stream id)."""
+    pairs = list(pairs)
+    if not pairs:
+        return {}, {}
+    keys = [lock_key(chat_id) for chat_id, _ in pairs]
+    values = get_redis().mget(keys + [worker_key(stream_id) for _, stream_id in pairs])
+    n = len(pairs)
+    return _owners_by_chat(keys, values[:n]), {str(stream_id): v for (_, stream_id), v in zip(pairs, values[n:])}

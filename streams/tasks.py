@@ -33,6 +33,36 @@ def _start_queue_keeper(sender, **kwargs) -> None:
 
 
 @worker_ready.connect
+def _register_turn_worker(sender, **kwargs) -> None:
+    """A worker of the turn queue names itself in Redis (its node name and this boot), then seals at
+    once the turns of the workers that no longer exist (its own earlier boot first), off its start path."""
+    import threading
+
+    turn_queue = sender.app.conf.task_default_queue
+    if turn_queue not in {queue.name for queue in sender.task_consumer.queues}:
+        return
+    from streams.workers import worker_start
+
+    worker_start(slot=sender.hostname)
+    threading.Thread(target=_sweep_lost_workers, name="lost-workers-sweep", daemon=True).start()
+
+
+def _sweep_lost_workers() -> None:
+    import logging
+
+    from django.db import close_old_connections
+
+    from streams.services import streams_sweep_lost_workers
+
+    try:
+        streams_sweep_lost_workers()
+    except Exception:  # the beat's sweeps judge them too
+        logging.getLogger(__name__).exception("could not sweep the turns of lost workers")
+    finally:
+        close_old_connections()
+
+
+@worker_ready.connect
 def _list_tools(sender, **kwargs) -> None:
     """Each MCP server's tools listed once the worker is up (off its start path), for the pages' picker."""
     import threading
@@ -50,3 +80,10 @@ def _list_tools(sender, **kwargs) -> None:
 def _stop_queue_keeper(**kwargs) -> None:
     while _keepers:
         _keepers.pop().stop()
+
+
+@worker_shutdown.connect
+def _stop_worker_beat(**kwargs) -> None:
+    from streams.workers import worker_stop
+
+    worker_stop()

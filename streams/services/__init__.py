@@ -13,7 +13,7 @@ from streams.services.start import (
     stream_answer_again,
     stream_start,
 )
-from streams.services.sweep import stream_interrupt_orphan, streams_sweep
+from streams.services.sweep import stream_interrupt_orphan, streams_sweep, streams_sweep_lost_workers
 
 __all__ = [
     "CannotAnswerAgain",
@@ -31,5 +31,6 @@ __all__ = [
     "stream_start",
     "streams_cancel_chat",
     "streams_sweep",
+    "streams_sweep_lost_workers",
     "tool_call_decide",
 ]

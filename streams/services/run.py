@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from mothership.infra.database import retrying_database
 from mothership.infra.signals import send_logged
-from streams import abort, eventlog, events, locks
+from streams import abort, eventlog, events, locks, workers
 from streams.models import Stream
 from streams.providers import ProviderError, Usage
 from streams.services.finalize import stream_finalize_despite_outage
@@ -70,8 +70,9 @@ def _claim(stream_id) -> Stream | str:
     stream = Stream.objects.select_related("user_message", "chat__workspace__budget").filter(pk=stream_id).first()
     if stream is None or stream.status != Stream.Status.QUEUED:
         return "not_queued"
-    # The lock must still be ours (a stream whose lock expired in the queue never starts).
-    if not locks.lock_heartbeat(chat_id=stream.chat_id, stream_id=stream.id):
+    # The lock must still be ours (a stream whose lock expired in the queue never starts); from
+    # here the lock names this worker, so the sweeper knows the turn is lost the moment it is.
+    if not locks.lock_heartbeat(chat_id=stream.chat_id, stream_id=stream.id, worker=workers.current_tag()):
         return "lock_lost"
     started = Stream.objects.filter(pk=stream.pk, status=Stream.Status.QUEUED).update(
         status=Stream.Status.STREAMING, started_at=timezone.now()

@@ -7,6 +7,14 @@ would save only what the emptied log still holds). A queued one also lost its ta
 queue: the sweeper takes its lock again and enqueues it once more (a task delivered twice does
 nothing the second time). After that window, a stream still without its lock is swept as usual;
 a stream created since Redis started took its lock in this Redis, so it never waits.
+
+A lock also names the worker that claimed its stream (``streams.workers``). A streaming turn whose
+worker no longer exists (restarted: its slot has a newer boot; or gone: its key expired, judged only
+once Redis has been up for a worker TTL, by the same reasoning as above) is sealed at once, lock or
+no lock: after a whole app was killed and started again, its restored locks would otherwise keep
+its turns "streaming" for a lock TTL. A queued turn names no worker and is never sealed by this.
+A turn worker sweeps for lost workers as it starts (``streams_sweep_lost_workers``), so a restart
+is truthful as soon as the workers are up.
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ from django.utils import timezone
 
 from chats.models import Chat
 from chats.services import chat_markers_repair
+from mothership.infra import cursors
 from mothership.infra.redis import redis_uptime
-from streams import locks
+from streams import locks, workers
 from streams.models import Stream
 from streams.services.finalize import salvage, stream_finalize
 from streams.services.start import stream_enqueue
@@ -46,7 +55,8 @@ def stream_requeue(*, stream: Stream) -> bool:
 
 
 def streams_sweep(*, stream_ids=None) -> dict:
-    """Finalize, for good, every live stream whose chat's lock it no longer owns; clear stale markers.
+    """Finalize, for good, every live stream whose chat's lock it no longer owns, or whose worker is
+    gone; clear stale markers.
 
     Lock errors raise: the sweeper never guesses that a stream is dead.
     """
@@ -57,18 +67,27 @@ def streams_sweep(*, stream_ids=None) -> dict:
     return report
 
 
-def _sweep_orphans(*, stream_ids) -> dict:
-    """One MGET per batch; a stream whose lock is still its own is alive (queued ones too)."""
+def streams_sweep_lost_workers() -> dict:
+    """Seal only the streaming turns whose worker is gone (a worker starting asks this at once)."""
+    report = _sweep_orphans(stream_ids=None, lost_workers_only=True)
+    if report["interrupted"]:
+        logger.warning("sealed %d turns of workers that no longer exist", len(report["interrupted"]))
+    return report
+
+
+_ORDER = ["created_at", "pk"]
+
+
+def _sweep_orphans(*, stream_ids, lost_workers_only: bool = False) -> dict:
+    """Two MGETs per batch at most; a stream whose lock is still its own, and whose worker lives, is alive."""
     # A stream whose stop is being settled (its lock may already be freed by the canceller) is
     # the canceller's to finalize; it is swept only if that stop was abandoned long ago.
     stopping_since = timezone.now() - datetime.timedelta(seconds=settings.MOTHERSHIP_CANCEL_SETTLE_TIMEOUT + 30)
-    qs = (
-        Stream.objects.filter(status__in=Stream.LIVE_STATUSES)
-        .exclude(cancel_requested_at__gt=stopping_since)
-        .order_by("created_at")
-    )
+    qs = Stream.objects.filter(status__in=Stream.LIVE_STATUSES).exclude(cancel_requested_at__gt=stopping_since).order_by(*_ORDER)
     if stream_ids is not None:
         qs = qs.filter(pk__in=list(stream_ids))
+    if lost_workers_only:
+        qs = qs.filter(status=Stream.Status.STREAMING)
     report = {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0, "waiting": 0, "requeued": []}
     uptime = redis_uptime()
     # Created before Redis started (its uptime is whole seconds: within its first second, a turn
@@ -76,23 +95,31 @@ def _sweep_orphans(*, stream_ids) -> dict:
     older_than_redis = (
         timezone.now() - datetime.timedelta(seconds=uptime) if uptime < settings.MOTHERSHIP_STREAM_LOCK_TTL else None
     )
-    last_created = None
+    last = None
     while True:
-        batch = list((qs if last_created is None else qs.filter(created_at__gt=last_created))[:SWEEP_BATCH])
+        # Keyset by (created_at, pk): turns created in the same instant are never skipped at a batch's edge.
+        batch = list((qs if last is None else qs.filter(cursors.after(_ORDER, last, descending=False)))[:SWEEP_BATCH])
         if not batch:
             break
-        last_created = batch[-1].created_at
-        owners = locks.lock_owners({s.chat_id for s in batch})
+        last = [batch[-1].created_at, batch[-1].pk]
+        owners, tags = locks.lock_owners_and_workers((s.chat_id, s.pk) for s in batch)
+        running = {str(s.pk): workers.Worker.of(tags.get(str(s.pk))) for s in batch if s.status == Stream.Status.STREAMING}
+        lost = workers.workers_lost({w for w in running.values() if w is not None}, redis_uptime=uptime)
         for stream in batch:
             report["checked"] += 1
             owner = owners.get(str(stream.chat_id))
-            if owner == str(stream.pk):
+            worker = running.get(str(stream.pk))
+            if worker in lost:
+                logger.warning("stream %s: its worker %s no longer exists", stream.pk, worker.slot)
+            elif lost_workers_only or owner == str(stream.pk):
                 report["alive"] += 1
+                continue
             elif owner is None and older_than_redis is not None and stream.created_at < older_than_redis:
                 report["waiting"] += 1
                 if stream.status == Stream.Status.QUEUED and stream_requeue(stream=stream):
                     report["requeued"].append(str(stream.pk))
-            elif stream_interrupt_orphan(stream=stream):
+                continue
+            if stream_interrupt_orphan(stream=stream):
                 report["interrupted"].append(str(stream.pk))
             else:
                 report["already_finalized"] += 1

@@ -11,9 +11,9 @@ from django.core.management import call_command
 from chats.models import Chat, Message
 from mothership.infra.redis import get_redis, redis_uptime
 from spend.models import Charge
-from streams import eventlog, events, locks
+from streams import eventlog, events, locks, workers
 from streams.models import Stream
-from streams.services import stream_answer_again, stream_cancel, stream_start, streams_sweep
+from streams.services import stream_answer_again, stream_cancel, stream_start, streams_sweep, streams_sweep_lost_workers
 from streams.services.sweep import stream_requeue
 from tests import factories
 from tests.support.waiting import wait_for
@@ -275,3 +275,130 @@ def test_a_sweep_walks_every_batch_and_ends(workspace, monkeypatch):
 
     assert (report["checked"], report["alive"]) == (5, 3)
     assert report["interrupted"] == [str(turn.stream.id) for turn, orphaned in turns if orphaned]
+
+
+def test_turns_created_in_the_same_instant_are_all_swept_across_a_batch_edge(workspace, monkeypatch):
+    # Given: three orphans created in the same instant, two to a batch.
+    monkeypatch.setattr("streams.services.sweep.SWEEP_BATCH", 2)
+    turns = [_orphan_mid_stream(factories.ChatFactory(workspace=workspace), ["x"]) for _ in range(3)]
+    Stream.objects.filter(pk__in=[t.stream.pk for t in turns]).update(created_at=turns[0].stream.created_at)
+
+    # When
+    report = streams_sweep()
+
+    # Then: the batch after the first starts after its last row, not after its instant.
+    assert report["checked"] == 3
+    assert sorted(report["interrupted"]) == sorted(str(t.stream.id) for t in turns)
+
+
+# --- a lock whose worker no longer exists (streams.workers) -----------------------------------
+
+
+def _worker(slot: str = "mothership-8000-1@host") -> workers.Worker:
+    return workers.Worker.new_boot(f"{slot}-{uuid.uuid4().hex[:6]}")
+
+
+def _running_on_a_worker(chat, texts=("Hel", "lo")):
+    """A turn mid-reply that a beating worker claimed: its lock held and naming that worker."""
+    worker = _worker()
+    workers.worker_beat(worker)
+    turn = _orphan_mid_stream(chat, list(texts))
+    assert locks.lock_acquire(chat_id=chat.id, stream_id=turn.stream.id)
+    assert locks.lock_heartbeat(chat_id=chat.id, stream_id=turn.stream.id, worker=worker.tag)
+    return turn, worker
+
+
+def _start_again(worker: workers.Worker) -> None:
+    """The same worker (its slot) starts again: a new boot."""
+    workers.worker_beat(workers.Worker.new_boot(worker.slot))
+
+
+@pytest.fixture
+def redis_up_for(monkeypatch):
+    """Redis' uptime as the sweeper sees it."""
+
+    def set_uptime(seconds: int) -> None:
+        monkeypatch.setattr("streams.services.sweep.redis_uptime", lambda: seconds)
+
+    return set_uptime
+
+
+def test_a_turn_whose_worker_started_again_is_sealed_at_once_though_its_lock_holds(
+    chat, redis_up_for, django_capture_on_commit_callbacks
+):
+    # Given: a turn whose lock is held and names its worker's boot; the same worker (slot) starts
+    # again, with Redis just restarted from its file (the whole app was killed).
+    turn, worker = _running_on_a_worker(chat, ["Hel", "lo", " there"])
+    redis_up_for(0)
+    assert streams_sweep()["alive"] == 1  # its boot still beats: alive
+    _start_again(worker)
+
+    # When
+    with django_capture_on_commit_callbacks(execute=True):
+        report = streams_sweep_lost_workers()
+
+    # Then: sealed worker_lost with its text, its lock freed, its chat no longer streaming.
+    assert report["interrupted"] == [str(turn.stream.id)]
+    stream = Stream.objects.get(pk=turn.stream.pk)
+    assert (stream.status, stream.reason) == ("interrupted", "worker_lost")
+    assert Message.objects.get(pk=turn.assistant_message.pk).content == "Hello there"
+    assert locks.lock_owner(chat_id=chat.id) is None
+    assert Chat.objects.get(pk=chat.pk).active_stream_id is None
+    assert eventlog.read(turn.stream.id)[-1]["type"] == events.INTERRUPTED
+
+
+def test_a_turn_whose_worker_stopped_beating_is_sealed_once_redis_has_been_up_for_a_worker_ttl(chat, settings, redis_up_for):
+    # Given: a turn whose worker's key expired (its process is gone), its lock still held.
+    settings.MOTHERSHIP_WORKER_HEARTBEAT = 2  # a worker TTL of 6 s
+    turn, gone = _running_on_a_worker(chat)
+    get_redis().delete(workers.worker_key("boot", gone.boot))
+
+    # When Redis started less than a worker TTL ago, a live worker may not have beaten yet: alive.
+    redis_up_for(5)
+    assert streams_sweep()["alive"] == 1
+    assert Stream.objects.get(pk=turn.stream.pk).status == "streaming"
+
+    # Once it has been up that long, the worker is known gone: sealed at once.
+    redis_up_for(6)
+    assert streams_sweep()["interrupted"] == [str(turn.stream.id)]
+    assert Stream.objects.get(pk=turn.stream.pk).reason == "worker_lost"
+
+
+def test_a_turn_whose_worker_beats_is_left_alone_and_a_queued_turn_never_sealed_by_this_rule(chat, workspace, redis_up_for):
+    # Given: a turn whose worker beats; a queued turn (no worker claimed it) whose lock holds and
+    # whose stream key names a lost worker (a claim that lost the race to a second delivery).
+    redis_up_for(3600)
+    turn, _ = _running_on_a_worker(chat)
+    queued = stream_start(chat=factories.ChatFactory(workspace=workspace), content="waiting")
+    lost = _worker()
+    get_redis().set(locks.worker_key(queued.stream.id), lost.tag)
+
+    # When / Then
+    assert streams_sweep()["alive"] == 2
+    assert streams_sweep_lost_workers()["interrupted"] == []
+    assert Stream.objects.get(pk=turn.stream.pk).status == "streaming"
+    assert Stream.objects.get(pk=queued.stream.pk).status == "queued"
+
+
+def test_the_sweep_of_a_starting_worker_seals_only_turns_of_lost_workers(chat, workspace, redis_up_for):
+    # Given: a turn of a restarted worker, and an orphan whose lock is gone (the beat's sweep's).
+    redis_up_for(3600)
+    lost, worker = _running_on_a_worker(chat)
+    _start_again(worker)
+    orphan = _orphan_mid_stream(factories.ChatFactory(workspace=workspace), ["x"])
+
+    report = streams_sweep_lost_workers()
+
+    assert report["interrupted"] == [str(lost.stream.id)]
+    assert Stream.objects.get(pk=orphan.stream.pk).status == "streaming"
+    assert streams_sweep()["interrupted"] == [str(orphan.stream.id)]
+
+
+def test_a_turn_that_names_no_worker_is_judged_by_its_lock_alone(chat, redis_up_for):
+    """A turn run by a process that is no registered worker (an older worker, a test) names none."""
+    redis_up_for(3600)
+    turn = _orphan_mid_stream(chat, ["x"])
+    assert locks.lock_acquire(chat_id=chat.id, stream_id=turn.stream.id)
+
+    assert streams_sweep()["alive"] == 1
+    assert Stream.objects.get(pk=turn.stream.pk).status == "streaming"

@@ -249,9 +249,9 @@ class Command(BaseCommand):
         children += [
             Child(
                 f"worker-{i}" if worker_processes > 1 else "worker",
-                worker_argv(
-                    concurrency=settings.CELERY_WORKER_CONCURRENCY, name=f"mothership-{os.getpid()}-{i}@%h", queues=[turns]
-                ),
+                # The same name on each start (host, port, number): a new boot of a name tells the
+                # sweeper that the turns of its earlier boot are lost (streams.workers).
+                worker_argv(concurrency=settings.CELERY_WORKER_CONCURRENCY, name=f"mothership-{port}-{i}@%h", queues=[turns]),
             )
             for i in range(1, worker_processes + 1)
         ]
@@ -261,7 +261,7 @@ class Command(BaseCommand):
                 f"background-{i}" if background_processes > 1 else "background",
                 worker_argv(
                     concurrency=settings.MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY,
-                    name=f"mothership-background-{os.getpid()}-{i}@%h",
+                    name=f"mothership-background-{port}-{i}@%h",
                     queues=[background],
                 ),
             )

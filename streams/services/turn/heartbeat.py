@@ -7,7 +7,7 @@ import threading
 
 from django.conf import settings
 
-from streams import abort, locks
+from streams import abort, locks, workers
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(settings.MOTHERSHIP_STREAM_HEARTBEAT):
             try:
-                renewed = locks.lock_heartbeat(chat_id=self.chat_id, stream_id=self.stream_id)
+                renewed = locks.lock_heartbeat(chat_id=self.chat_id, stream_id=self.stream_id, worker=workers.current_tag())
                 if not renewed and self.retake_lock is not None:
                     self._redis_away()
                     renewed = self.retake_lock()  # a Redis restarted empty lost it: ours again, unless a newer turn's
