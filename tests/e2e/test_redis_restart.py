@@ -316,6 +316,47 @@ async def test_a_tool_call_in_flight_when_redis_restarts_completes_and_resumes_g
         assert types.index("stream.tool_call") < types.index("stream.tool_result")
 
 
+async def test_a_reply_whose_model_ends_while_redis_is_away_is_sealed_completed_at_once(outage, turns_not_enqueued, user, chat):
+    """The database is up: the turn is sealed ``completed``, with its whole text and usage, as soon
+    as the model ends (the lock's TTL is 10 s, the outage longer than what is left of the reply);
+    the log and the sockets get the rest when Redis is back."""
+    from mothership.selectors import chat_views_by_id
+
+    stream_id, live = await _streaming_with_a_socket(outage, user, chat)
+    await asyncio.to_thread(outage.stop)
+    down_at = time.monotonic()
+
+    stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 15, "the seal")
+    sealed_after = time.monotonic() - down_at
+    message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+    log = outage.worker.output()[-3000:]
+    assert (stream.status, stream.reason, message.status) == ("completed", "", "complete"), log
+    assert message.content == _reply("keep going") and message.output_tokens == TOKENS, log
+    # The model's last token was due (TOKENS - 1) / 20 s after its first (the local model keeps time).
+    model_ended_at = stream.first_delta_at.timestamp() + (TOKENS - 1) / 20
+    seal_lag = stream.finished_at.timestamp() - model_ended_at
+    assert seal_lag < 1.0, (seal_lag, log)
+    (view,) = await database_sync_to_async(chat_views_by_id)([chat.id])
+    assert (view.state, view.active_stream_id) == ("idle", None)  # the tile: not "streaming", Redis still away
+    await asyncio.sleep(1)
+    await asyncio.to_thread(outage.start)
+    back_at = time.monotonic()
+
+    # Redis back: the rest of the reply and the terminal event reach the socket that stayed
+    # connected and one that resumes, gapless; the lock is freed.
+    events = await asyncio.wait_for(live, 20)
+    caught_up = time.monotonic() - back_at
+    _assert_gapless(events, message.content)
+    assert events[-1]["type"] == "stream.completed" and events[-1]["seq"] == stream.last_seq
+    assert [e["type"] for e in events].count("stream.usage") == 1
+    _assert_gapless(await _follow(user, chat, stream_id), message.content)
+    await database_sync_to_async(wait_for)(lambda: locks.lock_owner(chat_id=chat.id) is None, 5, "the lock freed")
+    print(
+        f"sealed completed {seal_lag * 1000:.0f} ms after the model ended ({sealed_after:.1f} s after Redis went away);"
+        f" the socket had the terminal {caught_up:.2f} s after Redis was back"
+    )
+
+
 @pytest.fixture(params=["MISCONF", "NOREPLICAS", "READONLY"])
 def refusal(request, settings, tmp_path):
     """A Redis that refuses writes for a while (a full disk, too few replicas, a failover), TTL 10 s."""
