@@ -7,21 +7,26 @@ same server, and records the URL beside the SQLite file, so that an operator's `
 command finds the running app's Redis instead of starting an empty one of its own. The app's
 server keeps its data on disk (``var/redis/``, append-only, fsync every second) and ``runall``
 starts it again, on the same port, if it dies. Importing the settings never starts a server.
-The server dies with the process that started it.
+The server dies with the process that started it. Its warnings (a disk it cannot write, memory)
+go to this process's log, so ``make run`` shows them; its start-up banner does not.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -33,6 +38,7 @@ _process: subprocess.Popen | None = None
 _workdir: str | None = None
 _port: int | None = None
 _persist = False
+_log_thread: threading.Thread | None = None
 
 
 def redis_server_binary() -> str:
@@ -88,14 +94,31 @@ def _argv(port: int, workdir: str, persist: bool) -> list[str]:
     ]
 
 
+# What ``--loglevel warning`` still prints at every start and stop: not worth an operator's attention.
+_BANNER = ("oO0OoO0OoO0Oo", "Redis version=", "Configuration loaded", "just started", "shutdown", "bye bye")
+
+
+def forward_log(lines) -> None:
+    """Each line the server logs ("<pid>:M <date> # <message>"), into this process's log."""
+    for raw in lines:
+        line = raw.decode(errors="replace").rstrip() if isinstance(raw, bytes) else raw.rstrip()
+        if not line:
+            continue
+        message = line.split(" # ", 1)[-1]
+        logger.log(logging.DEBUG if any(b in message for b in _BANNER) else logging.WARNING, "redis-server: %s", message)
+
+
 def _spawn() -> None:
     global _process
     _process = subprocess.Popen(
         _argv(_port, _workdir, _persist),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )
+    global _log_thread
+    _log_thread = threading.Thread(target=forward_log, args=(_process.stdout,), name="redis-log", daemon=True)
+    _log_thread.start()
     _wait_until_ready(_port, timeout=10)
 
 
@@ -148,6 +171,8 @@ def stop() -> None:
             _process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             _process.kill()
+    if _log_thread is not None:
+        _log_thread.join(timeout=2)  # its last lines logged before the caller goes on
     _process = None
     record = record_path()
     if record.exists() and record.read_text().split()[1:2] == [str(os.getpid())]:

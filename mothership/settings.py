@@ -286,6 +286,8 @@ CHANNEL_LAYERS = {
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
+# Kombu's Redis transport with our parser: a Redis refusing writes is a lost connection, not a dead worker.
+CELERY_BROKER_TRANSPORT = "mothership.infra.broker:Transport"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 # Two queues: turns on this one, everything else (warms, the warming dispatcher, the sweeper) on

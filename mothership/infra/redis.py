@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import weakref
@@ -15,20 +16,91 @@ import weakref
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP3Parser, _HiredisParser, _RESP3Parser
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.utils import HIREDIS_AVAILABLE
 
 # Commands here are short; a blocking read would be a bug, so bound every wait.
 _SOCKET_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 2.0
 
 
-def _retry_once(retry_class):
-    """After a Redis restart, every pooled connection is dead: a command on one is tried once more,
+class WriteRefused(redis.ConnectionError):
+    """Redis answers but refuses writes: ``MISCONF`` (its disk is full or failing), ``NOREPLICAS``
+    (too few replicas), ``READONLY`` (a replica, after a failover), ``OOM`` (at ``maxmemory``),
+    ``MASTERDOWN`` (a replica cut off from its primary). An outage, like a lost connection: waited
+    for and retried, never taken for a failure of the turn. A ``ConnectionError``, as redis-py
+    makes ``LOADING`` one, so the parser raises it at once and the connection is reset."""
+
+
+# The codes of an outage, and the same codes inside a Lua script's error: Redis 7 puts the code
+# first ("MISCONF … script: …"), Redis 6.2 after the script's position ("… @user_script: 1: -MISCONF …").
+REFUSALS = ("MISCONF", "NOREPLICAS", "READONLY", "OOM", "MASTERDOWN")
+_REFUSAL_IN_SCRIPT = re.compile(rf": -(?:{'|'.join(REFUSALS)}) ")
+
+
+class _Refusals:
+    """A parser mixin: every refusal of writes is a ``WriteRefused``, whatever the command."""
+
+    # UNBLOCKED: a blocking read (the broker's BRPOP) cut short because the server became a replica.
+    EXCEPTION_CLASSES = {**_RESP3Parser.EXCEPTION_CLASSES, **dict.fromkeys((*REFUSALS, "UNBLOCKED"), WriteRefused)}
+
+    @classmethod
+    def parse_error(cls, response):
+        error = super().parse_error(response)
+        if isinstance(error, WriteRefused) or _REFUSAL_IN_SCRIPT.search(response):
+            return WriteRefused(response, status_code=response.split(" ", 1)[0])
+        return error
+
+
+def _refusing(parser):
+    return type(f"Refusing{parser.__name__}", (_Refusals, parser), {})
+
+
+# hiredis when installed, as redis-py chooses; else the pure-Python parsers of RESP3 (redis-py 8's protocol).
+SYNC_PARSERS = {"hiredis": _refusing(_HiredisParser), "python": _refusing(_RESP3Parser)}
+ASYNC_PARSERS = {"hiredis": _refusing(_AsyncHiredisParser), "python": _refusing(_AsyncRESP3Parser)}
+_PARSER = "hiredis" if HIREDIS_AVAILABLE else "python"
+
+
+def _not_refused(is_retryable):
+    # A refusal is no dead connection: tried again at once it is refused again, and a pipeline
+    # half applied before the refusal began would be applied twice. The callers wait for it.
+    return lambda error: not isinstance(error, WriteRefused) and (is_retryable is None or is_retryable(error))
+
+
+class _RetryOnce(Retry):
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        return super().call_with_retry(do, fail, _not_refused(is_retryable), with_failure_count)
+
+
+class _AsyncRetryOnce(AsyncRetry):
+    async def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        return await super().call_with_retry(do, fail, _not_refused(is_retryable), with_failure_count)
+
+
+def sync_parser():
+    """The parser our sync clients read replies with (also the Celery broker's: ``infra.broker``)."""
+    return SYNC_PARSERS[_PARSER]
+
+
+def client_options(*, asynchronous: bool = False, parser: str = _PARSER) -> dict:
+    """What both our clients (``get_redis``, ``aget_redis``) are built with.
+
+    After a Redis restart, every pooled connection is dead: a command on one is tried once more,
     on a new connection, at once (redis-py does not retry a closed connection unless told to).
-    A Redis that is really away still fails fast; the callers that wait for it use ``retrying``."""
-    return {"retry": retry_class(NoBackoff(), 1), "retry_on_error": [redis.ConnectionError]}
+    A Redis that is really away still fails fast; the callers that wait for it use ``retrying``.
+    """
+    return {
+        "socket_timeout": _SOCKET_TIMEOUT,
+        "socket_connect_timeout": _CONNECT_TIMEOUT,
+        "health_check_interval": 30,
+        "parser_class": (ASYNC_PARSERS if asynchronous else SYNC_PARSERS)[parser],
+        "retry": (_AsyncRetryOnce if asynchronous else _RetryOnce)(NoBackoff(), 1),
+        "retry_on_error": [redis.ConnectionError],
+    }
 
 
 logger = logging.getLogger(__name__)
@@ -43,13 +115,7 @@ def get_redis() -> redis.Redis:
     if _sync_client is None:
         with _sync_lock:
             if _sync_client is None:
-                _sync_client = redis.Redis.from_url(
-                    settings.REDIS_URL,
-                    socket_timeout=_SOCKET_TIMEOUT,
-                    socket_connect_timeout=_CONNECT_TIMEOUT,
-                    health_check_interval=30,
-                    **_retry_once(Retry),
-                )
+                _sync_client = redis.Redis.from_url(settings.REDIS_URL, **client_options())
     return _sync_client
 
 
@@ -57,13 +123,7 @@ def aget_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=_SOCKET_TIMEOUT,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            health_check_interval=30,
-            **_retry_once(AsyncRetry),
-        )
+        client = aioredis.Redis.from_url(settings.REDIS_URL, **client_options(asynchronous=True))
         _async_clients[loop] = client
     return client
 
@@ -83,7 +143,8 @@ def reset_clients() -> None:
     _async_clients.clear()
 
 
-# What a Redis that is restarting, loading its data or unreachable for a moment raises.
+# What a Redis that is restarting, loading its data, unreachable for a moment or refusing writes
+# raises (``WriteRefused`` is a ``ConnectionError``).
 UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
-from mothership.infra.redis import get_redis
+from mothership.infra.redis import UNAVAILABLE, get_redis
 from streams.providers.base import OfferedTool, TextDelta, ToolCall, Usage
 
 _WORDS = (
@@ -222,13 +222,19 @@ class SimulatedPromptCache:
         """Tokens read from the cache for this exact prefix (0 on a miss); refreshes the TTL."""
         if not self._cacheable(messages):
             return 0
-        hit = get_redis().pexpire(self.key(messages), int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000))
+        try:
+            hit = get_redis().pexpire(self.key(messages), int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000))
+        except UNAVAILABLE:  # a provider's cache is not our Redis: a model never fails for want of it
+            return 0
         return _prefix_tokens(messages) if hit else 0
 
     def write(self, messages: list[dict]) -> bool:
         if not self._cacheable(messages):
             return False
-        get_redis().set(self.key(messages), "1", px=int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000))
+        try:
+            get_redis().set(self.key(messages), "1", px=int(settings.MOTHERSHIP_PROMPT_CACHE_TTL * 1000))
+        except UNAVAILABLE:  # not written: the next turn misses, as after a provider's eviction
+            return False
         return True
 
     def read_or_write(self, prefixes: list[list[dict]]) -> list[bool | None]:

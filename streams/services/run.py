@@ -4,9 +4,10 @@ The heartbeat keeps the lock; a stop reaches the turn through the abort listener
 appended through the fenced event log, so a run that lost its lock writes nothing more to the log
 while it runs. Whatever ends the run, it seals its own turn with every character it received,
 unless a stop or the sweeper sealed it first (the seal is a conditional update): a run fenced by a
-newer turn ends ``interrupted / lock_lost``, one whose Redis stayed away for longer than the lock's
-TTL ends ``interrupted / redis_unavailable``; the events the log lacks are written before the
-terminal event once Redis answers again.
+newer turn ends ``interrupted / lock_lost``, one whose Redis stayed away (or refused writes) for
+longer than the lock's TTL while the model ran ends ``interrupted / redis_unavailable``; one whose
+model ended is sealed at once with its true outcome, whatever Redis does. The events the log lacks
+are written before the terminal event once Redis takes writes again.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def _execute(turn: Turn) -> _Outcome:
             return _LOCK_LOST
         turn.estimate_usage(turn.journal.received_text(), finished=turn.abort_seen is None)
         if turn.usage != Usage():
-            turn.journal.emit(events.USAGE, **turn.usage.event_fields())
+            turn.journal.emit_usage(turn.usage)
         if turn.abort_seen is not None:
             return _Outcome(Stream.Status.CANCELLED, turn.abort_seen.reason)
         return _Outcome(Stream.Status.COMPLETED, "")

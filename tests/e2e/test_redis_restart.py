@@ -204,12 +204,7 @@ async def test_a_reply_whose_redis_stays_away_longer_than_the_lock_ttl_is_sealed
     )
 
     # And the next turn streams and completes at once (a short one: its words, echoed).
-    again = await database_sync_to_async(stream_start)(chat=chat, content="/echo and again")
-    _enqueue(long_outage, str(again.stream.id))
-    done = await database_sync_to_async(wait_for)(
-        lambda: Stream.objects.filter(pk=again.stream.id, status="completed").first(), 20, "the next turn"
-    )
-    assert (await database_sync_to_async(Message.objects.get)(pk=done.assistant_message_id)).content == "and again"
+    await _next_turn_completes(long_outage, chat)
 
 
 async def test_a_socket_gets_the_last_event_published_while_its_channel_layer_reconnected(
@@ -319,3 +314,113 @@ async def test_a_tool_call_in_flight_when_redis_restarts_completes_and_resumes_g
         types = [e["type"] for e in events]
         assert types.count("stream.tool_call") == 1 and types.count("stream.tool_result") == 1
         assert types.index("stream.tool_call") < types.index("stream.tool_result")
+
+
+async def test_a_reply_whose_model_ends_while_redis_is_away_is_sealed_completed_at_once(outage, turns_not_enqueued, user, chat):
+    """The database is up: the turn is sealed ``completed``, with its whole text and usage, as soon
+    as the model ends (the lock's TTL is 10 s, the outage longer than what is left of the reply);
+    the log and the sockets get the rest when Redis is back."""
+    from mothership.selectors import chat_views_by_id
+
+    stream_id, live = await _streaming_with_a_socket(outage, user, chat)
+    await asyncio.to_thread(outage.stop)
+    down_at = time.monotonic()
+
+    stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 15, "the seal")
+    sealed_after = time.monotonic() - down_at
+    message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+    log = outage.worker.output()[-3000:]
+    assert (stream.status, stream.reason, message.status) == ("completed", "", "complete"), log
+    assert message.content == _reply("keep going") and message.output_tokens == TOKENS, log
+    # The model's last token was due (TOKENS - 1) / 20 s after its first (the local model keeps time).
+    model_ended_at = stream.first_delta_at.timestamp() + (TOKENS - 1) / 20
+    seal_lag = stream.finished_at.timestamp() - model_ended_at
+    assert seal_lag < 1.0, (seal_lag, log)
+    (view,) = await database_sync_to_async(chat_views_by_id)([chat.id])
+    assert (view.state, view.active_stream_id) == ("idle", None)  # the tile: not "streaming", Redis still away
+    await asyncio.sleep(1)
+    await asyncio.to_thread(outage.start)
+    back_at = time.monotonic()
+
+    # Redis back: the rest of the reply and the terminal event reach the socket that stayed
+    # connected and one that resumes, gapless; the lock is freed.
+    events = await asyncio.wait_for(live, 20)
+    caught_up = time.monotonic() - back_at
+    _assert_gapless(events, message.content)
+    assert events[-1]["type"] == "stream.completed" and events[-1]["seq"] == stream.last_seq
+    assert [e["type"] for e in events].count("stream.usage") == 1
+    _assert_gapless(await _follow(user, chat, stream_id), message.content)
+    await database_sync_to_async(wait_for)(lambda: locks.lock_owner(chat_id=chat.id) is None, 5, "the lock freed")
+    print(
+        f"sealed completed {seal_lag * 1000:.0f} ms after the model ended ({sealed_after:.1f} s after Redis went away);"
+        f" the socket had the terminal {caught_up:.2f} s after Redis was back"
+    )
+
+
+@pytest.fixture(params=["MISCONF", "NOREPLICAS", "READONLY"])
+def refusal(request, settings, tmp_path):
+    """A Redis that refuses writes for a while (a full disk, too few replicas, a failover), TTL 10 s."""
+    with _private_stack(settings, tmp_path, persist=False, ttl=10) as server:
+        server.code = request.param
+        yield server
+
+
+async def _next_turn_completes(server: PrivateRedis, chat) -> None:
+    again = await database_sync_to_async(stream_start)(chat=chat, content="/echo and again")
+    _enqueue(server, str(again.stream.id))
+    try:
+        done = await database_sync_to_async(wait_for)(
+            lambda: Stream.objects.filter(pk=again.stream.id, status="completed").first(), 20, "the next turn"
+        )
+    except AssertionError:
+        raise AssertionError(server.worker.output()[-4000:]) from None
+    assert (await database_sync_to_async(Message.objects.get)(pk=done.assistant_message_id)).content == "and again"
+
+
+async def test_a_reply_in_flight_while_redis_refuses_writes_completes(refusal, turns_not_enqueued, user, chat):
+    stream_id, live = await _streaming_with_a_socket(refusal, user, chat)
+    await asyncio.to_thread(refusal.refuse_writes, refusal.code)
+    await asyncio.sleep(3)
+    await asyncio.to_thread(refusal.accept_writes)
+    back_at = time.monotonic()
+
+    stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 40, "the seal")
+    message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+    log = refusal.worker.output()[-3000:]
+    assert (stream.status, message.status, message.content) == ("completed", "complete", _reply("keep going")), log
+    assert refusal.code in log  # the worker says why it waited
+    events = await asyncio.wait_for(live, 20)
+    _assert_gapless(events, message.content)
+    assert events[-1]["type"] == "stream.completed"
+    _assert_gapless(await _follow(user, chat, stream_id), message.content)
+    assert locks.lock_owner(chat_id=chat.id) is None
+    print(f"{refusal.code}: sealed completed {time.monotonic() - back_at:.1f} s after Redis took writes again")
+    await _next_turn_completes(refusal, chat)
+
+
+async def test_a_reply_whose_redis_refuses_writes_longer_than_the_lock_ttl_is_sealed_and_announced(
+    settings, tmp_path, turns_not_enqueued, user, chat
+):
+    """Refused for 6 s, twice the TTL: sealed ``interrupted / redis_unavailable`` with its text while
+    Redis still refuses; once it takes writes, the terminal event reaches the socket and the lock goes."""
+    with _private_stack(settings, tmp_path, persist=False, ttl=3) as server:
+        stream_id, live = await _streaming_with_a_socket(server, user, chat)
+        await asyncio.to_thread(server.refuse_writes, "NOREPLICAS")
+        refused_at = time.monotonic()
+        stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 15, "the seal")
+        sealed_after = time.monotonic() - refused_at
+        message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+        log = server.worker.output()[-3000:]
+        assert (stream.status, stream.reason) == ("interrupted", "redis_unavailable"), log
+        assert message.content and _reply("keep going").startswith(message.content)
+        await asyncio.sleep(max(0.0, 6 - (time.monotonic() - refused_at)))
+        await asyncio.to_thread(server.accept_writes)
+        back_at = time.monotonic()
+
+        events = await asyncio.wait_for(live, 20)
+        caught_up = time.monotonic() - back_at
+        _assert_gapless(events, message.content)
+        assert events[-1]["type"] == "stream.interrupted" and events[-1]["reason"] == "redis_unavailable"
+        await database_sync_to_async(wait_for)(lambda: locks.lock_owner(chat_id=chat.id) is None, 5, "the lock freed")
+        print(f"sealed {sealed_after:.1f} s after the refusals began (TTL 3 s); the terminal {caught_up:.2f} s after they ended")
+        await _next_turn_completes(server, chat)

@@ -62,3 +62,35 @@ def test_with_redis_url_no_embedded_server_is_started(tmp_path):
     script = "import django; django.setup(); from django.conf import settings; print(settings.REDIS_URL, settings.REDIS_EMBEDDED)"
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["redis://127.0.0.1:1/0", "False"]
+
+
+def test_the_embedded_servers_warnings_reach_the_log_and_its_banner_does_not(caplog):
+    """A disk it cannot write (a snapshot into /proc fails, as on a full disk) is in ``make run``'s output."""
+    import logging
+    import time
+
+    import redis
+
+    from mothership import embedded_redis
+
+    saved = (embedded_redis._process, embedded_redis._workdir, embedded_redis._port, embedded_redis._persist)
+    caplog.set_level(logging.DEBUG, logger="mothership.embedded_redis")
+    embedded_redis._process = None
+    env = dict(os.environ)
+    try:
+        url = embedded_redis.start(record=False)
+        control = redis.Redis.from_url(url)
+        control.config_set("dir", "/proc")
+        control.bgsave()
+        deadline = time.monotonic() + 5
+        while not any("Background saving error" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.02)
+    finally:
+        embedded_redis.stop()
+        embedded_redis._process, embedded_redis._workdir, embedded_redis._port, embedded_redis._persist = saved
+        os.environ.clear()
+        os.environ.update(env)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("Failed opening the RDB file" in w or "Background saving error" in w for w in warnings), warnings
+    assert not any("oO0OoO0OoO0Oo" in w or "just started" in w for w in warnings), warnings

@@ -5,10 +5,12 @@ frame clock's), so its seqs reach the log gapless and in order. The model's firs
 at once, the rest on the worker's frame clock (``streams.frames``), which calls the ``take_frame``
 / ``frame_*`` methods with ``emit_lock`` held.
 
-A Redis that is away is retried for up to the lock's TTL; afterwards the log's lost tail is
-written again before the next append (``resync``). A journal that may not append any more
-(fenced by a newer turn, or Redis away for longer than the TTL) holds the text it received for
-the seal, which writes what the log lacks before its terminal event (``owe``, ``write_back``).
+A Redis that is away (or refusing writes) is retried for up to the lock's TTL while the model
+runs; afterwards the log's lost tail is written again before the next append (``resync``). Once
+the model has ended, Redis is not waited for: the turn is sealed at once. A journal that may not
+append any more (fenced by a newer turn, Redis away for longer than the TTL, or away when the model
+ended) holds the text it received for the seal, which writes what the log lacks before its
+terminal event once Redis takes writes again (``owe``, ``write_back``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Journal:
         self.unsent: dict | None = None  # a frame Redis did not take; it goes first, unchanged
         self.unavailable_since: float | None = None
         self.redis_lost = False  # Redis away for longer than the TTL: nothing more is tried until the seal
+        self.deferred = False  # Redis away when the model ended: the rest is the seal's to write
         self.held: list[str] = []  # text received but never appended (fenced, or Redis lost): saved by the seal
         self.owed: list[dict] = []  # the events the seal writes before its terminal one (``owe``)
         self.closed = False  # the turn's text is final: later deltas are dropped
@@ -66,13 +69,14 @@ class Journal:
         with self.emit_lock:
             self._emit(type, **fields)
 
-    def _emit(self, type: str, **fields) -> None:
+    def _emit(self, type: str, *, wait: bool = True, **fields) -> None:
         if self.fenced.is_set():
             raise eventlog.Fenced(str(self.stream.id))
-        self._append(self._event(type, seq=self.seq + 1, **fields))
+        self._append(self._event(type, seq=self.seq + 1, **fields), wait=wait)
 
-    def _append(self, event: dict) -> None:
-        """Append the next event, riding out a Redis that is away for up to the lock's TTL."""
+    def _append(self, event: dict, *, wait: bool = True) -> None:
+        """Append the next event, riding out a Redis that is away for up to the lock's TTL; or,
+        not ``wait``ing (the model has ended), trying once and raising what Redis raised."""
 
         def once():
             try:
@@ -85,12 +89,14 @@ class Journal:
         if self.redis_lost:
             raise RedisLost(str(self.stream.id))
         try:
-            retrying(once, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL, what=f"stream {self.stream.id}")
+            retrying(once, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL if wait else 0, what=f"stream {self.stream.id}")
         except eventlog.Fenced:
             self.fenced.set()
             self.stop.set()
             raise
         except UNAVAILABLE as exc:
+            if not wait:
+                raise
             self.lose_redis()
             raise RedisLost(str(self.stream.id)) from exc
         self.appended.append(event)
@@ -152,12 +158,12 @@ class Journal:
         elif self.clock is None:  # every delta its own frame: each is charged as it goes
             frames.charge_frames([self])
 
-    def _emit_delta(self, text: str, deltas: int = 1) -> None:
+    def _emit_delta(self, text: str, deltas: int = 1, *, wait: bool = True) -> None:
         if self.stream.first_delta_at is None:
             self.stream.first_delta_at = timezone.now()
         try:
-            self._emit(events.DELTA, text=text)
-        except (eventlog.Fenced, RedisLost):
+            self._emit(events.DELTA, wait=wait, text=text)
+        except (eventlog.Fenced, RedisLost, *UNAVAILABLE):
             self.held.append(text)
             raise
         self._published(text, deltas)
@@ -221,29 +227,54 @@ class Journal:
 
     # --- the end of the turn ---------------------------------------------------------------
 
-    def flush(self) -> None:
+    def flush(self, *, model_ended: bool = False) -> None:
         """Publish the text still waiting for a frame, now (before the usage and the terminal).
 
         A journal that may not append any more (fenced, or Redis lost) holds that text for the seal.
+        Once the ``model_ended``, a Redis that is away is not waited for: the turn is sealed at once
+        in the database, and what Redis did not take is held for the seal to write (``defer``).
         """
         with self.emit_lock:
             if self.closed:
                 return
-            if self.fenced.is_set() or self.redis_lost:
+            if self.fenced.is_set() or self.redis_lost or self.deferred:
                 self._hold_the_rest()
                 return
-            if self.unsent is not None:  # a frame Redis has not taken yet goes first
-                try:
-                    self._append(self.unsent)
-                except (eventlog.Fenced, RedisLost):
-                    self._hold_the_rest()
-                    raise
-                self._published(self.unsent["text"], self.pending_deltas)
-                self.unsent = None
-            if self.pending:
-                text, deltas = "".join(self.pending), len(self.pending)
-                self.pending.clear()
-                self._emit_delta(text, deltas)
+            try:
+                if self.unsent is not None:  # a frame Redis has not taken yet goes first
+                    try:
+                        self._append(self.unsent, wait=not model_ended)
+                    except (eventlog.Fenced, RedisLost):
+                        self._hold_the_rest()
+                        raise
+                    self._published(self.unsent["text"], self.pending_deltas)
+                    self.unsent = None
+                if self.pending:
+                    text, deltas = "".join(self.pending), len(self.pending)
+                    self.pending.clear()
+                    self._emit_delta(text, deltas, wait=not model_ended)
+            except UNAVAILABLE as exc:  # only when not waiting: the model has ended
+                self._defer(exc)
+
+    def emit_usage(self, usage: Usage) -> None:
+        """The turn's usage, once its model has ended: appended if Redis takes it at once, else
+        the seal writes it (``owe``) when Redis is back. A fenced turn writes nothing (``Fenced``)."""
+        with self.emit_lock:
+            if self.deferred or self.redis_lost:
+                return
+            try:
+                self._emit(events.USAGE, wait=False, **usage.event_fields())
+            except UNAVAILABLE as exc:
+                self._defer(exc)
+
+    def _defer(self, exc: BaseException) -> None:
+        """Redis is away (or refuses writes) and the model has ended: the turn is not kept waiting
+        for it; what the log lacks is written by the seal, before its terminal event."""
+        logger.warning(
+            "stream %s: the model ended while redis was unavailable (%s); sealing now, the events follow", self.stream.id, exc
+        )
+        self.deferred = self.needs_resync = True
+        self._hold_the_rest()
 
     def _hold_the_rest(self) -> None:
         if self.unsent is not None:

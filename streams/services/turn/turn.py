@@ -120,7 +120,7 @@ class Turn:
         finally:
             self.stop.set()
             try:
-                self.journal.flush()
+                self.journal.flush(model_ended=True)  # Redis is not waited for once the model has ended
             finally:
                 self.journal.close()
 
