@@ -15,9 +15,9 @@ Before the load, ``--idle`` turns on a quiet app measure POST → ``stream.start
 stream. ``--echo`` also measures a bare Channels pub/sub echo (no app code: a consumer that
 joins a group and forwards what is published) at the same load, the ceiling of this box.
 
-``--stalled N`` opens, from run ``--stalled-from`` on, N more sockets a run whose client never
-reads, each subscribed to every chat of the run: the web process's memory and the other
-sockets' delivery with them (the server closes each with 4008 once its unread output passes
+``--stalled N`` opens, at run ``--stalled-from``, N sockets whose client never reads, and
+subscribes each to every chat of that run and the next ones: the web process's memory and the
+other sockets' delivery with them (the server closes each with 4008 once its unread output passes
 ``MOTHERSHIP_WS_SEND_BUFFER_BYTES``).
 
 Usage: .venv/bin/python bench/fanout.py [--streams 40] [--tabs 2] [--rate 50] [--tokens 400]
@@ -371,12 +371,16 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
     if args.stalled and run_no >= args.stalled_from:
         from tests.support.rawws import RawSocket
 
-        # Sockets whose client never reads, each subscribed to every chat of the run (never closed here).
-        for _ in range(args.stalled):
-            stalled = RawSocket(ctx["ws_url"])
-            for chat_id in chats:
-                stalled.send_json({"type": "subscribe", "conversationId": chat_id})
-            ctx.setdefault("stalled", []).append(stalled)
+        # Sockets whose client never reads, opened once, each subscribed to every chat of every run
+        # from here on (a socket the server has closed takes no more).
+        if "stalled" not in ctx:
+            ctx["stalled"] = [RawSocket(ctx["ws_url"]) for _ in range(args.stalled)]
+        for stalled in ctx["stalled"]:
+            try:
+                for chat_id in chats:
+                    stalled.send_json({"type": "subscribe", "conversationId": chat_id})
+            except OSError:
+                continue
     time.sleep(1.0)
     web_sockets_open = rss_mb(procs, "web")
     import psutil
@@ -757,7 +761,7 @@ def report(label: str, run: dict, echo: dict | None) -> None:
     before, peak, after = run["web_rss"]
     print(
         f"  web RSS: {before:.1f} MB before the run, {peak:.1f} MB at its peak, {after:.1f} MB after; "
-        f"never-reading sockets opened so far {run['stalled']}, closed by the server with 4008 so far {run['closed_slow']}"
+        f"never-reading sockets {run['stalled']}, closed by the server with 4008 so far {run['closed_slow']}"
     )
     if echo and echo["delivery"] and d:
         e = echo["delivery"]
@@ -804,7 +808,7 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, help="a monthly and a member-daily budget of this many USD on the workspace (never reached)"
     )
-    parser.add_argument("--stalled", type=int, default=0, help="never-reading sockets per run, each on every chat of the run")
+    parser.add_argument("--stalled", type=int, default=0, help="never-reading sockets, each on every chat of every run")
     parser.add_argument("--stalled-from", type=int, default=2, help="the first run with never-reading sockets")
     parser.add_argument("--label", default="")
     parser.add_argument(

@@ -114,12 +114,18 @@ class WorkerBeat(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        away = False  # said once per outage, not at every beat
         while not self.stopping.wait(settings.MOTHERSHIP_WORKER_HEARTBEAT):
             try:
                 previous = worker_beat(self.worker)
-            except redis.RedisError:  # Redis away for a moment: the next beat writes the key again
-                logger.warning("worker %s could not renew its key", self.worker.slot, exc_info=True)
+            except redis.RedisError as exc:  # Redis away for a moment: the next beat writes the key again
+                if not away:
+                    logger.warning("worker %s could not renew its key (%s); trying again every beat", self.worker.slot, exc)
+                away = True
                 continue
+            if away:
+                logger.warning("worker %s renews its key again", self.worker.slot)
+                away = False
             if previous not in (None, self.worker.boot):
                 # Two live workers with one name would each take the other for restarted.
                 logger.error(
@@ -148,8 +154,8 @@ def worker_start(*, slot: str) -> Worker:
     worker = Worker.new_boot(slot)
     try:
         previous = worker_beat(worker)
-    except redis.RedisError:
-        logger.warning("worker %s could not write its key yet; its beat retries", slot, exc_info=True)
+    except redis.RedisError as exc:
+        logger.warning("worker %s could not write its key yet (%s); its beat retries", slot, exc)
         previous = None
     if previous is not None:
         logger.info("worker %s started again: the turns of its boot %s are lost", slot, previous)

@@ -165,6 +165,32 @@ async def test_a_reply_in_flight_when_redis_restarts_completes_with_every_charac
     _assert_gapless(await asyncio.wait_for(live, 20), message.content)
     _assert_gapless(await _follow(user, chat, stream_id), message.content)
     assert locks.lock_owner(chat_id=chat.id) is None
+    # What the operator reads: one line when Redis goes, one when it is back (as the README says).
+    output = outage.worker.output()
+    assert output.count(f"redis unavailable during stream {stream_id}") == 1, output[-3000:]
+    assert output.count(f"redis back for stream {stream_id}") == 1
+
+
+@pytest.fixture
+def instant_outage(settings, tmp_path):
+    with _private_stack(settings, tmp_path, persist=False, ttl=10) as server:
+        yield server
+
+
+async def test_a_reply_whose_redis_restarts_empty_between_two_frames_completes(instant_outage, turns_not_enqueued, user, chat):
+    """Redis killed and back empty at once: no append failed meanwhile, so the first one after it
+    finds the lock gone. Nobody else holds it: the turn takes it again and goes on (it used to be
+    fenced, ``interrupted / lock_lost``)."""
+    stream_id, live = await _streaming_with_a_socket(instant_outage, user, chat)
+    await asyncio.to_thread(instant_outage.stop)
+    await asyncio.to_thread(instant_outage.start)
+
+    stream = await database_sync_to_async(wait_for)(lambda: _sealed(stream_id), 40, "the seal")
+    message = await database_sync_to_async(Message.objects.get)(pk=stream.assistant_message_id)
+    log = instant_outage.worker.output()[-3000:]
+    assert (stream.status, message.status, message.content) == ("completed", "complete", _reply("keep going")), log
+    _assert_gapless(await _follow(user, chat, stream_id), message.content)
+    assert locks.lock_owner(chat_id=chat.id) is None
 
 
 async def test_a_reply_whose_redis_stays_away_longer_than_the_lock_ttl_is_sealed_with_all_its_text(

@@ -63,6 +63,7 @@ class Journal:
         self.held: list[str] = []  # text received but never appended (fenced, or Redis lost): saved by the seal
         self.owed: list[dict] = []  # the events the seal writes before its terminal one (``owe``)
         self.closed = False  # the turn's text is final: later deltas are dropped
+        self.vanished_at: int | None = None  # the seq at which a lock found gone was taken again (once a seq)
         self.clock = frames.clock()
 
     def emit(self, type: str, **fields) -> None:
@@ -88,8 +89,14 @@ class Journal:
 
         if self.redis_lost:
             raise RedisLost(str(self.stream.id))
+        for_seconds = settings.MOTHERSHIP_STREAM_LOCK_TTL if wait else 0
         try:
-            retrying(once, for_seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL if wait else 0, what=f"stream {self.stream.id}")
+            try:
+                retrying(once, for_seconds=for_seconds, what=f"stream {self.stream.id}")
+            except eventlog.Fenced:
+                if not self._lock_vanished(event["seq"]):
+                    raise
+                retrying(once, for_seconds=for_seconds, what=f"stream {self.stream.id}")
         except eventlog.Fenced:
             self.fenced.set()
             self.stop.set()
@@ -101,6 +108,22 @@ class Journal:
             raise RedisLost(str(self.stream.id)) from exc
         self.appended.append(event)
         self.seq = event["seq"]
+
+    def _lock_vanished(self, seq: int) -> bool:
+        """An append refused for want of the lock, with no other turn holding it: a Redis restarted
+        empty between two appends (none failed, so nothing knew) lost it. The append is tried again
+        once, after ``resync`` (the log's lost tail written again, the lock taken again unless the
+        turn was sealed meanwhile); refused again, the turn is fenced."""
+        if self.vanished_at == seq:
+            return False
+        try:
+            if locks.lock_owner(chat_id=self.chat_id) is not None:
+                return False
+        except UNAVAILABLE:
+            return False
+        logger.warning("stream %s: its lock is gone (a Redis restarted empty?); taking it again", self.stream.id)
+        self.vanished_at, self.needs_resync = seq, True
+        return True
 
     def redis_was_away(self) -> None:
         """Redis was away or lost the lock (the heartbeat saw it): the next append first writes
@@ -194,6 +217,8 @@ class Journal:
         self.appended.append(event)
         self.seq = event["seq"]
         self._published(event["text"], self.pending_deltas)
+        if self.unavailable_since is not None:
+            logger.warning("redis back for stream %s after %.1f s", self.stream.id, time.monotonic() - self.unavailable_since)
         self.unsent, self.unavailable_since = None, None
 
     def frame_unsent(self, event: dict, exc: BaseException) -> None:
@@ -201,6 +226,13 @@ class Journal:
         that arrives meanwhile waits for the next frame), for up to the lock's TTL."""
         now = time.monotonic()
         self.unsent, self.needs_resync = event, True
+        if self.unavailable_since is None:
+            logger.warning(
+                "redis unavailable during stream %s (%s); retrying for up to %.0f s",
+                self.stream.id,
+                exc,
+                settings.MOTHERSHIP_STREAM_LOCK_TTL,
+            )
         self.unavailable_since = self.unavailable_since or now
         if now - self.unavailable_since > settings.MOTHERSHIP_STREAM_LOCK_TTL:
             self.lose_redis()  # the frame stays unsent: the seal holds it
@@ -209,6 +241,9 @@ class Journal:
             self.clock.schedule(self)
 
     def frame_fenced(self, event: dict) -> None:
+        if self._lock_vanished(event["seq"]):
+            self.frame_unsent(event, ConnectionError("its lock was gone"))  # the next tick takes it again first
+            return
         self._hold(event)
         self.fenced.set()
         self.stop.set()
