@@ -375,6 +375,9 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
         # from here on (a socket the server has closed takes no more).
         if "stalled" not in ctx:
             ctx["stalled"] = [RawSocket(ctx["ws_url"]) for _ in range(args.stalled)]
+            if args.stalled_read:  # the control: the same sockets, read (and dropped) as fast as they come
+                for stalled in ctx["stalled"]:
+                    threading.Thread(target=stalled.drain, daemon=True).start()
         for stalled in ctx["stalled"]:
             try:
                 for chat_id in chats:
@@ -810,6 +813,7 @@ def main() -> None:
     )
     parser.add_argument("--stalled", type=int, default=0, help="never-reading sockets, each on every chat of every run")
     parser.add_argument("--stalled-from", type=int, default=2, help="the first run with never-reading sockets")
+    parser.add_argument("--stalled-read", action="store_true", help="the control: those sockets read everything")
     parser.add_argument("--label", default="")
     parser.add_argument(
         "--app-dir", type=Path, default=ROOT, help="run the app of another checkout (an A/B against a base commit)"

@@ -345,7 +345,7 @@ MOTHERSHIP_WS_MESSAGE_BURST = env_int("MOTHERSHIP_WS_MESSAGE_BURST", 100, minimu
 # (mothership/infra/wsprotocol.py); the page reconnects and resumes after its last seq.
 # runall kills and restarts a child whose heartbeat file is older than this (mothership/infra/alive.py).
 MOTHERSHIP_HANG_SECONDS = env_float("MOTHERSHIP_HANG_SECONDS", 10.0, minimum=1.0)
-MOTHERSHIP_WS_SEND_BUFFER_BYTES = env_int("MOTHERSHIP_WS_SEND_BUFFER_BYTES", 1024 * 1024, minimum=1024)
+MOTHERSHIP_WS_SEND_BUFFER_BYTES = env_int("MOTHERSHIP_WS_SEND_BUFFER_BYTES", 256 * 1024, minimum=1024)
 # Per user, in every process at once (mothership/infra/throttles.py, exact counts in Redis):
 # messages sent, warming changes, warms asked for by hand, chats created (API and page), and
 # turns running at the same time.

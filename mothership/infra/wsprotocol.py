@@ -6,9 +6,12 @@ event published to its groups piles up in the consumer's channel queue, which ha
 such socket subscribed to a hundred chats held 20 MB of a web process. (The older ``websockets``
 protocol also crashed its keepalive ping on such a socket, so it was never closed either.)
 
-Here ``send`` never waits: every frame goes to the transport, so the consumer keeps reading its
-queue, and what the client has not taken yet is the transport's buffer alone. Once that buffer
-holds more than ``MOTHERSHIP_WS_SEND_BUFFER_BYTES`` and another frame is due, the socket is
+Here ``send`` never waits: every frame is written at once, so the consumer keeps reading its
+queue. While the transport is past its high water mark, frames are held in one byte buffer of
+the connection's own (``_Outbox``), written a chunk at a time as the transport drains: a transport
+holding thousands of small writes costs several times their bytes (each is a write request of its
+own), one buffer costs its length. Once what the client has not taken (that buffer and the
+transport's) passes ``MOTHERSHIP_WS_SEND_BUFFER_BYTES`` and another frame is due, the socket is
 closed with ``SLOW_CONSUMER`` (4008): the close frame goes out after what is buffered (a client
 that is slow, not stalled, reads it and reconnects, resuming each stream after its last seq),
 and the connection is dropped ``close_timeout`` seconds later if the client has not read that
@@ -33,6 +36,51 @@ SLOW_CONSUMER = 4008  # closed: the client did not read its output (DESIGN: a 4x
 SLOW_CONSUMER_REASON = "output not read"
 
 
+_CHUNK = 64 * 1024  # what the outbox gives the transport at a time (uvloop's and asyncio's high water mark)
+
+
+class _Outbox:
+    """The transport as the protocol sees it: while the real one is past its high water mark
+    (``paused``), writes are held, in order, in one buffer, and written on when it drains."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.held = bytearray()
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        if self.paused or self.held:
+            self.held += data
+        else:
+            self.transport.write(data)
+
+    def resume(self) -> None:
+        """Write what is held, a chunk at a time, until the transport is past its mark again (it
+        says so from inside ``write``): the transport never holds more than a chunk of it (a
+        large write it holds whole until its last byte is sent)."""
+        self.paused = False
+        while self.held and not self.paused:
+            chunk = bytes(self.held[:_CHUNK])
+            del self.held[:_CHUNK]
+            self.transport.write(chunk)
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + len(self.held)
+
+    def close(self) -> None:
+        if self.held and not self.transport.is_closing():
+            data, self.held = bytes(self.held), bytearray()
+            self.transport.write(data)  # closing flushes what the transport holds: the held part first
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.held = bytearray()
+        self.transport.abort()
+
+    def __getattr__(self, name):
+        return getattr(self.transport, name)
+
+
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     """``--ws mothership.infra.wsprotocol:BoundedWebSocketProtocol`` (``mothership.processes.web_argv``)."""
 
@@ -41,12 +89,15 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.overflowed = False
         self.drop_timer = None
 
+    def connection_made(self, transport) -> None:
+        super().connection_made(_Outbox(transport))
+
     # Flow control is the bound below, not a wait: the app's send never blocks on a slow client.
     def pause_writing(self) -> None:
-        pass
+        self.transport.paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self.transport.resume()
 
     async def send(self, message) -> None:
         if message["type"] in ("websocket.send", "websocket.close") and self.handshake_complete and not self.disconnected:

@@ -60,6 +60,17 @@ class RawSocket:
             pass
         return self.frames()
 
+    def drain(self) -> int:
+        """Read and drop everything until the server closes (a client that keeps up); bytes read."""
+        self.sock.settimeout(None)
+        read = 0
+        try:
+            while chunk := self.sock.recv(1 << 20):
+                read += len(chunk)
+        except OSError:
+            pass
+        return read
+
     def frames(self) -> tuple[list[dict], int | None]:
         messages, close_code, at, data = [], None, 0, self.buffer
         while at + 2 <= len(data):
