@@ -63,8 +63,9 @@ class Worker:
 
 
 def worker_key(kind: str, name: str) -> str:
-    """``kind`` is ``boot`` (the key a live boot renews) or ``slot`` (the slot's latest boot)."""
-    if kind not in ("boot", "slot"):
+    """``kind`` is ``boot`` (the key a live boot renews), ``slot`` (the slot's latest boot) or
+    ``suspect`` (when a sweeper first found a boot's key gone)."""
+    if kind not in ("boot", "slot", "suspect"):
         raise ValueError(kind)
     return f"{KEY_PREFIX}{kind}:{name}"
 
@@ -86,22 +87,55 @@ def worker_beat(worker: Worker) -> str | None:
     return previous.decode() if previous is not None else None
 
 
+# A boot's key found gone: the time (Redis' clock) is noted the first time, and the worker is
+# taken for gone only when its key is still gone a worker TTL later.
+_SUSPECT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local since = redis.call('GET', KEYS[1])
+if not since then
+  redis.call('SET', KEYS[1], now, 'PX', ARGV[1])
+  return 0
+end
+if now - tonumber(since) >= tonumber(ARGV[2]) then
+  return 1
+end
+return 0
+"""
+
+
 def workers_lost(candidates: Iterable[Worker], *, redis_uptime: int) -> set[Worker]:
-    """Which of ``candidates`` no longer exist, in one MGET: a newer boot holds the slot, or the
-    boot key is gone while Redis has been up for longer than a worker TTL."""
+    """Which of ``candidates`` no longer exist: a newer boot holds the slot (one MGET), or the boot
+    key is gone, and still gone a worker TTL after a sweep first found it gone, while Redis has
+    been up for longer than a worker TTL.
+
+    A key gone once proves little: a Redis that refused writes for a while (a full disk, a
+    failover) let the keys of live workers expire, since they could not write them, and each
+    writes its key again within a beat of Redis taking writes. (While it refuses them, the
+    suspicion cannot be noted either: the sweep stops there.)
+    """
     candidates = list(set(candidates))
     if not candidates:
         return set()
-    values = get_redis().mget([worker_key("boot", w.boot) for w in candidates] + [worker_key("slot", w.slot) for w in candidates])
+    client = get_redis()
+    values = client.mget([worker_key("boot", w.boot) for w in candidates] + [worker_key("slot", w.slot) for w in candidates])
     n = len(candidates)
     # Within a worker TTL of a Redis start, a missing key may be a live worker's that has not beaten yet.
     absence_tells = redis_uptime >= worker_ttl()
-    lost = set()
+    lost, gone = set(), []
     for worker, beating, latest in zip(candidates, values[:n], values[n:]):
         if latest is not None and latest.decode() != worker.boot:
             lost.add(worker)  # restarted: its slot has a newer boot
         elif beating is None and absence_tells:
-            lost.add(worker)
+            gone.append(worker)
+    if gone:
+        ttl_ms = int(worker_ttl() * 1000)
+        script = client.register_script(_SUSPECT)
+        pipe = client.pipeline(transaction=False)
+        for worker in gone:
+            # The note lasts long enough to be confirmed, not so long that an old one confirms a new absence.
+            script(keys=[worker_key("suspect", worker.boot)], args=[3 * ttl_ms, ttl_ms], client=pipe)
+        lost.update(worker for worker, confirmed in zip(gone, pipe.execute()) if confirmed)
     return lost
 
 

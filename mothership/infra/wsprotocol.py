@@ -86,7 +86,6 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.overflowed = False
         self.drop_timer = None
 
     def connection_made(self, transport) -> None:
@@ -112,7 +111,6 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _close_slow_consumer(self) -> None:
         unsent = self.transport.get_write_buffer_size()
-        self.overflowed = True
         logger.warning(
             "socket %s: %d bytes not read by the client (MOTHERSHIP_WS_SEND_BUFFER_BYTES is %d); closing it with %d",
             f"{self.client[0]}:{self.client[1]}" if self.client else "?",

@@ -28,7 +28,7 @@ from django.utils import timezone
 from chats.models import Chat
 from chats.services import chat_markers_repair
 from mothership.infra import cursors
-from mothership.infra.redis import redis_uptime
+from mothership.infra.redis import WriteRefused, get_redis, redis_uptime
 from streams import locks, workers
 from streams.models import Stream
 from streams.services.finalize import salvage, stream_finalize
@@ -58,8 +58,13 @@ def streams_sweep(*, stream_ids=None) -> dict:
     """Finalize, for good, every live stream whose chat's lock it no longer owns, or whose worker is
     gone; clear stale markers.
 
-    Lock errors raise: the sweeper never guesses that a stream is dead.
+    Lock errors raise: the sweeper never guesses that a stream is dead. A Redis that refuses writes
+    is not swept at all (``writes_refused``): the locks and worker keys it shows may have expired
+    only because their live owners could not write them.
     """
+    if (refused := writes_refused()) is not None:
+        logger.warning("redis refuses writes (%s); the sweep waits for it", refused)
+        return {**_report(), "markers_cleared": 0, "skipped": refused}
     report = _sweep_orphans(stream_ids=stream_ids)
     report["markers_cleared"] = _clear_stale_markers()
     if report["interrupted"]:
@@ -67,8 +72,26 @@ def streams_sweep(*, stream_ids=None) -> dict:
     return report
 
 
+def writes_refused() -> str | None:
+    """Why Redis refuses writes right now (``MISCONF``, ``NOREPLICAS``, ``READONLY``…), or None."""
+    try:
+        get_redis().set(_PROBE_KEY, "1", px=1000)
+    except WriteRefused as exc:
+        return str(exc)
+    return None
+
+
+_PROBE_KEY = "mothership:sweeper:probe"
+
+
+def _report() -> dict:
+    return {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0, "waiting": 0, "requeued": []}
+
+
 def streams_sweep_lost_workers() -> dict:
     """Seal only the streaming turns whose worker is gone (a worker starting asks this at once)."""
+    if (refused := writes_refused()) is not None:
+        return {**_report(), "skipped": refused}
     report = _sweep_orphans(stream_ids=None, lost_workers_only=True)
     if report["interrupted"]:
         logger.warning("sealed %d turns of workers that no longer exist", len(report["interrupted"]))
@@ -88,7 +111,7 @@ def _sweep_orphans(*, stream_ids, lost_workers_only: bool = False) -> dict:
         qs = qs.filter(pk__in=list(stream_ids))
     if lost_workers_only:
         qs = qs.filter(status=Stream.Status.STREAMING)
-    report = {"checked": 0, "alive": 0, "interrupted": [], "already_finalized": 0, "waiting": 0, "requeued": []}
+    report = _report()
     uptime = redis_uptime()
     # Created before Redis started (its uptime is whole seconds: within its first second, a turn
     # created since then waits too, which only delays a sweep): it may have lost its lock.

@@ -32,28 +32,40 @@ CASES = {
 }
 
 
+def _worker_on(server, tmp_path, *, beat: float):
+    """A worker on ``server`` beating every ``beat`` s, its turns' locks every 0.5 s (TTL 10 s)."""
+    worker = processes.start_worker_on_own_queue(
+        tmp_path,
+        name="liveness",
+        queues="turns",
+        REDIS_URL=server.url,
+        MOTHERSHIP_WORKER_HEARTBEAT=beat,
+        MOTHERSHIP_STREAM_HEARTBEAT=0.5,
+        MOTHERSHIP_STREAM_LOCK_TTL=10,
+        MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
+        MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
+    )
+    server.queue = worker.queue
+    return worker
+
+
+def _turn_on_its_worker(server, chat):
+    """A turn the worker has claimed (its stream key names the worker); (the turn, a Redis client)."""
+    turn = stream_start(chat=chat, content="keep going")
+    _enqueue(server, str(turn.stream.id))
+    client = redis.Redis.from_url(server.url)
+    wait_for(lambda: client.get(f"mothership:stream-worker:{turn.stream.id}"), 20, "the turn to name its worker")
+    return turn, client
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_a_live_worker_keeps_its_turn_through_a_redis_restart(case, settings, tmp_path, turns_not_enqueued, chat):
     beat, persist, away = CASES[case]
     settings.MOTHERSHIP_WORKER_HEARTBEAT = beat  # the sweeper (this process) judges with the worker's TTL
     with _private_redis(settings, persist=persist) as server:
-        worker = processes.start_worker_on_own_queue(
-            tmp_path,
-            name="liveness",
-            queues="turns",
-            REDIS_URL=server.url,
-            MOTHERSHIP_WORKER_HEARTBEAT=beat,
-            MOTHERSHIP_STREAM_HEARTBEAT=0.5,
-            MOTHERSHIP_STREAM_LOCK_TTL=10,
-            MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20,
-            MOTHERSHIP_LOCAL_REPLY_TOKENS=TOKENS,
-        )
-        server.queue = worker.queue
+        worker = _worker_on(server, tmp_path, beat=beat)
         try:
-            turn = stream_start(chat=chat, content="keep going")
-            _enqueue(server, str(turn.stream.id))
-            client = redis.Redis.from_url(server.url)
-            wait_for(lambda: client.get(f"mothership:stream-worker:{turn.stream.id}"), 20, "the turn to name its worker")
+            turn, client = _turn_on_its_worker(server, chat)
             (boot_key,) = client.keys(workers.worker_key("boot", "*"))
             # Right after the worker's beat: its next one is a whole beat away.
             wait_for(lambda: client.pttl(boot_key) > beat * 3000 - 300, 2 * beat + 1, "the worker's next beat", every=0.01)
@@ -80,6 +92,45 @@ def test_a_live_worker_keeps_its_turn_through_a_redis_restart(case, settings, tm
             )
             assert (stream.status, stream.reason) == (Stream.Status.COMPLETED, ""), worker.output()[-3000:]
             assert message.content == reply
+            assert not any(report["interrupted"] for report in swept)
+        finally:
+            worker.stop()
+
+
+@pytest.mark.parametrize("code", ["NOREPLICAS", "READONLY"])
+def test_a_live_worker_keeps_its_turn_through_a_write_refusal_longer_than_its_key_lives(
+    code, settings, tmp_path, turns_not_enqueued, chat
+):
+    """Redis refuses writes for 4 s: the worker's key (TTL 1.5 s) expires meanwhile, since the
+    worker cannot write it. The sweeper, every 0.3 s throughout, must not take it for gone: it
+    skips while writes are refused, and a key missing once is only a suspicion, confirmed a worker
+    TTL later (by then a live worker has written it again). It used to seal the turn `worker_lost`."""
+    settings.MOTHERSHIP_WORKER_HEARTBEAT = 0.5
+    with _private_redis(settings, persist=False) as server:
+        worker = _worker_on(server, tmp_path, beat=0.5)
+        try:
+            turn, _ = _turn_on_its_worker(server, chat)
+            swept = []
+
+            def sweep():
+                try:
+                    swept.append(streams_sweep())
+                except redis.RedisError:
+                    pass
+
+            server.refuse_writes(code)
+            refused_until = time.monotonic() + 4
+            while time.monotonic() < refused_until:
+                sweep()
+                time.sleep(0.3)
+            server.accept_writes()
+            while _sealed(str(turn.stream.id)) is None:
+                sweep()
+                time.sleep(0.3)
+                assert len(swept) < 150, worker.output()[-3000:]
+
+            stream = _sealed(str(turn.stream.id))
+            assert (stream.status, stream.reason) == (Stream.Status.COMPLETED, ""), worker.output()[-3000:]
             assert not any(report["interrupted"] for report in swept)
         finally:
             worker.stop()

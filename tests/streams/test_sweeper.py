@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 from django.core.management import call_command
 
 from chats.models import Chat, Message
-from mothership.infra.redis import get_redis, redis_uptime
+from mothership.infra.redis import get_redis, redis_uptime, reset_clients
 from spend.models import Charge
 from streams import eventlog, events, locks, workers
 from streams.models import Stream
@@ -349,19 +350,51 @@ def test_a_turn_whose_worker_started_again_is_sealed_at_once_though_its_lock_hol
 
 def test_a_turn_whose_worker_stopped_beating_is_sealed_once_redis_has_been_up_for_a_worker_ttl(chat, settings, redis_up_for):
     # Given: a turn whose worker's key expired (its process is gone), its lock still held.
-    settings.MOTHERSHIP_WORKER_HEARTBEAT = 2  # a worker TTL of 6 s
+    settings.MOTHERSHIP_WORKER_HEARTBEAT = 0.1  # a worker TTL of 0.3 s
     turn, gone = _running_on_a_worker(chat)
     get_redis().delete(workers.worker_key("boot", gone.boot))
 
     # When Redis started less than a worker TTL ago, a live worker may not have beaten yet: alive.
-    redis_up_for(5)
+    redis_up_for(0)
+    assert streams_sweep()["alive"] == 1
+    time.sleep(0.35)
     assert streams_sweep()["alive"] == 1
     assert Stream.objects.get(pk=turn.stream.pk).status == "streaming"
 
-    # Once it has been up that long, the worker is known gone: sealed at once.
-    redis_up_for(6)
+    # Once it has been up that long, a key found gone is a suspicion (a live worker that could not
+    # write it while Redis refused writes writes it again within a beat)...
+    redis_up_for(60)
+    assert streams_sweep()["alive"] == 1
+    # ...confirmed when it is still gone a worker TTL later: sealed.
+    time.sleep(0.35)
     assert streams_sweep()["interrupted"] == [str(turn.stream.id)]
     assert Stream.objects.get(pk=turn.stream.pk).reason == "worker_lost"
+
+
+def test_nothing_is_swept_while_redis_refuses_writes(chat, settings, redis_up_for):
+    """A Redis that refuses writes shows locks and worker keys that expired only because their
+    live owners could not write them: the sweep waits (one line), and seals nothing."""
+    from tests.support.redis_server import PrivateRedis
+
+    settings.MOTHERSHIP_WORKER_HEARTBEAT = 0.1
+    server = PrivateRedis()
+    settings.REDIS_URL = server.url
+    reset_clients()
+    try:
+        turn, gone = _running_on_a_worker(chat)
+        get_redis().delete(workers.worker_key("boot", gone.boot), locks.lock_key(chat.id))
+        redis_up_for(60)
+        server.refuse_writes("NOREPLICAS")
+        for _ in range(3):
+            report = streams_sweep()
+            assert "NOREPLICAS" in report["skipped"] and report["interrupted"] == []
+            time.sleep(0.35)
+        assert Stream.objects.get(pk=turn.stream.pk).status == "streaming"
+        server.accept_writes()
+        assert streams_sweep()["interrupted"] == [str(turn.stream.id)]  # its lock is gone: an orphan
+    finally:
+        server.close()
+        reset_clients()
 
 
 def test_a_turn_whose_worker_beats_is_left_alone_and_a_queued_turn_never_sealed_by_this_rule(chat, workspace, redis_up_for):

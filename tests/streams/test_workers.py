@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -36,16 +37,24 @@ def test_a_beat_keeps_the_boot_key_for_three_beats_and_says_which_boot_held_the_
 
 
 def test_workers_lost_by_a_newer_boot_at_once_and_by_silence_only_after_a_worker_ttl(settings):
-    settings.MOTHERSHIP_WORKER_HEARTBEAT = 2
-    beating, restarted, silent = _worker(), _worker(), _worker()
-    for worker in (beating, restarted, silent):
+    settings.MOTHERSHIP_WORKER_HEARTBEAT = 0.1  # a worker TTL of 0.3 s
+    beating, restarted, silent, back = _worker(), _worker(), _worker(), _worker()
+    for worker in (beating, restarted, silent, back):
         workers.worker_beat(worker)
     workers.worker_beat(workers.Worker.new_boot(restarted.slot))
-    get_redis().delete(workers.worker_key("boot", silent.boot))
+    get_redis().delete(workers.worker_key("boot", silent.boot), workers.worker_key("boot", back.boot))
+    everyone = [beating, restarted, silent, back]
 
-    assert workers.workers_lost([beating, restarted, silent], redis_uptime=0) == {restarted}
-    assert workers.workers_lost([beating, restarted, silent], redis_uptime=6) == {restarted, silent}
-    assert workers.workers_lost([], redis_uptime=6) == set()
+    # Within a worker TTL of a Redis start, silence proves nothing; a newer boot does.
+    assert workers.workers_lost(everyone, redis_uptime=0) == {restarted}
+    # Found silent once: a suspicion, noted.
+    assert workers.workers_lost(everyone, redis_uptime=60) == {restarted}
+    time.sleep(0.35)
+    for live in (beating, back):  # as live workers do every beat; ``back`` could not write its key for a while
+        workers.worker_beat(live)
+    # Still silent a worker TTL later: gone. The one that beat again is not.
+    assert workers.workers_lost(everyone, redis_uptime=60) == {restarted, silent}
+    assert workers.workers_lost([], redis_uptime=60) == set()
 
 
 def test_a_heartbeat_names_the_worker_beside_the_lock_only_while_the_stream_owns_it(settings):
