@@ -95,12 +95,27 @@ def _argv(port: int, workdir: str, persist: bool) -> list[str]:
 
 
 # What ``--loglevel warning`` still prints at every start and stop: not worth an operator's attention.
-_BANNER = ("oO0OoO0OoO0Oo", "Redis version=", "Configuration loaded", "just started", "shutdown", "bye bye")
+_BANNER = (
+    "oO0OoO0OoO0Oo",
+    "Redis version=",
+    "Configuration loaded",
+    "just started",
+    "Server initialized",
+    "shutdown",
+    "bye bye",
+)
 
 
 def forward_log(lines) -> None:
-    """Each line the server logs ("<pid>:M <date> # <message>"), into this process's log."""
+    """Each line the server logs ("<pid>:M <date> # <message>"), into this process's log.
+
+    The server starts while the settings load, before Django has set logging up: its first lines
+    wait (a few seconds at most) for the app's handlers, so they are formatted as every other line
+    (``runall`` puts the time on each) rather than printed bare by Python's last-resort handler."""
+    deadline = time.monotonic() + 5
     for raw in lines:
+        while not logging.getLogger().handlers and time.monotonic() < deadline:
+            time.sleep(0.05)
         line = raw.decode(errors="replace").rstrip() if isinstance(raw, bytes) else raw.rstrip()
         if not line:
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -497,12 +498,19 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_MAX_AGE = env_int("MOTHERSHIP_STATIC_MAX_AGE", 3600, minimum=0)
 
+_RUNALL = sys.argv[1:2] == ["runall"]  # this process is `manage.py runall` (`make run`)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Every line with secrets masked (mothership/infra/secrets.py): a provider's or a tool server's words, a traceback.
     "formatters": {
-        "plain": {"class": "mothership.infra.secrets.MaskingFormatter", "format": "%(levelname)s %(name)s: %(message)s"}
+        "plain": {
+            "class": "mothership.infra.secrets.MaskingFormatter",
+            # runall's own lines (the embedded Redis's warnings) carry the time, as its children's
+            # do: the supervisor puts it before each line they print.
+            "format": ("%(asctime)s.%(msecs)03d " if _RUNALL else "") + "%(levelname)s %(name)s: %(message)s",
+            "datefmt": "%H:%M:%S",
+        }
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("MOTHERSHIP_LOG_LEVEL", "INFO")},

@@ -241,7 +241,7 @@ def test_a_hung_server_is_noticed_by_the_page_which_reconnects_and_resumes(login
         _until(page, "() => globalThis.__sockets.length >= 2", timeout=6)
         noticed = page.evaluate("() => globalThis.__sockets[1].created") - stopped
         print(f"hung server: a new socket {noticed:.0f} ms after the stop")
-        assert noticed < 3500, noticed
+        assert noticed < 5000, noticed  # (3.0–3.1 s measured: a second of silence, a second for the pong, half-second checks)
         # ...and a third once the second did not open within 1.5 s (the stopped process's backlog).
         _until(page, "() => globalThis.__sockets.length >= 3", timeout=6)
         sockets = page.evaluate("() => globalThis.__sockets")
