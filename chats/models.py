@@ -67,6 +67,9 @@ class Chat(models.Model):
     # primary key or joins from the (small) set of live streams.
     active_stream_id = models.UUIDField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # In the trash since then: gone from every member's lists and pages (404), restorable for
+    # MOTHERSHIP_TRASH_DAYS, then purged. Indexed: the purge looks for the old ones.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Bumped by user-visible activity only (a new turn); maintenance never touches it.
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)

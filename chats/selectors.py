@@ -17,11 +17,13 @@ MESSAGE_ORDER = ["created_at", "id"]
 
 __all__ = [
     "chat_get_for_member",
+    "chat_get_for_trash",
     "conversation_prefix",
     "conversation_prefixes",
     "conversation_size",
     "member_chats",
     "parse_uuid",
+    "trash_due",
     "user_is_member",
     "workspace_get",
     "workspace_is_member",
@@ -52,15 +54,18 @@ def workspace_is_owner(*, user, workspace_id) -> bool:
     return Membership.objects.filter(user=user, workspace_id=workspace_id, role=Membership.Role.OWNER).exists()
 
 
-def member_chats(*, user) -> QuerySet[Chat]:
-    """Every chat of every workspace ``user`` belongs to."""
-    return Chat.objects.filter(workspace__memberships__user=user)
+def member_chats(*, user, trashed: bool = False) -> QuerySet[Chat]:
+    """Every chat of every workspace ``user`` belongs to, the trash left out (``trashed``: only it)."""
+    return Chat.objects.filter(workspace__memberships__user=user, deleted_at__isnull=not trashed)
 
 
 def still_visible(*, user_ref, chat_ids, workspace_ids) -> tuple[dict[str, Exists], dict[str, Exists]]:
     """Per chat id and per workspace id, whether the user ``user_ref`` (an ``OuterRef`` to a user's
     pk) is still a member of it: expressions, so that a socket's check is one query in all."""
-    chats = {str(pk): Exists(Chat.objects.filter(pk=pk, workspace__memberships__user_id=user_ref)) for pk in chat_ids}
+    chats = {
+        str(pk): Exists(Chat.objects.filter(pk=pk, deleted_at__isnull=True, workspace__memberships__user_id=user_ref))
+        for pk in chat_ids
+    }
     workspaces = {str(pk): Exists(Membership.objects.filter(workspace_id=pk, user_id=user_ref)) for pk in workspace_ids}
     return chats, workspaces
 
@@ -83,6 +88,27 @@ def chat_get_for_manager(*, user, chat_id) -> Chat:
     if not user_may_manage(user=user, chat=chat):
         raise PermissionDenied(MANAGE_REFUSED)
     return chat
+
+
+TRASH_REFUSED = "Only the member who created this chat, or an owner of its workspace, may delete or restore it."
+
+
+def chat_get_for_trash(*, user, chat_id, trashed: bool) -> Chat:
+    """A chat ``user`` may move to the trash (``trashed`` False) or take back from it (True): one
+    they created, or any of a workspace they own. ``Http404`` to non-members and for a chat not
+    where it is looked for; ``PermissionDenied`` to other members."""
+    pk = parse_uuid(chat_id)
+    chat = member_chats(user=user, trashed=trashed).select_related("workspace").filter(pk=pk).first() if pk else None
+    if chat is None:
+        raise Http404("No such chat.")
+    if not user_may_manage(user=user, chat=chat):
+        raise PermissionDenied(TRASH_REFUSED)
+    return chat
+
+
+def trash_due(*, before) -> QuerySet[Chat]:
+    """Chats in the trash since before ``before``: due for the purge."""
+    return Chat.objects.filter(deleted_at__lt=before)
 
 
 def user_may_manage(*, user, chat: Chat) -> bool:

@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chats.models import UNTITLED, Chat, ChatVisit, Membership, Workspace
-from chats.signals import chat_created, chat_renamed
+from chats.models import UNTITLED, Chat, ChatVisit, Membership, Message, Workspace
+from chats.signals import chat_created, chat_renamed, chat_restored, chat_trashed
 from mothership.infra.mcp.config import split_tool_name
 from mothership.infra.signals import send_logged
 
@@ -134,3 +134,35 @@ def chat_markers_repair(*, repairs: dict) -> int:
 def chat_mark_closed(*, chat: Chat) -> None:
     """Record ``closed_at``; ``updated_at`` is left alone (closing never reorders the tiles)."""
     Chat.objects.filter(pk=chat.pk).update(closed_at=timezone.now())
+
+
+def chat_mark_trashed(*, chat: Chat) -> bool:
+    """Record ``deleted_at`` (once: a second delete keeps the first time); every open dashboard
+    drops the tile. ``updated_at`` is left alone. False when it was already in the trash."""
+    now = timezone.now()
+    moved = bool(Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True).update(deleted_at=now))
+    if moved:
+        chat.deleted_at = now
+        transaction.on_commit(lambda: send_logged(chat_trashed, sender=Chat, chat_id=chat.pk, workspace_id=chat.workspace_id))
+    return moved
+
+
+def chat_mark_restored(*, chat: Chat) -> bool:
+    """Clear ``deleted_at``; the tile comes back on every open dashboard. False when it was not in the trash."""
+    restored = bool(Chat.objects.filter(pk=chat.pk, deleted_at__isnull=False).update(deleted_at=None))
+    if restored:
+        chat.deleted_at = None
+        transaction.on_commit(lambda: send_logged(chat_restored, sender=Chat, chat_id=chat.pk, workspace_id=chat.workspace_id))
+    return restored
+
+
+def chats_purge(*, chat_ids) -> dict[str, int]:
+    """Delete these chats for good, with their messages (and, through their foreign keys, their
+    streams, visits and warming schedules). The spend ledger keeps its rows (``Charge.chat`` is
+    SET_NULL). Counts per kind of row deleted."""
+    _, per_model = Chat.objects.filter(pk__in=list(chat_ids)).delete()
+    return {
+        "chats": per_model.get(Chat._meta.label, 0),
+        "messages": per_model.get(Message._meta.label, 0),
+        "streams": per_model.get("streams.Stream", 0),
+    }

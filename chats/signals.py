@@ -7,3 +7,9 @@ chat_created = Signal()
 
 # Sent after commit when a conversation's title changes by hand. Arguments: chat_id, workspace_id.
 chat_renamed = Signal()
+
+# Sent after commit when a conversation goes to the trash. Arguments: chat_id, workspace_id.
+chat_trashed = Signal()
+
+# Sent after commit when a conversation comes back from the trash. Arguments: chat_id, workspace_id.
+chat_restored = Signal()

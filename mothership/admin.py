@@ -11,7 +11,7 @@ from chats.admin import MessageInline
 from chats.models import Chat
 from mothership import selectors
 from mothership.infra.admin import report, tally
-from mothership.services import chat_close
+from mothership.services import RestoreExpired, chat_close, chat_restore, chat_trash, trash_purge
 from streams.admin import StreamInline
 from streams.models import Stream
 from streams.services import streams_cancel_chat, streams_sweep
@@ -64,14 +64,39 @@ class WarmingFilter(admin.SimpleListFilter):
         return queryset
 
 
+class TrashFilter(admin.SimpleListFilter):
+    title = "in trash"
+    parameter_name = "trash"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "in trash"), ("no", "not in trash")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        return queryset
+
+
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
-    list_display = ["title", "workspace", "state", "liveness", "active_stream", "warming_badge", "updated_at"]
-    list_filter = [StateFilter, "workspace", WarmingFilter, ("closed_at", admin.EmptyFieldListFilter)]
+    list_display = ["title", "workspace", "state", "liveness", "active_stream", "warming_badge", "updated_at", "deleted_at"]
+    list_filter = [StateFilter, TrashFilter, "workspace", WarmingFilter, ("closed_at", admin.EmptyFieldListFilter)]
     search_fields = ["title", "id"]
-    readonly_fields = ["id", "active_stream_id", "closed_at", "created_at", "updated_at"]
+    readonly_fields = ["id", "active_stream_id", "closed_at", "deleted_at", "created_at", "updated_at"]
     inlines = [MessageInline, StreamInline]
-    actions = ["cancel_running_turns", "close_chats", "enable_warming", "disable_warming", "warm_now", "sweep"]
+    actions = [
+        "cancel_running_turns",
+        "close_chats",
+        "enable_warming",
+        "disable_warming",
+        "warm_now",
+        "sweep",
+        "trash",
+        "restore",
+        "purge",
+    ]
 
     def get_queryset(self, request):
         return selectors.annotated_chats(super().get_queryset(request)).select_related("workspace")
@@ -147,3 +172,37 @@ class ChatAdmin(admin.ModelAdmin):
         for chat in queryset:
             self.log_change(request, chat, f"Sweep: {len(result['interrupted'])} interrupted in this selection.")
         report(self, request, {"alive": result["alive"], "interrupted": len(result["interrupted"])}, "Sweep")
+
+    @admin.action(description="Move the selected chats to the trash (stop the turn, warming off)", permissions=["change"])
+    def trash(self, request, queryset):
+        counts: dict[str, int] = {}
+        for chat in queryset.filter(deleted_at__isnull=True):
+            answer = chat_trash(chat=chat)
+            tally(counts, "moved to the trash")
+            if answer["cancelled"]:
+                tally(counts, "turns stopped")
+            self.log_change(request, chat, f"Moved to the trash: {answer}.")
+        report(self, request, counts, "Trash")
+
+    @admin.action(description="Restore the selected chats from the trash", permissions=["change"])
+    def restore(self, request, queryset):
+        counts: dict[str, int] = {}
+        for chat in queryset.filter(deleted_at__isnull=False):
+            try:
+                chat_restore(chat=chat)
+            except RestoreExpired:
+                tally(counts, "too old to restore")
+                continue
+            tally(counts, "restored")
+            self.log_change(request, chat, "Restored from the trash.")
+        report(self, request, counts, "Restore")
+
+    @admin.action(description="Purge the selected chats in the trash now (the spend ledger is kept)", permissions=["delete"])
+    def purge(self, request, queryset):
+        outcome = trash_purge(chat_ids=list(queryset.filter(deleted_at__isnull=False).values_list("pk", flat=True)))
+        report(
+            self,
+            request,
+            {"chats purged": outcome["chats"], "messages": outcome["messages"], "streams": outcome["streams"]},
+            "Purge",
+        )

@@ -54,6 +54,12 @@ def beat_schedule() -> dict:
             "schedule": settings.MOTHERSHIP_WARMING_TICK,
             "options": {"expires": settings.MOTHERSHIP_WARMING_TICK},
         },
+        # Deletes for good the chats in the trash for longer than MOTHERSHIP_TRASH_DAYS.
+        "trash-purge": {
+            "task": "mothership.purge_trash",
+            "schedule": settings.MOTHERSHIP_TRASH_PURGE_INTERVAL,
+            "options": {"expires": settings.MOTHERSHIP_TRASH_PURGE_INTERVAL},
+        },
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mothership.access import access_changed_push
-from mothership.tiles import badge_push, tile_push
+from mothership.tiles import badge_push, tile_push, tile_remove_push
 
 
 def on_chat_created(sender, *, chat_id, **kwargs) -> None:
@@ -12,6 +12,14 @@ def on_chat_created(sender, *, chat_id, **kwargs) -> None:
 
 def on_chat_renamed(sender, *, chat_id, workspace_id, **kwargs) -> None:
     tile_push(chat_id=chat_id, workspace_id=workspace_id)  # the tile shows its new title
+
+
+def on_chat_trashed(sender, *, chat_id, workspace_id, **kwargs) -> None:
+    tile_remove_push(chat_id=chat_id, workspace_id=workspace_id)  # the tile leaves every open dashboard
+
+
+def on_chat_restored(sender, *, chat_id, workspace_id, **kwargs) -> None:
+    tile_push(chat_id=chat_id, workspace_id=workspace_id)  # and comes back
 
 
 def on_turn_started(sender, *, chat_id, workspace_id, **kwargs) -> None:

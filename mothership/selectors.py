@@ -208,8 +208,10 @@ def reconciled_views(chats: list[Chat]) -> list[ChatView]:
 
 
 def chat_views_by_id(chat_ids) -> list[ChatView]:
-    """Reconciled views of these chats (no membership check: callers push to member groups)."""
-    return _reconcile(list(annotated_chats(Chat.objects.filter(pk__in=list(chat_ids))).select_related("workspace")))
+    """Reconciled views of these chats (no membership check: callers push to member groups). The
+    trash left out: a turn that seals after its chat was deleted must not bring the tile back."""
+    chats = Chat.objects.filter(pk__in=list(chat_ids), deleted_at__isnull=True)
+    return _reconcile(list(annotated_chats(chats).select_related("workspace")))
 
 
 @dataclass

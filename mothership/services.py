@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
+import logging
+
+import redis
+from django.conf import settings
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from chats.models import Chat
-from chats.services import chat_mark_closed
+from chats.selectors import trash_due
+from chats.services import chat_mark_closed, chat_mark_restored, chat_mark_trashed, chats_purge
+from streams.eventlog import logs_discard
+from streams.models import Stream
 from streams.services import streams_cancel_chat
 from warming.services import warming_disable
+
+logger = logging.getLogger(__name__)
+
+
+class RestoreExpired(Exception):
+    """The chat has been in the trash longer than MOTHERSHIP_TRASH_DAYS: it is purged, or about to be."""
 
 
 def chat_close(*, chat: Chat) -> dict:
@@ -27,6 +42,61 @@ def chat_close(*, chat: Chat) -> dict:
         "cancelled": cancelled,
         "stream_id": outcome.stream_id if cancelled else None,
     }
+
+
+def chat_trash(*, chat: Chat) -> dict:
+    """Move a conversation to the trash: its live turn stopped first (owner-aware, by stream id),
+    warming off (stop reason ``deleted``), then ``deleted_at`` set and the tile dropped from every
+    open dashboard. Restorable for MOTHERSHIP_TRASH_DAYS (``chat_restore``), then purged."""
+    # The stop first, as close does: with Redis down the delete fails (503) having changed nothing.
+    outcome = streams_cancel_chat(chat=chat, reason="deleted")
+    warming_disabled = warming_disable(chat=chat, reason="deleted")
+    chat_mark_trashed(chat=chat)
+    cancelled = bool(outcome and outcome.cancelled)
+    return {"warming_disabled": warming_disabled, "cancelled": cancelled, "stream_id": outcome.stream_id if cancelled else None}
+
+
+def trash_cutoff(now: datetime.datetime | None = None) -> datetime.datetime:
+    """Chats in the trash since before this may no longer be restored, and are purged."""
+    return (now or timezone.now()) - datetime.timedelta(days=settings.MOTHERSHIP_TRASH_DAYS)
+
+
+def chat_restore(*, chat: Chat) -> bool:
+    """Take a conversation back from the trash, as it was (warming stays off); ``RestoreExpired``
+    past MOTHERSHIP_TRASH_DAYS. False when it was not in the trash."""
+    if chat.deleted_at is None:
+        return False
+    if chat.deleted_at < trash_cutoff():
+        raise RestoreExpired(
+            f"This chat was deleted more than {settings.MOTHERSHIP_TRASH_DAYS} days ago (MOTHERSHIP_TRASH_DAYS) and can no longer be restored."
+        )
+    return chat_mark_restored(chat=chat)
+
+
+def trash_purge(*, dry_run: bool = False, chat_ids=None) -> dict:
+    """Delete for good the chats in the trash for longer than MOTHERSHIP_TRASH_DAYS (``chat_ids``:
+    these trashed chats, whatever their age: the admin's action), with their messages, streams and
+    the streams' Redis logs. The spend ledger is kept (``Charge.chat`` is SET_NULL).
+    ``dry_run``: only count."""
+    due = (
+        Chat.objects.filter(deleted_at__isnull=False, pk__in=list(chat_ids))
+        if chat_ids is not None
+        else trash_due(before=trash_cutoff())
+    )
+    ids = list(due.values_list("pk", flat=True))
+    stream_ids = list(Stream.objects.filter(chat_id__in=ids).values_list("pk", flat=True))
+    if dry_run:
+        return {"dry_run": True, "chats": len(ids), "chat_ids": [str(pk) for pk in ids], "streams": len(stream_ids)}
+    counts = chats_purge(chat_ids=ids) if ids else {"chats": 0, "messages": 0, "streams": 0}
+    try:
+        logs_discard(stream_ids)
+    except redis.RedisError:  # they expire on their own (MOTHERSHIP_EVENT_LOG_TTL)
+        logger.warning("could not delete the event logs of %d purged streams: Redis unreachable", len(stream_ids))
+    if ids:
+        logger.info(
+            "purged %d chats from the trash (%d messages, %d streams)", counts["chats"], counts["messages"], counts["streams"]
+        )
+    return {"dry_run": False, **counts, "chat_ids": [str(pk) for pk in ids]}
 
 
 def api_token_revoke(*, user) -> bool:

@@ -334,6 +334,9 @@ MOTHERSHIP_WORKER_HEARTBEAT = env_float("MOTHERSHIP_WORKER_HEARTBEAT", 2.0, mini
 # A streaming tile says "stalled" once its stream has sent no event for this long (worker alive).
 MOTHERSHIP_STALL_SECONDS = env_float("MOTHERSHIP_STALL_SECONDS", 30.0, minimum=1.0)
 MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = env_float("MOTHERSHIP_CANCEL_SETTLE_TIMEOUT", 5.0, minimum=0.1)
+# A deleted chat stays in the trash, restorable, this many days; then the beat purges it.
+MOTHERSHIP_TRASH_DAYS = env_int("MOTHERSHIP_TRASH_DAYS", 30, minimum=1)
+MOTHERSHIP_TRASH_PURGE_INTERVAL = env_float("MOTHERSHIP_TRASH_PURGE_INTERVAL", 3600.0, minimum=1.0)
 # The frame clock's tick (streams.frames): 40 ms is 25 frames a second, smooth to the eye, and
 # cut the worker's CPU per turn by half against 15 ms (docs/benchmarks.md).
 MOTHERSHIP_DELTA_FLUSH_MS = env_float("MOTHERSHIP_DELTA_FLUSH_MS", 40.0, minimum=0.0)

@@ -59,6 +59,15 @@ def tile_push(*, chat_id, workspace_id=None) -> None:
         logger.exception("could not push the tile of chat %s", chat_id)
 
 
+def tile_remove_push(*, chat_id, workspace_id) -> None:
+    """The chat went to the trash: every open dashboard of its workspace drops the tile (best effort)."""
+    tile = {"type": "tile.removed", "workspaceId": str(workspace_id), "conversationId": str(chat_id)}
+    try:
+        groups.publish(groups.workspace_group(workspace_id), {"type": MESSAGE_TYPE, "tile": tile})
+    except Exception:
+        logger.exception("could not tell the dashboards that chat %s went to the trash", chat_id)
+
+
 def badge_push(*, workspace_id, chat_id, fields: dict) -> None:
     """Only the tile's warming badge changed (a warm, a toggle): no need to re-read the tile."""
     badge = {"enabled": fields["enabled"], "nextWarmAt": fields["timer"]["nextWarmAt"], "stopReason": fields["stopReason"]}

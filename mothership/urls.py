@@ -47,6 +47,7 @@ api_patterns = [
         name="api-chat-tool-approval",
     ),
     path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
+    path("mothership/chats/<str:chat_id>/restore", mothership_api.ChatRestoreApi.as_view(), name="api-chat-restore"),
     path("mothership/chats/<str:chat_id>/seen", mothership_api.ChatSeenApi.as_view(), name="api-chat-seen"),
     path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),

@@ -128,6 +128,13 @@ def last_seq(stream_id) -> int:
     return int(entries[0][0].split(b"-")[0]) if entries else 0
 
 
+def logs_discard(stream_ids) -> int:
+    """Delete these streams' logs and activity keys at once (a purged chat's: they would expire
+    anyway, but nothing of a purged chat should be readable meanwhile). Keys deleted."""
+    keys = [key for stream_id in stream_ids for key in (log_key(stream_id), activity_key(stream_id))]
+    return get_redis().delete(*keys) if keys else 0
+
+
 def read(stream_id, *, after_seq: int = 0) -> list[dict]:
     return _decode(get_redis().xrange(log_key(stream_id), min=f"{after_seq + 1}-0", max="+"))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from axes.handlers.proxy import AxesProxyHandler
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -26,7 +26,7 @@ from chats.services import (
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
-from mothership.infra.api import StrictCharField
+from mothership.infra.api import Gone, StrictCharField
 from mothership.infra.throttles import user_rate_check
 from mothership.ws_auth import WS_TICKET_SECONDS, ws_ticket_issue
 from streams.providers import model_get, models
@@ -133,6 +133,11 @@ class ChatListCreateApi(APIView):
         return Response(ChatOutput(detail.view).data, status=status.HTTP_201_CREATED)
 
 
+TRASH_REFUSED_RESPONSE = OpenApiResponse(
+    description="A member who neither created the chat nor owns its workspace: " + chat_selectors.TRASH_REFUSED
+)
+
+
 class ChatDetailApi(APIView):
     class UpdateInput(serializers.Serializer):
         model = StrictCharField(required=False, max_length=64, validators=[offered_model])
@@ -178,6 +183,42 @@ class ChatDetailApi(APIView):
         if "tools" in payload.validated_data:
             chat_set_tools(chat=chat, tools=payload.validated_data["tools"])
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: None,
+            403: TRASH_REFUSED_RESPONSE,
+        },
+    )
+    def delete(self, request, chat_id):
+        """Move the chat to the trash (its creator or an owner): a live turn is stopped first, warming
+        turned off; it is gone from every list and page (404) and may be restored for
+        ``MOTHERSHIP_TRASH_DAYS`` (``POST …/restore``), then it is purged."""
+        chat = chat_selectors.chat_get_for_trash(user=request.user, chat_id=chat_id, trashed=False)
+        services.chat_trash(chat=chat)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ChatRestoreApi(APIView):
+    """Take a chat back from the trash (its creator or an owner), within ``MOTHERSHIP_TRASH_DAYS``."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: ChatOutput,
+            403: TRASH_REFUSED_RESPONSE,
+            404: OpenApiResponse(description="No such chat in the trash, or the caller is not a member of its workspace."),
+            410: OpenApiResponse(description="In the trash for longer than MOTHERSHIP_TRASH_DAYS: it can no longer be restored."),
+        },
+    )
+    def post(self, request, chat_id):
+        chat = chat_selectors.chat_get_for_trash(user=request.user, chat_id=chat_id, trashed=True)
+        try:
+            services.chat_restore(chat=chat)
+        except services.RestoreExpired as exc:
+            raise Gone(str(exc)) from None
+        return Response(ChatOutput(selectors.chat_detail(user=request.user, chat_id=chat.pk).view).data)
 
 
 class ChatSeenApi(APIView):

@@ -35,6 +35,14 @@ class PaymentRequired(APIException):
     default_code = "budget_exceeded"
 
 
+class Gone(APIException):
+    """410: it existed for the caller, and is gone for good (a chat past its time in the trash)."""
+
+    status_code = status.HTTP_410_GONE
+    default_detail = "Gone."
+    default_code = "gone"
+
+
 def _first_message(errors) -> str:
     if isinstance(errors, dict):
         for field, value in errors.items():

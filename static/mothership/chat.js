@@ -7,6 +7,7 @@ import { conversationList } from "./chatnav.js";
 import { followEnd } from "./scroll.js";
 import { chatSettings } from "./chatsettings.js";
 import { showToolCall, showToolCalls } from "./toolcards.js";
+import { rememberTrashed, trashChat } from "./trash.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -16,6 +17,7 @@ const input = document.getElementById("composer-input");
 const sendButton = document.getElementById("send");
 const stopButton = document.getElementById("stop");
 const closeButton = document.getElementById("close-chat");
+const deleteButton = document.getElementById("delete-chat");
 const statusLine = document.getElementById("composer-status");
 const csrf = document.querySelector("input[name=csrfmiddlewaretoken]")?.value;
 const TERMINAL = ["stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"];
@@ -375,6 +377,21 @@ async function answerAgain(messageId, action) {
 
 stopButton.addEventListener("click", stop);
 closeButton?.addEventListener("click", closeConversation); // shown only to its creator and the owners
+
+// To the trash (the server stops a running reply first); the dashboard offers Undo.
+async function deleteConversation() {
+  deleteButton.disabled = true;
+  try {
+    const answer = await trashChat(chatId, csrf);
+    if (!answer.ok) { notice(answer.detail); deleteButton.disabled = false; return; }
+    rememberTrashed({ chatId, title: document.getElementById("chat-title").textContent.trim() });
+    window.location.assign(`/?workspace=${root.dataset.workspaceId}`);
+  } catch (err) {
+    notice("Could not reach the server to delete the conversation.");
+    deleteButton.disabled = false;
+  }
+}
+deleteButton?.addEventListener("click", deleteConversation); // shown only to its creator and the owners
 
 // Earlier messages, a page at a time, from the detail's cursor (the page shows the latest ones).
 const earlierButton = document.getElementById("earlier-messages");

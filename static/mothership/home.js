@@ -4,6 +4,7 @@
 // a pushed tile carries it rendered ("html"), and a re-read takes it from the page itself.
 import { countdown, openSocket, relativeTime } from "./live.js";
 import { spendPanel } from "./spend.js";
+import { pendingUndo, trashChat, undoNotice } from "./trash.js";
 
 const root = document.getElementById("dashboard");
 const workspaceId = root.dataset.workspace;
@@ -65,6 +66,30 @@ function paint(scope) {
     since.textContent = `${Math.max(0, Math.floor((Date.now() - Number(since.dataset.since)) / 1000))} s`;
 }
 
+function drop(chatId) {
+  tileFor(chatId)?.remove();
+}
+
+// A tile's Delete: the tile goes at once; Undo brings it back (the restore pushes it, and a re-read too).
+const csrf = document.querySelector("input[name=csrfmiddlewaretoken]")?.value;
+list.addEventListener("click", async (event) => {
+  const button = event.target.closest(".tile-delete");
+  if (!button) return;
+  const chatId = button.dataset.chatId;
+  const title = tileFor(chatId)?.querySelector(".tile-title")?.textContent.trim();
+  button.disabled = true;
+  try {
+    const answer = await trashChat(chatId, csrf);
+    if (!answer.ok) { statusLine.textContent = answer.detail; button.disabled = false; return; }
+    drop(chatId);
+    undoNotice({ chatId, title, csrf, onRestored: reread });
+  } catch (err) {
+    statusLine.textContent = "Could not reach the server to delete the conversation.";
+    button.disabled = false;
+  }
+});
+pendingUndo({ csrf, onRestored: reread });
+
 async function reread() {
   if (!workspaceId) return;
   try {
@@ -87,6 +112,7 @@ if (workspaceId) {
     },
     onMessage: (message) => {
       if (message.type === "tile" && message.workspaceId === workspaceId) place(fromHtml(message.html), { pushed: true });
+      else if (message.type === "tile.removed" && message.workspaceId === workspaceId) drop(message.conversationId);
       else if (message.type === "tile.warming" && message.workspaceId === workspaceId) {
         const li = tileFor(message.conversationId);
         if (li) renderBadge(li, message.warming);

@@ -87,6 +87,7 @@ API = {
     ("post", "/api/mothership/chats/{chat}/close"): dict(
         anonymous=403, stranger=404, creator=200, member=403, owner=200, staff=404
     ),
+    ("delete", "/api/mothership/chats/{fresh}"): dict(anonymous=403, stranger=404, creator=204, member=403, owner=204, staff=404),
     ("post", "/api/auth/ws-ticket"): dict(anonymous=403, stranger=200, creator=200, member=200, owner=200, staff=200),
     # The schema is public, as the API's shape is no secret (the README documents it).
     ("get", "/api/schema"): dict(anonymous=200, stranger=200, creator=200, member=200, owner=200, staff=200),
