@@ -52,6 +52,10 @@ def chat_trash(*, chat: Chat) -> dict:
     outcome = streams_cancel_chat(chat=chat, reason="deleted")
     warming_disabled = warming_disable(chat=chat, reason="deleted")
     chat_mark_trashed(chat=chat)
+    # A turn that started between the stop and the mark is stopped too (none can start after it).
+    late = streams_cancel_chat(chat=chat, reason="deleted")
+    if late is not None and late.cancelled:
+        outcome = late
     cancelled = bool(outcome and outcome.cancelled)
     return {"warming_disabled": warming_disabled, "cancelled": cancelled, "stream_id": outcome.stream_id if cancelled else None}
 

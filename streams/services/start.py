@@ -112,10 +112,10 @@ def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None 
             # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
             # An untitled chat takes its title from its first message, in the same statement.
             named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title")) if content else F("title")
-            if not Chat.objects.filter(pk=chat.pk).update(
+            if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True).update(
                 active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None, title=named, title_set=True
             ):
-                raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
+                raise Chat.DoesNotExist("No such chat.")  # deleted (or moved to the trash) since the membership check
             if user is not None:
                 _check_turn_cap(user)
             if again is None:

@@ -23,7 +23,9 @@ from mothership.consumers import MothershipConsumer
 from mothership.services import trash_purge
 from spend.models import Charge
 from spend.services import charge_record
+from streams import locks
 from streams.models import Stream
+from streams.services import stream_start
 from tests import factories
 from warming.models import WarmingSchedule
 
@@ -160,6 +162,17 @@ def test_every_open_dashboard_drops_the_tile_and_gets_it_back_on_restore(
     with django_capture_on_commit_callbacks(execute=True):
         api.post(f"/api/mothership/chats/{chat.id}/restore")
     assert sent[-1]["type"] == "tile" and sent[-1]["conversationId"] == str(chat.id)
+
+
+def test_a_turn_that_was_authorised_before_the_delete_cannot_start_in_the_trash(chat, turns_not_enqueued):
+    # given a send that passed the membership check, then the chat went to the trash
+    _trashed(chat, days_ago=0)
+
+    with pytest.raises(Chat.DoesNotExist):
+        stream_start(chat=chat, content="hi")
+
+    assert not Stream.objects.filter(chat=chat).exists() and not Message.objects.filter(chat=chat).exists()
+    assert locks.lock_owner(chat_id=chat.pk) is None  # the lock it took is given back
 
 
 @pytest.mark.django_db(transaction=True)
