@@ -91,7 +91,9 @@ export function conversationList({ currentChatId }) {
     onMessage(message) {
       if (message.workspaceId !== workspaceId) return false;
       if (message.type === "tile") onTile(message);
-      return message.type === "tile" || message.type === "tile.warming";
+      // Moved to the trash: gone from the list (this page's own chat stays: its page says so on use).
+      if (message.type === "tile.removed" && message.conversationId !== currentChatId) link(message.conversationId)?.remove();
+      return ["tile", "tile.warming", "tile.removed"].includes(message.type);
     },
   };
 }

@@ -48,13 +48,16 @@ def test_delete_from_the_chat_page_goes_to_the_dashboard_whose_undo_restores_it(
     assert not _in_trash(doomed)
 
 
-def test_delete_from_a_tile_by_keyboard_drops_it_from_every_open_dashboard_and_undo_brings_it_back(login, user, chats, stack):
+def test_delete_from_a_tile_by_keyboard_drops_it_from_every_open_page_and_undo_brings_it_back(login, user, chats, stack):
     workspace, kept, doomed = chats
     context, page = login(user)
     other = context.new_page()
     other.goto(f"{stack.url}/?workspace={workspace.id}")
-    tile = f'.tile[data-chat-id="{doomed.id}"]'
+    reading = context.new_page()  # another conversation's page, with the workspace's list beside it
+    reading.goto(f"{stack.url}/chats/{kept.id}/")
+    tile, entry = f'.tile[data-chat-id="{doomed.id}"]', f'.chat-link[data-chat-id="{doomed.id}"]'
     expect(other.locator(tile)).to_have_count(1)
+    expect(reading.locator(entry)).to_have_count(1)
     page.wait_for_timeout(500)  # both dashboards have subscribed to the workspace's tiles
 
     button = page.get_by_role("button", name="Delete “Release notes draft” (move to trash)")
@@ -63,12 +66,14 @@ def test_delete_from_a_tile_by_keyboard_drops_it_from_every_open_dashboard_and_u
 
     expect(page.locator("#undo-notice")).to_contain_text("“Release notes draft” moved to trash.")
     expect(page.locator(tile)).to_have_count(0)
-    expect(other.locator(tile)).to_have_count(0)  # pushed to the other tab
+    expect(other.locator(tile)).to_have_count(0)  # pushed to the other tabs
+    expect(reading.locator(entry)).to_have_count(0)
     assert _in_trash(doomed)
 
     page.keyboard.press("Enter")  # Undo has the focus
 
     expect(page.locator(tile)).to_have_count(1)
     expect(other.locator(tile)).to_have_count(1)
+    expect(reading.locator(entry)).to_have_count(1)
     assert not _in_trash(doomed)
     expect(page.locator(f'.tile[data-chat-id="{kept.id}"]')).to_have_count(1)
