@@ -70,6 +70,13 @@ class Chat(models.Model):
     # In the trash since then: gone from every member's lists and pages (404), restorable for
     # MOTHERSHIP_TRASH_DAYS, then purged. Indexed: the purge looks for the old ones.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Archived: out of the dashboard and the conversation list (behind their "Archived" filter).
+    archived_at = models.DateTimeField(null=True, blank=True)
+    # Pinned: listed first, above the rest, on the dashboard and in the conversation list.
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    # The last message of the branch shown and sent (the messages form a tree by ``parent``);
+    # None: the newest message. Not a foreign key: purging a chat needs no UPDATE of it.
+    leaf_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Bumped by user-visible activity only (a new turn); maintenance never touches it.
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -118,6 +125,9 @@ class Message(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    # The message this one follows (None: the first of the conversation). Siblings (the same
+    # parent) are versions: an edited question, a regenerated reply.
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
