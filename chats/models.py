@@ -43,6 +43,7 @@ class Membership(models.Model):
 UNTITLED = "New chat"
 SYSTEM_PROMPT_MAX = 20_000  # characters
 TITLE_FROM_MESSAGE_CHARS = 80
+MAX_PINNED = 50  # per workspace: the pinned head of every list stays one screen
 
 
 def title_from(content: str) -> str:

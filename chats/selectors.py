@@ -5,17 +5,18 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, QuerySet, Sum
+from django.db.models import Exists, QuerySet
 from django.db.models.functions import Length
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
 
 from chats.models import Chat, Membership, Message, Workspace
 from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
 
-MESSAGE_ORDER = ["created_at", "id"]
-
 __all__ = [
+    "branch_leaf",
+    "chat_branch",
     "chat_get_for_member",
     "chat_get_for_trash",
     "conversation_prefix",
@@ -119,22 +120,93 @@ def user_may_manage(*, user, chat: Chat) -> bool:
     )
 
 
+def _branch(nodes: dict, leaf_id) -> list:
+    """The ids from the root to ``leaf_id`` (the newest node when it is not one of ``nodes``), through
+    their parents (every one of them when none has a parent). ``nodes``: id → row whose first item is the parent id, in the order they were
+    written (the newest last)."""
+    if not nodes:
+        return []
+    node = leaf_id if leaf_id in nodes else next(reversed(nodes))
+    if all(row[0] is None for row in nodes.values()):
+        # No message names a parent (rows written in bulk by a script, not by the app): one branch,
+        # in the order they were written, as migration 0013 links older chats.
+        ids = list(nodes)
+        return ids[: ids.index(node) + 1]
+    path, seen = [], set()
+    while node is not None and node in nodes and node not in seen:  # a cycle can only come from bad data
+        seen.add(node)
+        path.append(node)
+        node = nodes[node][0]
+    return path[::-1]
+
+
+def _ordered(qs) -> QuerySet:
+    return qs.order_by("created_at", "id")
+
+
+def chat_branch(*, chat: Chat) -> tuple[list, dict]:
+    """The shown branch of ``chat`` (ids from its first message to its leaf) and, per message id
+    of the chat, the ids of its siblings (the same parent, the oldest first; itself among them)."""
+    nodes = {pk: (parent,) for pk, parent in _ordered(chat.messages.all()).values_list("id", "parent_id")}
+    children: dict = {}
+    for pk, (parent,) in nodes.items():
+        children.setdefault(parent, []).append(pk)
+    siblings = {pk: children[parent] for pk, (parent,) in nodes.items()}
+    return _branch(nodes, chat.leaf_id), siblings
+
+
+def branch_leaf(*, chat: Chat, message_id) -> uuid.UUID | None:
+    """The leaf of the branch through ``message_id``: it, then at each step its newest child. None
+    when it is not one of the chat's messages."""
+    nodes = list(_ordered(chat.messages.all()).values_list("id", "parent_id"))
+    newest_child = {parent: pk for pk, parent in nodes}  # the newest last: each parent keeps its newest child
+    pk = parse_uuid(message_id)
+    if pk is None or pk not in {node for node, _ in nodes}:
+        return None
+    seen = set()
+    while pk in newest_child and pk not in seen:
+        seen.add(pk)
+        pk = newest_child[pk]
+    return pk
+
+
+def _with_siblings(messages: list[Message], siblings: dict) -> list[Message]:
+    for message in messages:
+        message.sibling_ids = siblings.get(message.pk, [message.pk])
+    return messages
+
+
 def chat_messages_page(*, chat: Chat, cursor: str | None = None, limit: int) -> tuple[list[Message], str | None]:
-    """The ``limit`` latest messages (before ``cursor``), oldest first, and the cursor of the
-    messages before them (None when these are the first). Raises ``cursors.BadCursor``."""
-    qs = chat.messages.select_related("stream")  # its model prices it (the message's cost)
+    """The ``limit`` latest messages of the shown branch (before ``cursor``), oldest first, each with
+    its ``sibling_ids``, and the cursor of the messages before them (None when these are the first).
+    Raises ``cursors.BadCursor``."""
+    path, siblings = chat_branch(chat=chat)
+    end = len(path)
     if cursor:
-        qs = qs.filter(cursors.after(MESSAGE_ORDER, cursors.decode(cursor, 2), descending=True))
-    newest_first = list(qs.order_by("-created_at", "-id")[: limit + 1])
-    page = newest_first[:limit]
-    earlier = cursors.encode([page[-1].created_at, page[-1].id]) if len(newest_first) > limit else None
-    return page[::-1], earlier
+        when, first = cursors.decode(cursor, 2)  # the first message of the page before
+        first, when = parse_uuid(first), parse_datetime(when)
+        if first is None or when is None:
+            raise cursors.BadCursor(cursor)
+        if first in path:
+            end = path.index(first)
+        else:  # another branch is shown since: the messages of this one written before it
+            times = dict(chat.messages.filter(pk__in=path).values_list("id", "created_at"))
+            end = sum(1 for pk in path if (times[pk], str(pk)) < (when, str(first)))
+    ids = path[max(0, end - limit) : end]
+    rows = {m.pk: m for m in chat.messages.select_related("stream").filter(pk__in=ids)}  # its model prices it
+    page = [rows[pk] for pk in ids if pk in rows]
+    earlier = cursors.encode([page[0].created_at, page[0].id]) if page and end - limit > 0 else None
+    return _with_siblings(page, siblings), earlier
 
 
 def chat_message_get(*, chat: Chat, message_id) -> Message | None:
-    """The chat's message with this id (with its stream, which prices it); None for any other id."""
+    """The chat's message with this id (with its stream, which prices it, and its siblings); None for any other id."""
     pk = parse_uuid(message_id)
-    return chat.messages.select_related("stream").filter(pk=pk).first() if pk else None
+    message = chat.messages.select_related("stream").filter(pk=pk).first() if pk else None
+    if message is None:
+        return None
+    siblings = list(_ordered(chat.messages.filter(parent_id=message.parent_id)).values_list("id", flat=True))
+    return _with_siblings([message], {message.pk: siblings})[0]
 
 
 def user_is_member(*, user, chat_id) -> bool:
@@ -148,46 +220,51 @@ def _with_system(system: str, messages: list[dict]) -> list[dict]:
     return [{"role": "system", "content": system}, *messages] if system and messages else messages
 
 
-def conversation_prefix(*, chat_id, until: Message | None = None, exclude_ids=(), system: str | None = None) -> list[dict]:
-    """What the model sees: the system prompt, then every message with text, in order (up to
-    ``until`` when given). ``system``: the turn's own system prompt; None, the chat's (a warm
-    warms what the next turn sends).
+def _prefix(nodes: dict, leaf_id) -> list[dict]:
+    return [{"role": nodes[pk][1], "content": nodes[pk][2]} for pk in _branch(nodes, leaf_id) if nodes[pk][2]]
+
+
+def conversation_prefix(*, chat_id, until: Message | None = None, system: str | None = None) -> list[dict]:
+    """What the model sees: the system prompt, then every message with text of the branch that ends
+    at ``until`` (the chat's shown branch when None), in order. ``system``: the turn's own system
+    prompt; None, the chat's (a warm warms what the next turn sends).
 
     The one definition for a turn and for a warm: a warm hits the cache only while both send
     exactly the same prefix.
     """
-    rows = Message.objects.filter(chat_id=chat_id).exclude(content="")
-    if until is not None:
-        rows = rows.filter(created_at__lte=until.created_at)
-    if exclude_ids:
-        rows = rows.exclude(pk__in=list(exclude_ids))
-    messages = [{"role": r["role"], "content": r["content"]} for r in rows.order_by("created_at", "id").values("role", "content")]
-    if system is None:
-        system = Chat.objects.filter(pk=chat_id).values_list("system_prompt", flat=True).first() or ""
-    return _with_system(system, messages)
+    chat = Chat.objects.filter(pk=chat_id).values("leaf_id", "system_prompt").first() or {}
+    rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", "role", "content")
+    nodes = {pk: rest for pk, *rest in rows}
+    messages = _prefix(nodes, until.pk if until is not None else chat.get("leaf_id"))
+    return _with_system(chat.get("system_prompt", "") if system is None else system, messages)
 
 
 def conversation_size(*, chat_id) -> tuple[int, int]:
-    """The characters and the messages of a conversation's text (what a prompt's cost is estimated
-    from before it is built), in one aggregate query."""
-    row = Message.objects.filter(chat_id=chat_id).exclude(content="").aggregate(chars=Sum(Length("content")), count=Count("id"))
-    return row["chars"] or 0, row["count"]
+    """The characters and the messages of the shown branch's text (what a prompt's cost is estimated
+    from before it is built)."""
+    leaf_id = Chat.objects.filter(pk=chat_id).values_list("leaf_id", flat=True).first()
+    rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", Length("content"))
+    nodes = {pk: (parent, chars) for pk, parent, chars in rows}
+    sizes = [nodes[pk][1] for pk in _branch(nodes, leaf_id) if nodes[pk][1]]
+    return sum(sizes), len(sizes)
 
 
-def conversation_prefixes(*, chat_ids, systems: dict | None = None) -> dict[uuid.UUID, list[dict]]:
-    """``conversation_prefix`` of many chats (a warm batch): chat id → its prefix, in one query
-    when ``systems`` (chat id → its system prompt, read with the batch's claims) is given.
+def conversation_prefixes(*, chat_ids, systems: dict | None = None, leaves: dict | None = None) -> dict[uuid.UUID, list[dict]]:
+    """``conversation_prefix`` of many chats (a warm batch): chat id → its prefix, in two queries
+    (one when ``systems`` and ``leaves``, chat id → its system prompt and its ``leaf_id``, read
+    with the batch's claims, are given).
 
-    The same system prompt, rows and order as ``conversation_prefix``, or a warm would miss the
+    The same system prompt, branch and order as ``conversation_prefix``, or a warm would miss the
     cache its turn wrote; a chat with no text yet maps to an empty list.
     """
-    prefixes: dict[uuid.UUID, list[dict]] = {uuid.UUID(str(chat_id)): [] for chat_id in chat_ids}
-    rows = Message.objects.filter(chat_id__in=list(prefixes)).exclude(content="").order_by("chat_id", "created_at", "id")
-    for chat_id, role, content in rows.values_list("chat_id", "role", "content"):
-        prefixes[chat_id].append({"role": role, "content": content})
-    if systems is None:
-        systems = dict(Chat.objects.filter(pk__in=list(prefixes)).exclude(system_prompt="").values_list("id", "system_prompt"))
-    for chat_id, system in systems.items():
-        if chat_id in prefixes:
-            prefixes[chat_id] = _with_system(system, prefixes[chat_id])
-    return prefixes
+    ids = [uuid.UUID(str(chat_id)) for chat_id in chat_ids]
+    if systems is None or leaves is None:
+        read = Chat.objects.filter(pk__in=ids).values_list("id", "system_prompt", "leaf_id")
+        systems, leaves = {pk: system for pk, system, _ in read}, {pk: leaf for pk, _, leaf in read}
+    trees: dict[uuid.UUID, dict] = {chat_id: {} for chat_id in ids}
+    rows = Message.objects.filter(chat_id__in=ids).order_by("chat_id", "created_at", "id")
+    for chat_id, pk, *rest in rows.values_list("chat_id", "id", "parent_id", "role", "content"):
+        trees[chat_id][pk] = rest
+    return {
+        chat_id: _with_system(systems.get(chat_id, ""), _prefix(nodes, leaves.get(chat_id))) for chat_id, nodes in trees.items()
+    }

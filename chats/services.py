@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from chats.models import UNTITLED, Chat, ChatVisit, Membership, Message, Workspace
-from chats.signals import chat_created, chat_renamed, chat_restored, chat_trashed
+from chats.models import MAX_PINNED, UNTITLED, Chat, ChatVisit, Membership, Message, Workspace
+from chats.signals import chat_archived, chat_created, chat_renamed, chat_restored, chat_trashed
 from mothership.infra.mcp.config import split_tool_name
 from mothership.infra.signals import send_logged
 
@@ -134,6 +137,85 @@ def chat_markers_repair(*, repairs: dict) -> int:
 def chat_mark_closed(*, chat: Chat) -> None:
     """Record ``closed_at``; ``updated_at`` is left alone (closing never reorders the tiles)."""
     Chat.objects.filter(pk=chat.pk).update(closed_at=timezone.now())
+
+
+def chat_set_archived(*, chat: Chat, archived: bool) -> Chat:
+    """Archive the chat (out of the dashboard and the list, behind their Archived filter) or take it
+    back out; every open dashboard drops or shows its tile. ``updated_at`` is left alone."""
+    when = timezone.now() if archived else None
+    if Chat.objects.filter(pk=chat.pk, archived_at__isnull=archived).update(archived_at=when):
+        chat.archived_at = when
+        transaction.on_commit(
+            lambda: send_logged(chat_archived, sender=Chat, chat_id=chat.pk, workspace_id=chat.workspace_id, archived=archived)
+        )
+    return chat
+
+
+class TooManyPinned(Exception):
+    """The workspace already has ``MAX_PINNED`` pinned chats."""
+
+    def __init__(self):
+        super().__init__(f"A workspace keeps at most {MAX_PINNED} pinned conversations; unpin one first.")
+
+
+def chat_set_pinned(*, chat: Chat, pinned: bool) -> Chat:
+    """Pin the chat (listed first, above the rest) or unpin it; ``TooManyPinned`` past ``MAX_PINNED``."""
+    if pinned and chat.pinned_at is None:
+        if (
+            Chat.objects.filter(workspace_id=chat.workspace_id, pinned_at__isnull=False, deleted_at__isnull=True).count()
+            >= MAX_PINNED
+        ):
+            raise TooManyPinned()
+        chat.pinned_at = timezone.now()
+    elif not pinned:
+        chat.pinned_at = None
+    Chat.objects.filter(pk=chat.pk).update(pinned_at=chat.pinned_at)
+    return chat
+
+
+class BranchMoved(Exception):
+    """The shown branch changed (a turn started) between reading it and switching it."""
+
+
+def chat_set_leaf(*, chat: Chat, leaf_id, expected) -> None:
+    """Show the branch that ends at ``leaf_id``: compare-and-set against ``expected``, the leaf as
+    read, so a turn that started meanwhile (and moved the leaf to its reply) is never hidden."""
+    if not Chat.objects.filter(pk=chat.pk, leaf_id=expected).update(leaf_id=leaf_id):
+        raise BranchMoved("A reply started in this conversation meanwhile; look again.")
+    chat.leaf_id = leaf_id
+
+
+def chats_discard_empty(*, user, workspace_id, chat_id=None) -> int:
+    """Delete for good the untitled chats ``user`` made in this workspace (``chat_id``: that one
+    only) that are still empty: no message, no turn. A new chat is kept once it has a first message
+    (a chat given a title by hand is kept as it is).
+    Guarded in the statement itself: a first send commits its marker (``active_stream_id``) and its
+    messages together, and a chat whose row says a turn started is never deleted."""
+    empty = Chat.objects.filter(
+        workspace_id=workspace_id, created_by=user, title_set=False, active_stream_id__isnull=True, deleted_at__isnull=True
+    ).exclude(Exists(Message.objects.filter(chat_id=OuterRef("pk"))))
+    if chat_id is not None:
+        empty = empty.filter(pk=chat_id)
+    ids = list(empty.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    deleted = empty.filter(pk__in=ids).delete()[1].get(Chat._meta.label, 0)
+    for pk in ids:  # their tiles leave every open dashboard
+        transaction.on_commit(lambda pk=pk: send_logged(chat_trashed, sender=Chat, chat_id=pk, workspace_id=workspace_id))
+    return deleted
+
+
+UNUSED_CHAT_DAYS = 1  # an untitled chat nobody sent a message to for this long is removed
+
+
+def chats_discard_unused() -> int:
+    """Delete for good the untitled chats made more than ``UNUSED_CHAT_DAYS`` ago that nobody ever
+    sent a message to (never listed: a chat is kept once it has a first message)."""
+    before = timezone.now() - datetime.timedelta(days=UNUSED_CHAT_DAYS)
+    unused = Chat.objects.filter(title_set=False, created_at__lt=before, active_stream_id__isnull=True).exclude(
+        Exists(Message.objects.filter(chat_id=OuterRef("pk")))
+    )
+    return unused.delete()[1].get(Chat._meta.label, 0)
 
 
 def chat_mark_trashed(*, chat: Chat) -> bool:

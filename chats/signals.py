@@ -13,3 +13,7 @@ chat_trashed = Signal()
 
 # Sent after commit when a conversation comes back from the trash. Arguments: chat_id, workspace_id.
 chat_restored = Signal()
+
+# Sent after commit when a conversation is archived (out of the lists) or taken back out of the
+# archive. Arguments: chat_id, workspace_id, archived.
+chat_archived = Signal()

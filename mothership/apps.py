@@ -8,7 +8,7 @@ class MothershipConfig(AppConfig):
     name = "mothership"
 
     def ready(self):
-        from chats.signals import chat_created, chat_renamed, chat_restored, chat_trashed
+        from chats.signals import chat_archived, chat_created, chat_renamed, chat_restored, chat_trashed
         from mothership import receivers
         from streams.signals import turn_claimed, turn_sealed, turn_started, turn_tool_changed
         from warming.signals import warming_changed
@@ -17,6 +17,7 @@ class MothershipConfig(AppConfig):
         chat_renamed.connect(receivers.on_chat_renamed, dispatch_uid="mothership.on_chat_renamed")
         chat_trashed.connect(receivers.on_chat_trashed, dispatch_uid="mothership.on_chat_trashed")
         chat_restored.connect(receivers.on_chat_restored, dispatch_uid="mothership.on_chat_restored")
+        chat_archived.connect(receivers.on_chat_archived, dispatch_uid="mothership.on_chat_archived")
         turn_started.connect(receivers.on_turn_started, dispatch_uid="mothership.on_turn_started")
         turn_claimed.connect(receivers.on_turn_claimed, dispatch_uid="mothership.on_turn_claimed")
         turn_sealed.connect(receivers.on_turn_sealed, dispatch_uid="mothership.on_turn_sealed")

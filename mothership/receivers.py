@@ -22,6 +22,11 @@ def on_chat_restored(sender, *, chat_id, workspace_id, **kwargs) -> None:
     tile_push(chat_id=chat_id, workspace_id=workspace_id)  # and comes back
 
 
+def on_chat_archived(sender, *, chat_id, workspace_id, archived, **kwargs) -> None:
+    # Archived: the tile leaves every open dashboard; taken out of the archive: it comes back.
+    (tile_remove_push if archived else tile_push)(chat_id=chat_id, workspace_id=workspace_id)
+
+
 def on_turn_started(sender, *, chat_id, workspace_id, **kwargs) -> None:
     tile_push(chat_id=chat_id, workspace_id=workspace_id)  # the tile turns yellow everywhere
 

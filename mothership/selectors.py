@@ -184,22 +184,42 @@ def _reconcile(chats: list[Chat], *, repair: bool = True, check: bool = True) ->
 
 
 def chat_list(
-    *, user, workspace: Workspace | None = None, cursor: str | None = None, limit: int = CHAT_PAGE, reconcile: bool = True
+    *,
+    user,
+    workspace: Workspace | None = None,
+    cursor: str | None = None,
+    limit: int = CHAT_PAGE,
+    reconcile: bool = True,
+    archived: bool = False,
 ) -> tuple[list[ChatView], str | None]:
     """One page of the user's chats, newest first: at most ``limit`` views after ``cursor``, and
-    the cursor of the next page (None on the last). Raises ``cursors.BadCursor``."""
-    qs = member_chats(user=user)
+    the cursor of the next page (None on the last). The first page starts with the pinned chats
+    (at most ``MAX_PINNED`` a workspace), the most recently pinned first; the pages after it hold
+    the rest. Archived chats are left out (``archived``: only they, pinned or not), and so are new
+    chats nobody has sent a message to yet. Raises
+    ``cursors.BadCursor``."""
+    # An untitled chat nobody has sent to yet (a "New chat" left empty) is not listed: a first
+    # message names it (``title_set``), and only then is it kept.
+    qs = member_chats(user=user).filter(archived_at__isnull=not archived, title_set=True)
     if workspace is not None:
         qs = qs.filter(workspace=workspace)
+    pinned: list[Chat] = []
+    if not archived:
+        if not cursor:
+            pinned = list(_list_rows(qs.filter(pinned_at__isnull=False), user).order_by("-pinned_at", "-id"))
+        qs = qs.filter(pinned_at__isnull=True)
     if cursor:
         qs = qs.filter(cursors.after(CHAT_ORDER, cursors.decode(cursor, len(CHAT_ORDER)), descending=True))
-    # Tiles never show the system prompt, which may be long; they show whether a reply is new to this user.
-    seen = ChatVisit.objects.filter(chat=OuterRef("pk"), user=user).values("seen_at")[:1]
-    ordered = annotated_chats(qs.select_related("workspace").defer("system_prompt")).annotate(seen_at=Subquery(seen))
-    chats = list(ordered.order_by(*(f"-{field}" for field in CHAT_ORDER))[: limit + 1])
+    chats = list(_list_rows(qs, user).order_by(*(f"-{field}" for field in CHAT_ORDER))[: limit + 1])
     page = chats[:limit]
     following = cursors.encode([getattr(page[-1], field) for field in CHAT_ORDER]) if len(chats) > limit else None
-    return _reconcile(page, check=reconcile), following
+    return _reconcile(pinned + page, check=reconcile), following
+
+
+def _list_rows(qs: QuerySet[Chat], user) -> QuerySet[Chat]:
+    # Tiles never show the system prompt, which may be long; they show whether a reply is new to this user.
+    seen = ChatVisit.objects.filter(chat=OuterRef("pk"), user=user).values("seen_at")[:1]
+    return annotated_chats(qs.select_related("workspace").defer("system_prompt")).annotate(seen_at=Subquery(seen))
 
 
 def reconciled_views(chats: list[Chat]) -> list[ChatView]:
@@ -209,8 +229,10 @@ def reconciled_views(chats: list[Chat]) -> list[ChatView]:
 
 def chat_views_by_id(chat_ids) -> list[ChatView]:
     """Reconciled views of these chats (no membership check: callers push to member groups). The
-    trash left out: a turn that seals after its chat was deleted must not bring the tile back."""
-    chats = Chat.objects.filter(pk__in=list(chat_ids), deleted_at__isnull=True)
+    trash and the archive left out: a turn that seals after its chat was deleted must not bring
+    the tile back (a turn in an archived chat takes it out of the archive first); and a new chat
+    until its first message (or a title) names it."""
+    chats = Chat.objects.filter(pk__in=list(chat_ids), deleted_at__isnull=True, archived_at__isnull=True, title_set=True)
     return _reconcile(list(annotated_chats(chats).select_related("workspace")))
 
 

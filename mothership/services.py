@@ -11,11 +11,11 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from chats.models import Chat
-from chats.selectors import trash_due
+from chats.selectors import chat_branch, parse_uuid, trash_due
 from chats.services import chat_mark_closed, chat_mark_restored, chat_mark_trashed, chats_purge
 from streams.eventlog import logs_discard
 from streams.models import Stream
-from streams.services import streams_cancel_chat
+from streams.services import StreamConflict, chat_show_branch, streams_cancel_chat
 from warming.services import warming_disable
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,19 @@ def chat_close(*, chat: Chat) -> dict:
         "cancelled": cancelled,
         "stream_id": outcome.stream_id if cancelled else None,
     }
+
+
+def chat_open_at(*, chat: Chat, message_id) -> None:
+    """A link to a message (a search result): when it is on another branch than the shown one, that
+    branch is shown, unless a reply streams (then the page shows the branch it writes to)."""
+    pk = parse_uuid(message_id)
+    path, siblings = chat_branch(chat=chat)
+    if pk is None or pk in path or pk not in siblings:
+        return
+    try:
+        chat_show_branch(chat=chat, message_id=pk)
+    except StreamConflict:
+        logger.info("chat %s opened at %s while a reply streams: its branch stays shown", chat.pk, pk)
 
 
 def chat_trash(*, chat: Chat) -> dict:

@@ -5,6 +5,9 @@ from celery import shared_task
 
 @shared_task(name="mothership.purge_trash", ignore_result=True)
 def purge_trash() -> dict:
+    from chats.services import chats_discard_unused
     from mothership.services import trash_purge
 
-    return trash_purge()
+    outcome = trash_purge()
+    chats_discard_unused()  # and the new chats nobody ever sent a message to
+    return outcome

@@ -36,6 +36,11 @@ api_patterns = [
         name="api-chat-message-regenerate",
     ),
     path(
+        "mothership/chats/<str:chat_id>/messages/<str:message_id>/edit",
+        stream_api.ChatMessageEditApi.as_view(),
+        name="api-chat-message-edit",
+    ),
+    path(
         "mothership/chats/<str:chat_id>/messages/<str:message_id>/continue",
         stream_api.ChatMessageAnswerAgainApi.as_view(continues=True),
         name="api-chat-message-continue",

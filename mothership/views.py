@@ -14,7 +14,7 @@ from rest_framework.exceptions import Throttled
 from chats import selectors as chat_selectors
 from chats import services as chat_services
 from chats.models import SYSTEM_PROMPT_MAX
-from mothership import selectors
+from mothership import selectors, services
 from mothership.infra import cursors
 from mothership.infra.redis import get_redis
 from mothership.infra.throttles import user_rate_check
@@ -33,9 +33,12 @@ def home(request):
     elif workspaces:
         workspace = workspaces[0]
     tiles, older = [], None
+    archived = request.GET.get("archived") == "1"  # the Archived filter: only they
     if workspace:
         try:
-            tiles, older = selectors.chat_list(user=request.user, workspace=workspace, cursor=request.GET.get("cursor"))
+            tiles, older = selectors.chat_list(
+                user=request.user, workspace=workspace, cursor=request.GET.get("cursor"), archived=archived
+            )
         except cursors.BadCursor:
             return HttpResponseBadRequest("That page of conversations does not exist; start again from the dashboard.")
     # While a tile is yellow, the page re-reads the (reconciled) list this often, so a tile whose
@@ -46,6 +49,7 @@ def home(request):
         "workspace": workspace,
         "tiles": tiles,
         "first_page": not request.GET.get("cursor"),
+        "archived": archived,
         "older": older,  # the next page's cursor, None on the last
         "liveness_poll_ms": liveness_poll_ms,
         # Spend against the budgets (this month, the reader's today); owners set them here.
@@ -67,6 +71,8 @@ def chat_new(request):
             str(exc.detail), status=429, headers={"Retry-After": str(exc.wait)}, content_type="text/plain; charset=utf-8"
         )
     title = (request.POST.get("title") or "").strip()[:200]  # none: the first message names it
+    # A chat is kept once it has a first message: the ones this member left empty go.
+    chat_services.chats_discard_empty(user=request.user, workspace_id=workspace.pk)
     chat = chat_services.chat_create(workspace=workspace, title=title, created_by=request.user)
     return redirect("chat", chat_id=chat.id)
 
@@ -77,6 +83,10 @@ CHAT_LIST_SIDE = 50  # conversations in the chat page's list (the dashboard page
 @login_required
 @require_GET
 def chat_page(request, chat_id):
+    if request.GET.get("message"):  # opened at a message (a search result): its branch is shown
+        services.chat_open_at(
+            chat=chat_selectors.chat_get_for_member(user=request.user, chat_id=chat_id), message_id=request.GET["message"]
+        )
     detail = selectors.chat_detail(user=request.user, chat_id=chat_id)
     chat_services.chat_mark_seen(user=request.user, chat=detail.view.chat)
     # The workspace's latest conversations beside this one (which is listed even when older).

@@ -69,6 +69,8 @@ class MessageFactory(factory.django.DjangoModelFactory):
     chat = factory.SubFactory(ChatFactory)
     role = Message.Role.USER
     content = factory.Sequence(lambda n: f"message {n}")
+    # Each follows the chat's newest message, as a turn's messages do (one branch).
+    parent = factory.LazyAttribute(lambda m: m.chat.messages.order_by("-created_at", "-id").first())
 
 
 class StreamFactory(factory.django.DjangoModelFactory):

@@ -154,11 +154,19 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
     ids = list(dict.fromkeys(uuid.UUID(str(chat_id)) for chat_id in chat_ids))
     # The claims, with what each chat's warm sends besides its messages: its system prompt, model and tools.
     rows = WarmingSchedule.objects.filter(chat_id__in=ids, claim_token=token)
-    chats, workspaces, recent, tool_patterns = {}, {}, {}, {}
-    for chat_id, system, model_id, tools, workspace_id, *last in rows.values_list(
-        "chat_id", "chat__system_prompt", "chat__model_id", "chat__tools", "chat__workspace_id", "last_warm_at", "last_turn_at"
+    chats, workspaces, recent, tool_patterns, leaves = {}, {}, {}, {}, {}
+    for chat_id, system, model_id, tools, workspace_id, leaf_id, *last in rows.values_list(
+        "chat_id",
+        "chat__system_prompt",
+        "chat__model_id",
+        "chat__tools",
+        "chat__workspace_id",
+        "chat__leaf_id",
+        "last_warm_at",
+        "last_turn_at",
     ):
         chats[chat_id], workspaces[chat_id], tool_patterns[chat_id] = (system, model_id), workspace_id, tools
+        leaves[chat_id] = leaf_id
         recent[chat_id] = max(filter(None, last), default=None)
     claimed = set(chats)
     outcomes: dict[uuid.UUID, str] = {}
@@ -169,6 +177,7 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
         prefixes = conversation_prefixes(
             chat_ids=[c for c in ids if c in claimed and c not in streaming],
             systems={c: system for c, (system, _) in chats.items()},
+            leaves=leaves,
         )
         # Nothing to cache yet: rescheduled, and the model is not called.
         empty = {chat_id for chat_id, messages in prefixes.items() if not messages}

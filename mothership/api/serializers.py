@@ -30,6 +30,11 @@ class ChatOutput(serializers.Serializer):
         help_text="Streaming, its worker alive, but no event for MOTHERSHIP_STALL_SECONDS (the model has gone quiet)."
     )
     closed_at = serializers.DateTimeField(source="chat.closed_at", allow_null=True)
+    archived = serializers.SerializerMethodField(help_text="Out of the dashboard and the list (?archived=1 lists them).")
+    pinned = serializers.SerializerMethodField(help_text="Listed first, above the rest.")
+    leaf_id = serializers.UUIDField(
+        source="chat.leaf_id", allow_null=True, help_text="The last message of the shown branch; null: the newest."
+    )
     tools = serializers.ListField(
         source="chat.tools",
         child=serializers.CharField(),
@@ -40,6 +45,12 @@ class ChatOutput(serializers.Serializer):
     )
     created_at = serializers.DateTimeField(source="chat.created_at")
     updated_at = serializers.DateTimeField(source="chat.updated_at")
+
+    def get_archived(self, view) -> bool:
+        return view.chat.archived_at is not None
+
+    def get_pinned(self, view) -> bool:
+        return view.chat.pinned_at is not None
 
     def get_model(self, view) -> str:
         return model_for(view.chat.model_id).id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from axes.handlers.proxy import AxesProxyHandler
+from django.core.exceptions import PermissionDenied
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
@@ -15,10 +16,13 @@ from rest_framework.views import APIView
 from chats import selectors as chat_selectors
 from chats.models import SYSTEM_PROMPT_MAX
 from chats.services import (
+    TooManyPinned,
     chat_create,
     chat_mark_seen,
     chat_rename,
+    chat_set_archived,
     chat_set_model,
+    chat_set_pinned,
     chat_set_system_prompt,
     chat_set_tools,
     tools_validate,
@@ -26,10 +30,13 @@ from chats.services import (
 from mothership import selectors, services
 from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
-from mothership.infra.api import Gone, StrictCharField
+from mothership.infra.api import Conflict, Gone, StrictBooleanField, StrictCharField, StrictUUIDField
 from mothership.infra.throttles import user_rate_check
 from mothership.ws_auth import WS_TICKET_SECONDS, ws_ticket_issue
 from streams.providers import model_get, models
+from streams.services import NotInChat, StreamConflict, chat_show_branch
+
+BRANCH_BUSY = "A reply is streaming in this conversation; switch versions once it ends (or stop it)."
 
 
 def offered_model(value: str) -> None:
@@ -90,6 +97,7 @@ class WsTicketApi(APIView):
 class ChatListCreateApi(APIView):
     class FilterInput(cursors.PageInput):
         workspace = serializers.UUIDField(required=False)
+        archived = serializers.BooleanField(required=False, help_text="1: the archived chats only (else they are left out).")
 
     class CreateInput(serializers.Serializer):
         workspace = serializers.UUIDField()
@@ -110,10 +118,12 @@ class ChatListCreateApi(APIView):
                 workspace=workspace,
                 cursor=filters.validated_data.get("cursor"),
                 limit=filters.validated_data.get("limit", selectors.CHAT_PAGE),
+                archived=filters.validated_data.get("archived", False),
             )
         except cursors.BadCursor:
             raise ValidationError({"cursor": ["Not a cursor this API gave; use the one from the Link header."]}) from None
-        # Newest first, a page at a time: the next page's URL is in the Link header (rel="next").
+        # Newest first, a page at a time (the first starts with the pinned ones): the next page's URL
+        # is in the Link header (rel="next").
         return Response(ChatOutput(views, many=True).data, headers=cursors.link_header(request, following))
 
     @extend_schema(request=CreateInput, responses={201: ChatOutput})
@@ -138,6 +148,10 @@ TRASH_REFUSED_RESPONSE = OpenApiResponse(
 )
 
 
+# What only the chat's creator or an owner may change: what its turns cost and do, and where everyone finds it.
+MANAGED_FIELDS = ("model", "title", "system_prompt", "tools", "archived", "pinned")
+
+
 class ChatDetailApi(APIView):
     class UpdateInput(serializers.Serializer):
         model = StrictCharField(required=False, max_length=64, validators=[offered_model])
@@ -146,6 +160,10 @@ class ChatDetailApi(APIView):
         system_prompt = StrictCharField(required=False, max_length=SYSTEM_PROMPT_MAX, allow_blank=True, trim_whitespace=True)
         # The MCP tools its turns may call: "<server>.<tool>" or "<server>.*"; [] for none.
         tools = serializers.ListField(child=StrictCharField(max_length=100), required=False, max_length=100)
+        archived = StrictBooleanField(required=False)
+        pinned = StrictBooleanField(required=False)
+        # Show the branch through this message (down to its newest replies): what its next turn sends.
+        leaf_id = StrictUUIDField(required=False)
 
         def validate_tools(self, value):
             try:
@@ -155,33 +173,62 @@ class ChatDetailApi(APIView):
 
         def validate(self, attrs):
             unknown = sorted(set(self.initial_data) - set(self.fields))
+            names = ", ".join(self.fields)
             if unknown:
-                raise serializers.ValidationError(
-                    {name: ["Unknown field; use model, title, system_prompt and/or tools."] for name in unknown}
-                )
+                raise serializers.ValidationError({name: [f"Unknown field; use {names}."] for name in unknown})
             if not attrs:
-                raise serializers.ValidationError("Give model, title, system_prompt and/or tools.")
+                raise serializers.ValidationError(f"Give one or more of {names}.")
             return attrs
 
     @extend_schema(responses=ChatDetailOutput)
     def get(self, request, chat_id):
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
 
-    @extend_schema(request=UpdateInput, responses=ChatDetailOutput)
+    @extend_schema(
+        request=UpdateInput,
+        responses={
+            200: ChatDetailOutput,
+            403: OpenApiResponse(
+                description="A field other than leaf_id, from a member who neither created the chat nor owns its workspace."
+            ),
+            409: OpenApiResponse(
+                description="leaf_id while a reply streams (the branch it writes to stays shown), or a pin past the workspace's "
+                "most pinned chats."
+            ),
+        },
+    )
     def patch(self, request, chat_id):
-        """Rename the chat, change its model, its system prompt or its tools (its creator or an owner:
-        the model and the tools set what its turns cost and do)."""
-        chat = chat_selectors.chat_get_for_manager(user=request.user, chat_id=chat_id)
+        """Rename the chat, change its model, its system prompt or its tools, archive or pin it (its
+        creator or an owner: these set what its turns cost and do, and where everyone finds it);
+        show another branch (``leaf_id``: any member, while nothing streams)."""
+        chat = chat_selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
         payload = self.UpdateInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        if "model" in payload.validated_data:
-            chat_set_model(chat=chat, model_id=payload.validated_data["model"])
-        if "title" in payload.validated_data:
-            chat_rename(chat=chat, title=payload.validated_data["title"])
-        if "system_prompt" in payload.validated_data:
-            chat_set_system_prompt(chat=chat, system_prompt=payload.validated_data["system_prompt"])
-        if "tools" in payload.validated_data:
-            chat_set_tools(chat=chat, tools=payload.validated_data["tools"])
+        data = payload.validated_data
+        if any(name in data for name in MANAGED_FIELDS) and not chat_selectors.user_may_manage(user=request.user, chat=chat):
+            raise PermissionDenied(chat_selectors.MANAGE_REFUSED)
+        if "model" in data:
+            chat_set_model(chat=chat, model_id=data["model"])
+        if "title" in data:
+            chat_rename(chat=chat, title=data["title"])
+        if "system_prompt" in data:
+            chat_set_system_prompt(chat=chat, system_prompt=data["system_prompt"])
+        if "tools" in data:
+            chat_set_tools(chat=chat, tools=data["tools"])
+        if "archived" in data:
+            chat_set_archived(chat=chat, archived=data["archived"])
+        if "pinned" in data:
+            try:
+                chat_set_pinned(chat=chat, pinned=data["pinned"])
+            except TooManyPinned as exc:
+                raise Conflict(str(exc)) from None
+        if "leaf_id" in data:
+            try:
+                chat_show_branch(chat=chat, message_id=data["leaf_id"])
+            except NotInChat as exc:
+                raise ValidationError({"leaf_id": [str(exc)]}) from None
+            except StreamConflict:
+                raise Conflict(BRANCH_BUSY) from None
         return Response(ChatDetailOutput(selectors.chat_detail(user=request.user, chat_id=chat_id)).data)
 
     @extend_schema(

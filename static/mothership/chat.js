@@ -8,6 +8,8 @@ import { followEnd } from "./scroll.js";
 import { chatSettings } from "./chatsettings.js";
 import { showToolCall, showToolCalls } from "./toolcards.js";
 import { rememberTrashed, trashChat } from "./trash.js";
+import { branches } from "./branches.js";
+import { organize } from "./organize.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -37,6 +39,19 @@ const state = {
 };
 const reply = replies({ transcript, chatId, canContinue: root.dataset.canContinue === "true", onAgain: answerAgain });
 const rendererFor = (messageId) => reply.rendererFor(messageId, assistantBubble);
+const organizer = organize({ chatId, csrf, notice: (text) => notice(text) });
+const versions = branches({
+  transcript,
+  chatId,
+  csrf,
+  notice: (text) => notice(text),
+  // An edit was sent: its new version, then its reply, followed like a send.
+  onEdited(text, body, siblings) {
+    bubble("user", text, body.user_message_id).dataset.siblings = siblings;
+    view.toEnd({});
+    follow(body, false);
+  },
+});
 
 const QUEUED = "Queued — waiting for a worker…";
 const STOP_REFUSED = "Only the member who sent this message, the chat's creator or an owner may stop its reply";
@@ -58,6 +73,7 @@ function setBusy(busy) {
   stopButton.title = busy && state.activeStreamId && !stoppable ? STOP_REFUSED : "";
   root.dataset.busy = busy ? "true" : "false";
   reply.refreshActions(busy);
+  versions.refresh(busy);
   if (busy) statusLine.textContent = "Streaming…";
   else if (statusLine.textContent === "Streaming…" || statusLine.textContent === QUEUED) statusLine.textContent = "";
 }
@@ -281,7 +297,8 @@ async function closeConversation() {
     const parts = ["Conversation closed."];
     if (body.cancelled) parts.push("The running reply was stopped.");
     if (body.warming_disabled) parts.push("Cache warming is off.");
-    notice(parts.join(" "));
+    parts.push("A new message reopens it.");
+    organizer.offerArchive(parts.join(" "));
     root.dataset.closed = "true";
     if (body.cancelled && state.activeStreamId === body.stream_id) resume();
   } catch (err) {
@@ -372,6 +389,7 @@ async function answerAgain(messageId, action) {
     if (result) notice(result.body.detail || `Error ${result.response.status}`);
     return;
   }
+  if (result.body.message_id !== messageId) versions.versionAdded(messageId, result.body.message_id); // a new version
   follow(result.body, action === "continue");
 }
 
@@ -515,3 +533,4 @@ setInterval(() => {
   if (warmingSection && !warmingSection.open) warmingSummary.textContent = warmingCountdown.textContent;
   else if (warmingSummary) warmingSummary.textContent = "";
 }, 1000);
+

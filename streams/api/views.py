@@ -31,6 +31,7 @@ from streams.services import (
     TooManyTurns,
     stream_answer_again,
     stream_cancel,
+    stream_edit,
     stream_interrupt_and_start,
     stream_start,
     tool_call_decide,
@@ -147,6 +148,35 @@ class ChatMessageApi(APIView):
     def get(self, request, chat_id, message_id):
         chat = chat_get_for_member(user=request.user, chat_id=chat_id)
         return Response(messages_output([_message_in(chat, message_id)])[0])
+
+
+class ChatMessageEditApi(APIView):
+    """``…/edit``: a new version of a sent message (a sibling of it, the old one and what followed kept
+    as a branch), answered at once; the new branch is shown. As a send: its rate, cap and budget."""
+
+    @extend_schema_serializer(component_name="MessageEditInput")
+    class Input(serializers.Serializer):
+        content = StrictCharField(max_length=100_000, trim_whitespace=True)
+
+    @extend_schema(
+        request=Input,
+        responses={
+            201: _TurnOutput,
+            409: OpenApiResponse(
+                description="Not a message a member sent, or a turn already live (then active_stream_id names it)."
+            ),
+            402: OpenApiResponse(description="Over budget, as for a sent message (`code: budget_exceeded`)."),
+            429: OpenApiResponse(description="Past the sender's rate or turns at once, as for a sent message."),
+        },
+    )
+    def post(self, request, chat_id, message_id):
+        chat = chat_get_for_member(user=request.user, chat_id=chat_id)
+        message = _message_in(chat, message_id)
+        payload = self.Input(data=request.data)
+        payload.is_valid(raise_exception=True)
+        user_rate_check(scope="send", user=request.user)
+        content = payload.validated_data["content"]
+        return _turn_started(lambda: stream_edit(chat=chat, message_id=message.pk, content=content, user=request.user))
 
 
 class ChatMessageAnswerAgainApi(APIView):

@@ -9,13 +9,8 @@ from streams.models import Stream
 
 
 def conversation_history(*, stream: Stream) -> list[dict]:
-    """What the model sees for this turn: the conversation's prefix up to its user message."""
-    return conversation_prefix(
-        chat_id=stream.chat_id,
-        until=stream.user_message,
-        exclude_ids=[stream.assistant_message_id],
-        system=stream.system_prompt,
-    )
+    """What the model sees for this turn: its branch of the conversation, up to its user message."""
+    return conversation_prefix(chat_id=stream.chat_id, until=stream.user_message, system=stream.system_prompt)
 
 
 def continued_text(*, stream: Stream) -> str:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, OuterRef, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chats.models import Chat, Message, title_from
@@ -54,7 +55,7 @@ def _check_turn_cap(user) -> None:
 
 
 class CannotAnswerAgain(Exception):
-    """Retry, Regenerate or Continue asked of a message it does not apply to (the reason says why)."""
+    """Retry, Regenerate, Continue or Edit asked of a message it does not apply to (the reason says why)."""
 
 
 def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
@@ -66,31 +67,51 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
     SQL runs inside the transaction (a burst of sends queues on it, on SQLite for every chat).
     ``user`` is the sender: their turns running at once are capped (``TooManyTurns``). A prompt
     that alone would cross the workspace's or the sender's budget raises ``BudgetExceeded``.
+    The new messages continue the shown branch and end it.
     """
     return _start(chat=chat, user=user, content=content)
 
 
 def stream_answer_again(*, chat: Chat, message_id, continues: bool, user=None) -> StartedTurn:
-    """A new turn that answers the user message of ``message_id``, the chat's last reply, again,
-    into the same message: Retry and Regenerate start it over (``continues=False``); Continue goes
-    on from its kept text (the model is sent it as the start of its reply), so it stays one message.
+    """A new turn that answers the user message of ``message_id``, the shown branch's last reply,
+    again: Retry and Regenerate start it over (``continues=False``) in a new reply beside it (a
+    sibling: the old one stays as a version; a reply with nothing in it is simply reused); Continue
+    goes on from its kept text (the model is sent it as the start of its reply), so it stays one
+    message, whose usage adds up every attempt.
 
-    The message's usage adds up every attempt at it. ``CannotAnswerAgain`` when the message is
-    not the chat's last reply, is running, or (Continue) has no text or a model that cannot
-    continue; ``StreamConflict`` while a turn is live in the chat.
+    ``CannotAnswerAgain`` when the message is not the shown branch's last reply, is running, or
+    (Continue) has no text or a model that cannot continue; ``StreamConflict`` while a turn is live.
     """
     if continues and not model_for(chat.model_id or None).prefill:
         raise CannotAnswerAgain("This chat's model cannot continue a reply; regenerate it instead.")
     return _start(chat=chat, user=user, again=(message_id, continues))
 
 
-def _reply_to_answer_again(*, chat: Chat, message_id, continues: bool) -> tuple[Message, Message]:
+def stream_edit(*, chat: Chat, message_id, content: str, user=None) -> StartedTurn:
+    """Edit a question: a new user message beside ``message_id`` (a sibling with ``content``; the old
+    one and what followed it stay as a branch) and a turn that answers it, which becomes the shown
+    branch. ``CannotAnswerAgain`` when it is not one of the chat's user messages."""
+    return _start(chat=chat, user=user, content=content, edit=message_id)
+
+
+def _shown_leaf(chat_id) -> uuid.UUID | None:
+    """Inside the start's transaction: the chat's row locked, the last message of its shown branch
+    (its ``leaf_id``, or the newest message), None for a chat with none. ``Chat.DoesNotExist`` when
+    it was deleted (or moved to the trash) since the membership check."""
+    newest = Message.objects.filter(chat_id=OuterRef("pk")).order_by("-created_at", "-id").values("id")[:1]
+    row = Chat.objects.select_for_update().filter(pk=chat_id, deleted_at__isnull=True)
+    found = list(row.values_list(Coalesce("leaf_id", Subquery(newest)), flat=True))
+    if not found:
+        raise Chat.DoesNotExist("No such chat.")
+    return found[0]
+
+
+def _reply_to_answer_again(*, chat: Chat, leaf_id, message_id, continues: bool) -> tuple[Message, Message]:
     """Inside the start's transaction (the chat's row locked): the reply and the user message it answers."""
-    last = Message.objects.filter(chat_id=chat.pk).order_by("-created_at", "-id").first()
+    last = Message.objects.filter(chat_id=chat.pk, pk=leaf_id).first() if leaf_id else None
     if last is None or str(last.pk) != str(message_id) or last.role != Message.Role.ASSISTANT:
         raise CannotAnswerAgain("Only the last reply of a conversation can be retried, regenerated or continued.")
-    asked = Stream.objects.filter(pk=last.stream_id).values_list("user_message_id", flat=True).first()
-    question = Message.objects.filter(pk=asked).first() if asked else None
+    question = Message.objects.filter(pk=last.parent_id, role=Message.Role.USER).first() if last.parent_id else None
     if question is None:
         raise CannotAnswerAgain("The message this reply answers is gone.")
     if continues and (last.status == Message.Status.COMPLETE or not last.content.strip()):
@@ -98,7 +119,20 @@ def _reply_to_answer_again(*, chat: Chat, message_id, continues: bool) -> tuple[
     return question, last
 
 
-def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None = None) -> StartedTurn:
+def _question_to_edit(*, chat: Chat, message_id) -> Message:
+    edited = Message.objects.filter(chat_id=chat.pk, pk=message_id).first()
+    if edited is None or edited.role != Message.Role.USER:
+        raise CannotAnswerAgain("Only a message a member sent can be edited.")
+    return edited
+
+
+def _new_reply(chat: Chat, stream_id, parent_id) -> Message:
+    return Message(
+        chat_id=chat.pk, role=Message.Role.ASSISTANT, status=Message.Status.PARTIAL, stream_id=stream_id, parent_id=parent_id
+    )
+
+
+def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None = None, edit=None) -> StartedTurn:
     stream_id = uuid.uuid4()
     provider = get_provider(chat.model_id or None)
     # Over budget: 402, and nothing is created or queued.
@@ -107,40 +141,47 @@ def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None 
         raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
     try:
         with transaction.atomic():
-            # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
-            # whole database), so turns of one chat start one after another.
+            # The row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the whole database): turns
+            # of one chat start one after another, each from the branch the one before left.
+            leaf_id = _shown_leaf(chat.pk)
+            if user is not None:
+                _check_turn_cap(user)
+            continues, created = False, []
+            if again is None:
+                parent_id = leaf_id if edit is None else _question_to_edit(chat=chat, message_id=edit).parent_id
+                # The messages name their stream before it exists: foreign keys are checked at commit.
+                user_message = Message(
+                    chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id, parent_id=parent_id
+                )
+                assistant_message = _new_reply(chat, stream_id, user_message.pk)
+                created = [user_message, assistant_message]
+            else:
+                message_id, continues = again
+                user_message, last = _reply_to_answer_again(
+                    chat=chat, leaf_id=leaf_id, message_id=message_id, continues=continues
+                )
+                if continues or not (last.content.strip() or last.tool_calls):
+                    # Continued: its text stays, and the seal appends to it; empty: nothing to keep.
+                    assistant_message = last
+                    reset = {} if continues else {"content": "", "tool_calls": []}
+                    Message.objects.filter(pk=last.pk).update(status=Message.Status.PARTIAL, stream_id=stream_id, **reset)
+                else:  # started over: the old reply stays beside the new one, as a version
+                    assistant_message = _new_reply(chat, stream_id, user_message.pk)
+                    created = [assistant_message]
             # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
             # An untitled chat takes its title from its first message, in the same statement.
             named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title")) if content else F("title")
-            if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True).update(
-                active_stream_id=stream_id, updated_at=timezone.now(), closed_at=None, title=named, title_set=True
-            ):
-                raise Chat.DoesNotExist("No such chat.")  # deleted (or moved to the trash) since the membership check
-            if user is not None:
-                _check_turn_cap(user)
-            if again is None:
-                # The messages name their stream before it exists: foreign keys are checked at commit.
-                user_message, assistant_message = Message.objects.bulk_create(
-                    [
-                        Message(chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id),
-                        Message(
-                            chat_id=chat.pk,
-                            role=Message.Role.ASSISTANT,
-                            content="",
-                            status=Message.Status.PARTIAL,
-                            stream_id=stream_id,
-                        ),
-                    ]
-                )
-                continues = False
-            else:
-                message_id, continues = again
-                user_message, assistant_message = _reply_to_answer_again(chat=chat, message_id=message_id, continues=continues)
-                # Started over: the text goes; continued: it stays, and the seal appends to it.
-                reset = {} if continues else {"content": "", "tool_calls": []}
-                Message.objects.filter(pk=assistant_message.pk).update(
-                    status=Message.Status.PARTIAL, stream_id=stream_id, **reset
-                )
+            Chat.objects.filter(pk=chat.pk).update(
+                active_stream_id=stream_id,
+                updated_at=timezone.now(),
+                closed_at=None,
+                archived_at=None,  # a new turn brings an archived chat back to the lists
+                title=named,
+                title_set=True,
+                leaf_id=assistant_message.pk,
+            )
+            if created:
+                Message.objects.bulk_create(created)
             stream = Stream.objects.create(
                 id=stream_id,
                 chat_id=chat.pk,

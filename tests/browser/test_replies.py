@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from chats.models import Message
+from chats.models import Chat, Message
 from chats.services import chat_create, workspace_create
 from streams.models import Stream
 from streams.services import stream_finalize, stream_start
@@ -83,9 +83,11 @@ def test_a_stopped_reply_continues_as_one_message_and_the_last_reply_regenerates
     _last(page).get_by_role("button", name="Regenerate").click()
     expect(page.locator("#stop")).to_be_visible()
     _ended(page)
-    regenerated = Message.objects.get(pk=message_id)
-    # Started over: a whole new reply to the question (the offline model answers a question asked
-    # again differently, as a sampling model does), not the continued text.
+    regenerated = Message.objects.get(pk=Chat.objects.get(pk=chat.pk).leaf_id)
+    # Started over: a whole new reply to the question, a new version beside the kept one (the
+    # offline model answers a question asked again differently, as a sampling model does).
+    assert regenerated.pk != message.pk and Message.objects.get(pk=message_id).content == message.content
+    expect(_last(page).locator(".msg-versions")).to_contain_text("2 / 2")
     assert regenerated.status == "complete" and regenerated.content != message.content
     assert not regenerated.content.startswith(kept)
     assert regenerated.stream_id == Stream.objects.filter(chat=chat).order_by("-created_at").first().pk

@@ -1,8 +1,9 @@
-"""Retry, Regenerate and Continue: the chat's last reply answered again, into the same message.
+"""Retry, Regenerate and Continue: the shown branch's last reply answered again.
 
 Regenerate (and Retry, the same on a failed reply) starts the reply over from the same user
-message; Continue sends the kept text as the start of the reply and appends what follows, so the
-reply stays one message. The message's usage adds up every attempt. Only the last reply, only
+message in a new reply beside the old one (a version); Continue sends the kept text as the start
+of the reply and appends what follows, so the reply stays one message, whose usage adds up every
+attempt. Only the last reply, only
 while nothing streams, Continue only with text and a model that can continue.
 """
 
@@ -40,29 +41,41 @@ def _stopped_reply(chat, content="tell me everything"):
     return turn
 
 
-def test_regenerate_answers_the_same_user_message_again_into_the_same_message(chat):
+def test_regenerate_answers_the_same_user_message_again_in_a_new_version_beside_the_old(chat):
     status, first, message = run_turn(chat, "one")
     assert status == "completed"
-    first_usage = message.usage
+    first_text, first_usage = message.content, message.usage
 
     again = stream_answer_again(chat=chat, message_id=message.pk, continues=False)
-    assert again.assistant_message.pk == message.pk and again.user_message.pk == first.user_message_id
-    assert Message.objects.get(pk=message.pk).status == "partial"
+    assert again.assistant_message.pk != message.pk and again.user_message.pk == first.user_message_id
+    assert again.assistant_message.parent_id == first.user_message_id  # a sibling of the old reply
     assert stream_run(stream_id=again.stream.id) == "completed"
 
+    # The old reply is kept as it was: a version to go back to.
     message.refresh_from_db()
-    assert message.status == "complete" and message.stream_id == again.stream.id
+    assert (message.content, message.usage, message.status) == (first_text, first_usage, "complete")
+    new = Message.objects.get(pk=again.assistant_message.pk)
+    assert new.status == "complete" and new.stream_id == again.stream.id
     # Answered again, as a sampling model would: another reply to the same question
     model = LocalProvider(tokens_per_second=0, reply_tokens=25)
-    first_text = "".join(model.reply_for([{"role": "user", "content": "one"}]))
-    assert message.content == "".join(model.reply_for([{"role": "user", "content": "one"}], attempt=1)) != first_text
-    # Both attempts are counted: the reply's usage is their sum.
-    assert message.output_tokens == first_usage["output_tokens"] + 25
-    assert Message.objects.filter(chat=chat).count() == 2  # no new messages
+    assert new.content == "".join(model.reply_for([{"role": "user", "content": "one"}], attempt=1)) != first_text
+    assert new.output_tokens == 25  # each version counts its own attempt
+    assert Message.objects.filter(chat=chat).count() == 3
+    # The model and the warms see the shown branch only: the new version.
     assert conversation_prefix(chat_id=chat.pk) == [
         {"role": "user", "content": "one"},
-        {"role": "assistant", "content": message.content},
+        {"role": "assistant", "content": new.content},
     ]
+
+
+def test_a_reply_with_nothing_in_it_is_answered_again_in_place(chat):
+    turn = stream_start(chat=chat, content="one")
+    stream_cancel(chat=chat, stream_id=turn.stream.id, reason="user")  # stopped before a word
+
+    again = stream_answer_again(chat=chat, message_id=turn.assistant_message.pk, continues=False)
+
+    assert again.assistant_message.pk == turn.assistant_message.pk
+    assert Message.objects.filter(chat=chat).count() == 2
 
 
 def test_continue_sends_the_kept_text_as_the_start_of_the_reply_and_appends_what_follows(chat, monkeypatch):

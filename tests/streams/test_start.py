@@ -119,11 +119,13 @@ def test_a_new_turn_is_not_a_continuation(chat):
     assert Stream.objects.get(pk=turn.stream.pk).continues is False
 
 
-def test_a_regenerate_starts_the_reply_over_from_nothing(chat, user):
+def test_a_regenerate_starts_a_new_reply_from_nothing_and_keeps_the_old(chat, user):
     stopped = _stopped_reply(chat, user)
     Message.objects.filter(pk=stopped.assistant_message.pk).update(tool_calls=[{"id": "c1", "tool": "demo.roll"}])
 
-    stream_answer_again(chat=chat, message_id=stopped.assistant_message.pk, continues=False, user=user)
+    again = stream_answer_again(chat=chat, message_id=stopped.assistant_message.pk, continues=False, user=user)
 
-    message = Message.objects.get(pk=stopped.assistant_message.pk)
-    assert (message.content, message.tool_calls, message.status) == ("", [], "partial")
+    new = Message.objects.get(pk=again.assistant_message.pk)
+    assert (new.content, new.tool_calls, new.status) == ("", [], "partial")
+    kept = Message.objects.get(pk=stopped.assistant_message.pk)  # the attempt before, kept as a version
+    assert (kept.content, kept.tool_calls, kept.status) == ("The first half,", [{"id": "c1", "tool": "demo.roll"}], "cancelled")

@@ -14,9 +14,29 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from chats import services
-from chats.models import Chat, Workspace
+from chats.models import Chat, Message, Workspace
 
 DEMO_TITLES = ["Welcome to Mothership", "Release notes draft", "Incident review: stuck tiles"]
+# Each demo chat opens on a first exchange, so a new user sees what a conversation looks like.
+DEMO_EXCHANGES = [
+    (
+        "What can I do here?",
+        "Send a message and the reply streams in; **Stop** ends exactly that reply. Edit a question or "
+        "**Regenerate** a reply and the old version stays (‹ 1 / 2 ›). Pin, archive or delete a "
+        "conversation from its page, and turn on *cache warming* to keep its prompt cache warm while you are away.",
+    ),
+    (
+        "Draft three bullet points for the release notes.",
+        "- Conversations keep every version of an edited question or a regenerated reply.\n"
+        "- Pinned conversations come first; archived ones wait under *Archived*.\n"
+        "- Deleted conversations can be restored for 30 days.",
+    ),
+    (
+        "Why did a tile stay yellow after the worker crashed?",
+        "It cannot any more: a tile is yellow only while a worker holds the turn's lock. When a worker "
+        "dies its lock expires, the sweeper seals the turn as *interrupted*, and the text so far is kept.",
+    ),
+]
 
 
 class Command(BaseCommand):
@@ -58,6 +78,10 @@ class Command(BaseCommand):
             for i in range(existing, wanted)
         ]
         Chat.objects.bulk_create(new_chats, batch_size=500)
+        for chat, (question, answer) in zip(new_chats, DEMO_EXCHANGES[existing:], strict=False):  # the titled ones
+            asked = Message.objects.create(chat=chat, role=Message.Role.USER, content=question)
+            reply = Message.objects.create(chat=chat, role=Message.Role.ASSISTANT, content=answer, parent=asked)
+            Chat.objects.filter(pk=chat.pk).update(leaf_id=reply.pk)
         summary = {
             "user": username,
             "user_created": created_user,
