@@ -3,10 +3,12 @@
 PostgreSQL: ``chats_message.search_vector``, a stored generated ``tsvector`` of the content with a
 GIN index, and a GIN expression index on the titles; queries go through ``websearch_to_tsquery``,
 rank by ``ts_rank`` (titles weigh most) and cut snippets with ``ts_headline`` for one page's rows.
-SQLite: an FTS5 table (``chats_search``, one row per title and per message, porter-stemmed, with
-the workspace as a column to narrow by) whose rows ``chats_search_doc`` maps to chats and
+SQLite: an FTS5 table (``chats_search``, one row per title and per message, porter-stemmed; its
+``scope`` is the workspace, or "trash") whose rows ``chats_search_doc`` maps to chats and
 messages; triggers keep both in step with every insert, update and delete, so a reply is
-searchable as soon as its turn writes its text (the seal). The user's words never reach FTS5 as
+searchable as soon as its turn writes its text (the seal), and a chat moved to the trash leaves
+its workspace's scope. Ranking reads the FTS5 table alone (BM25, at most the newest
+``CANDIDATES`` matches of a query). The user's words never reach FTS5 as
 syntax: they are parsed here (websearch's grammar: words, "phrases", ``or``, ``-word``) and each
 phrase is quoted.
 
@@ -38,6 +40,9 @@ SQLITE_TOKENIZER = "porter unicode61 remove_diacritics 2"  # English stemming, a
 MARK_START, MARK_END = "\ue000", "\ue001"
 TITLE_WEIGHT = 2.0  # SQLite: a title hit counts this many times a message's (PostgreSQL: weight A)
 SNIPPET_TOKENS = 24
+# SQLite: a query ranks at most this many of its newest matches (a word most messages hold would
+# otherwise cost a BM25 score for each of them); a rarer word, or more words, rank every match.
+CANDIDATES = 2000
 
 
 class BadQuery(ValueError):
@@ -59,14 +64,18 @@ class SearchQuery:
     text: str  # as typed: PostgreSQL's websearch_to_tsquery reads it
     groups: tuple[tuple[Phrase, ...], ...]  # any group matches; in a group, every phrase does
 
-    def fts5(self) -> str:
+    def fts5(self, *, loose: bool = False) -> str:
         """The same query in FTS5's syntax, every phrase quoted; groups with nothing but
-        exclusions are left out (FTS5's NOT needs something to exclude from)."""
+        exclusions are left out (FTS5's NOT needs something to exclude from). ``loose``: every
+        word anywhere, nothing left out (what the query's matches are among; cheaper to find)."""
         ors = []
         for group in self.groups:
             wanted = [p.fts5() for p in group if not p.negated]
+            if loose:
+                wanted = [f'"{word}"' for p in group if not p.negated for word in p.words]
             if wanted:
-                ors.append("(" + " AND ".join(wanted) + "".join(f" NOT {p.fts5()}" for p in group if p.negated) + ")")
+                unwanted = "" if loose else "".join(f" NOT {p.fts5()}" for p in group if p.negated)
+                ors.append("(" + " AND ".join(wanted) + unwanted + ")")
         return " OR ".join(ors)
 
 
@@ -116,13 +125,14 @@ def hits(*, workspace_id, query: SearchQuery, offset: int, limit: int) -> list[S
     rows = found(workspace_id=workspace_id, query=query, offset=offset, limit=limit)  # [(chat, message, snippet)]
     chat_ids = {uuid.UUID(str(chat)) for chat, _, _ in rows}
     message_ids = {uuid.UUID(str(message)) for _, message, _ in rows if message is not None}
-    chats = {c["id"]: c for c in Chat.objects.filter(pk__in=chat_ids).values("id", "title", "created_at")}
+    live = Chat.objects.filter(pk__in=chat_ids, deleted_at__isnull=True)  # the trash never, even mid-move
+    chats = {c["id"]: c for c in live.values("id", "title", "created_at")}
     written = dict(Message.objects.filter(pk__in=message_ids).values_list("id", "created_at"))
     page = []
     for chat, message, snippet in rows:
         chat_id, message_id = uuid.UUID(str(chat)), uuid.UUID(str(message)) if message is not None else None
         if chat_id not in chats or (message_id is not None and message_id not in written):
-            continue  # deleted between the two reads
+            continue  # deleted or moved to the trash between the two reads
         created_at = written[message_id] if message_id else chats[chat_id]["created_at"]
         page.append(SearchHit(chat_id, message_id, chats[chat_id]["title"], marked(snippet or ""), created_at))
     return page
@@ -184,22 +194,30 @@ def _postgres_page(*, workspace_id, query: SearchQuery, offset: int, limit: int)
 
 _CLEAN = "replace(replace({}, char(57344), ''), char(57345), '')"  # the markers never come from the text
 _TITLE = _CLEAN.format("CASE WHEN {0}.title_set THEN {0}.title ELSE '' END")  # "New chat" is no title
+# A row's scope, one token: "t" (a title) or "m" (a message) and its workspace's id, or "trash"
+# while its chat is in the trash. A search reads its workspace's titles or messages with one
+# token (never the trash), and ranks nothing but the FTS5 table.
+_SCOPE = "CASE WHEN {0}.deleted_at IS NULL THEN {1} || {0}.workspace_id ELSE 'trash' END"
 
 SQLITE_TABLES = [
     # One row per title (message_id NULL) and per message: the FTS5 rows' ids, stable across VACUUM.
     "CREATE TABLE IF NOT EXISTS chats_search_doc (id INTEGER PRIMARY KEY, chat_id char(32) NOT NULL, message_id char(32))",
     "CREATE UNIQUE INDEX IF NOT EXISTS chats_search_doc_message ON chats_search_doc (message_id)",
     "CREATE INDEX IF NOT EXISTS chats_search_doc_chat ON chats_search_doc (chat_id, message_id)",
-    f"CREATE VIRTUAL TABLE IF NOT EXISTS chats_search USING fts5(body, workspace, tokenize = '{SQLITE_TOKENIZER}')",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS chats_search USING fts5(body, scope, tokenize = '{SQLITE_TOKENIZER}')",
 ]
 SQLITE_TRIGGERS = {
     "chats_search_chat_insert": f"""AFTER INSERT ON chats_chat BEGIN
         INSERT INTO chats_search_doc (chat_id, message_id) VALUES (new.id, NULL);
-        INSERT INTO chats_search (rowid, body, workspace) VALUES (last_insert_rowid(), {_TITLE.format("new")}, new.workspace_id);
+        INSERT INTO chats_search (rowid, body, scope) VALUES (last_insert_rowid(), {_TITLE.format("new")}, {_SCOPE.format("new", "'t'")});
     END""",
     "chats_search_chat_title": f"""AFTER UPDATE OF title, title_set ON chats_chat BEGIN
         UPDATE chats_search SET body = {_TITLE.format("new")}
         WHERE rowid = (SELECT id FROM chats_search_doc WHERE chat_id = new.id AND message_id IS NULL);
+    END""",
+    "chats_search_chat_trash": f"""AFTER UPDATE OF deleted_at, workspace_id ON chats_chat BEGIN
+        UPDATE chats_search SET scope = (SELECT {_SCOPE.format("new", "CASE WHEN d.message_id IS NULL THEN 't' ELSE 'm' END")})
+        FROM chats_search_doc d WHERE d.chat_id = new.id AND chats_search.rowid = d.id;
     END""",
     "chats_search_chat_delete": """AFTER DELETE ON chats_chat BEGIN
         DELETE FROM chats_search WHERE rowid IN (SELECT id FROM chats_search_doc WHERE chat_id = old.id);
@@ -207,8 +225,8 @@ SQLITE_TRIGGERS = {
     END""",
     "chats_search_message_insert": f"""AFTER INSERT ON chats_message BEGIN
         INSERT INTO chats_search_doc (chat_id, message_id) VALUES (new.chat_id, new.id);
-        INSERT INTO chats_search (rowid, body, workspace) VALUES (
-            last_insert_rowid(), {_CLEAN.format("new.content")}, (SELECT workspace_id FROM chats_chat WHERE id = new.chat_id));
+        INSERT INTO chats_search (rowid, body, scope) VALUES (
+            last_insert_rowid(), {_CLEAN.format("new.content")}, (SELECT {_SCOPE.format("c", "'m'")} FROM chats_chat c WHERE c.id = new.chat_id));
     END""",
     # A turn's seal writes its reply's text by an UPDATE: from then on the reply is found.
     "chats_search_message_content": f"""AFTER UPDATE OF content ON chats_message WHEN old.content IS NOT new.content BEGIN
@@ -224,10 +242,12 @@ SQLITE_TRIGGER_NAMES = tuple(SQLITE_TRIGGERS)
 SQLITE_REBUILD = [
     "DELETE FROM chats_search",
     "DELETE FROM chats_search_doc",
-    "INSERT INTO chats_search_doc (chat_id, message_id) SELECT id, NULL FROM chats_chat",
-    "INSERT INTO chats_search_doc (chat_id, message_id) SELECT chat_id, id FROM chats_message",
-    f"""INSERT INTO chats_search (rowid, body, workspace)
-        SELECT d.id, CASE WHEN d.message_id IS NULL THEN {_TITLE.format("c")} ELSE {_CLEAN.format("m.content")} END, c.workspace_id
+    # Titles, then messages oldest first: a newer message has a higher row id (newest matches first).
+    "INSERT INTO chats_search_doc (chat_id, message_id) SELECT id, NULL FROM chats_chat ORDER BY created_at",
+    "INSERT INTO chats_search_doc (chat_id, message_id) SELECT chat_id, id FROM chats_message ORDER BY created_at, id",
+    f"""INSERT INTO chats_search (rowid, body, scope)
+        SELECT d.id, CASE WHEN d.message_id IS NULL THEN {_TITLE.format("c")} ELSE {_CLEAN.format("m.content")} END,
+               {_SCOPE.format("c", "CASE WHEN d.message_id IS NULL THEN 't' ELSE 'm' END")}
         FROM chats_search_doc d JOIN chats_chat c ON c.id = d.chat_id LEFT JOIN chats_message m ON m.id = d.message_id""",
 ]
 SQLITE_UNINSTALL = [
@@ -285,35 +305,43 @@ def index_rows(*, chat_ids) -> int:
         return cursor.fetchone()[0]
 
 
-_SQLITE_PAGE = f"""
-SELECT d.chat_id, d.message_id, chats_search.rowid AS doc,
-       -bm25(chats_search, 1.0, 0.0) * (CASE WHEN d.message_id IS NULL THEN {TITLE_WEIGHT} ELSE 1.0 END) AS score,
-       coalesce(m.created_at, c.created_at) AS at
-FROM chats_search
-JOIN chats_search_doc d ON d.id = chats_search.rowid
-JOIN chats_chat c ON c.id = d.chat_id
-LEFT JOIN chats_message m ON m.id = d.message_id
-WHERE chats_search MATCH %s AND c.workspace_id = %s AND c.deleted_at IS NULL
-ORDER BY score DESC, at DESC, doc DESC
-LIMIT %s OFFSET %s
-"""
+def _sqlite_ranked(cursor, scope: str, query: SearchQuery, count: int) -> list[tuple[int, float]]:
+    """The ``count`` best rows of ``scope`` that match, among the newest ``CANDIDATES`` that hold
+    its words: (row id, score), best first. Only the FTS5 table is read; the bound keeps a word
+    that most messages hold, or a phrase of such words, about as cheap as a rare one."""
+    cursor.execute(
+        "SELECT rowid FROM chats_search WHERE chats_search MATCH %s ORDER BY rowid DESC LIMIT 1 OFFSET %s",
+        [f'scope : "{scope}" AND body : ({query.fts5(loose=True)})', CANDIDATES - 1],
+    )
+    bound = cursor.fetchone()
+    newest = " AND rowid >= %s" if bound else ""
+    cursor.execute(
+        "SELECT rowid, -bm25(chats_search, 1.0, 0.0) AS score FROM chats_search"
+        f" WHERE chats_search MATCH %s{newest} ORDER BY score DESC, rowid DESC LIMIT %s",
+        [f'scope : "{scope}" AND body : ({query.fts5()})', *(bound or ()), count],
+    )
+    return cursor.fetchall()
 
 
 def _sqlite_page(*, workspace_id, query: SearchQuery, offset: int, limit: int) -> list[tuple]:
-    workspace = uuid.UUID(str(workspace_id)).hex
-    # The workspace's rows only (its id is a token of their ``workspace`` column); the words in the body.
-    match = f'workspace : "{workspace}" AND body : ({query.fts5()})'
+    workspace, words = uuid.UUID(str(workspace_id)).hex, f"body : ({query.fts5()})"
     with connection.cursor() as cursor:
-        cursor.execute(_SQLITE_PAGE, [match, workspace, limit, offset])
-        rows = cursor.fetchall()
-        if not rows:
+        # Titles and messages ranked apart (a title is a few words: BM25 would take it for a short
+        # message), then merged, a title counting TITLE_WEIGHT times.
+        titles = _sqlite_ranked(cursor, f"t{workspace}", query, offset + limit)
+        messages = _sqlite_ranked(cursor, f"m{workspace}", query, offset + limit)
+        merged = sorted([(score * TITLE_WEIGHT, rowid) for rowid, score in titles] + [(s, r) for r, s in messages], reverse=True)
+        page = [rowid for _score, rowid in merged[offset : offset + limit]]
+        if not page:
             return []
+        marks = ", ".join(["%s"] * len(page))
+        cursor.execute(f"SELECT id, chat_id, message_id FROM chats_search_doc WHERE id IN ({marks})", page)
+        docs = {row[0]: row[1:] for row in cursor.fetchall()}
         # Snippets for this page's rows only.
-        marks = ", ".join(["%s"] * len(rows))
         cursor.execute(
             f"SELECT rowid, snippet(chats_search, 0, %s, %s, '…', {SNIPPET_TOKENS}) FROM chats_search"
             f" WHERE chats_search MATCH %s AND rowid IN ({marks})",
-            [MARK_START, MARK_END, match, *(row[2] for row in rows)],
+            [MARK_START, MARK_END, words, *page],
         )
         snippets = dict(cursor.fetchall())
-    return [(chat, message, snippets.get(doc, "")) for chat, message, doc, _score, _at in rows]
+    return [(*docs[rowid], snippets.get(rowid, "")) for rowid in page if rowid in docs]

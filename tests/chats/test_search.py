@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from chats import search
 from chats.models import Chat, Message
-from chats.services import chat_create, chat_mark_trashed, chat_rename, chats_purge
+from chats.services import chat_create, chat_mark_restored, chat_mark_trashed, chat_rename, chats_purge
 from streams.services import stream_run, stream_start
 from tests import factories
 
@@ -121,6 +121,10 @@ def test_the_trash_never_appears_and_archived_chats_do(api, workspace, user):
     chat_mark_trashed(chat=trashed)
 
     assert _found(api, workspace, "axolotl") == [(str(archived.id), None)]
+
+    chat_mark_restored(chat=trashed)
+
+    assert len(_found(api, workspace, "axolotl")) == 3  # back: its title and its message
 
 
 @pytest.mark.parametrize(
@@ -250,3 +254,18 @@ def test_a_table_rebuilt_by_a_later_migration_gets_its_triggers_and_index_back(a
     later = _message(chat, "another dugong")
     assert len(_found(api, workspace, "dugong")) == 2 and (str(chat.id), str(later.id)) in _found(api, workspace, "dugong")
     assert search.index_ensure() is False  # nothing to repair
+
+
+@pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite only: PostgreSQL ranks every match")
+def test_a_word_most_messages_hold_ranks_its_newest_matches_on_sqlite(api, workspace, chat, monkeypatch):
+    # Given more messages with the word than a query ranks (the bound, made small)
+    monkeypatch.setattr(search, "CANDIDATES", 3)
+    older = [_message(chat, "ibis ibis ibis, the best") for _ in range(2)]
+    newer = [_message(chat, f"an ibis {n}") for n in range(3)]
+
+    # Then the newest are ranked (the older ones, though they say it thrice, are past the bound)
+    found = {message for _, message in _found(api, workspace, "ibis")}
+    assert found == {str(m.id) for m in newer}
+    assert not found & {str(m.id) for m in older}
+    # More words narrow the candidates: the newest messages holding all of them (a phrase's too)
+    assert {m for _, m in _found(api, workspace, '"the best" ibis')} == {str(m.id) for m in older}
