@@ -140,12 +140,15 @@ def hits(*, workspace_id, query: SearchQuery, offset: int, limit: int) -> list[S
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
+# PostgreSQL's parser takes "<quokka>" or "<Button>" for a tag and indexes nothing of it: the
+# text is indexed with < and > as spaces (the query's title expression must be the index's).
+_VECTOR = f"to_tsvector('{CONFIG}', translate({{}}, '<>', '  '))"
 POSTGRES_INSTALL = [
     # Generated: written with the row by whatever UPDATE writes the content (a turn's seal included).
-    f"ALTER TABLE chats_message ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (to_tsvector('{CONFIG}', content)) STORED",
+    f"ALTER TABLE chats_message ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ({_VECTOR.format('content')}) STORED",
     "CREATE INDEX chats_message_search ON chats_message USING gin (search_vector)",
     # Titles are short: an expression index, and their vector is recomputed for the few that match.
-    f"CREATE INDEX chats_chat_search ON chats_chat USING gin (to_tsvector('{CONFIG}', title))",
+    f"CREATE INDEX chats_chat_search ON chats_chat USING gin (({_VECTOR.format('title')}))",
 ]
 POSTGRES_UNINSTALL = [
     "DROP INDEX IF EXISTS chats_chat_search",
@@ -163,10 +166,10 @@ _HEADLINE_TEXT = (
 _POSTGRES_PAGE = f"""
 WITH hits AS (
     SELECT c.id AS chat_id, NULL::uuid AS message_id, c.created_at AS at,
-           ts_rank(setweight(to_tsvector('{CONFIG}', c.title), 'A'), {_TSQUERY}, 1) AS rank
+           ts_rank(setweight({_VECTOR.format("c.title")}, 'A'), {_TSQUERY}, 1) AS rank
     FROM chats_chat c
     WHERE c.workspace_id = %(workspace)s AND c.deleted_at IS NULL AND c.title_set
-      AND to_tsvector('{CONFIG}', c.title) @@ {_TSQUERY}
+      AND {_VECTOR.format("c.title")} @@ {_TSQUERY}
     UNION ALL
     SELECT m.chat_id, m.id, m.created_at, ts_rank(m.search_vector, {_TSQUERY}, 1)
     FROM chats_message m JOIN chats_chat c ON c.id = m.chat_id

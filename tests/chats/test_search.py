@@ -86,6 +86,12 @@ def test_the_snippet_marks_the_words_and_escapes_everything_else(api, workspace,
     assert snippet.count("<") == snippet.count("<mark>") + snippet.count("</mark>") == 2
 
 
+def test_words_between_angle_brackets_are_words(api, workspace, chat):
+    message = _message(chat, "Render the <Button> component inside <Toolbar/>")
+
+    assert _found(api, workspace, "button toolbar") == [(str(chat.id), str(message.id))]
+
+
 def test_a_title_hit_has_its_title_as_the_snippet_escaped(api, workspace):
     chat = factories.ChatFactory(workspace=workspace, title="<img src=x onerror=alert(1)> wombat notes")
 
