@@ -10,6 +10,7 @@ from django.db.models.functions import Length
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
 
+from chats import search
 from chats.models import Chat, Membership, Message, Workspace
 from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
@@ -19,6 +20,7 @@ __all__ = [
     "chat_branch",
     "chat_get_for_member",
     "chat_get_for_trash",
+    "chat_search",
     "conversation_prefix",
     "conversation_prefixes",
     "conversation_size",
@@ -105,6 +107,26 @@ def chat_get_for_trash(*, user, chat_id, trashed: bool) -> Chat:
     if not user_may_manage(user=user, chat=chat):
         raise PermissionDenied(TRASH_REFUSED)
     return chat
+
+
+def chat_search(
+    *, workspace: Workspace, query: search.SearchQuery, cursor: str | None = None, limit: int = search.PAGE
+) -> tuple[list[search.SearchHit], str | None]:
+    """One page of the workspace's titles and messages that match ``query``, best first (chats in
+    the trash left out; archived ones kept), and the cursor of the next page (None on the last).
+    The caller has checked membership (``workspace_get``). Raises ``cursors.BadCursor``."""
+    offset = 0
+    if cursor:
+        (value,) = cursors.decode(cursor, 1)
+        if not value.isdigit() or int(value) >= search.RESULTS_MAX:
+            raise cursors.BadCursor(cursor)
+        offset = int(value)
+    limit = min(limit, search.RESULTS_MAX - offset)
+    # One more than the page: whether a next one exists, without counting every match.
+    found = search.hits(workspace_id=workspace.pk, query=query, offset=offset, limit=limit + 1)
+    following = offset + limit
+    more = len(found) > limit and following < search.RESULTS_MAX
+    return found[:limit], cursors.encode([following]) if more else None
 
 
 def trash_due(*, before) -> QuerySet[Chat]:

@@ -55,6 +55,7 @@ api_patterns = [
     path("mothership/chats/<str:chat_id>/restore", mothership_api.ChatRestoreApi.as_view(), name="api-chat-restore"),
     path("mothership/chats/<str:chat_id>/seen", mothership_api.ChatSeenApi.as_view(), name="api-chat-seen"),
     path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),
+    path("mothership/search", chat_api.SearchApi.as_view(), name="api-search"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
 ]
 

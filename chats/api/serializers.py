@@ -34,3 +34,21 @@ class MessageOutput(serializers.ModelSerializer):
             "sibling_ids",
             "created_at",
         ]
+
+
+class SearchResultOutput(serializers.Serializer):
+    chat = serializers.UUIDField(source="chat_id")
+    message = serializers.UUIDField(
+        source="message_id", allow_null=True, help_text="The message that matched; null when the chat's title matched."
+    )
+    title = serializers.CharField(help_text="The chat's title, plain text (escape it to show it).")
+    snippet = serializers.CharField(
+        help_text="HTML: the matched text around the words, every character of it escaped, the matched words in "
+        "<mark>…</mark> (the only tags it holds). A title hit's snippet is its title."
+    )
+    created_at = serializers.DateTimeField(help_text="When the message was written (a title hit: when the chat was).")
+
+
+class SearchOutput(serializers.Serializer):
+    results = SearchResultOutput(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next page's URL (the same query, a cursor), or null.")

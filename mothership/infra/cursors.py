@@ -48,10 +48,16 @@ class PageInput(serializers.Serializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500)
 
 
-def link_header(request, cursor: str | None) -> dict:
-    """``Link: <this URL with cursor=…>; rel="next"`` when there is a next page."""
+def page_url(request, cursor: str | None) -> str | None:
+    """This request's URL with ``cursor=…`` (None when there is no next page)."""
     if cursor is None:
-        return {}
+        return None
     query = request.query_params.copy()
     query["cursor"] = cursor
-    return {"Link": f'<{request.build_absolute_uri(request.path)}?{query.urlencode()}>; rel="next"'}
+    return f"{request.build_absolute_uri(request.path)}?{query.urlencode()}"
+
+
+def link_header(request, cursor: str | None) -> dict:
+    """``Link: <this URL with cursor=…>; rel="next"`` when there is a next page."""
+    url = page_url(request, cursor)
+    return {} if url is None else {"Link": f'<{url}>; rel="next"'}

@@ -449,7 +449,20 @@ for (const li of transcript.querySelectorAll(".msg--assistant")) {
 }
 setBusy(Boolean(state.activeStreamId));
 const view = followEnd(transcript);
+showFound(new URLSearchParams(window.location.search).get("message"));
 connect();
+
+// Opened from a search result (?message=<id>): that message in view, and shown briefly.
+function showFound(messageId) {
+  const found = messageId && transcript.querySelector(`[data-message-id="${CSS.escape(messageId)}"]`);
+  if (!found) return;
+  view.release();
+  found.scrollIntoView({ block: "center" });
+  found.tabIndex = -1;
+  found.focus({ preventScroll: true });
+  found.classList.add("msg--found");
+  setTimeout(() => found.classList.remove("msg--found"), 2500);
+}
 
 
 // The chat's model and system prompt, for its next turns.

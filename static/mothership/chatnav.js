@@ -1,7 +1,8 @@
 // The chat page's list of the workspace's conversations: live state dots (the workspace's tile
 // pushes, on the page's socket), the current one marked, "new" on one whose reply ended unseen,
-// a search box ("/" or Ctrl+K focuses it), collapsed on a phone. The side sections remember
-// whether they were open.
+// a search box ("/" or Ctrl+K focuses it) that filters the titles at once and, below them, finds
+// message text on the server; collapsed on a phone. The side sections remember whether they were open.
+import { arrowKeys, findShortcut, serverSearch } from "./search.js";
 
 // What a state reads as in the list, as the server writes it (_chat_link.html).
 const STATE_WORDS = { idle: "", completed: "", waiting: "needs you" };
@@ -13,8 +14,20 @@ export function conversationList({ currentChatId }) {
   const list = document.getElementById("chat-links");
   const search = document.getElementById("chat-search");
   const empty = document.getElementById("chat-search-empty");
+  const found = document.getElementById("chat-search-results");
   const workspaceId = list?.dataset.workspace;
   if (!list) return { subscribe() {}, onMessage: () => false };
+  // Titles the list shows are filtered here; the server adds message text (and titles not listed).
+  const listed = (result) => !result.message && !link(result.chat)?.hidden;
+  const server = serverSearch({
+    workspaceId,
+    list: found,
+    status: document.getElementById("chat-search-status"),
+    skip: listed,
+    words: (n) => (n === 1 ? "1 message matches" : `${n} messages match`),
+    none: "No message matches.",
+  });
+  arrowKeys(search, found);
 
   if (window.matchMedia(PHONE).matches) nav.open = false;
   for (const section of document.querySelectorAll("details.side-section")) {
@@ -34,20 +47,18 @@ export function conversationList({ currentChatId }) {
     }
     empty.hidden = shown > 0;
   }
-  search.addEventListener("input", filter);
+  search.addEventListener("input", () => {
+    filter();
+    server.search(search.value);
+  });
   search.addEventListener("keydown", (e) => {
-    if (e.key === "Escape") { search.value = ""; filter(); search.blur(); }
+    if (e.key === "Escape") { search.value = ""; filter(); server.search(""); search.blur(); }
     else if (e.key === "Enter") {
-      const first = [...list.children].find((li) => !li.hidden)?.querySelector("a");
+      const first = [...list.children].find((li) => !li.hidden)?.querySelector("a") || server.first();
       if (first) { e.preventDefault(); first.click(); }
     }
   });
-  document.addEventListener("keydown", (e) => {
-    const typing = e.target.closest?.("input, textarea, select, [contenteditable=true]");
-    const slash = e.key === "/" && !typing && !e.ctrlKey && !e.metaKey && !e.altKey;
-    const find = (e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k";
-    if (!slash && !find) return;
-    e.preventDefault();
+  findShortcut(() => {
     nav.open = true;
     search.focus();
     search.select();

@@ -3,6 +3,7 @@
 // A tile's markup and labels live in one place, the server's templates/mothership/_tile.html:
 // a pushed tile carries it rendered ("html"), and a re-read takes it from the page itself.
 import { countdown, openSocket, relativeTime } from "./live.js";
+import { arrowKeys, findShortcut, serverSearch } from "./search.js";
 import { spendPanel } from "./spend.js";
 import { pendingUndo, trashChat, undoNotice } from "./trash.js";
 
@@ -15,6 +16,31 @@ const REREAD_MS = 15000;
 const firstPage = root.dataset.firstPage !== "false";
 const spend = document.getElementById("spend");
 spendPanel(spend);
+
+// Search the workspace's titles and messages: Ctrl+K (or "/") goes to the box, Enter opens the
+// first result, the arrow keys move through them, Esc clears.
+const searchForm = document.getElementById("workspace-search");
+if (searchForm) {
+  const input = document.getElementById("workspace-search-input");
+  const found = document.getElementById("workspace-search-results");
+  const server = serverSearch({
+    workspaceId,
+    list: found,
+    status: document.getElementById("workspace-search-status"),
+    words: (n) => (n === 1 ? "1 result" : `${n} results`),
+    none: "Nothing matches.",
+  });
+  input.addEventListener("input", () => server.search(input.value));
+  searchForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    server.first()?.click();
+  });
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") { input.value = ""; server.search(""); input.blur(); }
+  });
+  arrowKeys(input, found);
+  findShortcut(() => { input.focus(); input.select(); });
+}
 
 function tileFor(chatId) {
   return list.querySelector(`.tile[data-chat-id="${chatId}"]`);

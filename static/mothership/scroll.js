@@ -51,6 +51,8 @@ export function followEnd(content) {
   return {
     // Follow the end again (a send), unless the reader moved up since ``unlessLetGoSince``
     // (a performance.now() time): scrolling up while a message is on its way keeps its place.
+    // Stop following the end (the page shows an earlier message the reader came for).
+    release: letGo,
     toEnd({ unlessLetGoSince = Infinity } = {}) {
       if (letGoAt >= unlessLetGoSince) return;
       pinned = true;

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from chats import search
 from chats.selectors import chat_branch, conversation_prefix
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,6 +22,7 @@ def migrations_restored():
     yield
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())  # every later migration again, for the tests after
+    search.index_ensure(connection.alias)  # as post_migrate does: SQLite's search triggers and index
 
 
 def test_linear_chats_become_one_branch_each_and_are_sent_as_before(migrations_restored):
