@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, QuerySet, Sum
@@ -16,8 +17,10 @@ from mothership.infra.uuids import parse_uuid
 MESSAGE_ORDER = ["created_at", "id"]
 
 __all__ = [
+    "ChatTree",
     "chat_get_for_member",
     "chat_get_for_trash",
+    "chat_tree",
     "conversation_prefix",
     "conversation_prefixes",
     "conversation_size",
@@ -135,6 +138,40 @@ def chat_message_get(*, chat: Chat, message_id) -> Message | None:
     """The chat's message with this id (with its stream, which prices it); None for any other id."""
     pk = parse_uuid(message_id)
     return chat.messages.select_related("stream").filter(pk=pk).first() if pk else None
+
+
+@dataclass(frozen=True)
+class ChatTree:
+    """Every message of a chat (oldest first), each one's parent, and the leaf of the branch shown."""
+
+    messages: list[Message]
+    parents: dict[uuid.UUID, uuid.UUID | None]
+    leaf_id: uuid.UUID | None
+
+    def branch(self) -> list[Message]:
+        """The branch shown: the path from the root to the leaf."""
+        by_id = {m.pk: m for m in self.messages}
+        path, seen, at = [], set(), self.leaf_id
+        while at in by_id and at not in seen:  # seen: a corrupt parent loop ends the walk, never hangs it
+            seen.add(at)
+            path.append(by_id[at])
+            at = self.parents[at]
+        return path[::-1]
+
+
+def chat_tree(*, chat: Chat) -> ChatTree:
+    """A chat's messages as a tree (an export's whole content), in one query.
+
+    A message saved with no parent after the chat's first one (a turn started before parents
+    were kept) follows the message before it: one branch, as migration 0013 reads older chats.
+    The leaf is ``leaf_id`` when it is one of the chat's messages, else the newest message.
+    """
+    messages = list(chat.messages.order_by(*MESSAGE_ORDER))
+    parents: dict[uuid.UUID, uuid.UUID | None] = {}
+    for before, message in zip([None, *messages], messages, strict=False):
+        parents[message.pk] = message.parent_id or (before.pk if before is not None else None)
+    leaf = chat.leaf_id if chat.leaf_id in parents else (messages[-1].pk if messages else None)
+    return ChatTree(messages=messages, parents=parents, leaf_id=leaf)
 
 
 def user_is_member(*, user, chat_id) -> bool:
