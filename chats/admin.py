@@ -4,8 +4,11 @@ which shows their reconciled liveness and acts through the services of every app
 from __future__ import annotations
 
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
-from chats.models import Membership, Message, Workspace
+from chats.models import ChatImport, Membership, Message, Workspace
 
 
 class MembershipInline(admin.TabularInline):
@@ -55,3 +58,37 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["role", "status"]
     search_fields = ["id", "chat__title", "content"]
     readonly_fields = ["id", "chat", "stream", "created_at"]
+
+
+@admin.register(ChatImport)
+class ChatImportAdmin(admin.ModelAdmin):
+    """Imports as they happened: read-only (a record of what came in, by whom)."""
+
+    list_display = ["created_at", "workspace", "user", "source", "filename", "size", "chat_count", "message_count"]
+    list_filter = ["source"]
+    search_fields = ["filename", "workspace__name", "user__username"]
+    date_hierarchy = "created_at"
+    fields = ["id", "created_at", "workspace", "user", "source", "filename", "size", "message_count", "chats", "notes_list"]
+    readonly_fields = fields
+
+    @admin.display(description="chats")
+    def chat_count(self, record: ChatImport) -> int:
+        return len(record.chat_ids)
+
+    @admin.display(description="chats created")
+    def chats(self, record: ChatImport):
+        links = ((reverse("admin:chats_chat_change", args=[pk]), pk) for pk in record.chat_ids)
+        return format_html_join(mark_safe("<br>"), '<a href="{}">{}</a>', links) or "–"
+
+    @admin.display(description="notes")
+    def notes_list(self, record: ChatImport):
+        return format_html_join(mark_safe("<br>"), "{}", ((note,) for note in record.notes)) or "–"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

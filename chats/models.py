@@ -154,3 +154,31 @@ class Message(models.Model):
     @property
     def usage(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in USAGE_FIELDS}
+
+
+class ChatImport(models.Model):
+    """A file imported into a workspace (``chats.imports``): who, what and the chats it made. Only a
+    whole import is recorded: a refused file leaves no row (and no chat)."""
+
+    class Source(models.TextChoices):
+        MOTHERSHIP = "mothership", "Mothership JSON export"
+        CHATGPT = "chatgpt", "ChatGPT conversations.json"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="imports")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    filename = models.CharField(max_length=255, blank=True, default="")
+    size = models.PositiveBigIntegerField(help_text="bytes")
+    # Ids, not foreign keys: a chat purged from the trash later leaves the record as it was.
+    chat_ids = models.JSONField(default=list, blank=True)
+    message_count = models.PositiveIntegerField(default=0)
+    # What was left out, in words (an image part, a tool's output…), per conversation.
+    notes = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.filename or self.source} → {self.workspace_id} ({len(self.chat_ids)} chats)"

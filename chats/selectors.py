@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, QuerySet
@@ -16,11 +17,13 @@ from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
 
 __all__ = [
+    "ChatTree",
     "branch_leaf",
     "chat_branch",
     "chat_get_for_member",
     "chat_get_for_trash",
     "chat_search",
+    "chat_tree",
     "conversation_prefix",
     "conversation_prefixes",
     "conversation_size",
@@ -229,6 +232,42 @@ def chat_message_get(*, chat: Chat, message_id) -> Message | None:
         return None
     siblings = list(_ordered(chat.messages.filter(parent_id=message.parent_id)).values_list("id", flat=True))
     return _with_siblings([message], {message.pk: siblings})[0]
+
+
+@dataclass(frozen=True)
+class ChatTree:
+    """Every message of a chat (oldest first), each one's parent, and the leaf of the branch shown."""
+
+    messages: list[Message]
+    parents: dict[uuid.UUID, uuid.UUID | None]
+    leaf_id: uuid.UUID | None
+
+    def branch(self) -> list[Message]:
+        """The branch shown: the path from the root to the leaf."""
+        by_id = {m.pk: m for m in self.messages}
+        path, seen, at = [], set(), self.leaf_id
+        while at in by_id and at not in seen:  # seen: a corrupt parent loop ends the walk, never hangs it
+            seen.add(at)
+            path.append(by_id[at])
+            at = self.parents[at]
+        return path[::-1]
+
+
+def chat_tree(*, chat: Chat) -> ChatTree:
+    """A chat's messages as a tree (an export's whole content), in one query.
+
+    The same branch as every other read (``_branch``): when no message names a parent (rows
+    written in bulk by a script), they are one branch in the order they were written.
+    The leaf is ``leaf_id`` when it is one of the chat's messages, else the newest message.
+    """
+    messages = list(_ordered(chat.messages.all()))
+    parents: dict[uuid.UUID, uuid.UUID | None] = {m.pk: m.parent_id for m in messages}
+    if all(parent is None for parent in parents.values()):
+        parents = {
+            m.pk: (before.pk if before is not None else None) for before, m in zip([None, *messages], messages, strict=False)
+        }
+    leaf = chat.leaf_id if chat.leaf_id in parents else (messages[-1].pk if messages else None)
+    return ChatTree(messages=messages, parents=parents, leaf_id=leaf)
 
 
 def user_is_member(*, user, chat_id) -> bool:

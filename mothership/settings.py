@@ -337,6 +337,8 @@ MOTHERSHIP_CANCEL_SETTLE_TIMEOUT = env_float("MOTHERSHIP_CANCEL_SETTLE_TIMEOUT",
 # A deleted chat stays in the trash, restorable, this many days; then the beat purges it.
 MOTHERSHIP_TRASH_DAYS = env_int("MOTHERSHIP_TRASH_DAYS", 30, minimum=1)
 MOTHERSHIP_TRASH_PURGE_INTERVAL = env_float("MOTHERSHIP_TRASH_PURGE_INTERVAL", 3600.0, minimum=1.0)
+# The largest file an import takes (POST /api/mothership/workspaces/<id>/import), bytes: past it, 413.
+MOTHERSHIP_IMPORT_MAX_BYTES = env_int("MOTHERSHIP_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
 # The frame clock's tick (streams.frames): 40 ms is 25 frames a second, smooth to the eye, and
 # cut the worker's CPU per turn by half against 15 ms (docs/benchmarks.md).
 MOTHERSHIP_DELTA_FLUSH_MS = env_float("MOTHERSHIP_DELTA_FLUSH_MS", 40.0, minimum=0.0)

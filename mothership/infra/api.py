@@ -43,6 +43,14 @@ class Gone(APIException):
     default_code = "gone"
 
 
+class PayloadTooLarge(APIException):
+    """413: an upload larger than the limit its endpoint names."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The file is too large."
+    default_code = "too_large"
+
+
 def _first_message(errors) -> str:
     if isinstance(errors, dict):
         for field, value in errors.items():

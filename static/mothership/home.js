@@ -2,6 +2,7 @@
 // count down, and the list is re-read now and then so a lost push never leaves a tile stale.
 // A tile's markup and labels live in one place, the server's templates/mothership/_tile.html:
 // a pushed tile carries it rendered ("html"), and a re-read takes it from the page itself.
+import { importForm } from "./imports.js";
 import { countdown, openSocket, relativeTime } from "./live.js";
 import { arrowKeys, findShortcut, serverSearch } from "./search.js";
 import { spendPanel } from "./spend.js";
@@ -16,6 +17,7 @@ const REREAD_MS = 15000;
 const firstPage = root.dataset.firstPage !== "false";
 const spend = document.getElementById("spend");
 spendPanel(spend);
+importForm(document.getElementById("import-form"));
 
 // Search the workspace's titles and messages: Ctrl+K (or "/") goes to the box, Enter opens the
 // first result, the arrow keys move through them, Esc clears.
