@@ -9,20 +9,25 @@ from django.db.models import Count, Exists, QuerySet, Sum
 from django.db.models.functions import Length
 from django.http import Http404
 
-from chats.models import Chat, Membership, Message, Workspace
+from chats.models import Chat, ChatShare, Membership, Message, Workspace
 from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
 
 MESSAGE_ORDER = ["created_at", "id"]
 
 __all__ = [
+    "chat_branch",
     "chat_get_for_member",
+    "chat_shares_active",
     "chat_get_for_trash",
     "conversation_prefix",
     "conversation_prefixes",
     "conversation_size",
     "member_chats",
     "parse_uuid",
+    "share_get_public",
+    "shares_active_count",
+    "shares_revocable",
     "trash_due",
     "user_is_member",
     "workspace_get",
@@ -191,3 +196,63 @@ def conversation_prefixes(*, chat_ids, systems: dict | None = None) -> dict[uuid
         if chat_id in prefixes:
             prefixes[chat_id] = _with_system(system, prefixes[chat_id])
     return prefixes
+
+
+def chat_branch(*, chat: Chat) -> list[Message]:
+    """The conversation as it is shown now: the path from the chat's leaf (``leaf_id``; None, or
+    one no longer in the chat: the newest message) up to its root, oldest first. A chat whose
+    messages carry no parent links at all (made before messages formed a tree) is one branch in
+    the order they were written. One query."""
+    rows = list(chat.messages.order_by(*MESSAGE_ORDER))
+    if not rows:
+        return []
+    if not any(row.parent_id for row in rows):
+        return rows
+    by_id = {row.pk: row for row in rows}
+    leaf = by_id.get(chat.leaf_id) or rows[-1]
+    path, seen = [], set()
+    while leaf is not None and leaf.pk not in seen:  # seen: a cycle written by hand ends the walk
+        seen.add(leaf.pk)
+        path.append(leaf)
+        leaf = by_id.get(leaf.parent_id)
+    return path[::-1]
+
+
+SHARE_TOKEN_MAX = 64  # longer is no token this app made: 404 without a query
+
+
+def share_get_public(*, token: str) -> ChatShare:
+    """The share behind a public link: ``Http404`` when unknown, revoked, or its chat is in the trash
+    (a restored chat's links work again)."""
+    share = (
+        ChatShare.objects.filter(token=token, revoked_at__isnull=True, chat__deleted_at__isnull=True).first()
+        if token and len(token) <= SHARE_TOKEN_MAX
+        else None
+    )
+    if share is None:
+        raise Http404("No such share link.")
+    return share
+
+
+def chat_shares_active(*, chat: Chat) -> QuerySet[ChatShare]:
+    """The chat's links that still answer, newest first (with who made each)."""
+    return chat.shares.filter(revoked_at__isnull=True).select_related("created_by").order_by("-created_at", "-id")
+
+
+def shares_active_count(*, user) -> int:
+    """The links ``user`` made that are not revoked (those of chats in the trash included: they come back on restore)."""
+    return ChatShare.objects.filter(created_by=user, revoked_at__isnull=True).count()
+
+
+def user_may_revoke_share(*, user, share: ChatShare, chat: Chat, manages: bool | None = None) -> bool:
+    """Its maker, the chat's creator or an owner of its workspace (``manages``: the last two, if known)."""
+    if share.created_by_id == user.pk:
+        return True
+    return user_may_manage(user=user, chat=chat) if manages is None else manages
+
+
+def shares_revocable(*, user, chat: Chat) -> QuerySet[ChatShare]:
+    """The chat's active links ``user`` (a member) may revoke: every one for its creator and the
+    workspace's owners, the ones they made for anyone else."""
+    active = chat.shares.filter(revoked_at__isnull=True)
+    return active if user_may_manage(user=user, chat=chat) else active.filter(created_by=user)

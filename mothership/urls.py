@@ -49,6 +49,7 @@ api_patterns = [
     path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
     path("mothership/chats/<str:chat_id>/restore", mothership_api.ChatRestoreApi.as_view(), name="api-chat-restore"),
     path("mothership/chats/<str:chat_id>/seen", mothership_api.ChatSeenApi.as_view(), name="api-chat-seen"),
+    path("mothership/chats/<str:chat_id>/share", chat_api.ChatShareApi.as_view(), name="api-chat-share"),
     path("mothership/chats/<str:chat_id>/warming", warming_api.ChatWarmingApi.as_view(), name="api-chat-warming"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
 ]
@@ -60,6 +61,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("chats/new", views.chat_new, name="chat-new"),
     path("chats/<str:chat_id>/", views.chat_page, name="chat"),
+    path("s/<str:token>", views.share_page, name="share"),
     path("healthz", views.healthz, name="healthz"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include(account_patterns)),

@@ -8,6 +8,7 @@ import { followEnd } from "./scroll.js";
 import { chatSettings } from "./chatsettings.js";
 import { showToolCall, showToolCalls } from "./toolcards.js";
 import { rememberTrashed, trashChat } from "./trash.js";
+import { sharePanel } from "./share.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -23,6 +24,7 @@ const csrf = document.querySelector("input[name=csrfmiddlewaretoken]")?.value;
 const TERMINAL = ["stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"];
 const warming = warmingPanel(document.getElementById("warming"), chatId);
 const conversations = conversationList({ currentChatId: chatId });
+sharePanel({ chatId, csrf });
 
 const state = {
   activeStreamId: root.dataset.activeStream || null,
