@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.core.exceptions import PermissionDenied
@@ -26,6 +27,7 @@ __all__ = [
     "member_chats",
     "parse_uuid",
     "share_get_public",
+    "shares_for_revoke",
     "shares_active_count",
     "shares_revocable",
     "trash_due",
@@ -218,7 +220,13 @@ def chat_branch(*, chat: Chat) -> list[Message]:
     return path[::-1]
 
 
-SHARE_TOKEN_MAX = 64  # longer is no token this app made: 404 without a query
+# What this app's tokens look like (``secrets.token_urlsafe``): anything else is 404 without a
+# query (PostgreSQL refuses a NUL byte in a text parameter: that would be a 500).
+SHARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_share_token(token) -> bool:
+    return isinstance(token, str) and SHARE_TOKEN.fullmatch(token) is not None
 
 
 def share_get_public(*, token: str) -> ChatShare:
@@ -226,7 +234,7 @@ def share_get_public(*, token: str) -> ChatShare:
     (a restored chat's links work again)."""
     share = (
         ChatShare.objects.filter(token=token, revoked_at__isnull=True, chat__deleted_at__isnull=True).first()
-        if token and len(token) <= SHARE_TOKEN_MAX
+        if is_share_token(token)
         else None
     )
     if share is None:
@@ -256,3 +264,28 @@ def shares_revocable(*, user, chat: Chat) -> QuerySet[ChatShare]:
     workspace's owners, the ones they made for anyone else."""
     active = chat.shares.filter(revoked_at__isnull=True)
     return active if user_may_manage(user=user, chat=chat) else active.filter(created_by=user)
+
+
+SHARE_REVOKE_REFUSED = "Only the member who made a share link, the chat's creator or an owner of its workspace may revoke it."
+
+
+def shares_for_revoke(*, user, chat: Chat, token: str | None = None) -> QuerySet[ChatShare]:
+    """The active links ``user`` asks to revoke: the one with ``token``, or every one of the chat
+    (all or none). ``Http404`` for a token that is no active link of the chat; ``PermissionDenied``
+    when any of them is not theirs to revoke (``shares_revocable``)."""
+    active = chat_shares_active(chat=chat)
+    revocable = shares_revocable(user=user, chat=chat)
+    if token is not None:
+        share = active.filter(token=token).first() if is_share_token(token) else None
+        if share is None:
+            raise Http404("No such active share link of this chat.")
+        if not revocable.filter(pk=share.pk).exists():
+            raise PermissionDenied(SHARE_REVOKE_REFUSED)
+        return revocable.filter(pk=share.pk)
+    others = active.exclude(pk__in=revocable.values("pk")).count()
+    if others:
+        raise PermissionDenied(
+            f"{SHARE_REVOKE_REFUSED} {others} of this chat's links were made by other members; "
+            "revoke yours one at a time with ?token=<token>."
+        )
+    return revocable

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -17,9 +15,6 @@ class WorkspaceListApi(APIView):
     @extend_schema(responses=WorkspaceOutput(many=True))
     def get(self, request):
         return Response(WorkspaceOutput(selectors.workspace_list(user=request.user), many=True).data)
-
-
-SHARE_REVOKE_REFUSED = "Only the member who made a share link, the chat's creator or an owner of its workspace may revoke it."
 
 
 class ChatShareApi(APIView):
@@ -73,7 +68,7 @@ class ChatShareApi(APIView):
         parameters=[DeleteInput],
         responses={
             200: serializers.DictField(child=serializers.IntegerField(), help_text='{"revoked": <links revoked now>}'),
-            403: OpenApiResponse(description=SHARE_REVOKE_REFUSED),
+            403: OpenApiResponse(description=selectors.SHARE_REVOKE_REFUSED),
         },
     )
     def delete(self, request, chat_id):
@@ -84,21 +79,8 @@ class ChatShareApi(APIView):
         chat = selectors.chat_get_for_member(user=request.user, chat_id=chat_id)
         params = self.DeleteInput(data=request.query_params)
         params.is_valid(raise_exception=True)
-        revocable = selectors.shares_revocable(user=request.user, chat=chat)
-        if "token" in params.validated_data:
-            share = selectors.chat_shares_active(chat=chat).filter(token=params.validated_data["token"]).first()
-            if share is None:
-                raise Http404("No such active share link of this chat.")
-            if not revocable.filter(pk=share.pk).exists():
-                raise PermissionDenied(SHARE_REVOKE_REFUSED)
-            return Response({"revoked": services.shares_revoke(shares=revocable.filter(pk=share.pk))})
-        others = selectors.chat_shares_active(chat=chat).exclude(pk__in=revocable.values("pk")).count()
-        if others:
-            raise PermissionDenied(
-                f"{SHARE_REVOKE_REFUSED} {others} of this chat's links were made by other members; "
-                "revoke yours one at a time with ?token=<token>."
-            )
-        return Response({"revoked": services.shares_revoke(shares=revocable)})
+        shares = selectors.shares_for_revoke(user=request.user, chat=chat, token=params.validated_data.get("token"))
+        return Response({"revoked": services.shares_revoke(shares=shares)})
 
     @staticmethod
     def _context(request, chat) -> dict:

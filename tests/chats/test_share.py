@@ -12,9 +12,8 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from chats.api.views import SHARE_REVOKE_REFUSED
 from chats.models import Chat, ChatShare, Membership, Message
-from chats.selectors import chat_branch
+from chats.selectors import SHARE_REVOKE_REFUSED, chat_branch
 from mothership.infra.throttles import user_rate_reset
 from mothership.services import trash_purge
 from tests import factories
@@ -345,7 +344,7 @@ def test_making_links_is_rate_limited_429_with_retry_after(api, user, chat, sett
         user_rate_reset(scope="share", user=user)
 
 
-@pytest.mark.parametrize("query", ["token=", "token=" + "x" * 65, "token=nope"])
+@pytest.mark.parametrize("query", ["token=", "token=" + "x" * 65, "token=nope", "token=%00", "token=a%2Fb"])
 def test_bad_tokens_are_a_clear_4xx_and_revoke_nothing(api, chat, query):
     url = api.post(f"/api/mothership/chats/{chat.id}/share").json()["url"]
 
@@ -353,8 +352,20 @@ def test_bad_tokens_are_a_clear_4xx_and_revoke_nothing(api, chat, query):
 
     assert answer.status_code in (400, 404) and answer.json()["detail"]
     assert Client().get(_share_path(url)).status_code == 200
-    for path in ("/s/" + "x" * 500, "/s/%00", "/s/..%2f"):
+    for path in ("/s/" + "x" * 500, "/s/%00", "/s/a%00b", "/s/..%2f", "/s/%C3%A9", "/s/a%20b"):
         assert Client().get(path).status_code == 404
+
+
+def test_the_page_has_the_policy_and_no_script_or_inline_style(api, chat):
+    _conversation(chat)
+    url = api.post(f"/api/mothership/chats/{chat.id}/share").json()["url"]
+
+    page = Client().get(_share_path(url))
+
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "unsafe" not in policy
+    html = page.content.decode()
+    assert "<script" not in html and " style=" not in html and "<style" not in html
 
 
 def test_the_chat_page_lists_its_active_links_with_copy_and_revoke(client, user, api, chat):
