@@ -1,4 +1,4 @@
-"""Admin for workspaces, memberships and messages. Chats are administered by ``mothership.admin``,
+"""Admin for workspaces, memberships, messages and share links. Chats are administered by ``mothership.admin``,
 which shows their reconciled liveness and acts through the services of every app."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from chats.models import ChatImport, Membership, Message, Workspace
+from chats.models import ChatImport, ChatShare, Membership, Message, Workspace
+from chats.services import shares_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -84,6 +85,33 @@ class ChatImportAdmin(admin.ModelAdmin):
     def notes_list(self, record: ChatImport):
         return format_html_join(mark_safe("<br>"), "{}", ((note,) for note in record.notes)) or "–"
 
+
+class ShareActiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "revoked"
+
+    def lookups(self, request, model_admin):
+        return [("no", "active"), ("yes", "revoked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ChatShare)
+class ChatShareAdmin(admin.ModelAdmin):
+    """Share links: made by members on the chat page (never here); staff may revoke them."""
+
+    list_display = ["title", "chat", "created_by", "created_at", "revoked", "revoked_at"]
+    list_filter = [ShareActiveFilter, "created_at"]
+    search_fields = ["title", "chat__title", "created_by__username", "token"]
+    list_select_related = ["chat", "created_by"]
+    readonly_fields = ["token", "chat", "created_by", "created_at", "revoked_at", "title", "messages"]
+    actions = ["revoke"]
+
     def has_add_permission(self, request):
         return False
 
@@ -92,3 +120,16 @@ class ChatImportAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(boolean=True, description="revoked")
+    def revoked(self, obj) -> bool:
+        return obj.revoked_at is not None
+
+    @admin.action(description="Revoke the selected share links (they answer 404)", permissions=["change"])
+    def revoke(self, request, queryset):
+        selected = queryset.count()
+        active = list(queryset.filter(revoked_at__isnull=True))
+        count = shares_revoke(shares=queryset.filter(pk__in=[share.pk for share in active]))
+        for share in active:
+            self.log_change(request, share, "Revoked.")
+        self.message_user(request, f"Revoke: {count} revoked, {selected - count} already revoked.")

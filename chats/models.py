@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -182,3 +183,37 @@ class ChatImport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.filename or self.source} → {self.workspace_id} ({len(self.chat_ids)} chats)"
+
+
+def share_token() -> str:
+    """A share link's secret: 32 URL-safe characters (192 random bits)."""
+    return secrets.token_urlsafe(24)
+
+
+class ChatShare(models.Model):
+    """A read-only public snapshot of a chat's shown branch, readable by anyone with its token.
+
+    The snapshot is copied when the link is made: later messages, edits and another branch never
+    change what a link shows. It holds no ids (of the chat, its messages, users or workspace)."""
+
+    token = models.CharField(max_length=64, unique=True, default=share_token, editable=False)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="shares")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Revoked then: the link answers 404 for good. A link of a chat in the trash answers 404 too,
+    # and again its snapshot once the chat is restored.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    title = models.CharField(max_length=200)
+    # [{"role", "content", "status", "created_at", "tool_calls": [{"tool", "status"}]}], oldest first.
+    messages = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["created_by", "revoked_at"], name="share_creator_active")]
+
+    def __str__(self) -> str:
+        return f"share of {self.title}"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -12,15 +13,17 @@ from django.http import Http404
 from django.utils.dateparse import parse_datetime
 
 from chats import search
-from chats.models import Chat, Membership, Message, Workspace
+from chats.models import Chat, ChatShare, Membership, Message, Workspace
 from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
 
 __all__ = [
     "ChatTree",
     "branch_leaf",
+    "chat_branch_messages",
     "chat_branch",
     "chat_get_for_member",
+    "chat_shares_active",
     "chat_get_for_trash",
     "chat_search",
     "chat_tree",
@@ -29,6 +32,10 @@ __all__ = [
     "conversation_size",
     "member_chats",
     "parse_uuid",
+    "share_get_public",
+    "shares_for_revoke",
+    "shares_active_count",
+    "shares_revocable",
     "trash_due",
     "user_is_member",
     "workspace_get",
@@ -329,3 +336,79 @@ def conversation_prefixes(*, chat_ids, systems: dict | None = None, leaves: dict
     return {
         chat_id: _with_system(systems.get(chat_id, ""), _prefix(nodes, leaves.get(chat_id))) for chat_id, nodes in trees.items()
     }
+
+
+def chat_branch_messages(*, chat: Chat) -> list[Message]:
+    """The conversation as it is shown now: the messages from its first to its leaf (``chat_tree``)."""
+    return chat_tree(chat=chat).branch()
+
+
+# What this app's tokens look like (``secrets.token_urlsafe``): anything else is 404 without a
+# query (PostgreSQL refuses a NUL byte in a text parameter: that would be a 500).
+SHARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_share_token(token) -> bool:
+    return isinstance(token, str) and SHARE_TOKEN.fullmatch(token) is not None
+
+
+def share_get_public(*, token: str) -> ChatShare:
+    """The share behind a public link: ``Http404`` when unknown, revoked, or its chat is in the trash
+    (a restored chat's links work again)."""
+    share = (
+        ChatShare.objects.filter(token=token, revoked_at__isnull=True, chat__deleted_at__isnull=True).first()
+        if is_share_token(token)
+        else None
+    )
+    if share is None:
+        raise Http404("No such share link.")
+    return share
+
+
+def chat_shares_active(*, chat: Chat) -> QuerySet[ChatShare]:
+    """The chat's links that still answer, newest first (with who made each)."""
+    return chat.shares.filter(revoked_at__isnull=True).select_related("created_by").order_by("-created_at", "-id")
+
+
+def shares_active_count(*, user) -> int:
+    """The links ``user`` made that are not revoked (those of chats in the trash included: they come back on restore)."""
+    return ChatShare.objects.filter(created_by=user, revoked_at__isnull=True).count()
+
+
+def user_may_revoke_share(*, user, share: ChatShare, chat: Chat, manages: bool | None = None) -> bool:
+    """Its maker, the chat's creator or an owner of its workspace (``manages``: the last two, if known)."""
+    if share.created_by_id == user.pk:
+        return True
+    return user_may_manage(user=user, chat=chat) if manages is None else manages
+
+
+def shares_revocable(*, user, chat: Chat) -> QuerySet[ChatShare]:
+    """The chat's active links ``user`` (a member) may revoke: every one for its creator and the
+    workspace's owners, the ones they made for anyone else."""
+    active = chat.shares.filter(revoked_at__isnull=True)
+    return active if user_may_manage(user=user, chat=chat) else active.filter(created_by=user)
+
+
+SHARE_REVOKE_REFUSED = "Only the member who made a share link, the chat's creator or an owner of its workspace may revoke it."
+
+
+def shares_for_revoke(*, user, chat: Chat, token: str | None = None) -> QuerySet[ChatShare]:
+    """The active links ``user`` asks to revoke: the one with ``token``, or every one of the chat
+    (all or none). ``Http404`` for a token that is no active link of the chat; ``PermissionDenied``
+    when any of them is not theirs to revoke (``shares_revocable``)."""
+    active = chat_shares_active(chat=chat)
+    revocable = shares_revocable(user=user, chat=chat)
+    if token is not None:
+        share = active.filter(token=token).first() if is_share_token(token) else None
+        if share is None:
+            raise Http404("No such active share link of this chat.")
+        if not revocable.filter(pk=share.pk).exists():
+            raise PermissionDenied(SHARE_REVOKE_REFUSED)
+        return revocable.filter(pk=share.pk)
+    others = active.exclude(pk__in=revocable.values("pk")).count()
+    if others:
+        raise PermissionDenied(
+            f"{SHARE_REVOKE_REFUSED} {others} of this chat's links were made by other members; "
+            "revoke yours one at a time with ?token=<token>."
+        )
+    return revocable

@@ -8,7 +8,8 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from chats.models import MAX_PINNED, UNTITLED, Chat, ChatVisit, Membership, Message, Workspace
+from chats.models import MAX_PINNED, UNTITLED, Chat, ChatShare, ChatVisit, Membership, Message, Workspace
+from chats.selectors import chat_branch_messages, shares_active_count
 from chats.signals import chat_archived, chat_created, chat_renamed, chat_restored, chat_trashed
 from mothership.infra.mcp.config import split_tool_name
 from mothership.infra.signals import send_logged
@@ -248,3 +249,52 @@ def chats_purge(*, chat_ids) -> dict[str, int]:
         "messages": per_model.get(Message._meta.label, 0),
         "streams": per_model.get("streams.Stream", 0),
     }
+
+
+class ShareLimitReached(Exception):
+    """The user already has MOTHERSHIP_SHARES_PER_USER active share links."""
+
+
+def share_snapshot(*, chat: Chat) -> list[dict]:
+    """The shown branch as a share keeps it: role, text, status, time and each tool call's name and
+    outcome; no ids, no usage, no tool arguments or results. Messages with nothing to show (a
+    reply not yet written, one still streaming) are left out."""
+    shown = []
+    for message in chat_branch_messages(chat=chat):
+        calls = [
+            {"tool": str(call.get("tool", "")), "status": str(call.get("status", ""))}
+            for call in message.tool_calls or []
+            if isinstance(call, dict)
+        ]
+        if not message.content and not calls:
+            continue
+        shown.append(
+            {
+                "role": message.role,
+                "content": message.content,
+                "status": message.status,
+                "created_at": message.created_at.isoformat(),
+                "tool_calls": calls,
+            }
+        )
+    return shown
+
+
+def share_create(*, chat: Chat, created_by) -> ChatShare:
+    """A new public link to a snapshot of the chat as it is shown now (each call a new link; the
+    older ones stay until revoked). ``ShareLimitReached`` past MOTHERSHIP_SHARES_PER_USER."""
+    with transaction.atomic():
+        # The maker's row locked: two racing shares of one user count one after the other.
+        User.objects.select_for_update().filter(pk=created_by.pk).first()
+        limit = settings.MOTHERSHIP_SHARES_PER_USER
+        if shares_active_count(user=created_by) >= limit:
+            raise ShareLimitReached(
+                f"You have {limit} active share links, the most allowed (MOTHERSHIP_SHARES_PER_USER); revoke one to share again."
+            )
+        return ChatShare.objects.create(chat=chat, created_by=created_by, title=chat.title, messages=share_snapshot(chat=chat))
+
+
+def shares_revoke(*, shares) -> int:
+    """Revoke these links (a queryset of ``ChatShare``): they answer 404 from now on, for good.
+    The ones already revoked keep their time. How many were revoked now."""
+    return shares.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -339,6 +339,8 @@ MOTHERSHIP_TRASH_DAYS = env_int("MOTHERSHIP_TRASH_DAYS", 30, minimum=1)
 MOTHERSHIP_TRASH_PURGE_INTERVAL = env_float("MOTHERSHIP_TRASH_PURGE_INTERVAL", 3600.0, minimum=1.0)
 # The largest file an import takes (POST /api/mothership/workspaces/<id>/import), bytes: past it, 413.
 MOTHERSHIP_IMPORT_MAX_BYTES = env_int("MOTHERSHIP_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
+# Share links (``/s/<token>``) a user may have active at once; one more answers 409 until one is revoked.
+MOTHERSHIP_SHARES_PER_USER = env_int("MOTHERSHIP_SHARES_PER_USER", 100, minimum=1)
 # The frame clock's tick (streams.frames): 40 ms is 25 frames a second, smooth to the eye, and
 # cut the worker's CPU per turn by half against 15 ms (docs/benchmarks.md).
 MOTHERSHIP_DELTA_FLUSH_MS = env_float("MOTHERSHIP_DELTA_FLUSH_MS", 40.0, minimum=0.0)
@@ -359,6 +361,8 @@ MOTHERSHIP_SEND_RATE = env_rate("MOTHERSHIP_SEND_RATE", "60/min")
 MOTHERSHIP_WARMING_CHANGE_RATE = env_rate("MOTHERSHIP_WARMING_CHANGE_RATE", "60/min")
 MOTHERSHIP_WARM_NOW_RATE = env_rate("MOTHERSHIP_WARM_NOW_RATE", "10/min")
 MOTHERSHIP_CHAT_CREATE_RATE = env_rate("MOTHERSHIP_CHAT_CREATE_RATE", "30/min")
+# Share links made (each a copy of the conversation).
+MOTHERSHIP_SHARE_RATE = env_rate("MOTHERSHIP_SHARE_RATE", "30/min")
 # Tool calls a member's turns may make (every model's call counts, made or refused past it).
 MOTHERSHIP_TOOL_CALL_RATE = env_rate("MOTHERSHIP_TOOL_CALL_RATE", "120/min")
 # ``/ws/?token=<API token>``: off, since proxies log URLs; API clients use a socket ticket

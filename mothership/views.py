@@ -1,4 +1,4 @@
-"""The dashboard of task tiles, and the health check."""
+"""The dashboard of task tiles, the chat page, the public share page, and the health check."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import redis
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import Throttled
 
 from chats import selectors as chat_selectors
 from chats import services as chat_services
+from chats.api.serializers import share_url
 from chats.models import SYSTEM_PROMPT_MAX
 from mothership import selectors, services
 from mothership.infra import cursors
+from mothership.infra.markdown import render_markdown
 from mothership.infra.redis import get_redis
 from mothership.infra.throttles import user_rate_check
 from spend.selectors import budget_status
@@ -93,12 +96,14 @@ def chat_page(request, chat_id):
     conversations, _ = selectors.chat_list(user=request.user, workspace=detail.view.chat.workspace, limit=CHAT_LIST_SIDE)
     if all(view.chat.pk != detail.view.chat.pk for view in conversations):
         conversations = [detail.view, *conversations]
+    chat = detail.view.chat
+    can_manage = chat_selectors.user_may_manage(user=request.user, chat=chat)
     context = {
         "conversations": conversations,
         "detail": detail,
         "chat": detail.view.chat,
         # Close and the warming controls only for those who may use them (the server refuses others).
-        "can_manage": chat_selectors.user_may_manage(user=request.user, chat=detail.view.chat),
+        "can_manage": can_manage,
         # The model picker, when the deployment offers more than one (LLM_MODELS).
         "models": [m.public() for m in models()],
         "chat_model": model_for(detail.view.chat.model_id).id,
@@ -115,10 +120,53 @@ def chat_page(request, chat_id):
         "tool_servers": selectors.chat_tool_choices(detail.view.chat.tools),
         # A live turn's calls so far (from its log), drawn as cards until its seal saves them.
         "active_tool_calls": (detail.stream or {}).get("tool_calls") or [],
+        # Its active share links (the Share section), each with whether this member may revoke it.
+        "shares": [
+            {
+                "share": share,
+                "url": share_url(request, share.token),
+                "can_revoke": chat_selectors.user_may_revoke_share(user=request.user, share=share, chat=chat, manages=can_manage),
+            }
+            for share in chat_selectors.chat_shares_active(chat=chat)
+        ],
         "warming_min": settings.MOTHERSHIP_WARMING_MIN_INTERVAL,
         "warming_max": settings.MOTHERSHIP_WARMING_MAX_INTERVAL,
     }
     return render(request, "mothership/chat.html", context)
+
+
+# A share page is public: never indexed, never cached by a shared cache (a revoked link must stop
+# answering at once), and a link followed from it tells the other site nothing.
+SHARE_HEADERS = {"X-Robots-Tag": "noindex, nofollow", "Referrer-Policy": "no-referrer"}
+
+
+@never_cache
+@require_GET
+def share_page(request, token):
+    """``/s/<token>``: a share link's read-only snapshot, no login needed; 404 once revoked, or while
+    its chat is in the trash. It shows the title, the messages (replies as sanitized Markdown) and
+    the time it was made: no id of the chat, its messages, users or workspace."""
+    try:
+        share = chat_selectors.share_get_public(token=token)
+    except Http404:
+        return _share_response(render(request, "mothership/share_missing.html", status=404))
+    messages = [
+        {
+            "role": row.get("role", ""),
+            "status": row.get("status", ""),
+            "html": render_markdown(row.get("content", "")) if row.get("role") == "assistant" else None,
+            "text": row.get("content", ""),
+            "tool_calls": row.get("tool_calls") or [],
+        }
+        for row in share.messages
+    ]
+    return _share_response(render(request, "mothership/share.html", {"share": share, "messages": messages}))
+
+
+def _share_response(response: HttpResponse) -> HttpResponse:
+    for name, value in SHARE_HEADERS.items():
+        response.headers[name] = value
+    return response
 
 
 @require_GET
@@ -145,7 +193,7 @@ def healthz(request):
     return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
 
 
-__all__ = ["home", "chat_new", "chat_page", "healthz"]
+__all__ = ["home", "chat_new", "chat_page", "share_page", "healthz"]
 
 
 def not_found(request, exception=None):

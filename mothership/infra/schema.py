@@ -45,6 +45,7 @@ LIMITED_OPERATIONS = {
     ("/api/mothership/chats", "post"),
     ("/api/mothership/chats/{chat_id}/messages", "post"),
     ("/api/mothership/chats/{chat_id}/warming", "put"),
+    ("/api/mothership/chats/{chat_id}/share", "post"),
 }
 
 

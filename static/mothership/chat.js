@@ -10,6 +10,7 @@ import { showToolCall, showToolCalls } from "./toolcards.js";
 import { rememberTrashed, trashChat } from "./trash.js";
 import { branches } from "./branches.js";
 import { organize } from "./organize.js";
+import { sharePanel } from "./share.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -25,6 +26,7 @@ const csrf = document.querySelector("input[name=csrfmiddlewaretoken]")?.value;
 const TERMINAL = ["stream.completed", "stream.cancelled", "stream.interrupted", "stream.failed"];
 const warming = warmingPanel(document.getElementById("warming"), chatId);
 const conversations = conversationList({ currentChatId: chatId });
+sharePanel({ chatId, csrf });
 
 const state = {
   activeStreamId: root.dataset.activeStream || null,
