@@ -72,6 +72,15 @@ class ChatImportAdmin(admin.ModelAdmin):
     fields = ["id", "created_at", "workspace", "user", "source", "filename", "size", "message_count", "chats", "notes_list"]
     readonly_fields = fields
 
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
     @admin.display(description="chats")
     def chat_count(self, record: ChatImport) -> int:
         return len(record.chat_ids)
@@ -113,12 +122,6 @@ class ChatShareAdmin(admin.ModelAdmin):
     actions = ["revoke"]
 
     def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.display(boolean=True, description="revoked")

@@ -172,9 +172,9 @@ def test_the_snapshot_is_the_conversation_as_it_was_later_messages_and_edits_do_
 
 def test_the_snapshot_is_the_branch_shown_not_its_siblings(api, chat):
     # given an edited question: two versions, each answered, the second shown
-    first = factories.MessageFactory(chat=chat, role="user", content="Question as first asked")
+    first = factories.MessageFactory(chat=chat, role="user", content="Question as first asked", parent=None)
     factories.MessageFactory(chat=chat, role="assistant", content="First answer", parent=first)
-    second = factories.MessageFactory(chat=chat, role="user", content="Question as edited")
+    second = factories.MessageFactory(chat=chat, role="user", content="Question as edited", parent=None)
     second_answer = factories.MessageFactory(chat=chat, role="assistant", content="Second answer", parent=second)
     Chat.objects.filter(pk=chat.pk).update(leaf_id=second_answer.pk)
 
