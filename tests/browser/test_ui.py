@@ -162,7 +162,7 @@ def test_the_dashboard_reads_on_a_phone_and_creates_chats(login, user, chat, sta
     assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
     # Keyboard reachable: Tab walks every control, each with a name, the composer and then Send among them.
     focused = []
-    for _ in range(20):
+    for _ in range(40):
         page.keyboard.press("Tab")
         focused.append(
             page.evaluate(
