@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import MultiPartParser
@@ -183,7 +183,7 @@ class ChatShareApi(APIView):
     @extend_schema(
         parameters=[DeleteInput],
         responses={
-            200: serializers.DictField(child=serializers.IntegerField(), help_text='{"revoked": <links revoked now>}'),
+            200: inline_serializer("ShareRevokeOutput", {"revoked": serializers.IntegerField(help_text="Links revoked now.")}),
             403: OpenApiResponse(description=selectors.SHARE_REVOKE_REFUSED),
         },
     )

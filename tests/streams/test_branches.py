@@ -169,3 +169,20 @@ def test_the_shown_branch_pages_back_to_its_first_message(api, chat):
     earlier = page.headers["Link"].split(";")[0].strip("<>")
     rest = api.get(earlier).json()
     assert [m["content"] for m in rest] == ["uno"]
+
+
+def test_a_link_to_a_message_on_another_branch_opens_that_branch_unless_a_reply_streams(api, browser_client, chat):
+    _, first, reply = run_turn(chat, "one")
+    again = api.post(_url(chat, f"/messages/{reply.pk}/regenerate")).json()
+    # While the new version streams, the link shows the chat as it is (the branch being written).
+    page = browser_client.get(f"/chats/{chat.id}/?message={reply.pk}")
+    assert page.status_code == 200 and f'data-message-id="{reply.pk}"' not in page.content.decode()
+    stream_run(stream_id=again["stream_id"])
+
+    page = browser_client.get(f"/chats/{chat.id}/?message={reply.pk}")  # a search result's link
+
+    assert f'data-message-id="{reply.pk}"' in page.content.decode()
+    chat.refresh_from_db()
+    assert chat.leaf_id == reply.pk
+    for odd in ("not-a-uuid", str(first.id)):  # not a message of the chat: the page opens as it is
+        assert browser_client.get(f"/chats/{chat.id}/?message={odd}").status_code == 200

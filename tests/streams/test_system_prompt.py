@@ -30,7 +30,8 @@ def instant_model(settings):
 
 
 def test_the_api_sets_shows_and_clears_the_system_prompt(api, workspace, user):
-    made = api.post("/api/mothership/chats", {"workspace": str(workspace.id), "system_prompt": PROMPT}, format="json")
+    body = {"workspace": str(workspace.id), "title": "Prompted", "system_prompt": PROMPT}  # titled: listed before a message
+    made = api.post("/api/mothership/chats", body, format="json")
     assert made.status_code == 201
     chat_id = made.json()["id"]
     assert api.get(f"/api/mothership/chats/{chat_id}").json()["system_prompt"] == PROMPT
