@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from chats.models import Chat, Message
 from chats.services import chat_create, workspace_create
 
-from .pages import axe_violations, rendered_text, send
+from .pages import axe_violations, rendered_text, send, wait_streaming
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -29,6 +29,13 @@ def _ended(page):
     expect(page.locator("#send")).to_have_text("Send")
 
 
+def _stopped_early(page):
+    """A few words in, Stop: versions need text, not whole replies (the suite's time)."""
+    wait_streaming(page, 3)
+    page.click("#stop")
+    _ended(page)
+
+
 def _leaf(chat) -> Message:
     return Message.objects.get(pk=Chat.objects.get(pk=chat.pk).leaf_id)
 
@@ -37,12 +44,12 @@ def test_regenerate_and_edit_keep_versions_and_the_arrows_switch_between_them(lo
     _context, page = login(user)
     page.goto(f"{stack.url}/chats/{chat.id}/")
     send(page, "Name three moons")
-    _ended(page)
+    _stopped_early(page)
     first = _leaf(chat)
     reply = page.locator(".msg--assistant").last
 
     reply.get_by_role("button", name="Regenerate").click()
-    _ended(page)
+    _stopped_early(page)
     second = _leaf(chat)
     assert second.pk != first.pk
     expect(reply.locator(".msg-versions")).to_contain_text("2 / 2")
@@ -56,7 +63,7 @@ def test_regenerate_and_edit_keep_versions_and_the_arrows_switch_between_them(lo
     question.get_by_role("button", name="Edit").click()
     question.get_by_label("Edit your message").fill("Name four moons")
     question.get_by_role("button", name="Save and send").click()
-    _ended(page)
+    _stopped_early(page)
     expect(page.locator(".msg")).to_have_count(2)  # the old question and its replies: another branch
     expect(page.locator(".msg--user .msg-content")).to_have_text("Name four moons")
     edited = _leaf(chat)
