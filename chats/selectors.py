@@ -300,17 +300,26 @@ def conversation_prefix(*, chat_id, until: Message | None = None, system: str | 
     The one definition for a turn and for a warm: a warm hits the cache only while both send
     exactly the same prefix.
     """
-    chat = Chat.objects.filter(pk=chat_id).values("leaf_id", "system_prompt").first() or {}
+    # A turn names its own end and system prompt: then the chat's row is not read at all.
+    chat = (
+        {}
+        if until is not None and system is not None
+        else Chat.objects.filter(pk=chat_id).values("leaf_id", "system_prompt").first() or {}
+    )
     rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", "role", "content")
     nodes = {pk: rest for pk, *rest in rows}
     messages = _prefix(nodes, until.pk if until is not None else chat.get("leaf_id"))
     return _with_system(chat.get("system_prompt", "") if system is None else system, messages)
 
 
-def conversation_size(*, chat_id) -> tuple[int, int]:
+_READ = object()
+
+
+def conversation_size(*, chat_id, leaf_id=_READ) -> tuple[int, int]:
     """The characters and the messages of the shown branch's text (what a prompt's cost is estimated
-    from before it is built)."""
-    leaf_id = Chat.objects.filter(pk=chat_id).values_list("leaf_id", flat=True).first()
+    from before it is built). ``leaf_id``: the chat's, as the caller read it (else it is read)."""
+    if leaf_id is _READ:
+        leaf_id = Chat.objects.filter(pk=chat_id).values_list("leaf_id", flat=True).first()
     rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", Length("content"))
     nodes = {pk: (parent, chars) for pk, parent, chars in rows}
     sizes = [nodes[pk][1] for pk in _branch(nodes, leaf_id) if nodes[pk][1]]

@@ -46,7 +46,7 @@ def _conversation_tokens(chat: Chat, last_turn: counters.LastTurn | None) -> tup
     if last is not None:
         tokens, sealed_at = last
         return tokens, _within_cache_ttl(sealed_at)
-    chars, count = conversation_size(chat_id=chat.pk)
+    chars, count = conversation_size(chat_id=chat.pk, leaf_id=chat.leaf_id)  # an estimate: the chat as the request read it
     system = (estimate_tokens(chat.system_prompt) + TOKENS_PER_MESSAGE) if chat.system_prompt else 0
     return (chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * count if count else 0) + system, False
 

@@ -94,13 +94,18 @@ def stream_edit(*, chat: Chat, message_id, content: str, user=None) -> StartedTu
     return _start(chat=chat, user=user, content=content, edit=message_id)
 
 
-def _shown_leaf(chat_id) -> uuid.UUID | None:
-    """Inside the start's transaction: the chat's row locked, the last message of its shown branch
-    (its ``leaf_id``, or the newest message), None for a chat with none. ``Chat.DoesNotExist`` when
-    it was deleted (or moved to the trash) since the membership check."""
+def _shown_leaf(chat: Chat) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """Before the start's transaction (a read takes no write lock): the chat's ``leaf_id`` as stored
+    (what the start's UPDATE compares and sets) and the last message of its shown branch (that, or
+    the newest message; None for a chat with none). The chat's row as the request read it when it
+    names a leaf (the compare-and-set catches a switch since); else read. ``Chat.DoesNotExist``
+    when it was deleted (or moved to the trash) since the membership check."""
+    if chat.leaf_id is not None:
+        return chat.leaf_id, chat.leaf_id
+    chat_id = chat.pk
     newest = Message.objects.filter(chat_id=OuterRef("pk")).order_by("-created_at", "-id").values("id")[:1]
-    row = Chat.objects.select_for_update().filter(pk=chat_id, deleted_at__isnull=True)
-    found = list(row.values_list(Coalesce("leaf_id", Subquery(newest)), flat=True))
+    row = Chat.objects.filter(pk=chat_id, deleted_at__isnull=True).values_list("leaf_id", Coalesce("leaf_id", Subquery(newest)))
+    found = list(row)
     if not found:
         raise Chat.DoesNotExist("No such chat.")
     return found[0]
@@ -140,70 +145,93 @@ def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None 
     if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
         raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
     try:
-        with transaction.atomic():
-            # The row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the whole database): turns
-            # of one chat start one after another, each from the branch the one before left.
-            leaf_id = _shown_leaf(chat.pk)
-            if user is not None:
-                _check_turn_cap(user)
-            continues, created = False, []
-            if again is None:
-                parent_id = leaf_id if edit is None else _question_to_edit(chat=chat, message_id=edit).parent_id
-                # The messages name their stream before it exists: foreign keys are checked at commit.
-                user_message = Message(
-                    chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id, parent_id=parent_id
-                )
-                assistant_message = _new_reply(chat, stream_id, user_message.pk)
-                created = [user_message, assistant_message]
-            else:
-                message_id, continues = again
-                user_message, last = _reply_to_answer_again(
-                    chat=chat, leaf_id=leaf_id, message_id=message_id, continues=continues
-                )
-                if continues or not (last.content.strip() or last.tool_calls):
-                    # Continued: its text stays, and the seal appends to it; empty: nothing to keep.
-                    assistant_message = last
-                    reset = {} if continues else {"content": "", "tool_calls": []}
-                    Message.objects.filter(pk=last.pk).update(status=Message.Status.PARTIAL, stream_id=stream_id, **reset)
-                else:  # started over: the old reply stays beside the new one, as a version
-                    assistant_message = _new_reply(chat, stream_id, user_message.pk)
-                    created = [assistant_message]
-            # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
-            # An untitled chat takes its title from its first message, in the same statement.
-            named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title")) if content else F("title")
-            Chat.objects.filter(pk=chat.pk).update(
-                active_stream_id=stream_id,
-                updated_at=timezone.now(),
-                closed_at=None,
-                archived_at=None,  # a new turn brings an archived chat back to the lists
-                title=named,
-                title_set=True,
-                leaf_id=assistant_message.pk,
-            )
-            if created:
-                Message.objects.bulk_create(created)
-            stream = Stream.objects.create(
-                id=stream_id,
-                chat_id=chat.pk,
-                user_message=user_message,
-                assistant_message=assistant_message,
-                started_by_id=user.pk if user is not None else None,
-                provider=provider.name,
-                model=provider.model,
-                model_id=provider.model_id,
-                continues=continues,
-                system_prompt=chat.system_prompt,
-            )
-            transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
-            # The tile turns yellow everywhere.
-            transaction.on_commit(
-                lambda: send_logged(
-                    turn_started, sender=Stream, chat_id=chat.pk, workspace_id=chat.workspace_id, stream_id=stream_id
-                )
-            )
+        for attempt in range(2):
+            # Read outside the transaction: a burst of sends queues on its writes (on SQLite, every
+            # chat's). The lock held, no other turn of this chat moves the leaf; a branch switch that
+            # lands meanwhile fails the compare-and-set, and this start reads the row again, once.
+            stored_leaf, leaf_id = _shown_leaf(chat)
+            try:
+                turn = _begin(chat, user, stream_id, provider, content, again, edit, stored_leaf, leaf_id)
+                break
+            except _LeafMoved:
+                if attempt:
+                    raise CannotAnswerAgain(
+                        "Another version of this conversation was chosen meanwhile; nothing was sent. Look again."
+                    ) from None
+                chat.leaf_id = None  # the request's copy of the row was behind: read it
     except BaseException:
         locks.lock_release(chat_id=chat.pk, stream_id=stream_id)
         raise
+    return turn
+
+
+class _LeafMoved(Exception):
+    """The chat's leaf is not the one this start read (a branch switch, or a stale copy of the row)."""
+
+
+def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_leaf, leaf_id) -> StartedTurn:
+    """The start's transaction: the messages, the marker and the new leaf (compare-and-set against
+    ``stored_leaf``: ``_LeafMoved``), the sender's cap, the stream; the task after commit."""
+    with transaction.atomic():
+        continues, created = False, []
+        if again is None:
+            parent_id = leaf_id if edit is None else _question_to_edit(chat=chat, message_id=edit).parent_id
+            # The messages name their stream before it exists: foreign keys are checked at commit.
+            user_message = Message(
+                chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id, parent_id=parent_id
+            )
+            assistant_message = _new_reply(chat, stream_id, user_message.pk)
+            created = [user_message, assistant_message]
+        else:
+            message_id, continues = again
+            user_message, last = _reply_to_answer_again(chat=chat, leaf_id=leaf_id, message_id=message_id, continues=continues)
+            if continues or not (last.content.strip() or last.tool_calls):
+                # Continued: its text stays, and the seal appends to it; empty: nothing to keep.
+                assistant_message = last
+                reset = {} if continues else {"content": "", "tool_calls": []}
+                Message.objects.filter(pk=last.pk).update(status=Message.Status.PARTIAL, stream_id=stream_id, **reset)
+            else:  # started over: the old reply stays beside the new one, as a version
+                assistant_message = _new_reply(chat, stream_id, user_message.pk)
+                created = [assistant_message]
+        # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
+        # An untitled chat takes its title from its first message, in the same statement.
+        named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title")) if content else F("title")
+        # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
+        # whole database), so turns of one chat start one after another.
+        if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True, leaf_id=stored_leaf).update(
+            active_stream_id=stream_id,
+            updated_at=timezone.now(),
+            closed_at=None,
+            archived_at=None,  # a new turn brings an archived chat back to the lists
+            title=named,
+            title_set=True,
+            leaf_id=assistant_message.pk,
+        ):
+            if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True).exists():
+                raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
+            raise _LeafMoved()
+        if user is not None:
+            _check_turn_cap(user)
+        chat.leaf_id = assistant_message.pk  # as the row now says (a caller that starts again reads it)
+        if created:
+            Message.objects.bulk_create(created)
+        stream = Stream.objects.create(
+            id=stream_id,
+            chat_id=chat.pk,
+            user_message=user_message,
+            assistant_message=assistant_message,
+            started_by_id=user.pk if user is not None else None,
+            provider=provider.name,
+            model=provider.model,
+            model_id=provider.model_id,
+            continues=continues,
+            system_prompt=chat.system_prompt,
+        )
+        transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
+        # The tile turns yellow everywhere.
+        transaction.on_commit(
+            lambda: send_logged(turn_started, sender=Stream, chat_id=chat.pk, workspace_id=chat.workspace_id, stream_id=stream_id)
+        )
     return StartedTurn(stream=stream, user_message=user_message, assistant_message=assistant_message)
 
 

@@ -138,8 +138,8 @@ def test_send_creates_turn_marker_and_lock_then_a_second_send_is_409(api, chat):
 
 def test_a_send_makes_eight_statements_and_reads_nothing_for_tiles_nobody_watches(api, chat, django_capture_on_commit_callbacks):
     """A burst of sends is bound by this cost: the membership, the workspace's budget (none here; read
-    once, then from Redis, so a burst's later sends skip it), the chat's row lock with its shown
-    branch's leaf, the sender's row lock and their turns at once, the marker, the two messages (they name their stream before it exists), the
+    once, then from Redis, so a burst's later sends skip it), the shown branch's leaf (read before
+    the transaction), the marker, the sender's row lock and their turns at once, the two messages (they name their stream before it exists), the
     stream. The tile push after commit knows the workspace and finds no dashboard listening."""
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True) as hooks:
         response = api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "hello"}, format="json")
@@ -149,10 +149,10 @@ def test_a_send_makes_eight_statements_and_reads_nothing_for_tiles_nobody_watche
     assert [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == [
         "SELECT",  # the membership
         "SELECT",  # the workspace's budget
-        "SELECT",  # the chat's row lock and the last message of its shown branch
+        "SELECT",  # the last message of the chat's shown branch (before the transaction)
+        "UPDATE",  # the marker and the new leaf (compare-and-set)
         "SELECT",  # the sender's row lock
         "SELECT",  # their turns running
-        "UPDATE",  # the marker and the new leaf
         "INSERT",  # the two messages
         "INSERT",  # the stream
     ]

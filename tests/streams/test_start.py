@@ -72,15 +72,16 @@ def test_answering_again_is_the_asking_members_turn_held_to_their_cap_and_budget
     # At the cap (a turn live elsewhere), the member cannot answer again either.
     settings.MOTHERSHIP_MAX_CONCURRENT_TURNS = 1
     elsewhere = stream_start(chat=factories.ChatFactory(workspace=workspace), content="hi", user=user)
+    last = again.assistant_message.pk  # the shown reply now (a regenerated one is a new version)
     with pytest.raises(TooManyTurns):
-        stream_answer_again(chat=chat, message_id=stopped.assistant_message.pk, continues=continues, user=user)
+        stream_answer_again(chat=chat, message_id=last, continues=continues, user=user)
     stream_cancel(chat=elsewhere.stream.chat, stream_id=elsewhere.stream.id, reason="user")
 
     # Past their own daily budget, neither.
     budget_set(workspace_id=workspace.pk, monthly_usd=None, member_daily_usd=Decimal("0.10"))
     spent(workspace, "0.10", user=user)
     with pytest.raises(BudgetExceeded):
-        stream_answer_again(chat=chat, message_id=stopped.assistant_message.pk, continues=continues, user=user)
+        stream_answer_again(chat=chat, message_id=last, continues=continues, user=user)
 
 
 def test_continue_asks_the_chats_own_model_whether_it_can_continue(two_models, user, workspace):
