@@ -86,5 +86,6 @@ export function relativeTime(iso, now = Date.now()) {
 // cents, and hundredths of a cent for what is more than nothing but less than one cent.
 export function dollars(value) {
   if (value === null || value === undefined) return "–";
+  if (value > 0 && value < 0.0001) return "< $0.0001"; // more than nothing: never "$0.0000"
   return value > 0 && value < 0.01 ? `$${value.toFixed(4)}` : `$${value.toFixed(2)}`;
 }

@@ -1,6 +1,6 @@
 // The chat page's warming panel: the cache-warming surface over the page's socket.
 // Off by default; the countdown runs off the server's nextWarmAt and never shows a past time.
-import { countdown } from "./live.js";
+import { countdown, dollars } from "./live.js";
 
 export const SURFACE_ID = "cache-warming";
 
@@ -15,10 +15,6 @@ const STOP_REASONS = {
 
 function pct(value) {
   return value === null || value === undefined ? "–" : `${value.toFixed(1)} %`;
-}
-
-function usd(value) {
-  return value === null || value === undefined ? "–" : `$${value < 0.01 ? value.toFixed(5) : value.toFixed(3)}`;
 }
 
 export function warmingPanel(root, chatId) {
@@ -54,8 +50,8 @@ export function warmingPanel(root, chatId) {
     root.querySelector("[data-field=lastCachePct]").textContent = pct(fields.lastCachePct);
     root.querySelector("[data-field=cacheRetention]").textContent = pct(fields.cacheRetention);
     root.querySelector("[data-field=warmCount]").textContent = String(fields.warmCount);
-    root.querySelector("[data-field=lastWarmCost]").textContent = usd(fields.lastWarmCost);
-    root.querySelector("[data-field=costPerHour]").textContent = usd(fields.costPerHour);
+    root.querySelector("[data-field=lastWarmCost]").textContent = dollars(fields.lastWarmCost);
+    root.querySelector("[data-field=costPerHour]").textContent = dollars(fields.costPerHour);
     const reason = fields.stopReason ? STOP_REASONS[fields.stopReason] || `Stopped: ${fields.stopReason}.` : "";
     status.textContent = [reason, fields.lastError ? `Last error: ${fields.lastError}` : ""].filter(Boolean).join(" ");
     tick();

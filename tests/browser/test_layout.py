@@ -96,17 +96,23 @@ def test_a_reply_that_ends_unseen_marks_its_conversation_in_the_list_until_it_is
     expect(badge).to_be_hidden()
 
 
-def test_the_warming_panel_folds_away_and_stays_folded(login, user, chats, stack):
+def test_the_warming_panel_is_folded_until_opened_and_stays_as_it_was_left(login, user, chats, stack):
     _, page = login(user)
     page.goto(f"{stack.url}/chats/{chats[0].id}/")
+    expect(page.locator("#warming-enabled")).to_be_hidden()  # folded by default
+    expect(page.locator("#warming-summary")).to_have_text("Off")  # folded, it still says what it does
+    page.locator("#warming-section > summary").click()
     expect(page.locator("#warming-enabled")).to_be_visible()
+    # Its figures are label / value pairs, each value on its label's row.
+    rows = page.evaluate(
+        """() => [...document.querySelectorAll('.warming-stats dt')].map(
+             (dt) => Math.abs(dt.getBoundingClientRect().top - dt.nextElementSibling.getBoundingClientRect().top) < 4)"""
+    )
+    assert rows and all(rows), rows
+    page.reload()
+    expect(page.locator("#warming-section")).to_have_attribute("open", "")  # as it was left
     page.locator("#warming-section > summary").click()
     expect(page.locator("#warming-enabled")).to_be_hidden()
-    expect(page.locator("#warming-summary")).to_have_text("Off")  # folded, it still says what it does
-    page.reload()
-    expect(page.locator("#warming-section")).not_to_have_attribute("open", "")
-    page.locator("#warming-section > summary").click()
-    expect(page.locator("#warming-enabled")).to_be_visible()
 
 
 def test_on_a_phone_every_part_of_the_chat_page_is_reachable(login, user, chats, stack):
@@ -118,6 +124,7 @@ def test_on_a_phone_every_part_of_the_chat_page_is_reachable(login, user, chats,
     expect(page.locator("#composer-input")).to_be_visible()
     page.locator("#chat-nav > summary").click()
     expect(_link(page, chats[1])).to_be_visible()
+    page.locator("#warming-section > summary").click()
     page.locator("#warming-enabled").scroll_into_view_if_needed()
     expect(page.locator("#warming-enabled")).to_be_visible()
     send(page, "/echo hello from a phone")
@@ -168,3 +175,15 @@ def test_a_streaming_reply_stays_in_view_until_the_reader_scrolls_up(login, user
     assert abs(page.evaluate("() => document.scrollingElement.scrollTop") - top) < 5, (
         f"the page pulled the reader back down:\n{trace}"
     )
+
+
+def test_the_first_tab_reaches_a_skip_link_to_the_message_box(login, user, chats, stack):
+    _, page = login(user)
+    page.goto(f"{stack.url}/chats/{chats[0].id}/")
+    page.keyboard.press("Tab")
+    skip = page.locator(".skip-link")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_visible()  # shown once it has the focus
+    page.keyboard.press("Enter")
+    page.keyboard.type("typed without tabbing through the list")
+    expect(page.locator("#composer-input")).to_have_value("typed without tabbing through the list")

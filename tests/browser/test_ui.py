@@ -116,6 +116,7 @@ def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, us
     page.click("#stop")
     expect(page.locator("#send")).to_be_enabled(timeout=5000)
 
+    page.locator("#warming-section > summary").click()  # folded by default
     page.fill("#warming-interval", "3")
     page.locator("#warming-interval").dispatch_event("change")
     page.check("#warming-enabled")
