@@ -1,6 +1,6 @@
 // Chat page: send a message, render the reply as it streams, resume after a reconnect,
 // stop exactly the turn the user meant, close the conversation, and the warming panel.
-import { openSocket } from "./live.js";
+import { openSocket, showSignedOut } from "./live.js";
 import { SURFACE_ID, warmingPanel } from "./warming.js";
 import { replies } from "./replies.js";
 import { conversationList } from "./chatnav.js";
@@ -336,7 +336,10 @@ composer.addEventListener("submit", async (e) => {
     setBusy(Boolean(state.activeStreamId));
     if (response.status === 409 && interrupt) notice("Another reply started meanwhile; nothing was stopped. Your message was not sent.");
     else if (response.status === 409) notice(mayStop() ? "A reply is already streaming in this conversation; stop it or wait for it to finish." : "Another member's reply is streaming; wait for it to finish.");
-    else notice(body.detail || `Error ${response.status}`);
+    else if (response.status === 403 && /credentials/i.test(body.detail || "")) {
+      showSignedOut(); // signed out elsewhere: the link signs in and comes back here
+      notice("You were signed out; your message was not sent (it is still in the box).");
+    } else notice(body.detail || `Error ${response.status}`);
     return;
   }
   input.value = "";

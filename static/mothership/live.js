@@ -7,9 +7,38 @@
 // hung process's backlog) is abandoned too. An abandoned socket's late messages are ignored.
 const TIMING = { pingEveryMs: 5000, pongWithinMs: 3000, openWithinMs: 4000 };
 
+// Signed out (in another tab, or the session ended): the socket is refused, and no retry can
+// help. The page stops reconnecting and says so, with a sign-in link back to where it was.
+const SIGNED_OUT_CODES = [4401, 4403];
+
+async function signedIn() {
+  try {
+    const response = await fetch("/api/mothership/workspaces", {
+      headers: { Accept: "application/json" },
+      signal: AbortSignal.timeout(3000), // a hung server is not a lost session
+    });
+    return !(response.status === 401 || response.status === 403);
+  } catch {
+    return true; // the server is away, not the session: keep trying
+  }
+}
+
+export function showSignedOut() {
+  if (document.getElementById("signed-out")) return;
+  const notice = document.createElement("div");
+  notice.id = "signed-out";
+  notice.className = "signed-out";
+  notice.setAttribute("role", "alert");
+  const link = document.createElement("a");
+  link.href = `/accounts/login/?next=${encodeURIComponent(location.pathname + location.search)}`;
+  link.textContent = "Sign in again";
+  notice.append("You were signed out, so this page no longer updates. ", link, " to go on here.");
+  document.body.prepend(notice);
+}
+
 export function openSocket({ onOpen, onMessage }) {
   const timing = { ...TIMING, ...(globalThis.__socketTiming || {}) }; // the browser tests shorten them
-  const state = { socket: null, retry: 0 };
+  const state = { socket: null, retry: 0, signedOut: false };
   function connect() {
     const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/`);
     state.socket = socket;
@@ -17,18 +46,28 @@ export function openSocket({ onOpen, onMessage }) {
     let heard = Date.now();
     let pingedAt = 0;
     let watch = 0;
-    const again = () => {
+    let opened = false;
+    const again = async (event) => {
       if (done) return;
       done = true;
       clearTimeout(opening);
       clearInterval(watch);
       if (socket.readyState !== WebSocket.CLOSED) socket.close();
+      // Closed for lost sign-in, or refused again and again (a refused handshake shows no code,
+      // nor does a server that is down): then ask the API whether the session is gone.
+      const refused = event?.type === "close" && (SIGNED_OUT_CODES.includes(event.code) || (!opened && state.retry >= 5));
+      if (refused && !(await signedIn())) {
+        state.signedOut = true;
+        showSignedOut();
+        return;
+      }
       state.retry = Math.min(state.retry + 1, 6);
       setTimeout(connect, 250 * 2 ** state.retry);
     };
     const opening = setTimeout(again, timing.openWithinMs);
     socket.addEventListener("open", () => {
       if (done) return;
+      opened = true;
       clearTimeout(opening);
       state.retry = 0;
       heard = Date.now();

@@ -17,7 +17,7 @@ from .pages import rendered_text, send, wait_streaming
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
-FIGURES = re.compile(r"^Local · [\d,]+ in · [\d,]+ cache read · [\d,]+ cache write · [\d,]+ out · \$[\d.]+ · \d+\.\d s$")
+FIGURES = re.compile(r"^Local · [\d,]+ in · [\d,]+ cache read · [\d,]+ cache write · [\d,]+ out · (< )?\$[\d.]+ · \d+\.\d s$")
 
 
 @pytest.fixture
