@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint mutation install chromium vendor clean
+.PHONY: run test lint mutation install chromium vendor screenshots clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: install
 
 test: lint chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# README's screenshots (docs/screenshots/): the browser tests marked `screenshots` write them all.
+screenshots: install chromium
+	MOTHERSHIP_SAVE_SCREENSHOTS=1 $(PY) -m pytest -q -m screenshots tests/browser
 
 # Mutation testing of the modules that hold the invariants ([tool.mutmut] in pyproject.toml).
 # Slow, so not part of `make test`: run it when those modules change; survivors go in docs/testing.md.

@@ -34,7 +34,7 @@ export function branches({ transcript, chatId, csrf, notice, onEdited }) {
     const step = (label, name, to) => {
       const button = document.createElement("button");
       button.type = "button";
-      button.className = "button-small";
+      button.className = "btn btn--small button-small";
       button.textContent = label;
       button.setAttribute("aria-label", name);
       button.disabled = busy || to < 0 || to >= ids.length;
@@ -54,7 +54,7 @@ export function branches({ transcript, chatId, csrf, notice, onEdited }) {
     form.className = "msg-edit-form";
     form.innerHTML =
       '<label class="visually-hidden">Edit your message</label><textarea rows="3" required></textarea>' +
-      '<div class="msg-actions"><button type="submit" class="button-small">Save and send</button>' +
+      '<div class="msg-actions"><button type="submit" class="btn btn--primary btn--small">Save and send</button>' +
       '<button type="button" class="button-small msg-edit-cancel">Cancel</button></div>';
     const area = form.querySelector("textarea");
     area.id = `edit-${li.dataset.messageId}`;
@@ -95,7 +95,7 @@ export function branches({ transcript, chatId, csrf, notice, onEdited }) {
       if (busy || !li.classList.contains("msg--user") || !li.dataset.messageId) continue;
       const button = document.createElement("button");
       button.type = "button";
-      button.className = "button-small msg-edit";
+      button.className = "btn btn--small button-small msg-edit";
       button.textContent = "Edit";
       button.title = "Change this message and answer it again (the old version stays, ‹ › switches)";
       button.addEventListener("click", () => editor(li));

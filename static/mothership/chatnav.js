@@ -75,7 +75,7 @@ export function conversationList({ currentChatId }) {
       li = document.createElement("li");
       li.dataset.chatId = tile.conversationId;
       li.innerHTML = '<a><span class="dot" aria-hidden="true"></span><span class="chat-link-title"></span>'
-        + '<span class="chat-link-unread" title="A reply finished since you last opened this conversation" hidden>new</span>'
+        + '<span class="chat-link-unread badge badge--accent" title="A reply finished since you last opened this conversation" hidden>new</span>'
         + '<span class="chat-link-state"></span></a>';
       li.querySelector("a").href = `/chats/${tile.conversationId}/`;
       list.prepend(li);

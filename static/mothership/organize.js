@@ -59,7 +59,7 @@ export function organize({ chatId, csrf, notice }) {
       if (!archiveButton || archiveButton.dataset.archived === "true") return;
       const button = document.createElement("button");
       button.type = "button";
-      button.className = "button-small";
+      button.className = "btn btn--small";
       button.id = "archive-after-close";
       button.textContent = "Archive it too";
       button.addEventListener("click", () => setArchived(true));

@@ -5,11 +5,12 @@ import { dollars } from "./live.js";
 import { copyButton, renderInto, streamRenderer } from "./markdown.js";
 import { showToolCalls } from "./toolcards.js";
 
+// Each figure's name under a reply, and what it means (shown on hover).
 const TOKENS = [
-  ["input_tokens", "in"],
-  ["cache_read_tokens", "cache read"],
-  ["cache_write_tokens", "cache write"],
-  ["output_tokens", "out"],
+  ["input_tokens", "in", "Prompt tokens billed at the full input price"],
+  ["cache_read_tokens", "cache read", "Prompt tokens read from the cache: billed at a tenth of the input price"],
+  ["cache_write_tokens", "cache write", "Written to the cache: billed once (a little over the input price), then read at a tenth"],
+  ["output_tokens", "out", "The reply's own tokens"],
 ];
 const CONTINUABLE = ["cancelled", "interrupted", "failed"];
 
@@ -18,15 +19,27 @@ function readJson(id) {
   return node ? JSON.parse(node.textContent) : {};
 }
 
-// "Local · 1,204 in · 0 cache read · 0 cache write · 200 out · $0.0031 · 4.1 s"
-export function figuresLine(row, labels = {}) {
+// "Local · 1,204 in · 0 cache read · 0 cache write · 200 out · $0.0031 · 4.1 s", as [text, help] parts.
+export function figureParts(row, labels = {}) {
   const number = new Intl.NumberFormat();
   const approx = row.usage_estimated ? "≈" : "";
-  const parts = [labels[row.model] || row.model || "model unknown"];
-  for (const [field, name] of TOKENS) parts.push(`${approx}${number.format(row.usage?.[field] ?? 0)} ${name}`);
-  parts.push(dollars(row.cost_usd));
-  if (row.duration_ms !== null && row.duration_ms !== undefined) parts.push(`${(row.duration_ms / 1000).toFixed(1)} s`);
-  return parts.join(" · ") + (row.usage_estimated ? " (estimated: the model reported no usage)" : "");
+  const parts = [[labels[row.model] || row.model || "model unknown", "The model that wrote this reply"]];
+  for (const [field, name, help] of TOKENS) parts.push([`${approx}${number.format(row.usage?.[field] ?? 0)} ${name}`, help]);
+  parts.push([dollars(row.cost_usd), "What this reply cost"]);
+  if (row.duration_ms !== null && row.duration_ms !== undefined) parts.push([`${(row.duration_ms / 1000).toFixed(1)} s`, "From Send to the reply's end"]);
+  if (row.usage_estimated) parts.push(["(estimated: the model reported no usage)", ""]);
+  return parts;
+}
+
+function showParts(meta, parts) {
+  meta.replaceChildren();
+  parts.forEach(([text, help], i) => {
+    if (i) meta.append(i === parts.length - 1 && text.startsWith("(") ? " " : " · ");
+    const span = document.createElement("span");
+    span.textContent = text;
+    if (help) span.title = help;
+    meta.append(span);
+  });
 }
 
 export function replies({ transcript, chatId, canContinue, onAgain, onCopied }) {
@@ -54,7 +67,7 @@ export function replies({ transcript, chatId, canContinue, onAgain, onCopied }) 
     if (!li || !row) return;
     figures[id] = row;
     showToolCalls(li, row.tool_calls); // as the seal saved them (a call the turn left open: how it ended)
-    foot(li).querySelector(".msg-meta").textContent = figuresLine(row, labels);
+    showParts(foot(li).querySelector(".msg-meta"), figureParts(row, labels));
   }
 
   async function loadFigures(id) {

@@ -21,7 +21,7 @@ export function undoNotice({ chatId, title, csrf, onRestored, ms = UNDO_MS }) {
   document.getElementById("undo-notice")?.remove();
   const box = document.createElement("div");
   box.id = "undo-notice";
-  box.className = "undo-notice";
+  box.className = "toast undo-notice";
   box.setAttribute("role", "status");
   const text = document.createElement("span");
   text.textContent = title ? `“${title}” moved to trash.` : "Moved to trash.";

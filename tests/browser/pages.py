@@ -68,15 +68,26 @@ AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 
 
 def axe_violations(page) -> list[str]:
-    """axe-core's serious and critical violations on ``page`` as it is now, one line each."""
+    """Every axe-core violation on ``page`` as it is now, of any impact, one line each."""
     # Evaluated, not added as a <script>: the page's Content-Security-Policy refuses inline scripts.
     page.evaluate(AXE.read_text())
     found = page.evaluate(
         """async () => {
           const result = await axe.run(document, { resultTypes: ['violations'] });
           return result.violations
-            .filter((v) => v.impact === 'serious' || v.impact === 'critical')
             .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
         }"""
     )
     return found
+
+
+def chat_action(page, selector: str) -> None:
+    """Choose an item of the chat page's "More actions" menu (opening the menu first, as a user does)."""
+    item = (
+        page.locator(f"#chat-menu {selector}")
+        if selector.startswith("#")
+        else page.locator("#chat-menu").get_by_role("button", name=selector)
+    )
+    if not page.locator("#chat-menu").evaluate("menu => menu.open"):
+        page.locator("#chat-menu > summary").click()
+    item.click()

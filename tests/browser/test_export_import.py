@@ -11,6 +11,8 @@ from playwright.sync_api import expect
 from chats.models import Chat
 from chats.services import workspace_create
 
+from .pages import chat_action
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 CHATGPT_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "chatgpt_conversations.json"
@@ -51,7 +53,7 @@ def test_a_chatgpt_export_imported_from_the_dashboard_opens_as_chats_and_exports
     expect(page.locator("#chat-title")).to_have_text("Weekend in Lisbon")
     expect(page.locator("#transcript")).to_contain_text("That is the Belém Tower.")
     with page.expect_download() as download:
-        page.get_by_role("link", name="JSON").click()
+        chat_action(page, "#chat-export a[href$=json]")
     assert download.value.suggested_filename == "Weekend in Lisbon.json"
     exported = json.loads(Path(download.value.path()).read_text())
     assert exported["format"] == "mothership.chat" and len(exported["messages"]) == 8

@@ -11,6 +11,8 @@ from playwright.sync_api import expect
 from chats.models import Chat, Message
 from chats.services import chat_create, workspace_create
 
+from .pages import chat_action
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
@@ -55,14 +57,14 @@ def test_pin_archive_and_close_from_the_chat_page(login, user, workspace, stack)
     _context, page = login(user)
     page.goto(f"{stack.url}/chats/{older.id}/")
 
-    page.get_by_role("button", name="Pin").click()
+    chat_action(page, "Pin")
     expect(page.locator("#pin-chat")).to_have_attribute("aria-pressed", "true")
     page.goto(f"{stack.url}/?workspace={workspace.id}")
     expect(page.locator(".tile").first).to_have_attribute("data-chat-id", str(older.id))
     expect(page.locator(".tile").first.locator(".tile-pinned")).to_have_text("pinned")
 
     page.goto(f"{stack.url}/chats/{older.id}/")
-    page.click("#close-chat")
+    chat_action(page, "#close-chat")
     expect(page.locator("#composer-status")).to_contain_text("Conversation closed.")
     page.get_by_role("button", name="Archive it too").click()
     expect(page.locator("#composer-status")).to_contain_text("Archived")

@@ -99,6 +99,7 @@ def test_share_from_the_chat_page_read_it_logged_out_then_revoke_it(login, user,
     assert Message.objects.filter(chat=chat).count() == 4  # revoking touched nothing of the chat
 
 
+@pytest.mark.screenshots
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_the_share_page_has_no_serious_accessibility_violation(make_user, stack, logged_out, scheme):
     owner = make_user("ada-share-a11y", password="pw-123456")

@@ -34,6 +34,7 @@ def chat(user):
     return chat_create(workspace=workspace, title="Grant proposal")
 
 
+@pytest.mark.screenshots
 def test_an_owner_sets_budgets_on_the_dashboard_and_sees_the_80_and_100_percent_notices(login, user, chat, stack):
     workspace = chat.workspace
     spent(workspace, "0.85")

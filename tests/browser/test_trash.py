@@ -8,6 +8,8 @@ from playwright.sync_api import expect
 from chats.models import Chat
 from chats.services import chat_create, workspace_create
 
+from .pages import chat_action
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
@@ -33,7 +35,7 @@ def test_delete_from_the_chat_page_goes_to_the_dashboard_whose_undo_restores_it(
     _context, page = login(user)
     page.goto(f"{stack.url}/chats/{doomed.id}/")
 
-    page.click("#delete-chat")
+    chat_action(page, "#delete-chat")
 
     page.wait_for_url(f"{stack.url}/?workspace={workspace.id}")
     expect(page.locator("#undo-notice")).to_contain_text("moved to trash")

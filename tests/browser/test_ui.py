@@ -17,7 +17,7 @@ from warming.models import WarmingSchedule
 
 from .conftest import SCREENSHOTS
 from .pages import assistant_text as _assistant_text
-from .pages import axe_violations, rendered_text, set_visibility
+from .pages import axe_violations, chat_action, rendered_text, set_visibility
 from .pages import send as _send
 from .pages import until as _until
 from .pages import wait_streaming as _wait_streaming
@@ -37,6 +37,7 @@ def chat(user):
     return chat_create(workspace=workspace, title="Release notes draft")
 
 
+@pytest.mark.screenshots
 def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user, chat, stack):
     context, page = login(user)
     page.goto(f"{stack.url}/chats/{chat.id}/")
@@ -74,6 +75,7 @@ def test_a_reply_streams_in_two_tabs_and_stop_keeps_the_partial_text(login, user
         page.screenshot(path=str(SCREENSHOTS / "chat.png"))  # what the screen shows (its side columns and composer stick)
 
 
+@pytest.mark.screenshots
 def test_a_killed_workers_tile_turns_from_yellow_on_its_own(login, user, chat, stack):
     context, home = login(user)
     tile = home.locator(f'.tile[data-chat-id="{chat.id}"]')
@@ -144,7 +146,7 @@ def test_warming_counts_down_resets_after_each_warm_and_close_stops_it(login, us
 
     witness = warming_witness(workspace_id=chat.workspace_id, interval=1)
     due = WarmingSchedule.objects.get(chat=chat).next_warm_at.timestamp()
-    page.click("#close-chat")
+    chat_action(page, "#close-chat")
     expect(countdown).to_have_text("Off", timeout=5000)
     expect(page.locator("#warming-status")).to_contain_text("closed")
     warms = WarmingSchedule.objects.get(chat=chat).warm_count
@@ -379,7 +381,7 @@ def test_a_new_chat_needs_no_title_is_named_by_its_first_message_and_renames_inl
     from chats.models import Chat
 
     assert Chat.objects.get(pk=chat_id).title == "Plan the launch"
-    page.click("#rename-chat")
+    chat_action(page, "#rename-chat")
     page.fill("#chat-title-input", "Launch plan")
     page.keyboard.press("Enter")
     expect(page.locator("#chat-title")).to_have_text("Launch plan")
@@ -388,6 +390,7 @@ def test_a_new_chat_needs_no_title_is_named_by_its_first_message_and_renames_inl
     expect(page.locator("#chat-title")).to_have_text("Launch plan")
 
 
+@pytest.mark.screenshots
 def test_dark_mode_follows_the_system_and_a_failed_tile_says_why_on_hover(login, user, chat, stack):
     Stream.objects.create(
         chat=chat, status="failed", reason="the provider answered 400: model not found", provider="x", model="y"
@@ -396,7 +399,7 @@ def test_dark_mode_follows_the_system_and_a_failed_tile_says_why_on_hover(login,
     dark = context.new_page()
     dark.emulate_media(color_scheme="dark")
     dark.goto(f"{stack.url}/?workspace={chat.workspace_id}")
-    assert dark.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(20, 23, 27)"
+    assert dark.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(19, 21, 24)"
     assert home.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
     state = dark.locator(f'.tile[data-chat-id="{chat.id}"] .tile-state')
     expect(state).to_have_attribute("title", "the provider answered 400: model not found")
@@ -523,6 +526,7 @@ def test_a_reply_that_ends_while_you_are_away_marks_its_tile_until_you_look(logi
     expect(badge).to_be_hidden()
 
 
+@pytest.mark.screenshots
 def test_a_tool_call_that_waits_for_approval_is_approved_from_the_chat_page(login, user, chat, stack, tmp_path):
     chat.tools = ["demo.*", "ask.*"]
     chat.save(update_fields=["tools"])
