@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Vendor the browser libraries the UI uses (and axe-core for the browser tests) from the npm registry.
+"""Vendor the browser libraries the UI uses (and axe-core for the browser tests) from npm.
 
-Each package is pinned by version and by the registry's sha512 integrity; the chosen files and
+Each package is pinned by version and by its sha512 integrity; ``npm pack`` (npm's own client,
+with whatever registry npm is configured for) fetches each tarball, and the chosen files and
 the package's licence are copied into the repository, and ``static/vendor/VERSIONS.md`` lists
 what is there. Run ``make vendor`` after changing a pin; commit what it writes. Nothing here
 runs at build or test time: a clean clone needs no network for the UI.
@@ -12,13 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
+import subprocess
 import sys
 import tarfile
-import urllib.request
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REGISTRY = "https://registry.npmjs.org"
 
 # (package, version, sha512 integrity, licence, destination, {file in the tarball: name here})
 PACKAGES = [
@@ -62,13 +64,20 @@ PACKAGES = [
 ]
 
 
-def tarball_url(package: str, version: str) -> str:
-    return f"{REGISTRY}/{package}/-/{package.rsplit('/', 1)[-1]}-{version}.tgz"
-
-
 def fetch(package: str, version: str, integrity: str) -> bytes:
-    with urllib.request.urlopen(tarball_url(package, version), timeout=60) as response:
-        data = response.read()
+    """The package's tarball as published, by ``npm pack`` into a scratch folder; checked here too."""
+    with tempfile.TemporaryDirectory(prefix="vendor-") as scratch:
+        packed = subprocess.run(
+            ["npm", "pack", f"{package}@{version}", "--json", "--pack-destination", scratch],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if packed.returncode != 0:
+            sys.exit(f"{package}@{version}: npm pack failed: {packed.stderr.strip()}")
+        filename = json.loads(packed.stdout)[0]["filename"]
+        data = (Path(scratch) / filename).read_bytes()
     digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
     if digest != integrity:
         sys.exit(f"{package}@{version}: integrity mismatch ({digest} != {integrity})")
@@ -95,7 +104,7 @@ def main() -> None:
     versions = ROOT / "static/vendor/VERSIONS.md"
     versions.write_text(
         "# Vendored browser libraries\n\n"
-        "Written by `scripts/vendor_static.py` (`make vendor`) from the npm registry, each tarball checked"
+        "Written by `scripts/vendor_static.py` (`make vendor`) from npm (`npm pack`), each tarball checked"
         " against its pinned sha512 integrity. Do not edit these files by hand.\n\n"
         "| package | version | licence | where | files |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
