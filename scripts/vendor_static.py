@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Vendor the browser libraries the UI uses (and axe-core for the browser tests) from the npm registry.
+"""Vendor the browser libraries the UI uses (and axe-core for the browser tests) from npm.
 
-Each package is pinned by version and by the registry's sha512 integrity; the chosen files and
+Each package is pinned by version and by its sha512 integrity; ``npm pack`` (npm's own client,
+with whatever registry npm is configured for) fetches each tarball, and the chosen files and
 the package's licence are copied into the repository, and ``static/vendor/VERSIONS.md`` lists
 what is there. Run ``make vendor`` after changing a pin; commit what it writes. Nothing here
 runs at build or test time: a clean clone needs no network for the UI.
@@ -10,17 +11,21 @@ runs at build or test time: a clean clone needs no network for the UI.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import io
+import json
+import re
+import subprocess
 import sys
 import tarfile
-import urllib.request
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REGISTRY = "https://registry.npmjs.org"
 
-# (package, version, sha512 integrity, licence, destination, {file in the tarball: name here})
+# (package, version, sha512 integrity, licence, destination, {file in the tarball: name here});
+# a pattern (``*``) names a folder here, which gets every matching file under its own name.
 PACKAGES = [
     (
         "markdown-it",
@@ -44,10 +49,18 @@ PACKAGES = [
         "sha512-KvOKXODaiFmId9xaq3xc5xCL66wVLUuOngDbO9B/kewbFTqdGbn2nJxNhN3H5R1cgDTVj6R8vH0zgiNDEGjpDw==",
         "BSD-3-Clause",
         "static/vendor/highlight.js",
+        {"es/highlight.min.js": "highlight.min.js", "LICENSE": "LICENSE"},
+    ),
+    (
+        "katex",
+        "0.19.1",
+        "sha512-jG8uKntjSEcm2EpQOh0XturpPuuC9r3Sq5HLHdsFdWZT27E672SF19QEi+of0/YeOy15lDgRhKvr5614uRrEfA==",
+        "MIT",
+        "static/vendor/katex",
         {
-            "es/highlight.min.js": "highlight.min.js",
-            "styles/github.min.css": "github.min.css",
-            "styles/github-dark.min.css": "github-dark.min.css",
+            "dist/katex.mjs": "katex.js",
+            "dist/katex.min.css": "katex.min.css",
+            "dist/fonts/*.woff2": "fonts/",
             "LICENSE": "LICENSE",
         },
     ),
@@ -62,17 +75,40 @@ PACKAGES = [
 ]
 
 
-def tarball_url(package: str, version: str) -> str:
-    return f"{REGISTRY}/{package}/-/{package.rsplit('/', 1)[-1]}-{version}.tgz"
-
-
 def fetch(package: str, version: str, integrity: str) -> bytes:
-    with urllib.request.urlopen(tarball_url(package, version), timeout=60) as response:
-        data = response.read()
+    """The package's tarball as published, by ``npm pack`` into a scratch folder; checked here too."""
+    with tempfile.TemporaryDirectory(prefix="vendor-") as scratch:
+        packed = subprocess.run(
+            ["npm", "pack", f"{package}@{version}", "--json", "--pack-destination", scratch],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if packed.returncode != 0:
+            sys.exit(f"{package}@{version}: npm pack failed: {packed.stderr.strip()}")
+        filename = json.loads(packed.stdout)[0]["filename"]
+        data = (Path(scratch) / filename).read_bytes()
     digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
     if digest != integrity:
         sys.exit(f"{package}@{version}: integrity mismatch ({digest} != {integrity})")
     return data
+
+
+# Every browser the UI supports reads WOFF2: the older formats' fallbacks are not shipped.
+FONT_FALLBACK = re.compile(rb',url\([^)]*\.(?:woff|ttf)\) format\("(?:woff|truetype)"\)')
+
+
+def members(tar: tarfile.TarFile, source: str, name: str) -> list[tuple[str, str]]:
+    """(file in the tarball, name here) for ``source``, a path or a pattern whose ``name`` is a folder."""
+    if "*" not in source:
+        return [(source, name)]
+    found = sorted(m.name.removeprefix("package/") for m in tar.getmembers() if m.isfile())
+    return [(path, name + path.rsplit("/", 1)[-1]) for path in found if fnmatch.fnmatchcase(path, source)]
+
+
+def shown(source: str, name: str) -> str:
+    return name + source.rsplit("/", 1)[-1] if "*" in source else name
 
 
 def main() -> None:
@@ -82,20 +118,28 @@ def main() -> None:
         target = ROOT / destination
         target.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for source, name in files.items():
-                member = tar.extractfile(f"package/{source}")
-                if member is None:
-                    sys.exit(f"{package}@{version}: no {source} in the tarball")
-                text = member.read()
-                if name.endswith(".js"):  # no source maps are shipped: drop the dangling reference
-                    text = b"\n".join(line for line in text.split(b"\n") if not line.startswith(b"//# sourceMappingURL="))
-                (target / name).write_bytes(text)
-        rows.append(f"| {package} | {version} | {licence} | `{destination}/` | {', '.join(f'`{n}`' for n in files.values())} |")
+            for pattern, folder in files.items():
+                matched = members(tar, pattern, folder)
+                if not matched:
+                    sys.exit(f"{package}@{version}: no {pattern} in the tarball")
+                for source, name in matched:
+                    member = tar.extractfile(f"package/{source}")
+                    if member is None:
+                        sys.exit(f"{package}@{version}: no {source} in the tarball")
+                    text = member.read()
+                    if name.endswith(".js"):  # no source maps are shipped: drop the dangling reference
+                        text = b"\n".join(line for line in text.split(b"\n") if not line.startswith(b"//# sourceMappingURL="))
+                    if name.endswith(".css"):
+                        text = FONT_FALLBACK.sub(b"", text)
+                    (target / name).parent.mkdir(parents=True, exist_ok=True)
+                    (target / name).write_bytes(text)
+        listed = ", ".join(f"`{shown(source, name)}`" for source, name in files.items())
+        rows.append(f"| {package} | {version} | {licence} | `{destination}/` | {listed} |")
         print(f"{package}@{version} -> {destination}")
     versions = ROOT / "static/vendor/VERSIONS.md"
     versions.write_text(
         "# Vendored browser libraries\n\n"
-        "Written by `scripts/vendor_static.py` (`make vendor`) from the npm registry, each tarball checked"
+        "Written by `scripts/vendor_static.py` (`make vendor`) from npm (`npm pack`), each tarball checked"
         " against its pinned sha512 integrity. Do not edit these files by hand.\n\n"
         "| package | version | licence | where | files |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )

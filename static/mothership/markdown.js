@@ -1,9 +1,12 @@
 // Replies as Markdown: markdown-it to parse (raw HTML off), DOMPurify on every piece of HTML it
-// writes, highlight.js for code. A streaming reply is never parsed whole per delta: the blocks
-// that later text can no longer change are rendered once, and only the last one is parsed again.
+// writes, highlight.js for code, KaTeX for math, task lists. A streaming reply is never parsed
+// whole per delta: the blocks that later text can no longer change are rendered once, and only
+// the last one is parsed again.
 import markdownit from "../vendor/markdown-it/markdown-it.min.js";
 import DOMPurify from "../vendor/dompurify/purify.js";
 import hljs from "../vendor/highlight.js/highlight.min.js";
+import { MATH_ATTRS, MATH_TAGS, applyMathStyles, mathPlugin } from "./markdown-math.js";
+import { taskListPlugin } from "./markdown-tasks.js";
 
 function highlight(code, lang) {
   if (!lang || !hljs.getLanguage(lang)) return ""; // markdown-it escapes it as plain code
@@ -19,6 +22,9 @@ const OPTIONS = { html: false, linkify: true, breaks: false, typographer: false 
 // frame, and highlighting a growing code block each time would cost the most).
 const finished = markdownit({ ...OPTIONS, highlight });
 const growing = markdownit(OPTIONS);
+finished.use(mathPlugin);
+growing.use(mathPlugin, { open: true }); // a $$ block not closed yet shows its TeX until it is
+for (const md of [finished, growing]) md.use(taskListPlugin);
 // Links and images only to the web, mail, or this site (markdown-it's own check is a blocklist).
 const SAFE_URL = /^(https?:|mailto:|[#/?]|\.{0,2}\/)/i;
 const SCHEME = /^[a-z][a-z0-9+.-]*:/i;
@@ -40,6 +46,11 @@ for (const md of [finished, growing]) {
       if (align) token.attrJoin("class", `md-align-${align[1]}`);
     }
   });
+  // A table scrolls sideways in a region of its own (a phone's width breaks no word): reachable
+  // and scrollable by keyboard.
+  md.renderer.rules.table_open = (tokens, i, options, env, self) =>
+    `<div class="table-scroll" tabindex="0" role="region" aria-label="Table">${self.renderToken(tokens, i, options)}`;
+  md.renderer.rules.table_close = (tokens, i, options, env, self) => `${self.renderToken(tokens, i, options)}</div>\n`;
 }
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
@@ -50,8 +61,8 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 });
 
 // Set once: a config passed on every call is parsed on every call (most of a small sanitize's cost).
-// No style attribute survives (the policy would refuse it anyway).
-DOMPurify.setConfig({ USE_PROFILES: { html: true }, FORBID_ATTR: ["style"] });
+// No style attribute survives (the policy would refuse it anyway; KaTeX's go through the CSSOM).
+DOMPurify.setConfig({ USE_PROFILES: { html: true }, ADD_TAGS: MATH_TAGS, ADD_ATTR: MATH_ATTRS, FORBID_ATTR: ["style"] });
 
 function clean(html) {
   return DOMPurify.sanitize(html);
@@ -59,6 +70,14 @@ function clean(html) {
 
 export function renderMarkdown(text) {
   return clean(finished.render(text));
+}
+
+// Sanitized HTML into ``element``, then what markup may not carry: KaTeX's placement and the
+// code blocks' header.
+function show(element, html) {
+  element.innerHTML = html;
+  applyMathStyles(element);
+  decorateCode(element);
 }
 
 export function copyButton(className, label) {
@@ -70,22 +89,32 @@ export function copyButton(className, label) {
   return button;
 }
 
-// A copy button on each code block of ``root`` that has none yet.
-function addCopyButtons(root) {
+// Each code block of ``root`` not done yet: a header with its language and a copy button, and
+// its <pre> a labelled region that the keyboard can reach and scroll.
+function decorateCode(root) {
   for (const pre of root.querySelectorAll("pre")) {
     if (pre.parentElement?.classList.contains("code-block")) continue;
+    const language = /(?:^|\s)language-(\S+)/.exec(pre.querySelector("code")?.className ?? "")?.[1] ?? "";
     const wrap = document.createElement("div");
     wrap.className = "code-block";
-    const button = copyButton("code-copy", "Copy this code");
+    const head = document.createElement("div");
+    head.className = "code-head";
+    const label = document.createElement("span");
+    label.className = "code-lang";
+    label.textContent = language;
+    head.append(label, copyButton("code-copy", language ? `Copy this ${language} code` : "Copy this code"));
+    pre.tabIndex = 0;
+    pre.setAttribute("role", "region");
+    pre.setAttribute("aria-label", language ? `Code: ${language}` : "Code");
     pre.replaceWith(wrap);
-    wrap.append(button, pre);
+    wrap.append(head, pre);
   }
 }
 
 document.addEventListener("click", async (e) => {
   const button = e.target.closest?.(".code-copy");
   if (!button) return;
-  const code = button.parentElement.querySelector("pre")?.innerText ?? "";
+  const code = button.closest(".code-block")?.querySelector("pre")?.innerText ?? "";
   try {
     await navigator.clipboard.writeText(code);
     button.textContent = "Copied";
@@ -135,6 +164,7 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
     const { info, content } = tokens[0];
     if (!codeShown || codeShown.info !== info || !content.startsWith(codeShown.text)) {
       tail.innerHTML = growing.renderer.render(tokens, growing.options, {});
+      decorateCode(tail); // its header shows while it grows: nothing moves when it is done
       const code = tail.querySelector("pre > code");
       if (!code || code.childNodes.length > 1) return true; // shown; appended to only when it is one text node
       if (!code.firstChild) code.append(document.createTextNode(""));
@@ -163,8 +193,7 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
       last = starts[starts.length - 1];
       // Rendered from the same tokens, highlighted this time, and never again.
       const block = document.createElement("div");
-      block.innerHTML = clean(finished.renderer.render(tokens.slice(0, last), finished.options, {}));
-      addCopyButtons(block);
+      show(block, clean(finished.renderer.render(tokens.slice(0, last), finished.options, {})));
       done.append(...block.childNodes);
       frozen += lineOffset(rest, tokens[last].map[0]);
       codeShown = null; // the tail shows another block from here
@@ -173,10 +202,16 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
     // HTML off, so every tag and attribute is its own; links allowlisted) keeps it, as DOMPurify
     // would cost most of a render. Everything that stays is sanitized as well. A code block that
     // only grew keeps its element and gets the new text appended: a long one is not laid out anew
-    // on every frame.
+    // on every frame. Math is the exception: KaTeX's output is sanitized and placed as above.
     const growingTokens = last ? tokens.slice(last) : tokens;
     if (!growCode(growingTokens)) {
-      tail.innerHTML = growing.renderer.render(growingTokens, growing.options, {});
+      const env = {};
+      const html = growing.renderer.render(growingTokens, growing.options, env);
+      if (env.math) {
+        tail.innerHTML = clean(html);
+        applyMathStyles(tail);
+      } else tail.innerHTML = html;
+      decorateCode(tail);
       codeShown = null;
     }
     if (probe) {
@@ -218,7 +253,6 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
 
 // A stored reply: rendered once, with copy buttons.
 export function renderInto(element, text) {
-  element.innerHTML = renderMarkdown(text);
+  show(element, renderMarkdown(text));
   element.classList.add("markdown");
-  addCopyButtons(element);
 }

@@ -1,7 +1,11 @@
 """Replies as Markdown in a real Chromium: rendered while streaming and after a reload the same,
-highlighted code with a copy button, nothing unsafe surviving, and no re-parse per delta."""
+highlighted code with a copy button, nothing unsafe surviving, and no re-parse per delta; math
+(KaTeX) live and after a reload, task lists, code and tables reachable and scrollable by keyboard
+on a phone, and axe-core over all of it, light and dark."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from playwright.sync_api import expect
@@ -10,7 +14,7 @@ from chats.models import Message
 from chats.services import chat_create, workspace_create
 from streams.models import Stream
 
-from .pages import send, until
+from .pages import axe_violations, send, until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -190,3 +194,185 @@ def test_a_growing_code_block_shows_exactly_its_text_so_far_and_ends_as_a_reload
     assert "z = 3" in result["live"] and "Then:" in result["live"]
     # And once it ends, the reply is exactly what a reload renders
     assert result["final"] is True
+
+
+# Every feature at once: math inline and display (with dollar amounts that must stay text), a task
+# list, a code block with a line no phone holds, and a table wider than a phone.
+EVERYTHING = r"""## Everything at once
+
+Energy is $E = mc^2$ and the sum $\sum_{i=1}^{n} i = \frac{n(n+1)}{2}$, while lunch costs $5 and $10.
+
+$$
+\int_0^1 x^2 \, dx = \frac{1}{3}
+$$
+
+- [ ] write the draft
+- [x] pick a title
+
+```python
+def area(radius):
+    return 3.14159 * radius ** 2  # a comment long enough that no phone and no narrow desktop column shows all of it on one line
+```
+
+| Measurement | Instrumentation | Characteristically | Internationalization | Electroencephalography |
+|---|---|---|---|--:|
+| velocity | anemometer | considerable | standardization | 12 |
+"""
+
+LIVE_MATH = r"""() => import('/static/mothership/markdown.js').then(({ streamRenderer, renderInto }) => {
+  const source = arguments_source;
+  const element = document.createElement('div');
+  element.className = 'msg-content';
+  document.getElementById('transcript').append(element);
+  const renderer = streamRenderer(element, { schedule: (render) => render() });
+  const frames = [];
+  for (const piece of source.match(/[\s\S]{1,3}/g)) {
+    renderer.append(piece);
+    const text = renderer.text;
+    const opened = (text.match(/^\$\$/gm) || []).length;
+    const closedInline = /\$\$\s*$/.test(text.split('\n').slice(-1)[0]) && opened % 2 === 0;
+    frames.push({
+      open: opened % 2 === 1,
+      pending: element.querySelectorAll('.math-block--pending').length,
+      display: element.querySelectorAll('.katex-display').length,
+      rawDollars: element.querySelector('.md-tail').innerText.includes('$$'),
+    });
+  }
+  const shape = (root) => ['.katex', '.katex-display', '.math-block', 'input[type=checkbox][disabled]', '.table-scroll',
+    '.code-block', 'pre[tabindex="0"]', '.code-lang', '.task-list-item'].map((s) => root.querySelectorAll(s).length);
+  const live = shape(element);
+  const styled = element.querySelectorAll('.katex-html [style]').length;
+  renderer.finish();
+  const reloaded = document.createElement('div');
+  renderInto(reloaded, renderer.text);
+  const result = { frames, live, reloaded: shape(reloaded), styled, same: element.innerHTML === reloaded.innerHTML,
+    dataLeft: element.querySelectorAll('[data-math-style]').length };
+  element.remove();
+  return result;
+})"""
+
+
+def test_math_renders_while_streaming_a_display_block_shows_its_tex_until_closed_and_live_matches_a_reload(
+    login, user, chat, stack
+):
+    _, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    source = EVERYTHING.replace("## Everything at once\n\n", "")
+    result = page.evaluate(LIVE_MATH.replace("arguments_source", json.dumps(source)))
+
+    frames = result["frames"]
+    open_frames = [f for f in frames if f["open"]]
+    assert open_frames, "the display block was never seen open"
+    # While its closing $$ has not come, the block shows its TeX, marked pending, never raw "$$"
+    assert all(f["pending"] == 1 and f["display"] == 0 and not f["rawDollars"] for f in open_frames[1:]), open_frames
+    # Once closed, it is typeset, and stays so (no flicker back to TeX)
+    first_typeset = next(i for i, f in enumerate(frames) if f["display"])
+    assert all(f["display"] == 1 and f["pending"] == 0 for f in frames[first_typeset:])
+    # Live (before the end) holds what a reload holds: 2 inline + 1 display formula, 2 disabled
+    # checkboxes, a wrapped table, a decorated code block
+    assert result["live"] == result["reloaded"] == [3, 1, 1, 2, 1, 1, 1, 1, 2], result
+    assert result["same"] is True
+    # KaTeX's placement survived the sanitizer (set through the CSSOM, not as markup)
+    assert result["styled"] > 5 and result["dataLeft"] == 0
+
+
+def _everything_checks(page, reply) -> None:
+    expect(reply.locator(".katex")).to_have_count(3)
+    expect(reply.locator(".math-block .katex-display")).to_have_count(1)
+    assert "$$" not in reply.inner_text()
+    assert reply.locator(".katex-mathml annotation").first.text_content() == "E = mc^2"  # assistive tech gets MathML
+    expect(reply.locator("p").first).to_contain_text("while lunch costs $5 and $10.")  # amounts stay text
+    # Task list: disabled checkboxes named by their items
+    todo = reply.get_by_role("checkbox", name="write the draft")
+    done = reply.get_by_role("checkbox", name="pick a title")
+    expect(todo).to_be_disabled()
+    expect(done).to_be_disabled()
+    expect(todo).not_to_be_checked()
+    expect(done).to_be_checked()
+    # Code: its language in the header beside Copy; the <pre> a labelled, focusable region
+    expect(reply.locator(".code-block .code-head .code-lang")).to_have_text("python")
+    expect(reply.locator(".code-block .code-head .code-copy")).to_have_text("Copy")
+    pre = reply.get_by_role("region", name="Code: python")
+    expect(pre).to_have_attribute("tabindex", "0")
+    expect(reply.get_by_role("region", name="Table")).to_have_count(1)
+
+
+def test_a_reply_with_math_tasks_code_and_a_table_renders_the_same_after_a_reload(login, user, chat, stack):
+    _, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    send(page, "/echo " + EVERYTHING)
+    expect(page.locator("#send")).to_have_text("Send", timeout=20000)  # ended
+    reply = _reply(page)
+    _everything_checks(page, reply)
+    streamed = reply.inner_html()
+
+    page.reload()
+    reply = _reply(page)
+    expect(reply.locator("h2")).to_have_text("Everything at once")
+    _everything_checks(page, reply)
+    assert reply.inner_html() == streamed
+
+
+def test_tab_reaches_the_code_and_the_table_and_the_arrow_keys_scroll_them_on_a_phone(login, user, chat, stack):
+    Message.objects.create(chat=chat, role="user", content="Everything")
+    Message.objects.create(chat=chat, role="assistant", content=EVERYTHING)
+    _, page = login(user, viewport={"width": 390, "height": 844})
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    reply = _reply(page)
+    expect(reply.locator(".table-scroll")).to_have_count(1)
+
+    # The code: Tab from its Copy button lands on the <pre>, which scrolls with the arrow keys
+    reply.locator(".code-copy").focus()
+    page.keyboard.press("Tab")
+    pre = reply.locator(".code-block pre")
+    assert pre.evaluate("pre => document.activeElement === pre")
+    assert pre.evaluate("pre => pre.scrollWidth > pre.clientWidth")
+    assert pre.evaluate("pre => getComputedStyle(pre).outlineStyle") != "none"  # focus is visible
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    until(page, "() => document.querySelector('.msg--assistant:last-child pre').scrollLeft > 0", timeout=5)
+
+    # The table: the next Tab stop; it scrolls sideways inside its region, the page does not
+    page.keyboard.press("Tab")
+    wrapper = reply.locator(".table-scroll")
+    assert wrapper.evaluate("w => document.activeElement === w")
+    assert wrapper.evaluate("w => w.scrollWidth > w.clientWidth"), "the table fits: it was squeezed"
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    until(page, "() => document.querySelector('.msg--assistant:last-child .table-scroll').scrollLeft > 0", timeout=5)
+    # No word is broken across lines to fit
+    assert wrapper.evaluate(BROKEN_WORDS) == []
+
+
+# The words of each table cell that the layout split across two lines.
+BROKEN_WORDS = """(wrapper) => {
+  const broken = [];
+  for (const cell of wrapper.querySelectorAll('th, td')) {
+    const node = cell.firstChild;
+    if (!node || node.nodeType !== Node.TEXT_NODE) continue;
+    for (const match of node.data.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+      if (tops.size > 1) broken.push(match[0]);
+    }
+  }
+  return broken;
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_a_reply_with_every_feature_has_no_serious_accessibility_violation(login, user, chat, stack, scheme):
+    Message.objects.create(chat=chat, role="user", content="Everything")
+    Message.objects.create(chat=chat, role="assistant", content=EVERYTHING)
+    for viewport, name in (({"width": 1280, "height": 860}, "desktop"), ({"width": 390, "height": 844}, "phone")):
+        _, page = login(user, viewport=viewport)
+        page.emulate_media(color_scheme=scheme)
+        page.goto(f"{stack.url}/chats/{chat.id}/")
+        expect(_reply(page).locator(".katex")).to_have_count(3)
+        page.evaluate("() => document.fonts.ready")
+        assert axe_violations(page) == [], f"{scheme}, {name}"
+        if name == "phone":
+            assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")

@@ -13,6 +13,7 @@ from chats.services import chat_create, share_create, workspace_create
 
 from .conftest import CSP_WATCH, SCREENSHOTS
 from .pages import axe_violations, send
+from .test_markdown import BROKEN_WORDS, EVERYTHING
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -128,3 +129,31 @@ def test_the_share_page_has_no_serious_accessibility_violation(make_user, stack,
         if save:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / f"share-{name}-{scheme}.png"), full_page=True)
+
+
+def test_the_share_page_shows_math_as_tex_task_lists_and_a_table_that_scrolls_on_a_phone(make_user, stack, logged_out):
+    owner = make_user("ada-share-math", password="pw-123456")
+    chat = chat_create(workspace=workspace_create(name="Research", owner=owner), title="Everything", created_by=owner)
+    question = Message.objects.create(chat=chat, role="user", content="Everything, please.")
+    Message.objects.create(chat=chat, role="assistant", parent=question, content=EVERYTHING)
+    share = share_create(chat=chat, created_by=owner)
+    for scheme in ("light", "dark"):
+        page = logged_out(viewport={"width": 390, "height": 844})
+        page.emulate_media(color_scheme=scheme)
+        page.goto(f"{stack.url}/s/{share.token}")
+        reply = page.locator(".msg--assistant .markdown")
+        # Math is its TeX, as written (the page runs no script); dollar amounts are plain text
+        expect(reply.locator("span.math")).to_have_count(2)
+        expect(reply.locator("span.math").first).to_have_text("$E = mc^2$")
+        expect(reply.locator("div.math.math-display")).to_contain_text("\\int_0^1 x^2")
+        expect(reply.locator("p").first).to_contain_text("while lunch costs $5 and $10.")
+        # Task list: disabled checkboxes named by their items
+        expect(reply.get_by_role("checkbox", name="write the draft")).to_be_disabled()
+        expect(reply.get_by_role("checkbox", name="pick a title")).to_be_checked()
+        # The table scrolls in its own region, no word broken; the page itself is no wider than the phone
+        wrapper = reply.get_by_role("region", name="Table")
+        expect(wrapper).to_have_attribute("tabindex", "0")
+        assert wrapper.evaluate("w => w.scrollWidth > w.clientWidth")
+        assert wrapper.evaluate(BROKEN_WORDS) == []
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        assert axe_violations(page) == [], f"share page, {scheme}, phone"
