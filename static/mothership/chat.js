@@ -11,6 +11,7 @@ import { rememberTrashed, trashChat } from "./trash.js";
 import { branches } from "./branches.js";
 import { organize } from "./organize.js";
 import { sharePanel } from "./share.js";
+import { suggestions } from "./suggestions.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -27,6 +28,7 @@ const TERMINAL = ["stream.completed", "stream.cancelled", "stream.interrupted", 
 const warming = warmingPanel(document.getElementById("warming"), chatId);
 const conversations = conversationList({ currentChatId: chatId });
 sharePanel({ chatId, csrf });
+suggestions({ transcript, composer, input }); // an empty chat's: a click sends one through the composer
 
 const state = {
   activeStreamId: root.dataset.activeStream || null,
