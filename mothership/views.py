@@ -21,6 +21,7 @@ from mothership.infra import cursors
 from mothership.infra.markdown import render_markdown
 from mothership.infra.redis import get_redis
 from mothership.infra.throttles import user_rate_check
+from mothership.suggestions import suggestion_sets
 from spend.selectors import budget_status
 from streams.api.serializers import messages_output
 from streams.providers import model_for, models
@@ -98,6 +99,7 @@ def chat_page(request, chat_id):
         conversations = [detail.view, *conversations]
     chat = detail.view.chat
     can_manage = chat_selectors.user_may_manage(user=request.user, chat=chat)
+    tool_servers = selectors.chat_tool_choices(chat.tools)
     context = {
         "conversations": conversations,
         "detail": detail,
@@ -117,7 +119,11 @@ def chat_page(request, chat_id):
         ),
         "system_prompt_max": SYSTEM_PROMPT_MAX,
         # The tools picker: the servers of MCP_SERVERS, each with the tools a worker listed.
-        "tool_servers": selectors.chat_tool_choices(detail.view.chat.tools),
+        "tool_servers": tool_servers,
+        # An empty chat: what to send first, for each kind of model the picker may switch to.
+        "suggestion_sets": []
+        if detail.messages
+        else suggestion_sets(current=model_for(chat.model_id), offered=models(), tool_servers=tool_servers, tools=chat.tools),
         # A live turn's calls so far (from its log), drawn as cards until its seal saves them.
         "active_tool_calls": (detail.stream or {}).get("tool_calls") or [],
         # Its active share links (the Share section), each with whether this member may revoke it.

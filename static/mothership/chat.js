@@ -12,6 +12,7 @@ import { branches } from "./branches.js";
 import { organize } from "./organize.js";
 import { sharePanel } from "./share.js";
 import { menus } from "./menu.js";
+import { suggestions } from "./suggestions.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -29,6 +30,7 @@ const warming = warmingPanel(document.getElementById("warming"), chatId);
 const conversations = conversationList({ currentChatId: chatId });
 sharePanel({ chatId, csrf });
 menus();
+suggestions({ transcript, composer, input }); // an empty chat's: a click sends one through the composer
 
 const state = {
   activeStreamId: root.dataset.activeStream || null,

@@ -16,27 +16,68 @@ from django.db import transaction
 from chats import services
 from chats.models import Chat, Message, Workspace
 
-DEMO_TITLES = ["Welcome to Mothership", "Release notes draft", "Incident review: stuck tiles"]
-# Each demo chat opens on a first exchange, so a new user sees what a conversation looks like.
+# Each demo chat opens on a first exchange a new user learns from: a reply in Markdown (a list, a
+# table, a code block), an ordinary prompt's answer, one sentence on cache warming and, when the
+# demo tool server is configured, a tool call as the local model makes it (``/tool``).
+WELCOME = """## Welcome to Mothership
+
+Every conversation is a tile on the dashboard, and its colour tells the truth about its reply:
+
+| Tile | It means |
+|------|----------|
+| yellow | a model is writing the reply now |
+| grey | the reply was stopped; the text so far is kept |
+| orange | the reply was interrupted (a worker died); the text so far is kept |
+| red | the reply failed, saying why |
+
+- **Send** a message and the reply streams in; **Stop** (or Esc) ends exactly that reply.
+- **Edit** a question or **Regenerate** a reply: the old version stays (‹ 1 / 2 ›).
+- Press **?** for the keyboard shortcuts.
+
+On the offline local model, two commands show the rest:
+
+```text
+/echo Any **Markdown**, repeated word for word
+/tool demo.roll {"sides": 6, "count": 2}
+```"""
 DEMO_EXCHANGES = [
+    ("Welcome to Mothership", "What can I do here?", WELCOME),
     (
-        "What can I do here?",
-        "Send a message and the reply streams in; **Stop** ends exactly that reply. Edit a question or "
-        "**Regenerate** a reply and the old version stays (‹ 1 / 2 ›). Pin, archive or delete a "
-        "conversation from its page, and turn on *cache warming* to keep its prompt cache warm while you are away.",
-    ),
-    (
+        "Release notes draft",
         "Draft three bullet points for the release notes.",
         "- Conversations keep every version of an edited question or a regenerated reply.\n"
         "- Pinned conversations come first; archived ones wait under *Archived*.\n"
         "- Deleted conversations can be restored for 30 days.",
     ),
     (
-        "Why did a tile stay yellow after the worker crashed?",
-        "It cannot any more: a tile is yellow only while a worker holds the turn's lock. When a worker "
-        "dies its lock expires, the sweeper seals the turn as *interrupted*, and the text so far is kept.",
+        "What is cache warming?",
+        "What does cache warming do, in one sentence?",
+        "Cache warming sends a tiny request every few minutes while you are away, so the model's prompt "
+        "cache of this conversation stays warm and your next message is read from it at a tenth of the "
+        "price; it is off until you turn it on, and it stops itself when it would cost more than it saves.",
     ),
 ]
+DICE = {"sides": 6, "count": 2}
+TOOL_EXCHANGE = (
+    "Roll the dice (a tool call)",
+    "/tool demo.roll " + json.dumps(DICE),
+    "4 + 5 = 9",
+    [
+        {
+            "callId": "call_demo_roll",
+            "tool": "demo.roll",
+            "arguments": DICE,
+            "status": "ok",
+            "content": "4 + 5 = 9",
+            "durationMs": 12,
+        }
+    ],
+)
+
+
+def demo_exchanges(*, tools: bool) -> list[tuple[str, str, str, list]]:
+    """The titled demo chats, each (title, question, answer, the answer's tool calls)."""
+    return [(*exchange, []) for exchange in DEMO_EXCHANGES] + ([TOOL_EXCHANGE] if tools else [])
 
 
 class Command(BaseCommand):
@@ -65,22 +106,23 @@ class Command(BaseCommand):
         if workspace is None:
             workspace = services.workspace_create(name=settings.MOTHERSHIP_DEMO_WORKSPACE, owner=user)
         existing = Chat.objects.filter(workspace=workspace).count()
-        wanted = max(options["chats"] or 0, len(DEMO_TITLES) if existing == 0 else 0)
         # With the demo tool server configured (``make run`` does), its chats may call its tools.
         tools = ["demo.*"] if any(server.name == "demo" for server in settings.MCP_SERVERS) else []
+        exchanges = demo_exchanges(tools=bool(tools))
+        wanted = max(options["chats"] or 0, len(exchanges) if existing == 0 else 0)
         new_chats = [
             Chat(
                 workspace=workspace,
                 created_by=user,
-                title=DEMO_TITLES[i] if i < len(DEMO_TITLES) else f"Demo chat {i + 1}",
+                title=exchanges[i][0] if i < len(exchanges) else f"Demo chat {i + 1}",
                 tools=tools,
             )
             for i in range(existing, wanted)
         ]
         Chat.objects.bulk_create(new_chats, batch_size=500)
-        for chat, (question, answer) in zip(new_chats, DEMO_EXCHANGES[existing:], strict=False):  # the titled ones
+        for chat, (_, question, answer, calls) in zip(new_chats, exchanges[existing:], strict=False):  # the titled ones
             asked = Message.objects.create(chat=chat, role=Message.Role.USER, content=question)
-            reply = Message.objects.create(chat=chat, role=Message.Role.ASSISTANT, content=answer, parent=asked)
+            reply = Message.objects.create(chat=chat, role=Message.Role.ASSISTANT, content=answer, parent=asked, tool_calls=calls)
             Chat.objects.filter(pk=chat.pk).update(leaf_id=reply.pk)
         summary = {
             "user": username,
