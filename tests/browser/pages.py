@@ -67,16 +67,18 @@ def set_visibility(page, state: str) -> None:
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 
 
-def axe_violations(page) -> list[str]:
-    """axe-core's serious and critical violations on ``page`` as it is now, one line each."""
+def axe_violations(page, impacts: tuple[str, ...] | None = ("serious", "critical")) -> list[str]:
+    """axe-core's violations on ``page`` as it is now, one line each: the serious and critical
+    ones, or those of ``impacts`` (None: every impact, minor included)."""
     # Evaluated, not added as a <script>: the page's Content-Security-Policy refuses inline scripts.
     page.evaluate(AXE.read_text())
     found = page.evaluate(
-        """async () => {
+        """async (impacts) => {
           const result = await axe.run(document, { resultTypes: ['violations'] });
           return result.violations
-            .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+            .filter((v) => impacts === null || impacts.includes(v.impact))
             .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
-        }"""
+        }""",
+        None if impacts is None else list(impacts),
     )
     return found
