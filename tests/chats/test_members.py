@@ -173,3 +173,53 @@ def test_the_services_guard_the_last_owner_whatever_calls_them(workspace, user):
     with pytest.raises(ValueError, match="No role 'admin'"):
         membership_set_role(membership=owner, role="admin")
     assert Membership.objects.get(pk=owner.pk).role == "owner"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_owners_stepping_down_at_once_leave_one_owner(workspace, user, bob):
+    """A role change waits for another one in flight on the same workspace (its row locked), then
+    counts the owners that change left: without the lock both would see the other still an owner."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from chats.models import Workspace
+
+    Membership.objects.filter(user=bob).update(role="owner")
+    holding, release = threading.Event(), threading.Event()
+    outcome: list = []
+
+    def alice_steps_down():  # as membership_set_role does: lock, (count), then write
+        try:
+            with transaction.atomic():
+                Workspace.objects.select_for_update().get(pk=workspace.pk)
+                holding.set()
+                release.wait(30)
+                Membership.objects.filter(user=user, workspace=workspace).update(role="member")
+        finally:
+            connection.close()
+
+    def bob_steps_down():
+        try:
+            membership_set_role(membership=Membership.objects.get(user=bob, workspace=workspace), role="member")
+            outcome.append("demoted")
+        except MembershipRefused as exc:
+            outcome.append(str(exc))
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=alice_steps_down)
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=bob_steps_down)
+    second.start()
+    second.join(1)
+    waited = second.is_alive()
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    assert waited, "the second role change did not wait for the first"
+    assert outcome == [LAST_OWNER]
+    assert list(Membership.objects.filter(workspace=workspace, role="owner").values_list("user__username", flat=True)) == ["bob"]
