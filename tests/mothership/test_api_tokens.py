@@ -195,3 +195,19 @@ async def test_a_named_tokens_row_deleted_behind_the_apps_back_closes_its_socket
     communicator = await _subscribed(user, chat, auth_token=tokens.digest_credential(token.key_hash))
     await database_sync_to_async(_raw_delete)(ApiToken, id=token.pk)
     await _dropped(communicator, chat)
+
+
+def test_operators_list_and_revoke_named_tokens_in_the_admin_but_never_add_one(user, make_user):
+    from django.test import Client
+
+    token, key = services.api_token_create(user=user, name="ci")
+    staff = make_user("root")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    admin = Client()
+    admin.force_login(staff)
+    listed = admin.get("/admin/mothership/apitoken/")
+    assert listed.status_code == 200 and "ci" in listed.content.decode() and key not in listed.content.decode()
+    assert admin.get("/admin/mothership/apitoken/add/").status_code == 403
+    assert admin.post(f"/admin/mothership/apitoken/{token.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert _with_key(key).get(WORKSPACES).status_code == 403
