@@ -6,6 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, QuerySet
 from django.db.models.functions import Length
@@ -42,11 +43,22 @@ __all__ = [
     "workspace_is_member",
     "workspace_is_owner",
     "workspace_list",
+    "workspace_get_for_owner",
+    "workspace_members",
+    "member_get",
+    "user_find",
+    "user_memberships",
+    "UserNotFound",
 ]
 
 
 def workspace_list(*, user) -> QuerySet[Workspace]:
     return Workspace.objects.filter(memberships__user=user).order_by("name")
+
+
+def user_memberships(*, user) -> QuerySet[Membership]:
+    """``user``'s memberships with their workspaces, by the workspaces' names."""
+    return Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name", "workspace_id")
 
 
 def workspace_get(*, user, workspace_id) -> Workspace:
@@ -65,6 +77,58 @@ def workspace_is_member(*, user, workspace_id) -> bool:
 
 def workspace_is_owner(*, user, workspace_id) -> bool:
     return Membership.objects.filter(user=user, workspace_id=workspace_id, role=Membership.Role.OWNER).exists()
+
+
+MEMBERS_REFUSED = "Only an owner of this workspace may change its members."
+
+
+def workspace_get_for_owner(*, user, workspace_id) -> Workspace:
+    """The workspace if ``user`` owns it; ``Http404`` to non-members, ``PermissionDenied`` to other members."""
+    workspace = workspace_get(user=user, workspace_id=workspace_id)
+    if not workspace_is_owner(user=user, workspace_id=workspace.pk):
+        raise PermissionDenied(MEMBERS_REFUSED)
+    return workspace
+
+
+def workspace_members(*, workspace: Workspace) -> QuerySet[Membership]:
+    """Its memberships with their users: owners first, then by username."""
+    return (
+        Membership.objects.filter(workspace=workspace)
+        .select_related("user")
+        .order_by("-role", "user__username")  # "owner" sorts after "member": descending puts owners first
+    )
+
+
+def member_get(*, workspace: Workspace, user_id) -> Membership:
+    """The membership of the user ``user_id`` in ``workspace``; ``Http404`` when they are no member."""
+    pk = str(user_id)
+    membership = (
+        Membership.objects.select_related("user").filter(workspace=workspace, user_id=int(pk)).first() if pk.isdigit() else None
+    )
+    if membership is None:
+        raise Http404("No such member of this workspace.")
+    return membership
+
+
+class UserNotFound(Exception):
+    pass
+
+
+def user_find(*, identifier: str):
+    """The active user whose username is ``identifier``, or whose e-mail it is (any case);
+    ``UserNotFound`` (saying why) when none is, or when several share that e-mail."""
+    identifier = identifier.strip()
+    users = get_user_model().objects.filter(is_active=True)
+    found = users.filter(username=identifier).first()
+    if found is not None:
+        return found
+    if "@" in identifier:
+        by_email = list(users.filter(email__iexact=identifier)[:2])
+        if len(by_email) == 1:
+            return by_email[0]
+        if by_email:
+            raise UserNotFound("More than one person has that e-mail; give their username instead.")
+    raise UserNotFound("No one here has that username or e-mail.")
 
 
 def member_chats(*, user, trashed: bool = False) -> QuerySet[Chat]:

@@ -29,6 +29,49 @@ def membership_add(*, workspace: Workspace, user, role: str = Membership.Role.ME
     return membership
 
 
+class MembershipRefused(Exception):
+    """A change of members that would break a rule (the message says which, in a person's words)."""
+
+
+LAST_OWNER = "A workspace needs an owner: make someone else an owner first."
+
+
+def member_invite(*, workspace: Workspace, user, role: str = Membership.Role.MEMBER) -> Membership:
+    """Make ``user`` a member of ``workspace`` with ``role``; ``MembershipRefused`` when they already are one."""
+    if Membership.objects.filter(workspace=workspace, user=user).exists():
+        raise MembershipRefused(f"{user.username} is already a member of this workspace.")
+    return membership_add(workspace=workspace, user=user, role=role)
+
+
+def _owners_after(membership: Membership, *, role: str | None) -> int:
+    """How many owners the workspace keeps once ``membership`` has ``role`` (None: removed); the
+    workspace's row locked first, so two owners stepping down at once cannot leave it with none."""
+    Workspace.objects.select_for_update().filter(pk=membership.workspace_id).first()
+    others = Membership.objects.filter(workspace_id=membership.workspace_id, role=Membership.Role.OWNER).exclude(pk=membership.pk)
+    return others.count() + (role == Membership.Role.OWNER)
+
+
+@transaction.atomic
+def membership_set_role(*, membership: Membership, role: str) -> Membership:
+    """Give a member another role; ``MembershipRefused`` when that would leave the workspace without an owner."""
+    if role not in Membership.Role.values:
+        raise ValueError(f"No role {role!r}; choose one of {', '.join(Membership.Role.values)}.")
+    if _owners_after(membership, role=role) == 0:
+        raise MembershipRefused(LAST_OWNER)
+    Membership.objects.filter(pk=membership.pk).update(role=role)
+    membership.role = role
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    """Take a member out of the workspace: their access goes at once (``post_delete`` →
+    ``mothership.access`` closes what their sockets hold of it); ``MembershipRefused`` for the last owner."""
+    if _owners_after(membership, role=None) == 0:
+        raise MembershipRefused(LAST_OWNER)
+    membership.delete()
+
+
 def chat_create(*, workspace: Workspace, title: str = "", created_by=None, model_id: str = "", system_prompt: str = "") -> Chat:
     """A new chat; with no title it is called ``UNTITLED`` until its first message names it."""
     title = title.strip()

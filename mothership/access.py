@@ -1,7 +1,7 @@
 """Access withdrawn at once, and within ``MOTHERSHIP_SOCKET_RECHECK_SECONDS`` whatever the way.
 
 When a user's access may have shrunk (a membership deleted, the user saved: deactivated or a new
-password, a logout, an API token deleted), every socket of that user, in every web process, is
+password, a logout, an API token deleted: DRF's or a named one), every socket of that user, in every web process, is
 told through the user's group (``access.changed``) and checks again what it holds: the user must
 still be active, the session or token it authenticated with still valid (a new password ends
 the other sessions), and each subscription's chat or workspace still the user's. Whatever fails
@@ -27,7 +27,9 @@ from django.utils.crypto import constant_time_compare
 from rest_framework.authtoken.models import Token
 
 from chats.selectors import still_visible
+from mothership import tokens
 from mothership.infra import groups
+from mothership.models import ApiToken
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,9 @@ def socket_access(
     annotations = {names[group]: check for group, check in by_group.items()}
     session_in_db = bool(session_key) and not token_key and settings.SESSION_ENGINE == _DATABASE_SESSIONS
     if token_key:
-        annotations["_token_alive"] = Exists(Token.objects.filter(key=token_key, user_id=OuterRef("pk")))
+        digest = tokens.credential_digest(token_key)  # a named token's socket remembers its digest, DRF's its key
+        rows = ApiToken.objects.filter(key_hash=digest) if digest else Token.objects.filter(key=token_key)
+        annotations["_token_alive"] = Exists(rows.filter(user_id=OuterRef("pk")))
     elif session_in_db:
         live = Session.objects.filter(session_key=session_key, expire_date__gt=timezone.now())
         annotations["_session_data"] = Subquery(live.values("session_data")[:1])

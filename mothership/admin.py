@@ -11,6 +11,7 @@ from chats.admin import MessageInline
 from chats.models import Chat
 from mothership import selectors
 from mothership.infra.admin import report, tally
+from mothership.models import ApiToken
 from mothership.services import RestoreExpired, chat_close, chat_restore, chat_trash, trash_purge
 from streams.admin import StreamInline
 from streams.models import Stream
@@ -206,3 +207,17 @@ class ChatAdmin(admin.ModelAdmin):
             {"chats purged": outcome["chats"], "messages": outcome["messages"], "streams": outcome["streams"]},
             "Purge",
         )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """People's named API tokens: who, which, when last used; an operator may revoke one (delete:
+    its sockets are closed as when its owner revokes it). Keys are never stored, so never shown."""
+
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at")
+    list_select_related = ("user",)
+    search_fields = ("name", "prefix", "user__username")
+    readonly_fields = ("user", "name", "prefix", "key_hash", "created_at", "last_used_at")
+
+    def has_add_permission(self, request):
+        return False  # made by their owner in Settings, where the key is shown once

@@ -31,8 +31,10 @@ class MothershipConfig(AppConfig):
         from rest_framework.authtoken.models import Token
 
         from chats.models import Membership
+        from mothership.models import ApiToken
 
         post_delete.connect(receivers.on_membership_deleted, sender=Membership, dispatch_uid="mothership.membership_deleted")
         post_save.connect(receivers.on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="mothership.user_saved")
         user_logged_out.connect(receivers.on_logged_out, dispatch_uid="mothership.logged_out")
         post_delete.connect(receivers.on_token_deleted, sender=Token, dispatch_uid="mothership.token_deleted")
+        post_delete.connect(receivers.on_api_token_deleted, sender=ApiToken, dispatch_uid="mothership.api_token_deleted")

@@ -66,3 +66,7 @@ def on_logged_out(sender, *, request, user, **kwargs) -> None:
 
 def on_token_deleted(sender, *, instance, **kwargs) -> None:
     access_changed_push(user_id=instance.user_id)
+
+
+def on_api_token_deleted(sender, *, instance, **kwargs) -> None:
+    access_changed_push(user_id=instance.user_id)  # a named token revoked: its sockets are closed at once

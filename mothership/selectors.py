@@ -15,12 +15,16 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 from django.db.models import F, OuterRef, QuerySet, Subquery
+from rest_framework.authtoken.models import Token
 
 from chats.models import Chat, ChatVisit, Message, Workspace
 from chats.selectors import chat_get_for_member, chat_messages_page, member_chats, parse_uuid
 from chats.services import chat_markers_repair
+from mothership import tokens
 from mothership.infra import cursors
+from mothership.models import ApiToken, UserPreferences
 from streams.models import Stream
+from streams.providers import model_get
 from streams.selectors import Liveness, stream_snapshot, streams_liveness
 from streams.tools import tool_catalog
 
@@ -263,3 +267,39 @@ def chat_tool_choices(patterns) -> list[dict]:
         tools = [{**tool, "on": every or tool["name"] in chosen} for tool in server["tools"] or ()]
         servers.append({**server, "all": every, "tools": tools, "listed": server["tools"] is not None})
     return servers
+
+
+# --- Named API tokens and preferences (the settings pages) ----------------------------------
+
+
+def api_tokens_list(*, user) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user)
+
+
+def api_token_for_key(*, key: str) -> ApiToken | None:
+    """The named token whose key this is, with its user; None for anything else."""
+    if not tokens.is_named_key(key) or len(key) > 100:
+        return None
+    return ApiToken.objects.select_related("user").filter(key_hash=tokens.key_digest(key)).first()
+
+
+def sign_in_token(*, user) -> Token | None:
+    """The token ``POST /api/auth/token`` gives ``user`` (DRF's, one per user), when they have one."""
+    return Token.objects.filter(user=user).first()
+
+
+def preferences_get(*, user) -> UserPreferences:
+    """``user``'s preferences; the defaults (unsaved) for someone who never chose, or not signed in."""
+    if getattr(user, "is_authenticated", False):
+        found = UserPreferences.objects.filter(user=user).first()
+        if found is not None:
+            return found
+        return UserPreferences(user=user)
+    return UserPreferences()
+
+
+def user_default_model(*, user) -> str:
+    """The model id ``user``'s new chats start on: their choice while LLM_MODELS still offers it, else
+    "" (the deployment's default)."""
+    chosen = preferences_get(user=user).default_model
+    return chosen if chosen and model_get(chosen) is not None else ""

@@ -7,12 +7,15 @@ import logging
 
 import redis
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from chats.models import Chat
 from chats.selectors import chat_branch, parse_uuid, trash_due
 from chats.services import chat_mark_closed, chat_mark_restored, chat_mark_trashed, chats_purge
+from mothership import tokens
+from mothership.models import ApiToken, UserPreferences
 from streams.eventlog import logs_discard
 from streams.models import Stream
 from streams.services import StreamConflict, chat_show_branch, streams_cancel_chat
@@ -121,3 +124,69 @@ def api_token_revoke(*, user) -> bool:
     False when there was none. The next ``POST /api/auth/token`` makes a new one."""
     deleted, _ = Token.objects.filter(user=user).delete()
     return bool(deleted)
+
+
+# --- Named API tokens and preferences (the settings pages) ----------------------------------
+
+MAX_API_TOKENS = 50  # per user: a list that fits a page, and a bound on what a leaked session can mint
+LAST_USED_EVERY = datetime.timedelta(minutes=1)  # last_used_at's resolution: at most one write a minute per token
+
+
+class TooManyTokens(Exception):
+    def __init__(self):
+        super().__init__(
+            f"You have {MAX_API_TOKENS} API tokens, the most one person may have; revoke one you no longer use first."
+        )
+
+
+def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """A new named token for ``user``: the row (which keeps only the key's SHA-256) and the key,
+    which is never stored and so can be shown only now. ``TooManyTokens`` past ``MAX_API_TOKENS``."""
+    if ApiToken.objects.filter(user=user).count() >= MAX_API_TOKENS:
+        raise TooManyTokens()
+    key = tokens.key_new()
+    token = ApiToken.objects.create(
+        user=user, name=name.strip(), key_hash=tokens.key_digest(key), prefix=key[: tokens.SHOWN_PREFIX]
+    )
+    return token, key
+
+
+def api_token_delete(*, user, token_id: int) -> bool:
+    """Revoke one of ``user``'s named tokens: it stops authenticating at once, and the sockets
+    opened with it are closed (``post_delete`` → ``mothership.access``). False when it was not theirs."""
+    token = ApiToken.objects.filter(user=user, pk=token_id).first()
+    if token is None:
+        return False
+    token.delete()  # one row, so that post_delete fires (a queryset delete would too, but per row anyway)
+    return True
+
+
+def api_token_used(*, token: ApiToken, now: datetime.datetime | None = None) -> bool:
+    """Record that ``token`` authenticated a request: at most one write a minute, whatever the
+    rate of requests or the number of processes (the UPDATE's condition is the fence). True when written."""
+    now = now or timezone.now()
+    cutoff = now - LAST_USED_EVERY
+    if token.last_used_at is not None and token.last_used_at > cutoff:
+        return False  # known fresh: no query at all
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=cutoff)
+    written = ApiToken.objects.filter(stale, pk=token.pk).update(last_used_at=now)
+    if written:
+        token.last_used_at = now
+    return bool(written)
+
+
+def preferences_update(*, user, theme: str | None = None, default_model: str | None = None) -> UserPreferences:
+    """Save what ``user`` chose (a value left out keeps its own)."""
+    preferences, _ = UserPreferences.objects.get_or_create(user=user)
+    fields = []
+    if theme is not None:
+        if theme not in UserPreferences.Theme.values:
+            raise ValueError(f"No theme {theme!r}; choose one of {', '.join(UserPreferences.Theme.values)}.")
+        preferences.theme = theme
+        fields.append("theme")
+    if default_model is not None:
+        preferences.default_model = default_model
+        fields.append("default_model")
+    if fields:
+        preferences.save(update_fields=fields)
+    return preferences

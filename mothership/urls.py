@@ -6,7 +6,7 @@ from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularAPIView
 
 from chats.api import views as chat_api
-from mothership import views
+from mothership import settings_views, views, workspace_views
 from mothership.api import views as mothership_api
 from spend.api import views as spend_api
 from streams.api import views as stream_api
@@ -23,6 +23,16 @@ api_patterns = [
     path("auth/ws-ticket", mothership_api.WsTicketApi.as_view(), name="api-ws-ticket"),
     path("mothership/workspaces", chat_api.WorkspaceListApi.as_view(), name="api-workspaces"),
     path("mothership/workspaces/<str:workspace_id>/import", chat_api.WorkspaceImportApi.as_view(), name="api-workspace-import"),
+    path(
+        "mothership/workspaces/<str:workspace_id>/members",
+        chat_api.WorkspaceMemberListApi.as_view(),
+        name="api-workspace-members",
+    ),
+    path(
+        "mothership/workspaces/<str:workspace_id>/members/<str:user_id>",
+        chat_api.WorkspaceMemberApi.as_view(),
+        name="api-workspace-member",
+    ),
     path("mothership/workspaces/<str:workspace_id>/budget", spend_api.WorkspaceBudgetApi.as_view(), name="api-workspace-budget"),
     path("mothership/models", stream_api.ModelListApi.as_view(), name="api-models"),
     path("mothership/chats", mothership_api.ChatListCreateApi.as_view(), name="api-chats"),
@@ -70,6 +80,22 @@ urlpatterns = [
     path("chats/new", views.chat_new, name="chat-new"),
     path("chats/<str:chat_id>/", views.chat_page, name="chat"),
     path("s/<str:token>", views.share_page, name="share"),
+    path("settings/", settings_views.profile, name="settings"),
+    path("settings/password/", settings_views.password, name="settings-password"),
+    path("settings/tokens/", settings_views.tokens, name="settings-tokens"),
+    path("settings/tokens/<int:token_id>/revoke", settings_views.token_revoke, name="settings-token-revoke"),
+    path("settings/tokens/sign-in/revoke", settings_views.sign_in_token_revoke, name="settings-sign-in-token-revoke"),
+    path("settings/appearance/", settings_views.appearance, name="settings-appearance"),
+    path("settings/model/", settings_views.default_model, name="settings-model"),
+    path("settings/workspaces/", settings_views.workspaces, name="settings-workspaces"),
+    path("workspaces/<str:workspace_id>/", workspace_views.workspace_page, name="workspace"),
+    path("workspaces/<str:workspace_id>/members/add", workspace_views.member_add, name="workspace-member-add"),
+    path("workspaces/<str:workspace_id>/members/<str:user_id>/role", workspace_views.member_role, name="workspace-member-role"),
+    path(
+        "workspaces/<str:workspace_id>/members/<str:user_id>/remove",
+        workspace_views.member_remove,
+        name="workspace-member-remove",
+    ),
     path("healthz", views.healthz, name="healthz"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include(account_patterns)),

@@ -77,7 +77,9 @@ def chat_new(request):
     title = (request.POST.get("title") or "").strip()[:200]  # none: the first message names it
     # A chat is kept once it has a first message: the ones this member left empty go.
     chat_services.chats_discard_empty(user=request.user, workspace_id=workspace.pk)
-    chat = chat_services.chat_create(workspace=workspace, title=title, created_by=request.user)
+    chat = chat_services.chat_create(
+        workspace=workspace, title=title, created_by=request.user, model_id=selectors.user_default_model(user=request.user)
+    )
     return redirect("chat", chat_id=chat.id)
 
 

@@ -23,8 +23,10 @@ from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
+from mothership import selectors, tokens
 from mothership.access import socket_still_signed_in
 from mothership.infra.redis import get_redis
+from mothership.models import ApiToken
 
 WS_TICKET_SECONDS = 60
 _TICKET_KEY = "mothership:ws-ticket:{}"
@@ -51,11 +53,23 @@ def _ticket_redeem(ticket: str) -> tuple | None:
     return get_user_model().objects.get(pk=record["user"]), record["session"], record["token"]
 
 
-def _user_for_token(key: str):
+def _user_for_token(key: str) -> tuple | None:
+    """(user, the credential the socket remembers) for an API token's key: a named token (its
+    digest, never the key) or DRF's (its key); None when it is no live token of an active user."""
     from rest_framework.authtoken.models import Token
 
+    named = selectors.api_token_for_key(key=key) if tokens.is_named_key(key) else None
+    if named is not None:
+        return (named.user, tokens.digest_credential(named.key_hash)) if named.user.is_active else None
     token = Token.objects.select_related("user").filter(key=key).first()
-    return token.user if token and token.user.is_active else None
+    return (token.user, key) if token and token.user.is_active else None
+
+
+def token_credential(auth) -> str | None:
+    """What a socket ticket remembers of the API token a request was authenticated by (``request.auth``)."""
+    if isinstance(auth, ApiToken):
+        return tokens.digest_credential(auth.key_hash)
+    return getattr(auth, "key", None)
 
 
 @database_sync_to_async
@@ -70,9 +84,10 @@ def _authenticate(query: dict) -> dict:
         return {"user": user, "auth_session": session_key, "auth_token": token_key}
     key = (query.get("token") or [""])[0]
     if key and settings.MOTHERSHIP_WS_TOKEN_IN_URL:
-        user = _user_for_token(key)
-        if user is not None:
-            return {"user": user, "auth_token": key}
+        found = _user_for_token(key)
+        if found is not None:
+            user, credential = found
+            return {"user": user, "auth_token": credential}
     return {}
 
 

@@ -11,6 +11,16 @@ class WorkspaceOutput(serializers.Serializer):
     name = serializers.CharField()
 
 
+class MemberOutput(serializers.Serializer):
+    """A membership as its workspace's members see it (no e-mail: members see who, not how to reach them)."""
+
+    user_id = serializers.IntegerField(source="user.pk")
+    username = serializers.CharField(source="user.username")
+    name = serializers.CharField(source="user.get_full_name", help_text="First and last name; blank when not given.")
+    role = serializers.ChoiceField(choices=["owner", "member"])
+    joined_at = serializers.DateTimeField(source="created_at")
+
+
 class MessageOutput(serializers.ModelSerializer):
     usage = serializers.DictField(child=serializers.IntegerField())
     parent_id = serializers.UUIDField(allow_null=True, help_text="The message this one follows; null for the first.")

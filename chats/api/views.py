@@ -12,9 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chats import search, selectors, services
-from chats.api.serializers import SearchOutput, ShareOutput, WorkspaceOutput
+from chats.api.serializers import MemberOutput, SearchOutput, ShareOutput, WorkspaceOutput
 from chats.exports import export_filename, export_json, export_markdown
 from chats.imports import ImportRejected, ImportTooLarge, chat_import
+from chats.models import Membership
 from mothership.infra import cursors
 from mothership.infra.api import Conflict, PayloadTooLarge, StrictCharField
 from mothership.infra.throttles import user_rate_check
@@ -24,6 +25,87 @@ class WorkspaceListApi(APIView):
     @extend_schema(responses=WorkspaceOutput(many=True))
     def get(self, request):
         return Response(WorkspaceOutput(selectors.workspace_list(user=request.user), many=True).data)
+
+
+def _strict(serializer) -> None:
+    """Unknown fields are refused by name (a typo must not pass as "nothing to change")."""
+    unknown = sorted(set(serializer.initial_data) - set(serializer.fields))
+    if unknown:
+        names = ", ".join(serializer.fields)
+        raise serializers.ValidationError({name: [f"Unknown field; use {names}."] for name in unknown})
+
+
+MEMBERS_CONFLICT = OpenApiResponse(
+    description="The change would leave the workspace without an owner, or the person is already a member."
+)
+MEMBERS_REFUSED = OpenApiResponse(description="A member who is not an owner: " + selectors.MEMBERS_REFUSED)
+
+
+class WorkspaceMemberListApi(APIView):
+    """A workspace's members and their roles (any member may read them); owners add people, by
+    username or e-mail."""
+
+    class AddInput(serializers.Serializer):
+        user = StrictCharField(max_length=254, trim_whitespace=True, help_text="Their username, or their e-mail.")
+        role = serializers.ChoiceField(choices=Membership.Role.values, default=Membership.Role.MEMBER)
+
+        def validate(self, attrs):
+            _strict(self)
+            return attrs
+
+    @extend_schema(responses=MemberOutput(many=True))
+    def get(self, request, workspace_id):
+        workspace = selectors.workspace_get(user=request.user, workspace_id=workspace_id)  # 404 for non-members
+        return Response(MemberOutput(selectors.workspace_members(workspace=workspace), many=True).data)
+
+    @extend_schema(request=AddInput, responses={201: MemberOutput, 403: MEMBERS_REFUSED, 409: MEMBERS_CONFLICT})
+    def post(self, request, workspace_id):
+        workspace = selectors.workspace_get_for_owner(user=request.user, workspace_id=workspace_id)
+        payload = self.AddInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            user = selectors.user_find(identifier=payload.validated_data["user"])
+        except selectors.UserNotFound as exc:
+            raise ValidationError({"user": [str(exc)]}) from None
+        try:
+            membership = services.member_invite(workspace=workspace, user=user, role=payload.validated_data["role"])
+        except services.MembershipRefused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
+
+
+class WorkspaceMemberApi(APIView):
+    """One member: owners change their role or take them out (their access goes at once, open
+    sockets included). A workspace always keeps an owner (409)."""
+
+    class RoleInput(serializers.Serializer):
+        role = serializers.ChoiceField(choices=Membership.Role.values)
+
+        def validate(self, attrs):
+            _strict(self)
+            return attrs
+
+    @extend_schema(request=RoleInput, responses={200: MemberOutput, 403: MEMBERS_REFUSED, 409: MEMBERS_CONFLICT})
+    def patch(self, request, workspace_id, user_id):
+        workspace = selectors.workspace_get_for_owner(user=request.user, workspace_id=workspace_id)
+        membership = selectors.member_get(workspace=workspace, user_id=user_id)
+        payload = self.RoleInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            services.membership_set_role(membership=membership, role=payload.validated_data["role"])
+        except services.MembershipRefused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(MemberOutput(membership).data)
+
+    @extend_schema(request=None, responses={204: None, 403: MEMBERS_REFUSED, 409: MEMBERS_CONFLICT})
+    def delete(self, request, workspace_id, user_id):
+        workspace = selectors.workspace_get_for_owner(user=request.user, workspace_id=workspace_id)
+        membership = selectors.member_get(workspace=workspace, user_id=user_id)
+        try:
+            services.membership_remove(membership=membership)
+        except services.MembershipRefused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SearchApi(APIView):

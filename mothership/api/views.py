@@ -32,7 +32,7 @@ from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
 from mothership.infra.api import Conflict, Gone, StrictBooleanField, StrictCharField, StrictUUIDField
 from mothership.infra.throttles import user_rate_check
-from mothership.ws_auth import WS_TICKET_SECONDS, ws_ticket_issue
+from mothership.ws_auth import WS_TICKET_SECONDS, token_credential, ws_ticket_issue
 from streams.providers import model_get, models
 from streams.services import NotInChat, StreamConflict, chat_show_branch
 
@@ -88,7 +88,7 @@ class WsTicketApi(APIView):
         },
     )
     def post(self, request):
-        token_key = request.auth.key if isinstance(request.auth, Token) else None
+        token_key = token_credential(request.auth)  # DRF's token, or a named one (by its digest)
         session_key = None if token_key else request.session.session_key
         ticket = ws_ticket_issue(user=request.user, session_key=session_key, token_key=token_key)
         return Response({"ticket": ticket, "expires_in": WS_TICKET_SECONDS})
@@ -136,7 +136,8 @@ class ChatListCreateApi(APIView):
             workspace=workspace,
             title=payload.validated_data.get("title", ""),
             created_by=request.user,
-            model_id=payload.validated_data.get("model", ""),
+            # None given: the caller's default model (Settings), while LLM_MODELS still offers it.
+            model_id=payload.validated_data.get("model") or selectors.user_default_model(user=request.user),
             system_prompt=payload.validated_data.get("system_prompt", ""),
         )
         detail = selectors.chat_detail(user=request.user, chat_id=chat.id)

@@ -135,3 +135,33 @@ def test_anonymous_callers_get_no_ticket(server):
     _proc, base = server
     answer = _ticket(base)
     assert answer.status_code in (401, 403) and answer.json()["detail"]
+
+
+async def test_a_named_tokens_ticket_works_and_revoking_it_in_settings_closes_the_socket(server, user, chat):
+    """A named token (Settings → API tokens) gets a ticket like DRF's; revoked on the settings
+    page, its socket is closed (4403) and its later tickets refused; the key never reaches Redis."""
+    from django.test import Client
+
+    from mothership.services import api_token_create
+
+    _proc, base = server
+    token, key = await database_sync_to_async(api_token_create)(user=user, name="e2e")
+    headers = {"Authorization": f"Token {key}"}
+    before, during = [(await asyncio.to_thread(_ticket, base, **headers)).json()["ticket"] for _ in range(2)]
+    assert key not in (get_redis().get(f"mothership:ws-ticket:{during}") or b"").decode()
+    ws = await _connect(base, f"ticket={during}")
+    assert (await _subscribed(ws, chat))["type"] == "subscribed"
+
+    def revoke_in_settings():
+        browser = Client()
+        browser.force_login(user)
+        return browser.post(f"/settings/tokens/{token.pk}/revoke").status_code
+
+    assert await database_sync_to_async(revoke_in_settings)() == 302
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 2))
+    assert (frame["type"], frame["code"]) == ("error", "forbidden")
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 2)
+    assert ws.close_code == 4403
+    assert await _refused(base, f"ticket={before}")
+    assert (await asyncio.to_thread(_ticket, base, **headers)).status_code == 403

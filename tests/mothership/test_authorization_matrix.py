@@ -88,6 +88,12 @@ API = {
         anonymous=403, stranger=404, creator=200, member=403, owner=200, staff=404
     ),
     ("delete", "/api/mothership/chats/{fresh}"): dict(anonymous=403, stranger=404, creator=204, member=403, owner=204, staff=404),
+    ("get", "/api/mothership/workspaces/{ws}/members"): dict(
+        anonymous=403, stranger=404, creator=200, member=200, owner=200, staff=404
+    ),
+    ("post", "/api/mothership/workspaces/{ws}/members"): dict(
+        anonymous=403, stranger=404, creator=403, member=403, owner=201, staff=404
+    ),
     ("post", "/api/auth/ws-ticket"): dict(anonymous=403, stranger=200, creator=200, member=200, owner=200, staff=200),
     # The schema is public, as the API's shape is no secret (the README documents it).
     ("get", "/api/schema"): dict(anonymous=200, stranger=200, creator=200, member=200, owner=200, staff=200),
@@ -98,6 +104,7 @@ BODIES = {
     "/messages": lambda ws: {"content": "hello"},
     "/cancel": lambda ws: {"stream_id": str(uuid.uuid4())},
     "/warming": lambda ws: {"enabled": True},
+    "/members": lambda ws: {"user": factories.UserFactory().username},  # someone new for each actor
 }
 
 
@@ -138,20 +145,22 @@ def test_a_token_revoke_is_the_callers_own(world):
 PAGES = {
     "/": dict(anonymous=302, stranger=200, creator=200, member=200, owner=200, staff=200),
     "/chats/{chat}/": dict(anonymous=302, stranger=404, creator=200, member=200, owner=200, staff=404),
+    "/settings/": dict(anonymous=302, stranger=200, creator=200, member=200, owner=200, staff=200),
+    "/workspaces/{ws}/": dict(anonymous=302, stranger=404, creator=200, member=200, owner=200, staff=404),
     "/admin/": dict(anonymous=302, stranger=302, creator=302, member=302, owner=302, staff=200),
     "/admin/chats/chat/": dict(anonymous=302, stranger=302, creator=302, member=302, owner=302, staff=200),
 }
 
 
 def test_every_page_as_every_actor(world, client):
-    people, _workspace, chat = world
+    people, workspace, chat = world
     wrong = {}
     for template, statuses in PAGES.items():
         for actor in ACTORS:
             client.logout()
             if people[actor] is not None:
                 client.force_login(people[actor])
-            status = client.get(template.format(chat=chat.id)).status_code
+            status = client.get(template.format(chat=chat.id, ws=workspace.id)).status_code
             if status != statuses[actor]:
                 wrong[(template, actor)] = (status, statuses[actor])
     assert not wrong, wrong
