@@ -5,7 +5,7 @@ with markdown-it and DOMPurify in the browser (static/mothership/markdown.js).
 Links go only to the web or to mail, never into this app (a relative link is dropped to its text),
 and open with no referrer; images become links (the Content-Security-Policy loads none from
 elsewhere, and a shared page must not call out when read); table cells are aligned by class, and
-a table scrolls in a region of its own. Task lists show disabled checkboxes in labels. Math
+a table scrolls in a box of its own. Task lists show disabled checkboxes in labels. Math
 ($…$, $$…$$, by pandoc's rule so "$5 and $10" stays text) is shown as its TeX, escaped, in a
 ``span.math`` (``div.math.math-display`` for a display block): the page runs no script, and
 typesetting on the server would need a JavaScript engine.
@@ -43,7 +43,7 @@ _CLASSES = {
 # Only these values, and an input is always disabled (one forced attribute: nh3 writes forced
 # ones in no fixed order).
 _VALUES = {
-    "div": {"tabindex": {"0"}, "role": {"region"}, "aria-label": {"Table"}},
+    "div": {"tabindex": {"0"}, "role": {"group"}, "aria-label": {"Table"}},
     "input": {"type": {"checkbox"}, "checked": {"checked"}},
 }
 _FORCED = {"input": {"disabled": "disabled"}}
@@ -71,7 +71,7 @@ def _align_by_class(state) -> None:
                 token.attrSet("class", align)
 
 
-_TABLE_REGION = '<div class="table-scroll" tabindex="0" role="region" aria-label="Table">'
+_TABLE_REGION = '<div class="table-scroll" tabindex="0" role="group" aria-label="Table">'
 
 
 def _table_open(renderer, tokens, idx, options, env) -> str:
@@ -83,12 +83,12 @@ def _table_close(renderer, tokens, idx, options, env) -> str:
 
 
 def _code(renderer, tokens, idx, options, env) -> str:
-    """A code block's <pre> as a labelled region the keyboard can reach and scroll."""
+    """A code block's <pre> as a labelled group the keyboard can reach and scroll."""
     token = tokens[idx]
     language = (token.info.split() or [""])[0] if token.type == "fence" else ""
     label = f"Code: {language}" if language else "Code"
     html = getattr(RendererHTML, token.type)(renderer, tokens, idx, options, env)
-    return html.replace("<pre>", f'<pre tabindex="0" role="region" aria-label="{escape(label)}">', 1)
+    return html.replace("<pre>", f'<pre tabindex="0" role="group" aria-label="{escape(label)}">', 1)
 
 
 def _math_inline(renderer, tokens, idx, options, env) -> str:
@@ -107,7 +107,7 @@ def _keep_attribute(tag: str, name: str, value: str) -> str | None:
     if tag == "a" and name == "href":
         return value if _web_link(value) else None
     if tag == "pre" and name != "aria-label":
-        return value if (name, value) in (("tabindex", "0"), ("role", "region")) else None
+        return value if (name, value) in (("tabindex", "0"), ("role", "group")) else None
     return value
 
 

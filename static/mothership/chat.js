@@ -551,8 +551,10 @@ document.addEventListener("keydown", (e) => {
 const warmingSection = document.getElementById("warming-section");
 const warmingSummary = document.getElementById("warming-summary");
 const warmingCountdown = document.getElementById("warming-countdown");
-setInterval(() => {
+function summarizeWarming() {
   if (warmingSection && !warmingSection.open) warmingSummary.textContent = warmingCountdown.textContent;
   else if (warmingSummary) warmingSummary.textContent = "";
-}, 1000);
+}
+summarizeWarming();
+setInterval(summarizeWarming, 1000);
 

@@ -46,10 +46,10 @@ for (const md of [finished, growing]) {
       if (align) token.attrJoin("class", `md-align-${align[1]}`);
     }
   });
-  // A table scrolls sideways in a region of its own (a phone's width breaks no word): reachable
+  // A table scrolls sideways in a box of its own (a phone's width breaks no word): reachable
   // and scrollable by keyboard.
   md.renderer.rules.table_open = (tokens, i, options, env, self) =>
-    `<div class="table-scroll" tabindex="0" role="region" aria-label="Table">${self.renderToken(tokens, i, options)}`;
+    `<div class="table-scroll" tabindex="0" role="group" aria-label="Table">${self.renderToken(tokens, i, options)}`;
   md.renderer.rules.table_close = (tokens, i, options, env, self) => `${self.renderToken(tokens, i, options)}</div>\n`;
 }
 
@@ -90,7 +90,7 @@ export function copyButton(className, label) {
 }
 
 // Each code block of ``root`` not done yet: a header with its language and a copy button, and
-// its <pre> a labelled region that the keyboard can reach and scroll.
+// its <pre> a labelled group that the keyboard can reach and scroll.
 function decorateCode(root) {
   for (const pre of root.querySelectorAll("pre")) {
     if (pre.parentElement?.classList.contains("code-block")) continue;
@@ -104,7 +104,7 @@ function decorateCode(root) {
     label.textContent = language;
     head.append(label, copyButton("code-copy", language ? `Copy this ${language} code` : "Copy this code"));
     pre.tabIndex = 0;
-    pre.setAttribute("role", "region");
+    pre.setAttribute("role", "group");
     pre.setAttribute("aria-label", language ? `Code: ${language}` : "Code");
     pre.replaceWith(wrap);
     wrap.append(head, pre);
@@ -204,7 +204,13 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
     // only grew keeps its element and gets the new text appended: a long one is not laid out anew
     // on every frame. Math is the exception: KaTeX's output is sanitized and placed as above.
     const growingTokens = last ? tokens.slice(last) : tokens;
-    if (!growCode(growingTokens)) {
+    // A heading whose words have not arrived yet ("## ") waits for them: an empty heading is
+    // announced as one, and read as nothing.
+    const emptyHeading = growingTokens[0]?.type === "heading_open" && !growingTokens[1]?.content.trim();
+    if (emptyHeading) {
+      tail.replaceChildren();
+      codeShown = null;
+    } else if (!growCode(growingTokens)) {
       const env = {};
       const html = growing.renderer.render(growingTokens, growing.options, env);
       if (env.math) {

@@ -1,6 +1,7 @@
 """axe-core over every page a person uses, light and dark, desktop and phone: no violation of any
-impact. The log-in page, the dashboard (empty and full), the chat page with a Markdown reply, while
-a reply streams, once it is stopped and with cache warming open. The same pages are the README's
+impact. The log-in page, the dashboard (empty and full), the chat page empty (its suggestions),
+with a Markdown reply, its menu open, while a reply streams, once it is stopped and with cache
+warming open. The settings pages and the workspace page: tests/browser/test_settings.py. The same pages are the README's
 screenshots (``make screenshots`` sets MOTHERSHIP_SAVE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def test_every_page_has_no_accessibility_violation(chromium, login, make_user, s
         home.goto(f"{stack.url}/?workspace={empty.id}")
         expect(home.locator("#no-tiles")).to_be_visible()
         found[f"empty dashboard, {where}"] = axe_violations(home)
+        _shot(home, f"dashboard-empty-{name}-{scheme}")
 
         page = context.new_page()
         page.emulate_media(color_scheme=scheme)
@@ -87,6 +89,10 @@ def test_every_page_has_no_accessibility_violation(chromium, login, make_user, s
         page.locator("#warming-section > summary").click()  # folded again for the next pages
 
         page.goto(f"{stack.url}/chats/{running.id}/")
+        if name == "desktop":
+            expect(page.locator(".suggestion").first).to_be_visible()
+            found[f"an empty chat's suggestions, {where}"] = axe_violations(page)
+            _shot(page, f"chat-empty-{name}-{scheme}")
         send(page, "Tell me a long story")
         wait_streaming(page, 5)
         found[f"chat while a reply streams, {where}"] = axe_violations(page)

@@ -292,9 +292,9 @@ def _everything_checks(page, reply) -> None:
     # Code: its language in the header beside Copy; the <pre> a labelled, focusable region
     expect(reply.locator(".code-block .code-head .code-lang")).to_have_text("python")
     expect(reply.locator(".code-block .code-head .code-copy")).to_have_text("Copy")
-    pre = reply.get_by_role("region", name="Code: python")
+    pre = reply.get_by_role("group", name="Code: python")
     expect(pre).to_have_attribute("tabindex", "0")
-    expect(reply.get_by_role("region", name="Table")).to_have_count(1)
+    expect(reply.get_by_role("group", name="Table")).to_have_count(1)
 
 
 def test_a_reply_with_math_tasks_code_and_a_table_renders_the_same_after_a_reload(login, user, chat, stack):

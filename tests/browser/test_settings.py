@@ -4,6 +4,7 @@ phone, with no violation of any impact."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -13,6 +14,7 @@ from chats.models import Chat, Membership
 from chats.services import membership_add, workspace_create
 from mothership.models import ApiToken, UserPreferences
 
+from .conftest import SCREENSHOTS
 from .pages import axe_violations
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -20,6 +22,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 TABS = ["Profile", "Password", "API tokens", "Appearance", "Default model", "Workspaces"]
 VIEWPORTS = {"desktop": {"width": 1280, "height": 860}, "phone": {"width": 390, "height": 844}}
 STRONG = "violet-harbour-lantern-42"
+
+
+def _shot(page, name: str) -> None:
+    if os.environ.get("MOTHERSHIP_SAVE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def _no_violation(page, where: str) -> None:
@@ -134,6 +142,7 @@ def test_choosing_dark_renders_data_theme_dark_on_another_page(login, make_user,
     assert UserPreferences.objects.get(user=user).theme == "dark"
 
 
+@pytest.mark.screenshots
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_every_settings_tab_and_the_workspace_page_have_no_accessibility_violation(login, make_user, stack, scheme, viewport):
@@ -158,6 +167,7 @@ def test_every_settings_tab_and_the_workspace_page_have_no_accessibility_violati
     page.click("#token-form button[type=submit]")
     expect(page.locator("#token-key")).to_be_visible()
     _no_violation(page, f"a new token, {where}")
+    _shot(page, f"settings-tokens-{viewport}-{scheme}")
     page.click("nav.tabs >> text=Profile")
     page.fill("#id_email", "not-an-address")
     page.click("#profile-form button[type=submit]")
@@ -167,6 +177,7 @@ def test_every_settings_tab_and_the_workspace_page_have_no_accessibility_violati
     page.goto(f"{stack.url}/workspaces/{workspace.pk}/")
     page.click("#spend summary")  # the budget form open
     _no_violation(page, f"workspace page, {where}")
+    _shot(page, f"workspace-{viewport}-{scheme}")
     member = make_user(f"axe-reader-{scheme}-{viewport}", password="pw-123456")
     membership_add(workspace=workspace, user=member)
     _context, reader = login(member, viewport=VIEWPORTS[viewport])

@@ -79,7 +79,7 @@ def test_the_sanitizer_keeps_an_input_a_disabled_checkbox_or_nothing_whatever_it
 def test_a_table_scrolls_in_a_labelled_focusable_region():
     html = render_markdown("| a | b |\n|---|--:|\n| 1 | 2 |\n")
 
-    assert html.startswith('<div class="table-scroll" tabindex="0" role="region" aria-label="Table"><table>')
+    assert html.startswith('<div class="table-scroll" tabindex="0" role="group" aria-label="Table"><table>')
     assert html.rstrip().endswith("</table>\n</div>")
     assert '<td class="md-align-right">2</td>' in html
 
@@ -93,9 +93,9 @@ def test_the_scroll_region_attributes_are_kept_only_with_their_own_values():
 def test_a_code_block_is_a_labelled_region_the_keyboard_can_reach():
     html = render_markdown('```python extra\nx = 1\n```\n\n    indented\n\n```"><b>\ny\n```\n')
 
-    assert '<pre tabindex="0" role="region" aria-label="Code: python"><code>x = 1' in html
-    assert '<pre tabindex="0" role="region" aria-label="Code"><code>indented' in html
-    assert '<pre tabindex="0" role="region" aria-label="Code: &quot;&gt;&lt;b&gt;"><code>y' in html
+    assert '<pre tabindex="0" role="group" aria-label="Code: python"><code>x = 1' in html
+    assert '<pre tabindex="0" role="group" aria-label="Code"><code>indented' in html
+    assert '<pre tabindex="0" role="group" aria-label="Code: &quot;&gt;&lt;b&gt;"><code>y' in html
 
 
 def test_a_pre_keeps_only_its_own_focus_and_role_values():
