@@ -32,6 +32,7 @@ from mothership.api.serializers import ChatDetailOutput, ChatOutput
 from mothership.infra import cursors
 from mothership.infra.api import Conflict, Gone, StrictBooleanField, StrictCharField, StrictUUIDField
 from mothership.infra.throttles import user_rate_check
+from mothership.models import ApiToken
 from mothership.ws_auth import WS_TICKET_SECONDS, token_credential, ws_ticket_issue
 from streams.providers import model_get, models
 from streams.services import NotInChat, StreamConflict, chat_show_branch
@@ -68,10 +69,14 @@ class TokenObtainApi(ObtainAuthToken):
 
     @extend_schema(request=None, responses={204: None, 401: None, 403: None})
     def delete(self, request, *args, **kwargs):
-        """Revoke the caller's API token (session or token authenticated)."""
+        """Revoke the caller's API token (session or token authenticated): the named token the
+        request carries, else the account's ``POST /api/auth/token`` one."""
         if not request.user.is_authenticated:
             raise NotAuthenticated()
-        services.api_token_revoke(user=request.user)
+        if isinstance(request.auth, ApiToken):
+            services.api_token_delete(user=request.user, token_id=request.auth.pk)
+        else:
+            services.api_token_revoke(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

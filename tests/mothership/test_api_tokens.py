@@ -62,8 +62,8 @@ def test_an_inactive_users_named_token_is_refused(user):
 
 
 def test_drf_tokens_contract_is_unchanged_beside_named_ones(user, make_user):
-    """POST /api/auth/token gives the one DRF token (the same one twice); DELETE revokes it, and
-    leaves the named tokens alone."""
+    """POST /api/auth/token gives the one DRF token (the same one twice); DELETE with it revokes
+    it, and leaves the named tokens alone."""
     _named, named_key = services.api_token_create(user=user, name="ci")
     first = APIClient().post("/api/auth/token", {"username": "alice", "password": "pw-123456"}, format="json")
     again = APIClient().post("/api/auth/token", {"username": "alice", "password": "pw-123456"}, format="json")
@@ -72,10 +72,10 @@ def test_drf_tokens_contract_is_unchanged_beside_named_ones(user, make_user):
     drf_key = first.json()["token"]
     assert _with_key(drf_key).get(WORKSPACES).status_code == 200
 
-    assert _with_key(named_key).delete("/api/auth/token").status_code == 204
+    assert _with_key(drf_key).delete("/api/auth/token").status_code == 204
     assert not Token.objects.filter(user=user).exists()
     assert _with_key(drf_key).get(WORKSPACES).status_code == 403
-    assert _with_key(named_key).get(WORKSPACES).status_code == 200  # a named token is revoked in Settings
+    assert _with_key(named_key).get(WORKSPACES).status_code == 200  # named ones are left alone
 
 
 def test_revoking_a_named_token_refuses_its_next_request_and_only_its_owner_may(user, make_user):
@@ -211,3 +211,16 @@ def test_operators_list_and_revoke_named_tokens_in_the_admin_but_never_add_one(u
     assert admin.get("/admin/mothership/apitoken/add/").status_code == 403
     assert admin.post(f"/admin/mothership/apitoken/{token.pk}/delete/", {"post": "yes"}).status_code == 302
     assert _with_key(key).get(WORKSPACES).status_code == 403
+
+
+def test_delete_auth_token_called_with_a_named_token_revokes_that_token_only(user):
+    drf_key = Token.objects.create(user=user).key
+    _kept, other_key = services.api_token_create(user=user, name="kept")
+    _token, key = services.api_token_create(user=user, name="leaving")
+
+    assert _with_key(key).delete("/api/auth/token").status_code == 204
+
+    assert _with_key(key).get(WORKSPACES).status_code == 403  # the one it was called with is gone
+    assert _with_key(other_key).get(WORKSPACES).status_code == 200
+    assert _with_key(drf_key).get(WORKSPACES).status_code == 200
+    assert list(ApiToken.objects.filter(user=user).values_list("name", flat=True)) == ["kept"]
