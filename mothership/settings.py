@@ -486,6 +486,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Mothership API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two enums share the field name "role": a message's and a membership's, each named here.
+    "ENUM_NAME_OVERRIDES": {
+        "MessageRoleEnum": "chats.models.Message.Role",
+        "MembershipRoleEnum": "chats.models.Membership.Role",
+    },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "mothership.infra.schema.add_error_responses"],
 }
 

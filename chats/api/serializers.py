@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from chats.models import Message
+from chats.models import Membership, Message
 
 
 class WorkspaceOutput(serializers.Serializer):
@@ -17,7 +17,7 @@ class MemberOutput(serializers.Serializer):
     user_id = serializers.IntegerField(source="user.pk")
     username = serializers.CharField(source="user.username")
     name = serializers.CharField(source="user.get_full_name", help_text="First and last name; blank when not given.")
-    role = serializers.ChoiceField(choices=["owner", "member"])
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
     joined_at = serializers.DateTimeField(source="created_at")
 
 

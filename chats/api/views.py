@@ -47,7 +47,7 @@ class WorkspaceMemberListApi(APIView):
 
     class AddInput(serializers.Serializer):
         user = StrictCharField(max_length=254, trim_whitespace=True, help_text="Their username, or their e-mail.")
-        role = serializers.ChoiceField(choices=Membership.Role.values, default=Membership.Role.MEMBER)
+        role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
 
         def validate(self, attrs):
             _strict(self)
@@ -79,7 +79,7 @@ class WorkspaceMemberApi(APIView):
     sockets included). A workspace always keeps an owner (409)."""
 
     class RoleInput(serializers.Serializer):
-        role = serializers.ChoiceField(choices=Membership.Role.values)
+        role = serializers.ChoiceField(choices=Membership.Role.choices)
 
         def validate(self, attrs):
             _strict(self)

@@ -87,7 +87,7 @@ def test_a_share_link_shows_the_conversation_rendered_without_a_login(api, chat)
     assert "What did **Apollo 11** bring back?" in html  # the question as written, as on the chat page
     assert "<h2>Findings</h2>" in html and "<strong>lunar</strong>" in html and "<li>basalt</li>" in html
     assert '<td class="md-align-right">21.5</td>' in html
-    assert '<pre><code>print("moon")\n</code></pre>' in html
+    assert '<pre tabindex="0" role="group" aria-label="Code: python"><code>print("moon")\n</code></pre>' in html
     assert '<a href="https://example.org/apollo" rel="nofollow noopener noreferrer">a source</a>' in html
     assert 'href="/admin/"' not in html  # no link into the app from what a model wrote
 
