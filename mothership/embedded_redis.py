@@ -137,7 +137,10 @@ def _migrate_legacy_data_dir(folder: Path) -> None:
         raise DataDirInUse(
             f"an app started before its data moved to {folder} still runs on {legacy} ({recorded[0]}): stop it first"
         )
-    legacy.rename(folder)
+    try:
+        legacy.rename(folder)
+    except FileNotFoundError:  # another owner starting at the same moment moved it first; its lock decides
+        return
     logger.warning("embedded Redis data moved from %s to %s (named after the database file)", legacy, folder)
 
 
