@@ -169,3 +169,7 @@ def test_a_reason_never_carries_a_password(settings):
         'unreachable: ConnectionError: password authentication failed: "***" for user "app"',
         "unreachable: TimeoutError: AUTH *** timed out",
     ]
+
+
+def test_readyz_takes_only_get(client):
+    assert client.post("/readyz").status_code == 405
