@@ -99,7 +99,8 @@ def test_the_embedded_servers_warnings_reach_the_log_and_its_banner_does_not(cap
 # An owner of the app's embedded Redis, as ``runall`` is: starts it (recorded, persisted), says its URL,
 # and keeps it until its standard input closes.
 _OWNER = (
-    "import sys; from mothership import embedded_redis\n"
+    "import logging, sys; from mothership import embedded_redis\n"
+    "logging.basicConfig()  # the server's log lines go out at once (they wait for a handler otherwise)\n"
     "try:\n    url = embedded_redis.start()\n"
     "except embedded_redis.DataDirInUse as exc:\n    sys.exit(f'refused: {exc}')\n"
     "print(url, flush=True); sys.stdin.read(); embedded_redis.stop()\n"
