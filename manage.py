@@ -12,7 +12,10 @@ def main():
         # The whole app owns the embedded Redis (when REDIS_URL is unset); started before the settings load.
         from mothership import embedded_redis
 
-        embedded_redis.ensure_started()
+        try:
+            embedded_redis.ensure_started()
+        except embedded_redis.DataDirInUse as exc:
+            sys.exit(f"runall: {exc}")
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:

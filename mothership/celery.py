@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 
 from celery import Celery
 from celery.beat import PersistentScheduler, SchedulingError
 from celery.exceptions import CPendingDeprecationWarning
-from celery.signals import beat_init, worker_init, worker_ready
+from celery.signals import beat_init, worker_init, worker_ready, worker_shutdown
 from kombu.exceptions import OperationalError
+from redis import RedisError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
 
@@ -77,6 +79,26 @@ def _heartbeat_file(**kwargs):
     beat_from_thread()
 
 
+_ready_heartbeats: list = []
+
+
+@worker_ready.connect
+def _ready_heartbeat(sender, **kwargs):
+    """Each worker beats for /readyz on every queue it consumes (the turn queue, the background one or
+    both), from a thread of its own, once it is ready to take tasks (mothership.infra.heartbeats)."""
+    from mothership.infra.heartbeats import WorkerHeartbeat
+
+    heartbeat = WorkerHeartbeat(name=sender.hostname, queues=sorted(queue.name for queue in sender.task_consumer.queues))
+    heartbeat.start()
+    _ready_heartbeats.append(heartbeat)
+
+
+@worker_shutdown.connect
+def _stop_ready_heartbeat(**kwargs):
+    while _ready_heartbeats:
+        _ready_heartbeats.pop().stopping.set()
+
+
 @worker_ready.connect
 def _quiet_reconnects(**kwargs):
     """Celery warns, at every broker reconnect, that its default for cancelling running tasks on a
@@ -93,6 +115,32 @@ class Scheduler(PersistentScheduler):
     is due every second); a task sent is logged at debug level, not every second at info."""
 
     broker_away = False
+    _ticked_at: float | None = None  # when this process last wrote its tick for /readyz (monotonic)
+    _tick_unwritten = False
+
+    def tick(self, *args, **kwargs):
+        """One pass of beat's loop; beat's own clock for /readyz: its tick is written to Redis at most
+        once per MOTHERSHIP_READY_HEARTBEAT, and the loop never sleeps longer than that between passes."""
+        from django.conf import settings
+
+        interval = super().tick(*args, **kwargs)
+        now = time.monotonic()
+        if self._ticked_at is None or now - self._ticked_at >= settings.MOTHERSHIP_READY_HEARTBEAT:
+            self._ticked_at = now
+            self._write_tick()
+        return min(interval, settings.MOTHERSHIP_READY_HEARTBEAT)
+
+    def _write_tick(self) -> None:
+        from mothership.infra.heartbeats import beat_tick
+
+        try:
+            beat_tick(queue=self.app.conf.task_default_queue)
+        except RedisError as exc:  # Redis away: /readyz says so itself; said once per outage
+            if not self._tick_unwritten:
+                logger.warning("beat could not write its tick (%s); trying again at every heartbeat", exc)
+            self._tick_unwritten = True
+            return
+        self._tick_unwritten = False
 
     def apply_entry(self, entry, producer=None):
         logger.debug("sending due task %s (%s)", entry.name, entry.task)

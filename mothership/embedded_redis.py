@@ -5,8 +5,11 @@ Used only when ``REDIS_URL`` is unset. Only the processes that own a whole app s
 port, exports ``REDIS_URL`` so that every child (web, worker, beat, test servers) talks to the
 same server, and records the URL beside the SQLite file, so that an operator's ``manage.py``
 command finds the running app's Redis instead of starting an empty one of its own. The app's
-server keeps its data on disk (``var/redis/``, append-only, fsync every second) and ``runall``
-starts it again, on the same port, if it dies. Importing the settings never starts a server.
+server keeps its data on disk in a folder named after the SQLite file
+(``var/mothership.sqlite3.redis/``, append-only, fsync every second), so two apps whose SQLite
+files share a folder never share a Redis; a lock in that folder, held by the owner and by its
+redis-server, refuses a second owner. ``runall`` starts the server again, on the same port, if it
+dies. Importing the settings never starts a server.
 The server dies with the process that started it. Its warnings (a disk it cannot write, memory)
 go to this process's log, so ``make run`` shows them; its start-up banner does not.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -39,6 +43,17 @@ _workdir: str | None = None
 _port: int | None = None
 _persist = False
 _log_thread: threading.Thread | None = None
+_lock_fd: int | None = None  # the data folder's lock, held open for the server's life (and inherited by it)
+
+# The SQLite file's name when MOTHERSHIP_SQLITE_PATH is unset: its folder's ``redis/`` (the data
+# folder before it was named after the database file) is this database's, and is moved once.
+DEFAULT_SQLITE_NAME = "mothership.sqlite3"
+LEGACY_DATA_DIR = "redis"
+LOCK_FILE = "redis.lock"
+
+
+class DataDirInUse(RuntimeError):
+    """Another live app's redis-server keeps its data in this folder."""
 
 
 def redis_server_binary() -> str:
@@ -77,9 +92,56 @@ def _wait_until_ready(port: int, timeout: float) -> None:
     raise RuntimeError(f"embedded redis-server did not answer on port {port} within {timeout}s")
 
 
+def sqlite_path() -> Path:
+    """The app's SQLite file (``MOTHERSHIP_SQLITE_PATH``, ``var/mothership.sqlite3`` by default): the
+    embedded Redis' record and data are named after it (with PostgreSQL too: the file is then unused)."""
+    sqlite = os.environ.get("MOTHERSHIP_SQLITE_PATH", "").strip()
+    return Path(sqlite) if sqlite else Path(__file__).resolve().parent.parent / "var" / DEFAULT_SQLITE_NAME
+
+
 def data_dir() -> Path:
-    """Where the app's embedded Redis keeps its append-only file: beside the SQLite file."""
-    return record_path().parent / "redis"
+    """Where the app's embedded Redis keeps its append-only file: beside the SQLite file, named after it."""
+    database = sqlite_path()
+    return database.with_name(f"{database.name}.redis")
+
+
+def _lock_data_dir(folder: Path) -> int:
+    """Take the data folder's lock (an open file, ``flock``ed): the caller's and, once passed to it,
+    its redis-server's until both are gone (a kill -9 included). Raises ``DataDirInUse`` if held."""
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(
+            f"the embedded Redis data folder {folder} is in use by another running app (pid {holder}); two apps "
+            "cannot share one: give this one its own SQLite file (MOTHERSHIP_SQLITE_PATH), or stop the other"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _migrate_legacy_data_dir(folder: Path) -> None:
+    """Move the folder's ``redis/`` (where every app in it kept its data before) to ``folder``, once,
+    for the default database file only: a current install keeps its locks, logs and queue."""
+    database = sqlite_path()
+    legacy = database.parent / LEGACY_DATA_DIR
+    if database.name != DEFAULT_SQLITE_NAME or folder.exists() or not legacy.is_dir():
+        return
+    # An app of the version before still writing there (its record answers) would lose its writes.
+    old_record = database.parent / "embedded-redis.url"
+    recorded = old_record.read_text().split()[:1] if old_record.exists() else []
+    if recorded and _answers(recorded[0]):
+        raise DataDirInUse(
+            f"an app started before its data moved to {folder} still runs on {legacy} ({recorded[0]}): stop it first"
+        )
+    try:
+        legacy.rename(folder)
+    except FileNotFoundError:  # another owner starting at the same moment moved it first; its lock decides
+        return
+    logger.warning("embedded Redis data moved from %s to %s (named after the database file)", legacy, folder)
 
 
 def _argv(port: int, workdir: str, persist: bool) -> list[str]:
@@ -130,6 +192,8 @@ def _spawn() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
+        # The server holds the data folder's lock too: a new owner waits until the old server is gone.
+        pass_fds=(_lock_fd,) if _lock_fd is not None else (),
     )
     global _log_thread
     _log_thread = threading.Thread(target=forward_log, args=(_process.stdout,), name="redis-log", daemon=True)
@@ -141,16 +205,21 @@ def start(*, record: bool = True, persist: bool | None = None) -> str:
     """Start the embedded server (once per process) and return its URL.
 
     The app's owner (``runall``) ``record``s it for operators' commands and ``persist``s its data
-    in ``data_dir()`` (``var/redis/``), so that a restart of the server keeps the turns' locks,
-    logs and queue; tests and benchmarks get a throw-away server.
+    in ``data_dir()`` (``var/mothership.sqlite3.redis/``), so that a restart of the server keeps the
+    turns' locks, logs and queue; tests and benchmarks get a throw-away server. Raises
+    ``DataDirInUse`` when another live app's server keeps its data there.
     """
-    global _workdir, _port, _persist
+    global _workdir, _port, _persist, _lock_fd
     if _process is not None and _process.poll() is None:
         return os.environ["REDIS_URL"]
     _persist = record if persist is None else persist
     if _persist:
-        data_dir().mkdir(parents=True, exist_ok=True)
-        _workdir = str(data_dir())
+        folder = data_dir()
+        _migrate_legacy_data_dir(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if _lock_fd is None:
+            _lock_fd = _lock_data_dir(folder)
+        _workdir = str(folder)
     else:
         _workdir = tempfile.mkdtemp(prefix="mothership-redis-")
     _port = _free_port()
@@ -179,13 +248,17 @@ def restart_if_dead() -> int | None:
 
 
 def stop() -> None:
-    global _process
+    global _process, _lock_fd
     if _process is not None and _process.poll() is None:
         _process.terminate()
         try:
             _process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             _process.kill()
+            _process.wait()
+    if _lock_fd is not None:  # the server is gone: the folder is free for the next owner
+        os.close(_lock_fd)
+        _lock_fd = None
     if _log_thread is not None:
         _log_thread.join(timeout=2)  # its last lines logged before the caller goes on
     _process = None
@@ -205,10 +278,10 @@ def pid() -> int | None:
 
 
 def record_path() -> Path:
-    """Where the owner records its server's URL: beside the SQLite file (``var/`` by default)."""
-    sqlite = os.environ.get("MOTHERSHIP_SQLITE_PATH", "").strip()
-    folder = Path(sqlite).parent if sqlite else Path(__file__).resolve().parent.parent / "var"
-    return folder / "embedded-redis.url"
+    """Where the owner records its server's URL: beside the SQLite file, named after it
+    (``var/mothership.sqlite3.redis.url``), so an operator's command finds its own app's server."""
+    database = sqlite_path()
+    return database.with_name(f"{database.name}.redis.url")
 
 
 def _answers(url: str) -> bool:
@@ -243,4 +316,16 @@ def ensure_started(*, record: bool = True) -> None:
         start(record=record)
 
 
-__all__ = ["data_dir", "ensure_started", "is_running", "pid", "record_path", "restart_if_dead", "settings_url", "start", "stop"]
+__all__ = [
+    "DataDirInUse",
+    "data_dir",
+    "ensure_started",
+    "is_running",
+    "pid",
+    "record_path",
+    "restart_if_dead",
+    "settings_url",
+    "sqlite_path",
+    "start",
+    "stop",
+]

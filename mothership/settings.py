@@ -112,7 +112,7 @@ if MOTHERSHIP_HTTPS:
         )
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = True
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     SECURE_HSTS_SECONDS = env_int("MOTHERSHIP_HSTS_SECONDS", 31_536_000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MOTHERSHIP_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env_bool("MOTHERSHIP_HSTS_PRELOAD", default=True)
@@ -322,6 +322,20 @@ MOTHERSHIP_WORKER_PROCESSES = env_int("MOTHERSHIP_WORKER_PROCESSES", processes.c
 MOTHERSHIP_BACKGROUND_WORKER_PROCESSES = env_int("MOTHERSHIP_BACKGROUND_WORKER_PROCESSES", 1, minimum=1)
 MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY = env_int("MOTHERSHIP_BACKGROUND_WORKER_CONCURRENCY", 16, minimum=1)
 CELERY_BEAT_SCHEDULE: dict = {}  # filled in mothership/celery.py, the one place schedules live
+
+# --- Readiness (``GET /readyz``, mothership/infra/readiness.py) --------------------------
+# Each worker process writes its heartbeat to Redis this often, and beat at least this often as it
+# ticks (mothership/infra/heartbeats.py); /readyz says "workers" or "beat" is not ok once the
+# newest beat is older than its threshold, and gives up on the database or Redis after the timeout.
+MOTHERSHIP_READY_HEARTBEAT = env_float("MOTHERSHIP_READY_HEARTBEAT", 5.0, minimum=0.1)
+MOTHERSHIP_READY_WORKER_SECONDS = env_float("MOTHERSHIP_READY_WORKER_SECONDS", 30.0, minimum=0.2)
+MOTHERSHIP_READY_BEAT_SECONDS = env_float("MOTHERSHIP_READY_BEAT_SECONDS", 30.0, minimum=0.2)
+MOTHERSHIP_READY_TIMEOUT = env_float("MOTHERSHIP_READY_TIMEOUT", 1.5, minimum=0.1)
+if min(MOTHERSHIP_READY_WORKER_SECONDS, MOTHERSHIP_READY_BEAT_SECONDS) <= MOTHERSHIP_READY_HEARTBEAT:
+    raise ImproperlyConfigured(
+        "MOTHERSHIP_READY_WORKER_SECONDS and MOTHERSHIP_READY_BEAT_SECONDS must be longer than MOTHERSHIP_READY_HEARTBEAT "
+        "(a live process beats that often)."
+    )
 
 # --- Streams (liveness, event log) ----------------------------------------------------
 MOTHERSHIP_STREAM_LOCK_TTL = env_float("MOTHERSHIP_STREAM_LOCK_TTL", 60.0, minimum=0.5)

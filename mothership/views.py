@@ -17,8 +17,11 @@ from chats import services as chat_services
 from chats.api.serializers import share_url
 from chats.models import SYSTEM_PROMPT_MAX
 from mothership import selectors, services
+from mothership.celery import app as celery_app
+from mothership.celery import background_queue
 from mothership.infra import cursors
 from mothership.infra.markdown import render_markdown
+from mothership.infra.readiness import readiness_check
 from mothership.infra.redis import get_redis
 from mothership.infra.throttles import user_rate_check
 from mothership.suggestions import suggestion_sets
@@ -201,7 +204,17 @@ def healthz(request):
     return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
 
 
-__all__ = ["home", "chat_new", "chat_page", "share_page", "healthz"]
+@never_cache
+@require_GET
+def readyz(request):
+    """Ready to take turns: the database, Redis, a live turn and background worker, beat ticking
+    (mothership.infra.readiness); 503 names what is not. No sign-in, no secrets in the reasons."""
+    turn_queue = celery_app.conf.task_default_queue
+    ready, checks = readiness_check(turn_queue=turn_queue, background_queue=background_queue(turn_queue))
+    return JsonResponse(checks, status=200 if ready else 503)
+
+
+__all__ = ["home", "chat_new", "chat_page", "share_page", "healthz", "readyz"]
 
 
 def not_found(request, exception=None):

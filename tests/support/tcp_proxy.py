@@ -65,6 +65,12 @@ class TcpProxy:
             pass
         finally:
             for sock in (source, sink):
+                # Shut down first: a close alone leaves the other direction's pump blocked in recv on
+                # it, and the connection (a server's session) open for as long.
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 try:
                     sock.close()
                 except OSError:
