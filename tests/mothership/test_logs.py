@@ -142,7 +142,7 @@ def uvicorn_loggers():
         logger.setLevel(logging.NOTSET)
 
 
-def test_the_web_servers_lines_go_out_once_through_the_apps_handler(uvicorn_loggers, console):
+def test_the_web_servers_lines_go_out_once_through_the_apps_handler(capsys, uvicorn_loggers, console):
     logging.getLogger("uvicorn.access").handlers = []  # as --no-access-log leaves it
     logs.adopt_server_loggers()
     logging.getLogger("uvicorn.error").debug('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/ws/?ticket=abc")
@@ -154,6 +154,7 @@ def test_the_web_servers_lines_go_out_once_through_the_apps_handler(uvicorn_logg
         ("uvicorn.error", '127.0.0.1:5 - "WebSocket /ws/?ticket=…" [accepted]')
     ]
     assert not logging.getLogger("uvicorn.access").handlers
+    assert capsys.readouterr().err == ""  # uvicorn's own handler (on stderr) wrote nothing
 
 
 # --- the request id ----------------------------------------------------------------------------
@@ -281,3 +282,30 @@ def test_an_unknown_log_format_is_refused_by_name():
         timeout=60,
     )
     assert done.returncode != 0 and "MOTHERSHIP_LOG_FORMAT must be one of text, json, got 'xml'" in done.stderr
+
+
+# --- runall's own lines ------------------------------------------------------------------------
+
+
+def test_runall_in_json_mode_passes_json_lines_through_and_makes_any_other_line_one(capsys):
+    from mothership.management.commands.runall import Supervisor
+
+    supervisor = Supervisor([], colour=False, json_lines=True)
+    supervisor.say("worker", '{"level": "INFO", "message": "as the child wrote it"}\n')
+    supervisor.say("worker", "Traceback (most recent call last): ?token=abc123\n")
+    passed, made = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert passed == {"level": "INFO", "message": "as the child wrote it"}
+    assert (made["logger"], made["process"], made["message"]) == (
+        "mothership.runall",
+        "worker",
+        "Traceback (most recent call last): ?token=…",
+    )
+
+
+def test_runall_in_text_mode_masks_what_a_child_printed_past_its_logging(capsys, settings):
+    from mothership.management.commands.runall import Supervisor
+
+    settings.OPENAI_API_KEY = "sk-test-Provider-Key-0000aaaa1111"
+    Supervisor([], colour=False).say("worker", "tool server said: key sk-test-Provider-Key-0000aaaa1111\n")
+    out = capsys.readouterr().out
+    assert "worker | tool server said: key sk-test…" in out and "Provider-Key" not in out

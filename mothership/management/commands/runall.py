@@ -40,6 +40,7 @@ from django.core.management.base import BaseCommand
 from mothership import embedded_redis
 from mothership.celery import background_queue
 from mothership.infra import alive, logs
+from mothership.infra.secrets import mask
 from mothership.processes import beat_argv, web_argv, worker_argv
 
 _COLOURS = {"web": "\033[36m", "worker": "\033[33m", "background": "\033[32m", "beat": "\033[35m"}  # by kind: web-2 is cyan too
@@ -101,6 +102,7 @@ class Supervisor:
                 sys.stdout.write(text + "\n")
                 sys.stdout.flush()
             return
+        line = mask(line)  # a child's words that bypassed its logging (a crash's traceback, a tool server's stderr)
         prefix = f"{name:>10} | "
         if self.colour:
             prefix = f"{_COLOURS.get(name.split('-')[0], '')}{prefix}{_RESET}"
