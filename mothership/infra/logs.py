@@ -175,10 +175,14 @@ def formatter_config(log_format: str, *, timed: bool, process_name: str = "") ->
     }
 
 
-def json_line(process_name: str, text: str, *, level: int = logging.INFO) -> str:
+RUNALL_LOGGER = "mothership.runall"  # the supervisor's own lines
+PRINTED_LOGGER = "mothership.runall.printed"  # what a child printed that is no log line (Celery's banner, a crash)
+
+
+def json_line(process_name: str, text: str, *, logger: str = RUNALL_LOGGER) -> str:
     """One line that is not a log record (``runall``'s own, a child's line that is not JSON: a
     crash's last words before its logging was set up) as a JSON log line."""
-    record = logging.LogRecord("mothership.runall", level, __file__, 0, text, None, None)
+    record = logging.LogRecord(logger, logging.INFO, __file__, 0, text, None, None)
     record.process_name = process_name
     return _runall_formatter.format(record)
 

@@ -291,14 +291,20 @@ def test_runall_in_json_mode_passes_json_lines_through_and_makes_any_other_line_
     from mothership.management.commands.runall import Supervisor
 
     supervisor = Supervisor([], colour=False, json_lines=True)
-    supervisor.say("worker", '{"level": "INFO", "message": "as the child wrote it"}\n')
-    supervisor.say("worker", "Traceback (most recent call last): ?token=abc123\n")
-    passed, made = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    supervisor.say("worker", '{"level": "INFO", "message": "as the child wrote it"}\n', printed=True)
+    supervisor.say("worker", "Traceback (most recent call last): ?token=abc123\n", printed=True)
+    supervisor.say("worker", "exited with status 1; restarting in 1s")
+    passed, made, own = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert passed == {"level": "INFO", "message": "as the child wrote it"}
     assert (made["logger"], made["process"], made["message"]) == (
-        "mothership.runall",
+        "mothership.runall.printed",
         "worker",
         "Traceback (most recent call last): ?token=…",
+    )
+    assert (own["logger"], own["process"], own["message"]) == (
+        "mothership.runall",
+        "worker",
+        "exited with status 1; restarting in 1s",
     )
 
 

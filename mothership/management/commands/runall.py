@@ -93,11 +93,12 @@ class Supervisor:
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
 
-    def say(self, name: str, line: str) -> None:
+    def say(self, name: str, line: str, *, printed: bool = False) -> None:
+        """A line about ``name``: the supervisor's own, or (``printed``) one the child printed."""
         if self.json_lines:
             text = line.rstrip("\n")
-            if not (text.startswith("{") and text.endswith("}")):
-                text = logs.json_line(name, text)
+            if not (printed and text.startswith("{") and text.endswith("}")):
+                text = logs.json_line(name, text, logger=logs.PRINTED_LOGGER if printed else logs.RUNALL_LOGGER)
             with self.print_lock:
                 sys.stdout.write(text + "\n")
                 sys.stdout.flush()
@@ -134,7 +135,7 @@ class Supervisor:
 
     def _pump(self, child: Child, process: subprocess.Popen, listener: socket.socket | None) -> None:
         for line in process.stdout:
-            self.say(child.name, line)
+            self.say(child.name, line, printed=True)
         # Its output ended: it is dying. Its socket (this one, never its replacement's) goes at
         # once, before the next connection lands there.
         if process.wait() is not None and not self.stopping.is_set() and listener is child.listener:
