@@ -4,7 +4,7 @@
 ``X-Request-ID`` (1 to 64 of ``A-Z a-z 0-9 . _ -``, as a proxy's ``$request_id`` or a client's
 UUID) or makes one (a UUID), puts it in the log context for the whole request or socket (the web
 server's access and handshake lines included, which it logs from inside ``send``) and echoes it in
-the response (a socket's handshake answer too). Taken from anyone, as Rails and Heroku's router
+the HTTP response. Taken from anyone, as Rails and Heroku's router
 do: it only correlates lines, so a client that sets its own gains nothing; one that is malformed
 or too long is replaced, never logged.
 
@@ -48,10 +48,15 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         request_id = request_id_from(scope.get("headers") or ())
+        if scope["type"] == "websocket":
+            # Not echoed: a wrapped send would cost a call for every frame the fan-out sends, and a
+            # browser cannot read a handshake's headers anyway. Its lines carry the id.
+            with logs.log_context(request_id=request_id):
+                return await self.app(scope, receive, send)
         echoed = (HEADER, request_id.encode("ascii"))
 
         async def send_with_id(message):
-            if message["type"] in ("http.response.start", "websocket.accept", "websocket.http.response.start"):
+            if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), echoed]}
             await send(message)
 
