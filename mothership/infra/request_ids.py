@@ -4,9 +4,9 @@
 ``X-Request-ID`` (1 to 64 of ``A-Z a-z 0-9 . _ -``, as a proxy's ``$request_id`` or a client's
 UUID) or makes one (a UUID), puts it in the log context for the whole request or socket (the web
 server's access and handshake lines included, which it logs from inside ``send``) and echoes it in
-the HTTP response. Taken from anyone, as Rails and Heroku's router
-do: it only correlates lines, so a client that sets its own gains nothing; one that is malformed
-or too long is replaced, never logged.
+the HTTP response. Taken from anyone, as Rails and Heroku's router do: it only correlates lines,
+so a client that sets its own gains nothing; one that is malformed or too long is replaced, never
+logged.
 
 ``RequestUserMiddleware`` (Django, after authentication) lets each line say ``user_id`` once the
 request's user is known (read lazily: logging never loads a user itself).
