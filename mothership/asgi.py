@@ -15,6 +15,8 @@ from django.conf import settings  # noqa: E402
 
 from mothership.infra.alive import Lifespan  # noqa: E402
 from mothership.infra.concurrency import HttpConcurrencyLimit  # noqa: E402
+from mothership.infra.logs import adopt_server_loggers  # noqa: E402
+from mothership.infra.request_ids import RequestIdMiddleware  # noqa: E402
 from mothership.routing import websocket_urlpatterns  # noqa: E402
 from mothership.ws_auth import TokenAuthMiddleware, origin_validator  # noqa: E402
 from streams.providers import get_provider  # noqa: E402
@@ -39,13 +41,18 @@ def _warm_up() -> None:
 
 
 _warm_up()
+# uvicorn set up its own loggers before it imported this module: its lines go through the app's handler.
+adopt_server_loggers()
 
 # The lifespan beats the process's heartbeat file from its event loop (mothership.infra.alive).
+# Each request and socket has its id from the start (the log context, the X-Request-ID header).
 application = Lifespan(
-    ProtocolTypeRouter(
-        {
-            "http": HttpConcurrencyLimit(django_asgi_app, limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY),
-            "websocket": origin_validator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
-        }
+    RequestIdMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": HttpConcurrencyLimit(django_asgi_app, limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY),
+                "websocket": origin_validator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+            }
+        )
     )
 )

@@ -10,9 +10,19 @@ import warnings
 from celery import Celery
 from celery.beat import PersistentScheduler, SchedulingError
 from celery.exceptions import CPendingDeprecationWarning
-from celery.signals import beat_init, worker_init, worker_ready, worker_shutdown
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    setup_logging,
+    task_prerun,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu.exceptions import OperationalError
 from redis import RedisError
+
+from mothership.infra import logs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
 
@@ -68,6 +78,35 @@ def beat_schedule() -> dict:
 @app.on_after_configure.connect
 def _install_beat_schedule(sender, **kwargs):
     sender.conf.beat_schedule = beat_schedule()
+
+
+@setup_logging.connect
+def _app_logging(**kwargs):
+    """Workers and beat log as the web does (``LOGGING``: one handler on the root, the app's format
+    and level): without a receiver here Celery adds handlers of its own, and its ``-l`` level
+    would override ``MOTHERSHIP_LOG_LEVEL``."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+
+
+# A task's lines carry the id of the request that enqueued it (a turn's, the POST that sent it).
+REQUEST_ID_HEADER = "mothership_request_id"
+
+
+@before_task_publish.connect
+def _carry_request_id(headers=None, **kwargs):
+    request_id = logs.current().get("request_id")
+    if request_id and headers is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+
+
+@task_prerun.connect
+def _task_log_context(task=None, **kwargs):
+    """Each task starts with a log context of its own (a pool thread's last task's is gone)."""
+    logs.start(request_id=getattr(task.request, REQUEST_ID_HEADER, None) if task is not None else None)
 
 
 @worker_init.connect

@@ -16,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from mothership import embedded_redis, processes
+from mothership.infra import logs
 from mothership.infra.llm_models import check_base_url, parse_llm_models
 from mothership.infra.mcp.config import ConfigError as McpConfigError
 from mothership.infra.mcp.config import parse_servers as parse_mcp_servers
@@ -151,10 +152,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",  # the Content-Security-Policy of every response (below)
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A form body past DATA_UPLOAD_MAX_MEMORY_SIZE: 413 and one line, before anything reads it.
+    "mothership.infra.bodies.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "mothership.infra.request_ids.RequestUserMiddleware",  # log lines say user_id once it is known
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Innermost and sync-only on purpose: the whole chain then runs synchronously in the
@@ -528,20 +532,37 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_MAX_AGE = env_int("MOTHERSHIP_STATIC_MAX_AGE", 3600, minimum=0)
 
 _RUNALL = sys.argv[1:2] == ["runall"]  # this process is `manage.py runall` (`make run`)
+# text: "LEVEL logger: message"; json: one object per line (mothership/infra/logs.py, docs/ops-logging.md).
+MOTHERSHIP_LOG_FORMAT = env_str("MOTHERSHIP_LOG_FORMAT", "text").lower()
+if MOTHERSHIP_LOG_FORMAT not in logs.FORMATS:
+    raise ImproperlyConfigured(f"MOTHERSHIP_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}, got {MOTHERSHIP_LOG_FORMAT!r}")
+MOTHERSHIP_LOG_LEVEL = env_str("MOTHERSHIP_LOG_LEVEL", "INFO").upper()
+if MOTHERSHIP_LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        f"MOTHERSHIP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {MOTHERSHIP_LOG_LEVEL!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Every line with secrets masked (mothership/infra/secrets.py): a provider's or a tool server's words, a traceback.
+    # runall's own lines (the embedded Redis's warnings) carry the time, as its children's do: the
+    # supervisor puts it before each line they print.
     "formatters": {
-        "plain": {
-            "class": "mothership.infra.secrets.MaskingFormatter",
-            # runall's own lines (the embedded Redis's warnings) carry the time, as its children's
-            # do: the supervisor puts it before each line they print.
-            "format": ("%(asctime)s.%(msecs)03d " if _RUNALL else "") + "%(levelname)s %(name)s: %(message)s",
-            "datefmt": "%H:%M:%S",
-        }
+        "app": logs.formatter_config(
+            MOTHERSHIP_LOG_FORMAT, timed=_RUNALL, process_name=env_str(logs.PROCESS_NAME_ENV, "runall" if _RUNALL else "")
+        )
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("MOTHERSHIP_LOG_LEVEL", "INFO")},
+    "filters": {
+        "context": {"()": "mothership.infra.logs.ContextFilter"},
+        "user": {"()": "mothership.infra.request_ids.RequestUserFilter"},
+        "server_lines": {"()": "mothership.infra.logs.ServerLineFilter"},
+    },
+    # One handler, on the root only: every logger's line goes out once (Celery's and uvicorn's are
+    # routed here too: mothership.celery, mothership.infra.logs.adopt_server_loggers).
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "app", "filters": ["server_lines", "context", "user"]}
+    },
+    "root": {"handlers": ["console"], "level": MOTHERSHIP_LOG_LEVEL},
+    # SQL with its parameters (a session key, a token's digest) stays out even at DEBUG.
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -3,6 +3,8 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
+from mothership.infra.logs import log_context
+
 _keepers: list = []
 
 
@@ -10,7 +12,8 @@ _keepers: list = []
 def run_stream(stream_id: str) -> str:
     from streams.services import stream_run
 
-    return stream_run(stream_id=stream_id)
+    with log_context(stream_id=stream_id):  # the turn's lines say which stream (and chat: stream_run)
+        return stream_run(stream_id=stream_id)
 
 
 @shared_task(name="streams.sweep", ignore_result=True)

@@ -3,8 +3,10 @@ before it reaches a turn's reason, a warm's ``lastError``, a tool's error, a com
 log line.
 
 By value: every secret this deployment is configured with (``configured_secrets``), wherever it
-appears. By shape: ``sk-…`` keys, ``Bearer …``, ``key=`` / ``api_key=`` / ``token=``-style query
-parameters, Google's ``AIza…`` keys, and long hex or base64-like tokens (32 characters or more).
+appears. By shape: ``sk-…`` keys, this app's ``msk_…`` API tokens, ``Bearer …``, ``key=`` /
+``api_key=`` / ``token=`` / ``ticket=`` / ``sessionid=``-style query parameters and cookies,
+Google's ``AIza…`` keys, and long hex or base64-like tokens (32 characters or more: DRF's
+40-hex-digit tokens among them).
 A masked key keeps at most the few characters that name its kind (``sk-proj…``), never enough to
 use it.
 """
@@ -24,14 +26,16 @@ MASK = "…"
 MIN_SECRET_CHARS = 8
 
 _SK_KEY = r"\b(?P<sk>sk-[A-Za-z0-9_-]{4})(?!…)[A-Za-z0-9_*-]*"  # (?!…): masking twice changes nothing
+_NAMED_TOKEN = r"\b(?P<msk>msk_)(?!…)[A-Za-z0-9_-]+"  # this app's named API tokens (mothership.tokens)
 _BEARER = r"\b(?P<bearer>Bearer\s+)[^\s\"',;]+"
 _QUERY = (
-    r"(?P<param>\b(?:api[_-]?key|key|access[_-]?token|token|secret|password|sig|signature)=)"
+    r"(?P<param>\b(?:api[_-]?key|key|access[_-]?token|token|ticket|secret|password|sig|signature"
+    r"|sessionid|csrftoken|csrfmiddlewaretoken)=)"
     r"[^\s&#\"',;]+"
 )
 _GOOGLE = r"\b(?P<google>AIza)[0-9A-Za-z_-]{20,}"
 _HEX = r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])"
-_SHAPES = re.compile("|".join((_SK_KEY, _BEARER, _QUERY, _GOOGLE, _HEX)), re.IGNORECASE)
+_SHAPES = re.compile("|".join((_SK_KEY, _NAMED_TOKEN, _BEARER, _QUERY, _GOOGLE, _HEX)), re.IGNORECASE)
 # A run of the base64 / base64url alphabet (after the shapes above had their say, so that a key
 # inside a run is masked whatever the run is); ``_looks_random`` decides whether it is a token.
 _BASE64ISH = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/_=-])")
@@ -50,7 +54,7 @@ def _looks_random(token: str) -> bool:
 
 
 def _by_shape(match: re.Match) -> str:
-    for group in ("sk", "bearer", "param", "google"):
+    for group in ("sk", "msk", "bearer", "param", "google"):
         if match.group(group):
             return match.group(group) + MASK
     return MASK  # a long hex run

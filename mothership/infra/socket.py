@@ -23,6 +23,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework.exceptions import Throttled
 
+from mothership.infra import logs
 from mothership.infra.groups import user_group
 from mothership.infra.uuids import parse_uuid
 
@@ -67,6 +68,13 @@ class _Allowance:
         return True
 
 
+def _log_id(content: dict, field: str) -> str | None:
+    """A message's id for its log lines: a UUID, else nothing (a client's junk never reaches the log)."""
+    value = content.get(field)
+    parsed = parse_uuid(value) if isinstance(value, str) and len(value) <= 64 else None
+    return str(parsed) if parsed is not None else None
+
+
 class SocketConsumer(AsyncJsonWebsocketConsumer):
     """Routes each client message to a handler named in ``routes`` (by type) or ``surfaces`` (by surfaceId, then type)."""
 
@@ -101,6 +109,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4401)
             return
         self.user = user
+        logs.bind(user_id=user.pk)  # this socket's lines, all its life (its own task's context)
         self.setup_state()
         # How this socket was authenticated, checked again when the user's access changes.
         self.token_key = self.scope.get("auth_token")
@@ -206,7 +215,10 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error({}, "bad_request", "A message must be a JSON object.")
             return
         try:
-            await self._handler_for(content)(content)
+            with logs.log_context(chat_id=_log_id(content, "conversationId"), stream_id=_log_id(content, "streamId")):
+                handler = self._handler_for(content)
+                logger.debug("socket message %s", handler.__name__)
+                await handler(content)
         except ClientError as exc:
             await self.send_error(content, exc.code, exc.message)
         except Http404:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from mothership.infra import logs
 from mothership.infra.database import retrying_database
 from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, locks, workers
@@ -49,6 +50,8 @@ def stream_run(*, stream_id) -> str:
     )
     if isinstance(stream, str):
         return stream
+    logs.bind(chat_id=stream.chat_id, user_id=stream.started_by_id)  # until run_stream's log_context ends
+    logger.debug("turn started on %s", stream.model_id)
     turn = Turn(stream, TurnBudget.of(stream))
     outcome = _execute(turn)
     text, last_seq = turn.seal_text()
@@ -62,6 +65,12 @@ def stream_run(*, stream_id) -> str:
         cancel_noticed_at=turn.abort_noticed_at if outcome.status == Stream.Status.CANCELLED else None,
         before_terminal=turn.journal.write_back,
         tool_calls=turn.tools.records,
+    )
+    logger.info(
+        "turn %s%s%s",
+        outcome.status,
+        f" ({outcome.reason})" if outcome.reason else "",
+        "" if finalized else ": already finalized by another",
     )
     return outcome.status if finalized else "already_finalized"
 

@@ -39,7 +39,8 @@ from django.core.management.base import BaseCommand
 
 from mothership import embedded_redis
 from mothership.celery import background_queue
-from mothership.infra import alive
+from mothership.infra import alive, logs
+from mothership.infra.secrets import mask
 from mothership.processes import beat_argv, web_argv, worker_argv
 
 _COLOURS = {"web": "\033[36m", "worker": "\033[33m", "background": "\033[32m", "beat": "\033[35m"}  # by kind: web-2 is cyan too
@@ -82,14 +83,27 @@ BOOT_GRACE = 60.0
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], *, colour: bool, hang_seconds: float = 10.0):
+    def __init__(self, children: list[Child], *, colour: bool, hang_seconds: float = 10.0, json_lines: bool = False):
         self.children = children
         self.colour = colour
+        # MOTHERSHIP_LOG_FORMAT=json: every line is one JSON object (the children's as they wrote
+        # them; the supervisor's own, and any child line that is not JSON, made one).
+        self.json_lines = json_lines
         self.hang_seconds = hang_seconds
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
 
-    def say(self, name: str, line: str) -> None:
+    def say(self, name: str, line: str, *, printed: bool = False) -> None:
+        """A line about ``name``: the supervisor's own, or (``printed``) one the child printed."""
+        if self.json_lines:
+            text = line.rstrip("\n")
+            if not (printed and text.startswith("{") and text.endswith("}")):
+                text = logs.json_line(name, text, logger=logs.PRINTED_LOGGER if printed else logs.RUNALL_LOGGER)
+            with self.print_lock:
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+            return
+        line = mask(line)  # a child's words that bypassed its logging (a crash's traceback, a tool server's stderr)
         prefix = f"{name:>10} | "
         if self.colour:
             prefix = f"{_COLOURS.get(name.split('-')[0], '')}{prefix}{_RESET}"
@@ -99,6 +113,7 @@ class Supervisor:
 
     def start(self, child: Child) -> None:
         env = os.environ.copy()
+        env[logs.PROCESS_NAME_ENV] = child.name
         if child.heartbeat is not None:
             child.heartbeat.unlink(missing_ok=True)  # the last run's beats say nothing of this one
             env[alive.ENV] = str(child.heartbeat)
@@ -120,7 +135,7 @@ class Supervisor:
 
     def _pump(self, child: Child, process: subprocess.Popen, listener: socket.socket | None) -> None:
         for line in process.stdout:
-            self.say(child.name, line)
+            self.say(child.name, line, printed=True)
         # Its output ended: it is dying. Its socket (this one, never its replacement's) goes at
         # once, before the next connection lands there.
         if process.wait() is not None and not self.stopping.is_set() and listener is child.listener:
@@ -214,7 +229,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-seed", action="store_true", help="Do not create the demo user and chats.")
 
     def line(self, text: str) -> None:
-        self.stdout.write(f"{stamp()} {text}")
+        if settings.MOTHERSHIP_LOG_FORMAT == "json":
+            self.stdout.write(logs.json_line("runall", text))
+        else:
+            self.stdout.write(f"{stamp()} {text}")
 
     def handle(self, *args, port, host, no_seed, **options):
         embedded = settings.REDIS_EMBEDDED
@@ -280,6 +298,7 @@ class Command(BaseCommand):
             children,
             colour=not options.get("no_color") and sys.stdout.isatty(),
             hang_seconds=settings.MOTHERSHIP_HANG_SECONDS,
+            json_lines=settings.MOTHERSHIP_LOG_FORMAT == "json",
         )
 
         def _stop(signum, frame):
