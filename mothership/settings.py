@@ -532,7 +532,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_MAX_AGE = env_int("MOTHERSHIP_STATIC_MAX_AGE", 3600, minimum=0)
 
 _RUNALL = sys.argv[1:2] == ["runall"]  # this process is `manage.py runall` (`make run`)
-# text: "LEVEL logger: message"; json: one object per line (mothership/infra/logs.py, docs/ops-logging.md).
+# text: "LEVEL logger: message"; json: one object per line (mothership/infra/logs.py, docs/operations.md, "Logs").
 MOTHERSHIP_LOG_FORMAT = env_str("MOTHERSHIP_LOG_FORMAT", "text").lower()
 if MOTHERSHIP_LOG_FORMAT not in logs.FORMATS:
     raise ImproperlyConfigured(f"MOTHERSHIP_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}, got {MOTHERSHIP_LOG_FORMAT!r}")
