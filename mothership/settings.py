@@ -563,6 +563,14 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "app", "filters": ["server_lines", "context", "user"]}
     },
     "root": {"handlers": ["console"], "level": MOTHERSHIP_LOG_LEVEL},
-    # SQL with its parameters (a session key, a token's digest) stays out even at DEBUG.
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # SQL with its parameters (a session key, a token's digest) stays out even at DEBUG. Celery's
+    # "Task … received" / "succeeded" pair is two lines a second per background worker (the warming
+    # tick): shown at DEBUG only; a task's failure is an ERROR of the same logger and still shows.
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        **{
+            name: {"level": "DEBUG" if MOTHERSHIP_LOG_LEVEL == "DEBUG" else "WARNING"}
+            for name in ("celery.app.trace", "celery.worker.strategy")
+        },
+    },
 }
