@@ -9,8 +9,10 @@ import warnings
 from celery import Celery
 from celery.beat import PersistentScheduler, SchedulingError
 from celery.exceptions import CPendingDeprecationWarning
-from celery.signals import beat_init, worker_init, worker_ready
+from celery.signals import beat_init, worker_init, worker_ready, worker_shutdown
 from kombu.exceptions import OperationalError
+
+from mothership.infra import metrics
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
 
@@ -77,6 +79,12 @@ def _heartbeat_file(**kwargs):
     beat_from_thread()
 
 
+@worker_shutdown.connect
+def _flush_metrics(**kwargs):
+    """A worker stopping adds its last counts to the totals (a killed one loses at most a flush's worth)."""
+    metrics.flush()
+
+
 @worker_ready.connect
 def _quiet_reconnects(**kwargs):
     """Celery warns, at every broker reconnect, that its default for cancelling running tasks on a
@@ -103,6 +111,7 @@ class Scheduler(PersistentScheduler):
             if not isinstance(cause, (OperationalError, ConnectionError, TimeoutError)):
                 logger.exception("scheduled task %s not sent", entry.name)
                 return
+            metrics.redis_error("beat")
             if not self.broker_away:
                 logger.warning("the broker is unavailable (%s); scheduled tasks are skipped until it answers", cause)
             self.broker_away = True

@@ -97,6 +97,7 @@ urlpatterns = [
         name="workspace-member-remove",
     ),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="metrics"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include(account_patterns)),
     path("admin/", admin.site.urls),

@@ -17,6 +17,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from chats.models import Chat, Message
+from mothership.infra import metrics
 from mothership.infra.database import retrying_database
 from mothership.infra.redis import UNAVAILABLE, retrying
 from mothership.infra.secrets import mask
@@ -81,6 +82,7 @@ def stream_finalize(
             tool_calls=tool_calls,
         )
         if won:
+            transaction.on_commit(lambda: metrics.inc(metrics.STREAMS, label=status))  # committed: counted once, by its winner
             transaction.on_commit(
                 lambda: _announce(
                     stream=stream,
@@ -125,6 +127,7 @@ def stream_finalize_despite_outage(*, stream: Stream, **seal) -> bool:
     # Lost after a failure: the failed attempt may have committed (its reply was lost).
     row = Stream.objects.filter(pk=stream.pk).first()
     if row is not None and row.status == seal["status"] and locks.lock_owner(chat_id=stream.chat_id) == str(stream.pk):
+        metrics.inc(metrics.STREAMS, label=row.status)  # its commit went through; its on_commit never ran
         _announce(
             stream=row,
             status=row.status,
