@@ -103,7 +103,8 @@ def test_a_label_value_outside_its_set_is_counted_as_other_never_as_a_new_series
     found = scrape()
     assert found['mothership_warms_total{outcome="other"}'] == 1
     assert found['mothership_redis_errors_total{component="other"}'] == 1
-    assert not any(str(uuid.UUID(int=0))[:4] in name and "outcome" in name for name in found if "other" not in name)
+    outcomes = {name for name in found if name.startswith("mothership_warms_total")}
+    assert outcomes == {f'mothership_warms_total{{outcome="{o}"}}' for o in (*metrics.WARM_OUTCOMES, "other")}
 
 
 def test_a_process_gauge_is_summed_over_live_processes_and_a_dead_ones_share_disappears():
@@ -279,3 +280,26 @@ def test_with_a_token_the_bearer_is_required_from_every_client(settings):
 
 def test_only_get_is_answered():
     assert Client().post("/metrics").status_code == 405
+
+
+@pytest.mark.django_db(transaction=True)  # the demo MCP server is a child process, as in tests/streams/test_tools.py
+def test_tool_calls_are_timed_by_status(chat, settings, turns_not_enqueued, tmp_path):
+    from streams import eventlog, events
+    from tests.support.tools import demo_servers
+
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    settings.MOTHERSHIP_DELTA_FLUSH_MS = 0
+    settings.MCP_SERVERS = demo_servers(tmp_path / "demo-tools.jsonl")
+    chat.tools = ["demo.*"]
+    chat.save(update_fields=["tools"])
+
+    status, ok_turn, _ = run_turn(chat, '/tool demo.roll {"sides": 6, "count": 3}')
+    assert status == "completed"
+    assert run_turn(chat, '/tool demo.roll {"sides": 1}')[0] == "completed"  # the tool answers an error
+
+    found = scrape()
+    assert found['mothership_tool_call_duration_seconds_count{status="ok"}'] == 1
+    assert found['mothership_tool_call_duration_seconds_count{status="error"}'] == 1
+    assert found['mothership_tool_call_duration_seconds_count{status="cancelled"}'] == 0
+    result = next(e for e in eventlog.read(ok_turn.id) if e["type"] == events.TOOL_RESULT)
+    assert found['mothership_tool_call_duration_seconds_sum{status="ok"}'] == pytest.approx(result["durationMs"] / 1000, abs=0.002)
