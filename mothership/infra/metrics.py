@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -120,10 +119,6 @@ METRICS += (TOOL_CALLS, WS_CONNECTIONS)
 _BY_NAME = {m.name: m for m in METRICS}
 
 
-def enabled() -> bool:
-    return settings.MOTHERSHIP_METRICS
-
-
 # --- counting, in this process ---------------------------------------------------------------
 
 
@@ -136,7 +131,6 @@ class _Recorder:
         self.histograms: dict[tuple[str, str], list[float]] = {}  # → [per-bucket counts…, +Inf count, sum]
         self.gauges: dict[str, float] = {}  # metric → this process's value
         self.flusher: threading.Thread | None = None
-        self.wake = threading.Event()
         self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.failing_since: float | None = None
 
@@ -149,9 +143,11 @@ class _Recorder:
 
     def _run(self) -> None:
         while True:
-            self.wake.wait(settings.MOTHERSHIP_METRICS_FLUSH_SECONDS)
-            self.wake.clear()
-            flush()
+            time.sleep(settings.MOTHERSHIP_METRICS_FLUSH_SECONDS)
+            try:
+                flush()
+            except Exception:  # never let the flusher die: the next one tries again
+                logger.exception("metrics flush failed")
 
     def take(self):
         with self.lock:
@@ -264,15 +260,6 @@ def _field(name: str, label: str, cell: str = "") -> str:
     return json.dumps([name, label, cell], separators=(",", ":"))
 
 
-def _kind() -> str:
-    argv = " ".join(sys.argv)
-    if "uvicorn" in argv or "daphne" in argv:
-        return "web"
-    if "celery" in argv:
-        return "beat" if " beat" in argv else "worker"
-    return "other"
-
-
 def flush(*, quiet: bool = False) -> bool:
     """Add this process's counts since the last flush to the totals, and renew its gauges; one pipeline.
     False when Redis did not take them (they wait for the next flush; an error is counted)."""
@@ -292,7 +279,7 @@ def flush(*, quiet: bool = False) -> bool:
     now_ms = int(time.time() * 1000)
     if gauges:
         key, ttl_ms = process_key(recorder.process), int(_process_ttl() * 1000)
-        pipe.hset(key, mapping={"kind": _kind(), **{name: repr(value) for name, value in gauges.items()}})
+        pipe.hset(key, mapping={name: repr(value) for name, value in gauges.items()})
         pipe.pexpire(key, ttl_ms)
         pipe.zadd(processes_key(), {recorder.process: now_ms + ttl_ms})
     try:

@@ -302,4 +302,6 @@ def test_tool_calls_are_timed_by_status(chat, settings, turns_not_enqueued, tmp_
     assert found['mothership_tool_call_duration_seconds_count{status="error"}'] == 1
     assert found['mothership_tool_call_duration_seconds_count{status="cancelled"}'] == 0
     result = next(e for e in eventlog.read(ok_turn.id) if e["type"] == events.TOOL_RESULT)
-    assert found['mothership_tool_call_duration_seconds_sum{status="ok"}'] == pytest.approx(result["durationMs"] / 1000, abs=0.002)
+    assert found['mothership_tool_call_duration_seconds_sum{status="ok"}'] == pytest.approx(
+        result["durationMs"] / 1000, abs=0.002
+    )
