@@ -178,14 +178,14 @@ async def test_turns_a_stop_and_a_worker_restart_are_counted_once_across_every_p
 
 async def test_ws_connections_equal_the_open_sockets_over_both_web_processes(deployment, token):
     url_a, url_b = deployment["a"], deployment["b"]
-    base = (await asyncio.to_thread(scrape, url_a))[SOCKETS]
+    await asyncio.to_thread(until, url_a, {SOCKETS: 0})  # every socket of the tests before is closed
     sockets = [await _socket(url_a, token), await _socket(url_a, token), await _socket(url_b, token)]
-    await asyncio.to_thread(until, url_b, {SOCKETS: base + 3})
+    await asyncio.to_thread(until, url_b, {SOCKETS: 3})
     await sockets.pop(0).close()
-    await asyncio.to_thread(until, url_a, {SOCKETS: base + 2})
+    await asyncio.to_thread(until, url_a, {SOCKETS: 2})
     for ws in sockets:
         await ws.close()
-    await asyncio.to_thread(until, url_b, {SOCKETS: base})
+    await asyncio.to_thread(until, url_b, {SOCKETS: 0})
 
 
 async def test_scheduled_warms_are_counted_with_their_lateness_and_spend(deployment, settings, chat):
@@ -204,8 +204,9 @@ async def test_scheduled_warms_are_counted_with_their_lateness_and_spend(deploym
 
     await asyncio.to_thread(wait_for, lambda: warms() >= 2, 20, "two warms by beat and the background worker")
     await database_sync_to_async(warming_update)(chat=chat, enabled=False)
-    await asyncio.sleep(0.5)  # a warm already claimed lands (and is recorded) before the count is read
-    count = await database_sync_to_async(warms)()
+    count = -1
+    while count != (count := await database_sync_to_async(warms)()):  # a warm already claimed lands first
+        await asyncio.sleep(1)
     charged = await database_sync_to_async(
         lambda: Charge.objects.filter(kind="warm", chat_id=chat.id).aggregate(s=Sum("cost_nanousd"))["s"] or 0
     )()
