@@ -82,7 +82,6 @@ def stream_finalize(
             tool_calls=tool_calls,
         )
         if won:
-            transaction.on_commit(lambda: metrics.inc(metrics.STREAMS, label=status))  # committed: counted once, by its winner
             transaction.on_commit(
                 lambda: _announce(
                     stream=stream,
@@ -127,7 +126,6 @@ def stream_finalize_despite_outage(*, stream: Stream, **seal) -> bool:
     # Lost after a failure: the failed attempt may have committed (its reply was lost).
     row = Stream.objects.filter(pk=stream.pk).first()
     if row is not None and row.status == seal["status"] and locks.lock_owner(chat_id=stream.chat_id) == str(stream.pk):
-        metrics.inc(metrics.STREAMS, label=row.status)  # its commit went through; its on_commit never ran
         _announce(
             stream=row,
             status=row.status,
@@ -178,6 +176,7 @@ def _seal(
 def _announce(
     *, stream: Stream, status: str, reason: str, terminal_seq: int, sealed_at, before_terminal=None, redis_wait=None
 ) -> None:
+    metrics.inc(metrics.STREAMS, label=status)  # committed, announced once by its winner: counted once
     terminal = events.stream_event(
         type=events.TERMINAL_BY_STATUS[status],
         chat_id=stream.chat_id,
