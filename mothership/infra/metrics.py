@@ -214,11 +214,6 @@ def gauge_add(metric: Metric, delta: float) -> None:
     recorder.started()
 
 
-def since(metric: Metric, started_at: float, label=None) -> None:
-    """Observe the seconds from ``started_at`` (epoch seconds) to now."""
-    observe(metric, max(0.0, time.time() - started_at), label)
-
-
 def redis_error(component: str) -> None:
     inc(REDIS_ERRORS, label=component)
 
@@ -267,7 +262,8 @@ def flush(*, quiet: bool = False) -> bool:
     counts, histograms, gauges = recorder.take()
     if not (counts or histograms or gauges):
         return True
-    pipe = redis_client.get_redis().pipeline(transaction=True)  # all of a flush or none of it: never counted twice
+    # MULTI: all of a flush or none of it. (Only a reply lost after EXEC ran would count it twice.)
+    pipe = redis_client.get_redis().pipeline(transaction=True)
     totals = totals_key()
     for (name, label), amount in counts.items():
         pipe.hincrbyfloat(totals, _field(name, label), amount)
@@ -282,6 +278,7 @@ def flush(*, quiet: bool = False) -> bool:
         pipe.hset(key, mapping={name: repr(value) for name, value in gauges.items()})
         pipe.pexpire(key, ttl_ms)
         pipe.zadd(processes_key(), {recorder.process: now_ms + ttl_ms})
+        pipe.zremrangebyscore(processes_key(), "-inf", now_ms)  # (restarted processes' entries, even if nobody scrapes)
     try:
         pipe.execute()
     except redis.RedisError as exc:
