@@ -305,3 +305,30 @@ def test_tool_calls_are_timed_by_status(chat, settings, turns_not_enqueued, tmp_
     assert found['mothership_tool_call_duration_seconds_sum{status="ok"}'] == pytest.approx(
         result["durationMs"] / 1000, abs=0.002
     )
+
+
+def test_an_api_request_or_a_page_that_met_an_outage_is_counted_as_the_webs():
+    from django.db import OperationalError
+    from django.test import RequestFactory
+
+    from mothership.infra.api import DatabaseUnavailableMiddleware, exception_handler
+
+    assert exception_handler(OperationalError("gone"), {}).status_code == 503
+    assert exception_handler(redis.ConnectionError("down"), {}).status_code == 503
+    page = DatabaseUnavailableMiddleware(lambda request: None).process_exception(RequestFactory().get("/"), OperationalError())
+    assert page.status_code == 503
+    found = scrape()
+    assert found['mothership_database_errors_total{component="web"}'] == 2
+    assert found['mothership_redis_errors_total{component="web"}'] == 1
+
+
+def test_a_sweep_that_fails_on_redis_is_counted_as_the_sweepers(private_redis):
+    from streams.tasks import sweep_streams
+
+    private_redis.stop()
+    with pytest.raises(redis.ConnectionError):
+        sweep_streams()
+    private_redis.start()
+    assert metrics.flush() is True
+    totals = {k.decode(): float(v) for k, v in get_redis().hgetall(metrics.totals_key()).items()}
+    assert totals[metrics._field("mothership_redis_errors", "sweeper")] == 1
