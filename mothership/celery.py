@@ -22,7 +22,7 @@ from celery.signals import (
 from kombu.exceptions import OperationalError
 from redis import RedisError
 
-from mothership.infra import logs
+from mothership.infra import logs, metrics
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
 
@@ -138,6 +138,12 @@ def _stop_ready_heartbeat(**kwargs):
         _ready_heartbeats.pop().stopping.set()
 
 
+@worker_shutdown.connect
+def _flush_metrics(**kwargs):
+    """A worker stopping adds its last counts to the totals (a killed one loses at most a flush's worth)."""
+    metrics.flush()
+
+
 @worker_ready.connect
 def _quiet_reconnects(**kwargs):
     """Celery warns, at every broker reconnect, that its default for cancelling running tasks on a
@@ -190,6 +196,7 @@ class Scheduler(PersistentScheduler):
             if not isinstance(cause, (OperationalError, ConnectionError, TimeoutError)):
                 logger.exception("scheduled task %s not sent", entry.name)
                 return
+            metrics.redis_error("beat")
             if not self.broker_away:
                 logger.warning("the broker is unavailable (%s); scheduled tasks are skipped until it answers", cause)
             self.broker_away = True

@@ -21,11 +21,13 @@ from chats.models import Chat, ChatVisit, Message, Workspace
 from chats.selectors import chat_get_for_member, chat_messages_page, member_chats, parse_uuid
 from chats.services import chat_markers_repair
 from mothership import tokens
-from mothership.infra import cursors
+from mothership.celery import background_queue
+from mothership.infra import cursors, metrics
+from mothership.infra.redis import get_redis
 from mothership.models import ApiToken, UserPreferences
 from streams.models import Stream
 from streams.providers import model_get
-from streams.selectors import Liveness, stream_snapshot, streams_liveness
+from streams.selectors import Liveness, stream_snapshot, streams_live_counts, streams_liveness
 from streams.tools import tool_catalog
 
 logger = logging.getLogger(__name__)
@@ -303,3 +305,36 @@ def user_default_model(*, user) -> str:
     "" (the deployment's default)."""
     chosen = preferences_get(user=user).default_model
     return chosen if chosen and model_get(chosen) is not None else ""
+
+
+# kombu's Redis transport keeps a queue's messages of each priority in a list of its own.
+_PRIORITY_SEPARATOR, _PRIORITY_STEPS = "\x06\x16", (0, 3, 6, 9)
+
+
+def queue_depth(queue: str) -> int:
+    """Messages waiting in a Celery queue (every priority's list), in one round trip."""
+    pipe = get_redis().pipeline(transaction=False)
+    for step in _PRIORITY_STEPS:
+        pipe.llen(queue if step == 0 else f"{queue}{_PRIORITY_SEPARATOR}{step}")
+    return sum(pipe.execute())
+
+
+def metrics_gauges() -> list[metrics.Gauge]:
+    """The gauges ``/metrics`` reads from their source of truth at each scrape: the database, the
+    liveness locks and the Celery queues (never counted, so never out of step)."""
+    live, stuck = streams_live_counts()
+    turns = settings.CELERY_TASK_DEFAULT_QUEUE
+    return [
+        metrics.Gauge("mothership_streams_live", "Turns queued or streaming now (the database).", live),
+        metrics.Gauge(
+            "mothership_streams_stuck",
+            "Live turns older than the lock's TTL whose chat's lock is not theirs: the sweeper's to seal.",
+            stuck,
+        ),
+        metrics.Gauge("mothership_turn_queue_depth", "Turns waiting in the turn queue for a worker.", queue_depth(turns)),
+        metrics.Gauge(
+            "mothership_background_queue_depth",
+            "Tasks (warms, sweeps, dispatch) waiting in the background queue.",
+            queue_depth(background_queue(turns)),
+        ),
+    ]

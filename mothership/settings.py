@@ -341,6 +341,14 @@ if min(MOTHERSHIP_READY_WORKER_SECONDS, MOTHERSHIP_READY_BEAT_SECONDS) <= MOTHER
         "(a live process beats that often)."
     )
 
+# --- Metrics (GET /metrics; mothership/infra/metrics.py, docs/operations.md) --------------
+# 0: nothing is counted and /metrics answers 404 (bench/metrics.py measures the difference).
+MOTHERSHIP_METRICS = env_bool("MOTHERSHIP_METRICS", True)
+# Set: /metrics wants "Authorization: Bearer <this>"; unset: it answers loopback clients only.
+MOTHERSHIP_METRICS_TOKEN = env_str("MOTHERSHIP_METRICS_TOKEN")
+# How often each process adds its counts to the totals in Redis (one pipeline each time).
+MOTHERSHIP_METRICS_FLUSH_SECONDS = env_float("MOTHERSHIP_METRICS_FLUSH_SECONDS", 1.0, minimum=0.05)
+
 # --- Streams (liveness, event log) ----------------------------------------------------
 MOTHERSHIP_STREAM_LOCK_TTL = env_float("MOTHERSHIP_STREAM_LOCK_TTL", 60.0, minimum=0.5)
 MOTHERSHIP_STREAM_HEARTBEAT = env_float("MOTHERSHIP_STREAM_HEARTBEAT", 20.0, minimum=0.1)

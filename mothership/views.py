@@ -10,6 +10,7 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonRespo
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from rest_framework.exceptions import Throttled
 
 from chats import selectors as chat_selectors
@@ -20,6 +21,7 @@ from mothership import selectors, services
 from mothership.celery import app as celery_app
 from mothership.celery import background_queue
 from mothership.infra import cursors
+from mothership.infra import metrics as infra_metrics
 from mothership.infra.markdown import render_markdown
 from mothership.infra.readiness import readiness_check
 from mothership.infra.redis import get_redis
@@ -184,6 +186,27 @@ def _share_response(response: HttpResponse) -> HttpResponse:
 def favicon(request):
     """No icon (the pages name none); a browser that asks anyway (the admin's pages) gets an empty answer, not a 404."""
     return HttpResponse(status=204, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@require_GET
+def metrics(request):
+    """Prometheus text for the whole deployment (``mothership.infra.metrics``; docs/operations.md)."""
+    if not settings.MOTHERSHIP_METRICS:
+        raise Http404("Metrics are off (MOTHERSHIP_METRICS=0).")
+    refusal = infra_metrics.scrape_refusal(request)
+    if refusal is not None:
+        status, sentence = refusal
+        headers = {"WWW-Authenticate": 'Bearer realm="metrics"'} if status == 401 else {}
+        return HttpResponse(sentence, status=status, content_type="text/plain; charset=utf-8", headers=headers)
+    try:
+        body = infra_metrics.exposition(selectors.metrics_gauges())
+    except redis.RedisError as exc:  # the totals live in Redis: no partial answer that reads as zeros
+        return HttpResponse(
+            f"Redis is unavailable ({exc.__class__.__name__}); the metrics live there.",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
 @require_GET

@@ -19,6 +19,7 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from chats.models import Workspace
+from mothership.infra import metrics
 from spend import counters
 from spend.models import Budget, Charge, MemberDaySpend, WorkspaceMonthSpend, usd
 from spend.selectors import budget_get, budget_limits, ledger_totals
@@ -84,7 +85,13 @@ def charges_record(specs: list[ChargeSpec]) -> list[ChargeSpec]:
     _totals_add(WorkspaceMonthSpend, ("workspace_id", "month"), sorted(months.items()))
     _totals_add(MemberDaySpend, ("workspace_id", "user_id", "day"), sorted(days.items()))
     transaction.on_commit(lambda: _settle(fresh))
+    transaction.on_commit(lambda: _count_spend(fresh))
     return fresh
+
+
+def _count_spend(specs: list[ChargeSpec]) -> None:
+    for s in specs:
+        metrics.inc(metrics.SPEND, usd(s.cost_nanousd), label=s.kind)
 
 
 _CHARGE_COLUMNS = ("id", "kind", "workspace_id", "user_id", "chat_id", "model", "estimated", "cost_nanousd", "at", "created_at")

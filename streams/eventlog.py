@@ -90,6 +90,9 @@ def _append_call(chat_id, stream_id, event: dict, fenced: bool, release_lock: bo
     terminal = event["type"] in events.TERMINAL_TYPES
     ttl_ms = int(settings.MOTHERSHIP_EVENT_LOG_TTL * 1000) if terminal else _LIVE_TTL_MS
     text = events.encode(event)  # once: the log's entry, and the text every socket is sent
+    now_ms = int(time.time() * 1000)
+    message = events.group_message(event, text)
+    message["at"] = now_ms  # the web process's delivery lag (mothership.infra.metrics)
     return {
         "keys": [log_key(stream_id), lock_key(chat_id), activity_key(stream_id)],
         "args": [
@@ -99,9 +102,9 @@ def _append_call(chat_id, stream_id, event: dict, fenced: bool, release_lock: bo
             text,
             ttl_ms,
             groups.group_channel(groups.chat_group(chat_id)),
-            groups.serialize(events.group_message(event, text)),
+            groups.serialize(message),
             "1" if release_lock else "0",
-            int(time.time() * 1000),
+            now_ms,
         ],
     }
 

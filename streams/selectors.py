@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
+from django.utils import timezone
 
 from chats.selectors import user_may_manage
 from mothership.infra.redis import get_redis
@@ -91,3 +94,20 @@ def message_cost(message) -> float | None:
     stream = message.stream if message.stream_id else None
     usage = Usage(**message.usage)
     return round(usage_cost(usage, stream.model if stream else ""), 8)
+
+
+STUCK_SCAN = 1000  # the oldest live turns looked at for stuck ones, per scrape
+
+
+def streams_live_counts(*, now: datetime.datetime | None = None) -> tuple[int, int]:
+    """Live turns (queued or streaming), and how many of them are stuck: older than the lock's TTL
+    and no longer holding their chat's lock, which the sweeper should have sealed (``/metrics``)."""
+    now = now or timezone.now()
+    live = Stream.objects.filter(status__in=Stream.LIVE_STATUSES)
+    old = list(
+        live.filter(created_at__lt=now - datetime.timedelta(seconds=settings.MOTHERSHIP_STREAM_LOCK_TTL))
+        .order_by("created_at")
+        .values_list("pk", "chat_id")[:STUCK_SCAN]
+    )
+    owners = locks.lock_owners(chat_id for _, chat_id in old)
+    return live.count(), sum(1 for pk, chat_id in old if owners.get(str(chat_id)) != str(pk))

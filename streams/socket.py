@@ -6,9 +6,12 @@ per-stream log plus ``seq`` make what a socket sends gapless and duplicate-free.
 
 from __future__ import annotations
 
+import time
+
 from channels.db import database_sync_to_async
 
 from chats.selectors import user_is_member
+from mothership.infra import metrics
 from mothership.infra.groups import chat_group
 from mothership.infra.socket import ClientError, require_uuid
 from streams import eventlog, events
@@ -87,6 +90,8 @@ class StreamSocket:
                 await self._forward(missed)
         if self._advance(stream_id, seq):
             await self.send(text_data=message["text"])
+            if "at" in message:  # appended at the worker at this epoch ms (streams.eventlog)
+                metrics.observe(metrics.DELIVERY_LAG, max(0.0, time.time() - message["at"] / 1000))
 
     async def layer_resubscribed(self, message: dict) -> None:
         """Back from a Redis restart: every event of a followed stream published while the layer

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import redis
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
+from django.db import InterfaceError, OperationalError
 
+from mothership.infra import metrics
 from mothership.infra.logs import log_context
 
 _keepers: list = []
@@ -20,7 +23,14 @@ def run_stream(stream_id: str) -> str:
 def sweep_streams() -> dict:
     from streams.services import streams_sweep
 
-    return streams_sweep()
+    try:
+        return streams_sweep()
+    except redis.RedisError:  # the next sweep tries again; the count says how long it has failed
+        metrics.redis_error("sweeper")
+        raise
+    except (OperationalError, InterfaceError):
+        metrics.database_error("sweeper")
+        raise
 
 
 @worker_ready.connect

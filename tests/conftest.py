@@ -48,6 +48,16 @@ def _private_celery_queue():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_flushed_only_when_asked():
+    """This process's metrics reach Redis only when a test asks (``metrics.flush``, a scrape): a
+    background flush would land in the Redis round trips a test counts (``redis_round_trips``)."""
+    from django.conf import settings
+
+    settings.MOTHERSHIP_METRICS_FLUSH_SECONDS = 24 * 3600
+    yield
+
+
 @pytest.fixture
 def turns_not_enqueued(monkeypatch) -> list[str]:
     """Turns stay queued (no worker takes them; tests run them inline). Yields the ids that would have gone to the queue."""

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chats.selectors import conversation_prefixes
-from mothership.infra import bulk
+from mothership.infra import bulk, metrics
 from mothership.infra.secrets import mask
 from streams import locks
 from streams.providers import Provider, ProviderError, Usage, get_provider, model_for
@@ -210,7 +210,10 @@ def warm_batch_run(*, chat_ids, token: str) -> list[WarmResult]:
             models=model_names,
             workspaces=workspaces,
         )
-    return [WarmResult(str(chat_id), outcomes.get(chat_id, "superseded")) for chat_id in ids]
+    warms = [WarmResult(str(chat_id), outcomes.get(chat_id, "superseded")) for chat_id in ids]
+    for warm in warms:
+        metrics.inc(metrics.WARMS, label=warm.outcome)
+    return warms
 
 
 def _warm_many(
@@ -271,6 +274,7 @@ def _record_batch(
     """
     now = timezone.now()
     outcomes: dict[uuid.UUID, str] = {}
+    lateness: list[float] = []  # of the warms that were due (a warm-now of a schedule not yet due is not late)
     with transaction.atomic():
         # CAS per row, under its row lock: a close, a disable, a re-claim or a sealed turn that
         # voided the claim meanwhile leaves the row out, so nothing is recorded there.
@@ -293,6 +297,8 @@ def _record_batch(
                 _stop(schedule, "budget")
                 outcomes[chat_id] = "budget"
             else:
+                if schedule.next_warm_at is not None and schedule.next_warm_at <= now:
+                    lateness.append((now - schedule.next_warm_at).total_seconds())
                 outcomes[chat_id] = _apply_warm(schedule, results[chat_id], models.get(chat_id, ""), now)
         bulk.update_by_pk(rows, _RECORDED_FIELDS)  # one statement: each row's own values, by primary key
         warmed = {c: results[c] for c, outcome in outcomes.items() if outcome == "warmed"}
@@ -300,7 +306,13 @@ def _record_batch(
         pushed = [chat_id for chat_id, outcome in outcomes.items() if outcome != "skipped_streaming"]
         if pushed:
             transaction.on_commit(lambda: warming_push_many(chat_ids=pushed))  # saved first, then pushed (CR-4b)
+        transaction.on_commit(lambda: _count_lateness(lateness))
     return outcomes
+
+
+def _count_lateness(lateness: list[float]) -> None:
+    for late in lateness:
+        metrics.observe(metrics.WARM_LATENESS, late)
 
 
 def _apply_warm(schedule: WarmingSchedule, result: Usage | str, model: str, now) -> str:

@@ -12,6 +12,8 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from mothership.infra import metrics
+
 
 class Conflict(APIException):
     """409. A body's null fields stay null (``{"active_stream_id": null}`` when no turn is live):
@@ -83,9 +85,11 @@ def exception_handler(exc, context):
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, (OperationalError, InterfaceError)):
+        metrics.database_error("web")
         # A database that refuses a connection (down, "too many clients", the pool's time-out).
         return Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, redis.RedisError):
+        metrics.redis_error("web")
         # Locks and logs refuse to guess: a write that needs Redis says so instead of a 500.
         return Response(
             {"detail": "The stream store (Redis) is unavailable; try again shortly."}, status=status.HTTP_503_SERVICE_UNAVAILABLE
@@ -138,5 +142,6 @@ class DatabaseUnavailableMiddleware:
 
     def process_exception(self, request, exception):
         if isinstance(exception, (OperationalError, InterfaceError)):
+            metrics.database_error("web")
             return HttpResponse(DATABASE_UNAVAILABLE, status=503, content_type="text/plain; charset=utf-8")
         return None

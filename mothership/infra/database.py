@@ -7,6 +7,8 @@ import time
 
 from django.db import InterfaceError, OperationalError, connection
 
+from mothership.infra import metrics
+
 logger = logging.getLogger(__name__)
 
 # What a database that is restarting, unreachable or out of connections raises.
@@ -23,6 +25,7 @@ def retrying_database(call, *, for_seconds: float, what: str, on_failure=None):
         try:
             result = call()
         except UNAVAILABLE as exc:
+            metrics.failed_attempt(metrics.DATABASE_ERRORS, call)
             if time.monotonic() >= deadline:
                 raise
             if not failures:

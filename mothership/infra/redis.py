@@ -22,6 +22,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
+from mothership.infra import metrics
+
 # Commands here are short; a blocking read would be a bug, so bound every wait.
 _SOCKET_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 2.0
@@ -156,6 +158,7 @@ def retrying(call, *, for_seconds: float, what: str):
         try:
             result = call()
         except UNAVAILABLE as exc:
+            metrics.failed_attempt(metrics.REDIS_ERRORS, call)
             now = time.monotonic()
             deadline = deadline or now + for_seconds
             if now >= deadline:

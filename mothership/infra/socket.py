@@ -23,7 +23,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework.exceptions import Throttled
 
-from mothership.infra import logs
+from mothership.infra import logs, metrics
 from mothership.infra.groups import user_group
 from mothership.infra.uuids import parse_uuid
 
@@ -120,10 +120,15 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             self.session_key = None if self.token_key or session is None else session.session_key
         await self.join(user_group(user.pk))
         await self.accept()
+        self.counted = True  # one of mothership_ws_connections until it disconnects
+        metrics.gauge_add(metrics.WS_CONNECTIONS, 1)
         self.recheck_task = asyncio.get_running_loop().create_task(self._recheck_periodically())
 
     async def disconnect(self, code):
         # Closing a socket never stops a stream nor touches warming: it only leaves the groups.
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.gauge_add(metrics.WS_CONNECTIONS, -1)
         if getattr(self, "recheck_task", None) is not None:
             self.recheck_task.cancel()
         for group in getattr(self, "groups_joined", ()):
@@ -147,6 +152,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             try:
                 await self.recheck_access()
             except (OperationalError, InterfaceError):
+                metrics.database_error("socket")
                 # A database away is no reason to drop every socket: the next period checks again.
                 logger.warning("socket access check: the database is unavailable; checking again in %.0f s", period)
             except Exception:
@@ -228,9 +234,11 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         except Throttled as exc:  # a per-user rate (mothership.infra.throttles)
             await self.send_error(content, "rate_limited", str(exc.detail))
         except redis.RedisError:
+            metrics.redis_error("socket")
             logger.exception("redis error while handling %s", content.get("type"))
             await self.send_error(content, "unavailable", "The event store is unavailable; try again shortly.")
         except (OperationalError, InterfaceError):
+            metrics.database_error("socket")
             logger.exception("database error while handling %s", content.get("type"))
             await self.send_error(content, "unavailable", "The database is unavailable; try again shortly.")
 

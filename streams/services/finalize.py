@@ -17,6 +17,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from chats.models import Chat, Message
+from mothership.infra import metrics
 from mothership.infra.database import retrying_database
 from mothership.infra.redis import UNAVAILABLE, retrying
 from mothership.infra.secrets import mask
@@ -175,6 +176,7 @@ def _seal(
 def _announce(
     *, stream: Stream, status: str, reason: str, terminal_seq: int, sealed_at, before_terminal=None, redis_wait=None
 ) -> None:
+    metrics.inc(metrics.STREAMS, label=status)  # committed, announced once by its winner: counted once
     terminal = events.stream_event(
         type=events.TERMINAL_BY_STATUS[status],
         chat_id=stream.chat_id,

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from chats.models import Chat
 from chats.services import chat_markers_repair
-from mothership.infra import cursors
+from mothership.infra import cursors, metrics
 from mothership.infra.redis import WriteRefused, get_redis, redis_uptime
 from streams import locks, workers
 from streams.models import Stream
@@ -67,9 +67,16 @@ def streams_sweep(*, stream_ids=None) -> dict:
         return {**_report(), "markers_cleared": 0, "skipped": refused}
     report = _sweep_orphans(stream_ids=stream_ids)
     report["markers_cleared"] = _clear_stale_markers()
+    _count_finds(report)
     if report["interrupted"]:
         logger.warning("sweeper interrupted %d orphaned streams", len(report["interrupted"]))
     return report
+
+
+def _count_finds(report: dict) -> None:
+    for action in ("interrupted", "requeued"):
+        if report[action]:
+            metrics.inc(metrics.SWEEPER_FINDS, len(report[action]), label=action)
 
 
 def writes_refused() -> str | None:
@@ -93,6 +100,7 @@ def streams_sweep_lost_workers() -> dict:
     if (refused := writes_refused()) is not None:
         return {**_report(), "skipped": refused}
     report = _sweep_orphans(stream_ids=None, lost_workers_only=True)
+    _count_finds(report)
     if report["interrupted"]:
         logger.warning("sealed %d turns of workers that no longer exist", len(report["interrupted"]))
     return report

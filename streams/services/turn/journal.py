@@ -23,6 +23,7 @@ from django import db
 from django.conf import settings
 from django.utils import timezone
 
+from mothership.infra import metrics
 from mothership.infra.redis import UNAVAILABLE, retrying
 from streams import eventlog, events, frames, locks
 from streams.models import Stream
@@ -182,13 +183,16 @@ class Journal:
             frames.charge_frames([self])
 
     def _emit_delta(self, text: str, deltas: int = 1, *, wait: bool = True) -> None:
-        if self.stream.first_delta_at is None:
+        first = self.stream.first_delta_at is None
+        if first:
             self.stream.first_delta_at = timezone.now()
         try:
             self._emit(events.DELTA, wait=wait, text=text)
         except (eventlog.Fenced, RedisLost, *UNAVAILABLE):
             self.held.append(text)
             raise
+        if first:  # Send (the turn created) → its first delta in the log, as every tab can see it
+            metrics.observe(metrics.FIRST_DELTA, (timezone.now() - self.stream.created_at).total_seconds())
         self._published(text, deltas)
 
     def charge_output(self, text: str, tokens: int) -> None:

@@ -23,6 +23,7 @@ from django import db
 from django.conf import settings
 from django.utils import timezone
 
+from mothership.infra import metrics
 from mothership.infra.database import retrying_database
 from mothership.infra.signals import send_logged
 from streams import abort, approvals, eventlog, events
@@ -315,7 +316,9 @@ class Turn:
         return self._close_call(record, "error", why, time.monotonic())
 
     def _close_call(self, record: dict, status: str, content: str, started: float) -> dict:
-        record.update(status=status, content=content, durationMs=round((time.monotonic() - started) * 1000))
+        seconds = time.monotonic() - started
+        record.update(status=status, content=content, durationMs=round(seconds * 1000))
+        metrics.observe(metrics.TOOL_CALLS, seconds, label=status)
         self.journal.emit(
             events.TOOL_RESULT, callId=record["callId"], status=status, content=content, durationMs=record["durationMs"]
         )
