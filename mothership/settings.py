@@ -564,6 +564,8 @@ LOGGING = {
         "context": {"()": "mothership.infra.logs.ContextFilter"},
         "user": {"()": "mothership.infra.request_ids.RequestUserFilter"},
         "server_lines": {"()": "mothership.infra.logs.ServerLineFilter"},
+        # Beat's every-second ticks: no "received" / "succeeded" pair each time (their failures show).
+        "quiet_ticks": {"()": "mothership.infra.logs.QuietTasksFilter", "tasks": ["streams.sweep", "warming.dispatch"]},
     },
     # One handler, on the root only: every logger's line goes out once (Celery's and uvicorn's are
     # routed here too: mothership.celery, mothership.infra.logs.adopt_server_loggers).
@@ -571,14 +573,10 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "app", "filters": ["server_lines", "context", "user"]}
     },
     "root": {"handlers": ["console"], "level": MOTHERSHIP_LOG_LEVEL},
-    # SQL with its parameters (a session key, a token's digest) stays out even at DEBUG. Celery's
-    # "Task … received" / "succeeded" pair is two lines a second per background worker (the warming
-    # tick): shown at DEBUG only; a task's failure is an ERROR of the same logger and still shows.
+    # SQL with its parameters (a session key, a token's digest) stays out even at DEBUG.
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        **{
-            name: {"level": "DEBUG" if MOTHERSHIP_LOG_LEVEL == "DEBUG" else "WARNING"}
-            for name in ("celery.app.trace", "celery.worker.strategy")
-        },
+        "celery.app.trace": {"filters": ["quiet_ticks"]},
+        "celery.worker.strategy": {"filters": ["quiet_ticks"]},
     },
 }

@@ -100,6 +100,22 @@ def _redacted_args(msg: str, args: tuple) -> tuple | None:
     return None
 
 
+class QuietTasksFilter(logging.Filter):
+    """Drops Celery's "Task … received" and "… succeeded" lines (INFO, ``record.data["name"]``) of
+    the tasks named: beat's ticks run every second or so and would write two lines each time. Their
+    failures (WARNING and above) still show, and so do every other task's lines."""
+
+    def __init__(self, tasks: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.tasks = frozenset(tasks)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        data = getattr(record, "data", None)
+        return not (isinstance(data, dict) and data.get("name") in self.tasks)
+
+
 class ServerLineFilter(logging.Filter):
     """uvicorn's lines (and the websockets library's, which uvicorn gives its logger) without
     query-string values or credential headers: an old client's ``/ws/?token=…``, a socket ticket,

@@ -315,3 +315,18 @@ def test_runall_in_text_mode_masks_what_a_child_printed_past_its_logging(capsys,
     Supervisor([], colour=False).say("worker", "tool server said: key sk-test-Provider-Key-0000aaaa1111\n")
     out = capsys.readouterr().out
     assert "worker | tool server said: key sk-test…" in out and "Provider-Key" not in out
+
+
+def test_beats_ticks_write_no_received_or_succeeded_lines_but_turns_and_failures_do():
+    quiet = logs.QuietTasksFilter(tasks=["warming.dispatch"])
+
+    def record(name: str, level: int) -> logging.LogRecord:
+        line = logging.LogRecord("celery.app.trace", level, __file__, 1, "Task %(name)s succeeded", None, None)
+        line.data = {"name": name, "id": "1"}
+        return line
+
+    assert quiet.filter(record("warming.dispatch", logging.INFO)) is False
+    assert quiet.filter(record("warming.dispatch", logging.ERROR)) is True  # a failing tick still shows
+    assert quiet.filter(record("streams.run_stream", logging.INFO)) is True  # a turn's line stays
+    plain = logging.LogRecord("celery.app.trace", logging.INFO, __file__, 1, "no data", None, None)
+    assert quiet.filter(plain) is True
