@@ -88,7 +88,15 @@ def test_tiles_in_a_row_are_of_equal_height(login, user, workspace, stack):
     send(page, "/echo A preview of a reply long enough to fill both of the lines a tile keeps for it, and more")
     expect(page.locator("#stop")).to_be_hidden(timeout=15000)
     page.goto(f"{stack.url}/?workspace={workspace.id}")
-    boxes = [tile.bounding_box() for tile in page.locator(".tile a").all()]
+    expect(page.locator(".tile")).to_have_count(2)
+    expect(page.locator(f'.tile[data-chat-id="{short.id}"]')).to_have_attribute("data-state", "idle")
+    # Measured at once, in the page: a live tile push between two measures would compare two layouts.
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('.tile a')].map((a) => {
+             const box = a.getBoundingClientRect();
+             return { y: box.y, height: box.height, text: a.innerText };
+           })"""
+    )
     assert len(boxes) >= 2 and len({round(box["y"]) for box in boxes}) == 1, boxes  # one row
     assert len({round(box["height"]) for box in boxes}) == 1, boxes
 
