@@ -390,6 +390,8 @@ MOTHERSHIP_WARM_NOW_RATE = env_rate("MOTHERSHIP_WARM_NOW_RATE", "10/min")
 MOTHERSHIP_CHAT_CREATE_RATE = env_rate("MOTHERSHIP_CHAT_CREATE_RATE", "30/min")
 # Share links made (each a copy of the conversation).
 MOTHERSHIP_SHARE_RATE = env_rate("MOTHERSHIP_SHARE_RATE", "30/min")
+# Imports one user may start (each parses a whole file of up to MOTHERSHIP_IMPORT_MAX_BYTES).
+MOTHERSHIP_IMPORT_RATE = env_rate("MOTHERSHIP_IMPORT_RATE", "20/hour")
 # Tool calls a member's turns may make (every model's call counts, made or refused past it).
 MOTHERSHIP_TOOL_CALL_RATE = env_rate("MOTHERSHIP_TOOL_CALL_RATE", "120/min")
 # ``/ws/?token=<API token>``: off, since proxies log URLs; API clients use a socket ticket

@@ -204,6 +204,7 @@ class WorkspaceImportApi(APIView):
     )
     def post(self, request, workspace_id):
         workspace = selectors.workspace_get(user=request.user, workspace_id=workspace_id)
+        user_rate_check(scope="import", user=request.user)  # MOTHERSHIP_IMPORT_RATE: 429 past it
         payload = self.ImportInput(data=request.data)
         payload.is_valid(raise_exception=True)
         try:

@@ -1,5 +1,5 @@
 """Per-user rates on what costs work or money: messages sent, warming changes, warms asked for by
-hand, chats created, tool calls, share links made.
+hand, chats created, tool calls, share links made, imports.
 
 Each is an exact count in Redis (``mothership.infra.rates``: one Lua script per check, so every
 process and every thread shares it and racing requests never pass it together), with its rate
@@ -24,6 +24,7 @@ SCOPES = {
     "chat_create": ("MOTHERSHIP_CHAT_CREATE_RATE", "Too many chats created."),
     "tool_call": ("MOTHERSHIP_TOOL_CALL_RATE", "Too many tool calls."),
     "share": ("MOTHERSHIP_SHARE_RATE", "Too many share links made."),
+    "import": ("MOTHERSHIP_IMPORT_RATE", "Too many imports."),
 }
 
 

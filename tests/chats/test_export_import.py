@@ -14,6 +14,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from chats.models import Chat, ChatImport, Membership, Message
+from mothership.infra.throttles import user_rate_reset
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -389,6 +390,22 @@ def test_a_file_over_the_limit_is_a_413_naming_it(api, workspace, settings):
     assert answer.status_code == 413
     assert "1000 bytes" in answer.json()["detail"]
     assert _counts() == before
+
+
+def test_imports_are_rate_limited_429_with_retry_after_and_nothing_is_imported(api, user, workspace, settings):
+    settings.MOTHERSHIP_IMPORT_RATE = "2/hour"
+    user_rate_reset(scope="import", user=user)
+    try:
+        assert [_import(api, workspace, _chatgpt()).status_code for _ in range(2)] == [201, 201]
+        before = _counts()
+
+        refused = _import(api, workspace, _chatgpt())
+
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        assert refused.json()["detail"].startswith("Too many imports.")
+        assert _counts() == before
+    finally:
+        user_rate_reset(scope="import", user=user)
 
 
 def test_import_is_for_members_only_and_needs_a_file(api, workspace, make_user):

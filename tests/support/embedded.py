@@ -18,6 +18,7 @@ for _name, _value in (
     ("MOTHERSHIP_WARM_NOW_RATE", "100000/min"),
     ("MOTHERSHIP_CHAT_CREATE_RATE", "100000/min"),
     ("MOTHERSHIP_SHARE_RATE", "100000/min"),
+    ("MOTHERSHIP_IMPORT_RATE", "100000/min"),
     ("MOTHERSHIP_MAX_CONCURRENT_TURNS", "100000"),
 ):
     os.environ.setdefault(_name, _value)
