@@ -217,3 +217,55 @@ class ChatShare(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class Attachment(models.Model):
+    """A file or an image a member attached to a conversation (``chats.attachments``).
+
+    Its bytes live in the ``attachments`` storage (the local folder, or an S3 bucket) under
+    ``key``; an image's are re-encoded without metadata, with a thumbnail and a copy sized for
+    the models beside them. Uploaded first, then named by a send: the messages that carry it
+    (an edited question carries its files too). What the model reads of a PDF or a text file
+    is kept in ``text``, so a turn and a warm build the same prompt from the database alone.
+    """
+
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        PDF = "pdf"
+        TEXT = "text"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="attachments")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    messages = models.ManyToManyField(Message, blank=True, related_name="attachments")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # Found from the bytes, never from the name or the client's header.
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField(help_text="bytes, as stored")
+    sha256 = models.CharField(max_length=64)
+    key = models.CharField(max_length=300, help_text="the file's name in the attachments storage")
+    thumbnail_key = models.CharField(max_length=300, blank=True, default="")
+    model_key = models.CharField(max_length=300, blank=True, default="", help_text="an image's copy sized for the models")
+    model_content_type = models.CharField(max_length=100, blank=True, default="")
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    pages = models.PositiveIntegerField(null=True, blank=True)
+    # What a model without document support reads of a PDF, and every model of a text file.
+    text = models.TextField(blank=True, default="")
+    text_truncated = models.BooleanField(default=False)
+    # What it adds to a prompt, estimated at upload (images by their pixels, documents by their pages).
+    tokens = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Sent: the first time a message named it (unsent uploads are purged after a day).
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["uploaded_by", "created_at"], name="attachment_uploader"),
+            models.Index(fields=["sent_at", "created_at"], name="attachment_unsent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes)"

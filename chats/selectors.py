@@ -14,6 +14,7 @@ from django.http import Http404
 from django.utils.dateparse import parse_datetime
 
 from chats import search
+from chats.attachments.selectors import prompt_attachments
 from chats.models import Chat, ChatShare, Membership, Message, Workspace
 from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
@@ -352,8 +353,20 @@ def _with_system(system: str, messages: list[dict]) -> list[dict]:
     return [{"role": "system", "content": system}, *messages] if system and messages else messages
 
 
-def _prefix(nodes: dict, leaf_id) -> list[dict]:
-    return [{"role": nodes[pk][1], "content": nodes[pk][2]} for pk in _branch(nodes, leaf_id) if nodes[pk][2]]
+def _attached(*, chat_ids) -> dict:
+    """Message id → its attachments as a prompt carries them, for the messages of these chats that have any."""
+    sent = Message.attachments.through.objects.filter(message__chat_id__in=chat_ids).values_list("message_id", flat=True)
+    return prompt_attachments(message_ids=sent) if chat_ids else {}
+
+
+def _prefix(nodes: dict, leaf_id, attached: dict) -> list[dict]:
+    """The branch's messages with text or files; a message's files ride with it (``"attachments"``)."""
+    messages = []
+    for pk in _branch(nodes, leaf_id):
+        files = attached.get(pk)
+        if nodes[pk][2] or files:
+            messages.append({"role": nodes[pk][1], "content": nodes[pk][2], **({"attachments": files} if files else {})})
+    return messages
 
 
 def conversation_prefix(*, chat_id, until: Message | None = None, system: str | None = None) -> list[dict]:
@@ -372,7 +385,7 @@ def conversation_prefix(*, chat_id, until: Message | None = None, system: str | 
     )
     rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", "role", "content")
     nodes = {pk: rest for pk, *rest in rows}
-    messages = _prefix(nodes, until.pk if until is not None else chat.get("leaf_id"))
+    messages = _prefix(nodes, until.pk if until is not None else chat.get("leaf_id"), _attached(chat_ids=[chat_id]))
     return _with_system(chat.get("system_prompt", "") if system is None else system, messages)
 
 
@@ -406,8 +419,10 @@ def conversation_prefixes(*, chat_ids, systems: dict | None = None, leaves: dict
     rows = Message.objects.filter(chat_id__in=ids).order_by("chat_id", "created_at", "id")
     for chat_id, pk, *rest in rows.values_list("chat_id", "id", "parent_id", "role", "content"):
         trees[chat_id][pk] = rest
+    attached = _attached(chat_ids=ids)
     return {
-        chat_id: _with_system(systems.get(chat_id, ""), _prefix(nodes, leaves.get(chat_id))) for chat_id, nodes in trees.items()
+        chat_id: _with_system(systems.get(chat_id, ""), _prefix(nodes, leaves.get(chat_id), attached))
+        for chat_id, nodes in trees.items()
     }
 
 

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, WebSockets at /ws/ through Channels."""
 
 import os
+import re
 
 from django.core.asgi import get_asgi_application
 
@@ -17,6 +18,7 @@ from mothership.infra.alive import Lifespan  # noqa: E402
 from mothership.infra.concurrency import HttpConcurrencyLimit  # noqa: E402
 from mothership.infra.logs import adopt_server_loggers  # noqa: E402
 from mothership.infra.request_ids import RequestIdMiddleware  # noqa: E402
+from mothership.infra.uploads import RequestBodyLimit  # noqa: E402
 from mothership.routing import websocket_urlpatterns  # noqa: E402
 from mothership.ws_auth import TokenAuthMiddleware, origin_validator  # noqa: E402
 from streams.providers import get_provider  # noqa: E402
@@ -50,7 +52,24 @@ application = Lifespan(
     RequestIdMiddleware(
         ProtocolTypeRouter(
             {
-                "http": HttpConcurrencyLimit(django_asgi_app, limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY),
+                "http": HttpConcurrencyLimit(
+                    # A body past its path's limit is refused as it arrives, before Django stores it.
+                    RequestBodyLimit(
+                        django_asgi_app,
+                        limits=[
+                            (
+                                re.compile(r"^/api/mothership/chats/[^/]+/attachments/?$"),
+                                lambda: settings.MOTHERSHIP_ATTACHMENT_MAX_BYTES,
+                            ),
+                            (
+                                re.compile(r"^/api/mothership/workspaces/[^/]+/import/?$"),
+                                lambda: settings.MOTHERSHIP_IMPORT_MAX_BYTES,
+                            ),
+                        ],
+                        default=lambda: max(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0, 1024 * 1024),
+                    ),
+                    limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY,
+                ),
                 "websocket": origin_validator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
             }
         )

@@ -366,6 +366,26 @@ MOTHERSHIP_TRASH_DAYS = env_int("MOTHERSHIP_TRASH_DAYS", 30, minimum=1)
 MOTHERSHIP_TRASH_PURGE_INTERVAL = env_float("MOTHERSHIP_TRASH_PURGE_INTERVAL", 3600.0, minimum=1.0)
 # The largest file an import takes (POST /api/mothership/workspaces/<id>/import), bytes: past it, 413.
 MOTHERSHIP_IMPORT_MAX_BYTES = env_int("MOTHERSHIP_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
+# Attachments (chats.attachments, docs/attachments.md): the largest file (past it, 413 before the
+# body is stored), what one user may keep (bytes and files, over every chat; past it, 413), files
+# per message, and what a model reads of a text file or a PDF (characters; the rest is cut).
+MOTHERSHIP_ATTACHMENT_MAX_BYTES = env_int("MOTHERSHIP_ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
+MOTHERSHIP_ATTACHMENT_QUOTA_BYTES = env_int("MOTHERSHIP_ATTACHMENT_QUOTA_BYTES", 1024 * 1024 * 1024, minimum=1)
+MOTHERSHIP_ATTACHMENT_QUOTA_FILES = env_int("MOTHERSHIP_ATTACHMENT_QUOTA_FILES", 5000, minimum=1)
+MOTHERSHIP_ATTACHMENTS_PER_MESSAGE = env_int("MOTHERSHIP_ATTACHMENTS_PER_MESSAGE", 10, minimum=1)
+MOTHERSHIP_ATTACHMENT_TEXT_CHARS = env_int("MOTHERSHIP_ATTACHMENT_TEXT_CHARS", 200_000, minimum=1)
+# An image larger than this many pixels is refused (a decompression bomb is a few KB).
+MOTHERSHIP_ATTACHMENT_MAX_PIXELS = env_int("MOTHERSHIP_ATTACHMENT_MAX_PIXELS", 50_000_000, minimum=1)
+# Uploads no message named within this many hours are deleted (with their bytes) by the beat's purge.
+MOTHERSHIP_ATTACHMENT_UNSENT_HOURS = env_float("MOTHERSHIP_ATTACHMENT_UNSENT_HOURS", 24.0, minimum=0.01)
+# Where the bytes live: a folder (default: beside the SQLite database, var/attachments), or an
+# S3-compatible bucket when MOTHERSHIP_ATTACHMENT_S3_BUCKET is set (AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY, or the machine's role, as boto3 finds them).
+MOTHERSHIP_ATTACHMENT_DIR = Path(env_str("MOTHERSHIP_ATTACHMENT_DIR", str(SQLITE_PATH.parent / "attachments")))
+MOTHERSHIP_ATTACHMENT_S3_BUCKET = env_str("MOTHERSHIP_ATTACHMENT_S3_BUCKET")
+MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL = env_str("MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL")
+MOTHERSHIP_ATTACHMENT_S3_REGION = env_str("MOTHERSHIP_ATTACHMENT_S3_REGION")
+MOTHERSHIP_ATTACHMENT_S3_PREFIX = env_str("MOTHERSHIP_ATTACHMENT_S3_PREFIX", "attachments")
 # Share links (``/s/<token>``) a user may have active at once; one more answers 409 until one is revoked.
 MOTHERSHIP_SHARES_PER_USER = env_int("MOTHERSHIP_SHARES_PER_USER", 100, minimum=1)
 # The frame clock's tick (streams.frames): 40 ms is 25 frames a second, smooth to the eye, and
@@ -390,6 +410,8 @@ MOTHERSHIP_WARM_NOW_RATE = env_rate("MOTHERSHIP_WARM_NOW_RATE", "10/min")
 MOTHERSHIP_CHAT_CREATE_RATE = env_rate("MOTHERSHIP_CHAT_CREATE_RATE", "30/min")
 # Share links made (each a copy of the conversation).
 MOTHERSHIP_SHARE_RATE = env_rate("MOTHERSHIP_SHARE_RATE", "30/min")
+# Files one user may upload (each is sniffed, maybe re-encoded, and stored).
+MOTHERSHIP_UPLOAD_RATE = env_rate("MOTHERSHIP_UPLOAD_RATE", "120/min")
 # Imports one user may start (each parses a whole file of up to MOTHERSHIP_IMPORT_MAX_BYTES).
 MOTHERSHIP_IMPORT_RATE = env_rate("MOTHERSHIP_IMPORT_RATE", "20/hour")
 # Tool calls a member's turns may make (every model's call counts, made or refused past it).
@@ -537,6 +559,27 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Attachments (chats.attachments.storage): never served by URL from the storage itself, only
+    # through the members-only views, so the folder is outside STATIC_ROOT and MEDIA_ROOT.
+    "attachments": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": MOTHERSHIP_ATTACHMENT_S3_BUCKET,
+                "endpoint_url": MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL or None,
+                "region_name": MOTHERSHIP_ATTACHMENT_S3_REGION or None,
+                "location": MOTHERSHIP_ATTACHMENT_S3_PREFIX,
+                "default_acl": None,
+                "querystring_auth": True,
+                "file_overwrite": False,
+            },
+        }
+        if MOTHERSHIP_ATTACHMENT_S3_BUCKET
+        else {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(MOTHERSHIP_ATTACHMENT_DIR), "base_url": None},
+        }
+    ),
 }
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_MAX_AGE = env_int("MOTHERSHIP_STATIC_MAX_AGE", 3600, minimum=0)

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularAPIView
 
+from chats.api import attachment_views as attachment_api
 from chats.api import views as chat_api
 from mothership import settings_views, views, workspace_views
 from mothership.api import views as mothership_api
@@ -63,6 +64,21 @@ api_patterns = [
         name="api-chat-tool-approval",
     ),
     path("mothership/chats/<str:chat_id>/export", chat_api.ChatExportApi.as_view(), name="api-chat-export"),
+    path(
+        "mothership/chats/<str:chat_id>/attachments",
+        attachment_api.ChatAttachmentUploadApi.as_view(),
+        name="api-chat-attachments",
+    ),
+    path(
+        "mothership/chats/<str:chat_id>/attachments/<str:attachment_id>",
+        attachment_api.ChatAttachmentApi.as_view(),
+        name="api-chat-attachment",
+    ),
+    path(
+        "mothership/chats/<str:chat_id>/attachments/<str:attachment_id>/thumbnail",
+        attachment_api.ChatAttachmentThumbnailApi.as_view(),
+        name="api-chat-attachment-thumbnail",
+    ),
     path("mothership/chats/<str:chat_id>/close", mothership_api.ChatCloseApi.as_view(), name="api-chat-close"),
     path("mothership/chats/<str:chat_id>/restore", mothership_api.ChatRestoreApi.as_view(), name="api-chat-restore"),
     path("mothership/chats/<str:chat_id>/seen", mothership_api.ChatSeenApi.as_view(), name="api-chat-seen"),

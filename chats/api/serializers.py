@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from chats.models import Membership, Message
+from chats.models import Attachment, Membership, Message
 
 
 class WorkspaceOutput(serializers.Serializer):
@@ -21,8 +22,40 @@ class MemberOutput(serializers.Serializer):
     joined_at = serializers.DateTimeField(source="created_at")
 
 
+class AttachmentOutput(serializers.Serializer):
+    """A file of a conversation, as its members see it (``attachment_json``)."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Attachment.Kind.choices)
+    content_type = serializers.CharField(help_text="Found from the file's bytes, never from its name.")
+    size = serializers.IntegerField(help_text="bytes (an image's after re-encoding without its metadata)")
+    url = serializers.CharField(help_text="Members only: the file (an image inline, anything else as a download).")
+    thumbnail_url = serializers.CharField(allow_null=True, help_text="An image's thumbnail (WebP, 320 px); null for other files.")
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    pages = serializers.IntegerField(allow_null=True, help_text="A PDF's pages.")
+
+
+def attachment_json(attachment: Attachment) -> dict:
+    url = reverse("api-chat-attachment", args=[attachment.chat_id, attachment.pk])
+    return {
+        "id": str(attachment.pk),
+        "name": attachment.name,
+        "kind": attachment.kind,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "url": url,
+        "thumbnail_url": f"{url}/thumbnail" if attachment.thumbnail_key else None,
+        "width": attachment.width,
+        "height": attachment.height,
+        "pages": attachment.pages,
+    }
+
+
 class MessageOutput(serializers.ModelSerializer):
     usage = serializers.DictField(child=serializers.IntegerField())
+    attachments = serializers.SerializerMethodField(help_text="The question's files, in the order they were attached.")
     parent_id = serializers.UUIDField(allow_null=True, help_text="The message this one follows; null for the first.")
     sibling_ids = serializers.ListField(
         child=serializers.UUIDField(),
@@ -41,10 +74,18 @@ class MessageOutput(serializers.ModelSerializer):
             "usage",
             "usage_estimated",
             "tool_calls",
+            "attachments",
             "parent_id",
             "sibling_ids",
             "created_at",
         ]
+
+    @extend_schema_field(AttachmentOutput(many=True))
+    def get_attachments(self, message) -> list[dict]:
+        """``attachments_by_message`` (a dict in the context, message id → rows) read them all in one query; else this one's."""
+        known = self.context.get("attachments")
+        rows = known.get(message.pk, []) if known is not None else list(message.attachments.order_by("created_at", "id"))
+        return [attachment_json(a) for a in rows]
 
 
 class SearchResultOutput(serializers.Serializer):

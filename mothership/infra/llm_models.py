@@ -37,6 +37,8 @@ _FIELDS = {
     "prompt_cache",
     "prompt_cache_key",
     "prefill",
+    "images",
+    "documents",
 }
 
 
@@ -79,6 +81,10 @@ def _entry(raw, index: int, environ: Mapping[str, str], max_tokens: int) -> dict
         "prompt_cache": raw.get("prompt_cache", True),
         "prompt_cache_key": raw.get("prompt_cache_key", False),
         "prefill": raw.get("prefill", provider in ("local", "anthropic")),
+        # What attachments it reads: images (Anthropic image blocks, OpenAI image_url parts), and
+        # PDFs as documents (Anthropic document blocks, OpenAI file parts); else a PDF's text.
+        "images": raw.get("images", True),
+        "documents": raw.get("documents", provider in ("local", "anthropic")),
     }
     if not isinstance(entry["label"], str):
         raise ValueError(f"{where}: label must be a string.")
@@ -86,7 +92,7 @@ def _entry(raw, index: int, environ: Mapping[str, str], max_tokens: int) -> dict
         raise ValueError(f"{where}: max_tokens must be a whole number of at least 1.")
     if entry["max_tokens_param"] not in MAX_TOKENS_PARAMS:
         raise ValueError(f"{where}: max_tokens_param must be one of {', '.join(MAX_TOKENS_PARAMS)}.")
-    for flag in ("prompt_cache", "prompt_cache_key", "prefill"):
+    for flag in ("prompt_cache", "prompt_cache_key", "prefill", "images", "documents"):
         if not isinstance(entry[flag], bool):
             raise ValueError(f"{where}: {flag} must be true or false.")
     prices = entry["prices"]

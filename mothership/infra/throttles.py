@@ -25,6 +25,7 @@ SCOPES = {
     "tool_call": ("MOTHERSHIP_TOOL_CALL_RATE", "Too many tool calls."),
     "share": ("MOTHERSHIP_SHARE_RATE", "Too many share links made."),
     "import": ("MOTHERSHIP_IMPORT_RATE", "Too many imports."),
+    "upload": ("MOTHERSHIP_UPLOAD_RATE", "Too many files uploaded."),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from chats.api.serializers import MessageOutput
+from chats.attachments.selectors import message_attachments
 from streams.selectors import message_cost
 
 
@@ -27,7 +28,8 @@ class MessageCostOutput(MessageOutput):
 def messages_output(messages) -> list[dict]:
     """Each message's JSON with what its reply cost: ``cost_usd`` (USD), ``model``, ``duration_ms``
     and ``stop_reason`` of its last turn; null for a user message. A reply answered again adds up every attempt."""
-    rows = MessageOutput(messages, many=True).data
+    attachments = message_attachments(message_ids=[m.pk for m in messages if m.role == "user"])
+    rows = MessageOutput(messages, many=True, context={"attachments": attachments}).data
     return [{**data, **reply_figures(m)} for m, data in zip(messages, rows, strict=True)]
 
 

@@ -8,6 +8,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chats.attachments import AttachmentRefused
 from chats.models import Chat
 from chats.selectors import chat_get_for_member, chat_message_get, chat_messages_page
 from mothership.infra import cursors
@@ -35,6 +36,7 @@ from streams.services import (
     stream_interrupt_and_start,
     stream_start,
     tool_call_decide,
+    turn_attachments,
 )
 
 # When a user at the cap of turns running at once should look again (a turn takes seconds).
@@ -60,9 +62,20 @@ class ChatMessagesApi(APIView):
 
     @extend_schema_serializer(component_name="MessageSendInput")
     class Input(serializers.Serializer):
-        content = StrictCharField(max_length=100_000, trim_whitespace=True)
+        content = StrictCharField(max_length=100_000, trim_whitespace=True, allow_blank=True)
         # Stop and send: the id of the turn the page shows as running, stopped before this one starts.
         interrupt = StrictUUIDField(required=False)
+        attachments = serializers.ListField(
+            child=StrictUUIDField(),
+            required=False,
+            max_length=100,
+            help_text="Files uploaded to this chat (POST …/attachments), in the order the model reads them.",
+        )
+
+        def validate(self, attrs):
+            if not attrs["content"] and not attrs.get("attachments"):
+                raise ValidationError({"content": ["Write a message or attach a file."]})
+            return attrs
 
     @extend_schema(
         request=Input,
@@ -97,11 +110,17 @@ class ChatMessagesApi(APIView):
         if interrupt is not None and not user_may_stop(user=request.user, chat=chat, stream_id=interrupt):
             raise PermissionDenied(STOP_REFUSED)  # nothing stopped, nothing sent
         user_rate_check(scope="send", user=request.user)
+        try:  # before anything is stopped or started: a file the model cannot read refuses the send
+            files = turn_attachments(chat=chat, user=request.user, attachment_ids=payload.validated_data.get("attachments") or [])
+        except AttachmentRefused as exc:
+            return Response({"detail": exc.detail, "code": exc.code}, status=exc.status)
         if interrupt is not None:
             return _turn_started(
-                lambda: stream_interrupt_and_start(chat=chat, content=content, interrupt=interrupt, user=request.user)
+                lambda: stream_interrupt_and_start(
+                    chat=chat, content=content, interrupt=interrupt, user=request.user, attachments=files
+                )
             )
-        return _turn_started(lambda: stream_start(chat=chat, content=content, user=request.user))
+        return _turn_started(lambda: stream_start(chat=chat, content=content, user=request.user, attachments=files))
 
 
 def _turn_started(start) -> Response:
@@ -119,6 +138,8 @@ def _turn_started(start) -> Response:
         raise PaymentRequired({"code": BudgetExceeded.code, "detail": str(exc)}) from None
     except Chat.DoesNotExist:
         raise Http404("No such chat.") from None
+    except AttachmentRefused as exc:  # an edited question's files, which the chat's model cannot read
+        return Response({"detail": exc.detail, "code": exc.code}, status=exc.status)
     body = {
         "stream_id": str(turn.stream.id),
         "message_id": str(turn.assistant_message.id),
@@ -290,6 +311,10 @@ class ModelListApi(APIView):
                 "model": serializers.CharField(),
                 "prompt_cache": serializers.BooleanField(),
                 "prefill": serializers.BooleanField(),
+                "images": serializers.BooleanField(help_text="It reads image attachments."),
+                "documents": serializers.BooleanField(
+                    help_text="It reads PDFs as documents; else a PDF is sent as its text (one without text is refused)."
+                ),
                 "default": serializers.BooleanField(),
             },
             many=True,

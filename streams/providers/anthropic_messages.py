@@ -32,6 +32,7 @@ import anthropic
 import httpx2 as httpx  # the HTTP client the anthropic SDK is built on
 from django.conf import settings
 
+from streams.providers.attachments import attachments_of, document_data, image_data, inline_text
 from streams.providers.base import (
     Failure,
     NotStreaming,
@@ -120,9 +121,21 @@ def _classify(exc: Exception, spec) -> Failure | None:
     return None
 
 
-def _blocks(messages: list[dict], names: ToolNames) -> list[dict]:
-    """The conversation as the API's content blocks: text; an assistant round's ``tool_use``
-    blocks; the results of its calls as ``tool_result`` blocks of one user message."""
+def attachment_block(attachment: dict, *, documents: bool) -> dict:
+    """A file as a content block: an image, a PDF as a document (or its text), a text file's text."""
+    if attachment["kind"] == "image":
+        media_type, data = image_data(attachment)
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if attachment["kind"] == "pdf" and documents:
+        source = {"type": "base64", "media_type": "application/pdf", "data": document_data(attachment)}
+        return {"type": "document", "source": source, "title": attachment["name"]}
+    return {"type": "text", "text": inline_text(attachment)}
+
+
+def _blocks(messages: list[dict], names: ToolNames, *, documents: bool = True) -> list[dict]:
+    """The conversation as the API's content blocks: a question's files, then its text; an
+    assistant round's ``tool_use`` blocks; the results of its calls as ``tool_result`` blocks of
+    one user message."""
     request: list[dict] = []
     for m in messages:
         if m["role"] == "system":
@@ -139,7 +152,8 @@ def _blocks(messages: list[dict], names: ToolNames) -> list[dict]:
                 request.append({"role": "user", "content": [result]})
             continue
         # The API refuses whitespace-only text (a reply stopped after a blank delta, say): skip it.
-        content = [{"type": "text", "text": m["content"]}] if m["content"].strip() else []
+        content = [attachment_block(a, documents=documents) for a in attachments_of(m)]
+        content += [{"type": "text", "text": m["content"]}] if m["content"].strip() else []
         content += [
             {"type": "tool_use", "id": call["id"], "name": names.wire_name(call["name"]), "input": call["arguments"]}
             for call in m.get("tool_calls") or ()
@@ -173,10 +187,10 @@ def system_param(messages: list[dict]) -> dict:
     return {"system": [{"type": "text", "text": text}]} if text else {}
 
 
-def with_breakpoints(messages: list[dict], *, last: int, names: ToolNames | None = None) -> list[dict]:
+def with_breakpoints(messages: list[dict], *, last: int, names: ToolNames | None = None, documents: bool = True) -> list[dict]:
     """``messages`` as content blocks, with ``cache_control`` on the last block of each of the
     last ``last`` messages (at most the API's limit)."""
-    request = _blocks(messages, names or ToolNames())
+    request = _blocks(messages, names or ToolNames(), documents=documents)
     for message in request[-min(last, MAX_BREAKPOINTS) :] if last > 0 else []:
         message["content"][-1]["cache_control"] = CACHE_CONTROL
     return request
@@ -235,7 +249,7 @@ class AnthropicProvider:
         # (its question) or a warm call (through the reply) wrote; write it all for the next turn.
         # A round after tool calls: [..., this question, the calls, their results], the same way.
         names = ToolNames(tools)
-        request = with_breakpoints(messages, last=3, names=names)
+        request = with_breakpoints(messages, last=3, names=names, documents=self.spec.documents)
         params = {**tools_param(tools, names), **system_param(messages)}
         if prefix.strip():
             # Prefill: the reply goes on from the kept text. The API refuses a final assistant
@@ -294,7 +308,7 @@ class AnthropicProvider:
         """The same prefix (read or written at its breakpoint), 1 output token; the answer is discarded."""
         # [..., last question, last reply]: read what the last turn wrote, write through the reply.
         names = ToolNames(tools)
-        request = with_breakpoints(messages, last=2, names=names)
+        request = with_breakpoints(messages, last=2, names=names, documents=self.spec.documents)
         request.append({"role": "user", "content": [{"type": "text", "text": WARM_PROMPT}]})
         params = {**tools_param(tools, names), **system_param(messages)}
         try:

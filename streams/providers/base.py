@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from mothership.infra.secrets import mask
+from streams.providers.attachments import attachment_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def with_estimate(usage: Usage, *, prompt: list[dict] | None, text: str, finishe
     output_missing = bool(text) and (usage.output_tokens == 0 or partial)
     if not (input_missing or output_missing):
         return usage
-    estimated_input = sum(estimate_tokens(m.get("content", "")) + TOKENS_PER_MESSAGE for m in prompt or [])
+    estimated_input = sum(estimate_tokens(m.get("content", "")) + attachment_tokens(m) + TOKENS_PER_MESSAGE for m in prompt or [])
     return replace(
         usage,
         input_tokens=estimated_input if input_missing else usage.input_tokens,

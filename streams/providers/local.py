@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from django.conf import settings
 
 from mothership.infra.redis import UNAVAILABLE, get_redis
+from streams.providers.attachments import attachment_line, attachment_tokens, attachments_of
 from streams.providers.base import OfferedTool, TextDelta, ToolCall, Usage
 
 _WORDS = (
@@ -102,6 +103,11 @@ class LocalProvider:
             return _verbatim(messages[-1]["content"])
         if isinstance(refused := tool_request(messages), str):
             return _verbatim(refused)
+        files = attachments_of(messages[-1]) if messages and messages[-1]["role"] == "user" else []
+        if files:  # one line per file of the question, then the answer (tests rely on the lines)
+            lines = _verbatim("\n".join(attachment_line(a) for a in files))
+            answer = self.reply_for([*messages[:-1], {"role": "user", "content": last_user}], attempt=attempt)
+            return [*lines, *(["\n\n" + answer[0], *answer[1:]] if answer else [])]
         if messages and messages[-1]["role"] == "user" and last_user.startswith(ECHO):
             return _verbatim(last_user[len(ECHO) :])
         # A conversation that ends with kept assistant text asks for its continuation.
@@ -175,7 +181,7 @@ ASKED_TTL = 86400
 def _asked_before(chat_key: str, messages: list[dict]) -> int:
     """How many times this chat asked exactly this conversation before (counted in Redis): a
     Regenerate or a Retry asks it again, and a sampling model would answer differently."""
-    digest = hashlib.sha256(json.dumps([[m["role"], m["content"]] for m in messages]).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(json.dumps(_identity(messages)).encode()).hexdigest()[:32]
     key = f"{ASKED_PREFIX}{chat_key}:{digest}"
     pipe = get_redis().pipeline(transaction=True)
     pipe.incr(key)
@@ -185,7 +191,12 @@ def _asked_before(chat_key: str, messages: list[dict]) -> int:
 
 
 def _prefix_tokens(messages: list[dict]) -> int:
-    return sum(_count_tokens(m["content"]) for m in messages)
+    return sum(_count_tokens(m["content"]) + attachment_tokens(m) for m in messages)
+
+
+def _identity(messages: list[dict]) -> list[list[str]]:
+    """What makes a prefix itself: each message's role and text, and its files' contents (by hash)."""
+    return [[m["role"], m["content"], *(a["sha256"] for a in attachments_of(m))] for m in messages]
 
 
 def _warm_usage(messages: list[dict], cached: bool | None) -> Usage:
@@ -212,7 +223,7 @@ class SimulatedPromptCache:
         self.model = model
 
     def key(self, messages: list[dict]) -> str:
-        digest = hashlib.sha256(json.dumps([[m["role"], m["content"]] for m in messages]).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(_identity(messages)).encode()).hexdigest()
         return f"{self.KEY_PREFIX}{self.model}:{digest}"
 
     def _cacheable(self, messages: list[dict]) -> bool:

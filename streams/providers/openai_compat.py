@@ -23,6 +23,7 @@ import httpx2 as httpx  # the HTTP client the openai SDK is built on
 import openai
 from django.conf import settings
 
+from streams.providers.attachments import attachments_of, document_data, image_data, inline_text
 from streams.providers.base import (
     CANNOT_CONTINUE,
     Failure,
@@ -145,9 +146,10 @@ def _client(api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI
     return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)  # retries are ours
 
 
-def wire_messages(messages: list[dict], names: ToolNames) -> list[dict]:
-    """The conversation as chat completions take it: an assistant round's calls as its
-    ``tool_calls`` (arguments as JSON text), each result a ``tool`` message."""
+def wire_messages(messages: list[dict], names: ToolNames, *, documents: bool = False) -> list[dict]:
+    """The conversation as chat completions take it: a question with files as content parts (the
+    files, then its text); an assistant round's calls as its ``tool_calls`` (arguments as JSON
+    text), each result a ``tool`` message."""
     wire = []
     for m in messages:
         if m["role"] == "tool":
@@ -162,9 +164,24 @@ def wire_messages(messages: list[dict], names: ToolNames) -> list[dict]:
                 for call in m["tool_calls"]
             ]
             wire.append({"role": "assistant", "content": m["content"] or None, "tool_calls": calls})
+        elif attachments_of(m):
+            parts = [attachment_part(a, documents=documents) for a in attachments_of(m)]
+            parts += [{"type": "text", "text": m["content"]}] if m["content"].strip() else []
+            wire.append({"role": m["role"], "content": parts})
         else:
             wire.append({"role": m["role"], "content": m["content"]})
     return wire
+
+
+def attachment_part(attachment: dict, *, documents: bool) -> dict:
+    """A file as a content part: an ``image_url`` (a data URL), a PDF as a ``file`` (or its text), a text file's text."""
+    if attachment["kind"] == "image":
+        media_type, data = image_data(attachment)
+        return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{data}"}}
+    if attachment["kind"] == "pdf" and documents:
+        data = document_data(attachment)
+        return {"type": "file", "file": {"filename": attachment["name"], "file_data": f"data:application/pdf;base64,{data}"}}
+    return {"type": "text", "text": inline_text(attachment)}
 
 
 def tools_param(tools: Sequence[OfferedTool], names: ToolNames) -> dict:
@@ -204,7 +221,7 @@ class OpenAIProvider:
         tools: Sequence[OfferedTool] = (),
     ) -> Iterator[TextDelta | ToolCall | Usage]:
         names = ToolNames(tools)
-        request = wire_messages(messages, names)
+        request = wire_messages(messages, names, documents=self.spec.documents)
         if prefix:
             if not self.spec.prefill:
                 raise ProviderError(CANNOT_CONTINUE, billed=False)  # nothing is sent
@@ -274,7 +291,10 @@ class OpenAIProvider:
         names = ToolNames(tools)
         try:
             completion = self.client.chat.completions.create(
-                model=self.model, messages=wire_messages(messages, names), **self._limits(1), **tools_param(tools, names)
+                model=self.model,
+                messages=wire_messages(messages, names, documents=self.spec.documents),
+                **self._limits(1),
+                **tools_param(tools, names),
             )
         except openai.APIError as exc:
             raise _refusal(exc, self.spec) from exc

@@ -28,6 +28,8 @@ class ModelSpec:
     prompt_cache: bool = True  # the provider keeps a prompt cache (warming can help)
     prompt_cache_key: bool = False  # openai: send prompt_cache_key (the chat's id) for cache routing
     prefill: bool = False  # may continue from an assistant prefix
+    images: bool = True  # reads image attachments
+    documents: bool = False  # reads PDFs as documents (else it is sent their text)
     api_key_env: str = ""  # the environment variable its key was read from
     from_llm_models: bool = False  # an entry of LLM_MODELS (its id), not the shorthand LLM_PROVIDER / LLM_MODEL
 
@@ -52,6 +54,8 @@ class ModelSpec:
             "model": self.model,
             "prompt_cache": self.prompt_cache,
             "prefill": self.prefill,
+            "images": self.images,
+            "documents": self.documents,
         }
 
 
@@ -71,6 +75,7 @@ def _shorthand() -> ModelSpec:
         api_key=key,
         max_tokens=settings.LLM_MAX_TOKENS,
         prefill=provider in ("local", "anthropic"),
+        documents=provider in ("local", "anthropic"),
         api_key_env=DEFAULT_KEY_ENV.get(provider, ""),
     )
 

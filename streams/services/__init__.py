@@ -14,6 +14,7 @@ from streams.services.start import (
     stream_answer_again,
     stream_edit,
     stream_start,
+    turn_attachments,
 )
 from streams.services.sweep import stream_interrupt_orphan, streams_sweep, streams_sweep_lost_workers
 
@@ -34,6 +35,7 @@ __all__ = [
     "stream_interrupt_orphan",
     "stream_run",
     "stream_start",
+    "turn_attachments",
     "streams_cancel_chat",
     "streams_sweep",
     "streams_sweep_lost_workers",

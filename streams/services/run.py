@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from chats.api.serializers import attachment_json
+from chats.attachments.selectors import message_attachments
 from mothership.infra import logs
 from mothership.infra.database import retrying_database
 from mothership.infra.signals import send_logged
@@ -121,6 +123,8 @@ def _execute(turn: Turn) -> _Outcome:
                 # So every tab (not only the sender's) can show the turn from its first event.
                 userMessageId=str(stream.user_message_id) if stream.user_message_id else None,
                 userMessage=stream.user_message.content if stream.user_message else "",
+                # Its files (name, size, links), so every tab shows them with it.
+                **_user_attachments(stream),
                 # Who sent it: a page offers Stop to its sender (and to the chat's creator and owners).
                 startedBy=stream.started_by_id,
                 provider=stream.provider,
@@ -153,3 +157,11 @@ def _execute(turn: Turn) -> _Outcome:
     finally:
         heartbeat.done.set()
         listener.unregister(stream.id)
+
+
+def _user_attachments(stream) -> dict:
+    """``userAttachments`` of the start event, when the question carries files (one indexed read)."""
+    if not stream.user_message_id:
+        return {}
+    files = message_attachments(message_ids=[stream.user_message_id]).get(stream.user_message_id)
+    return {"userAttachments": [attachment_json(a) for a in files]} if files else {}

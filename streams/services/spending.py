@@ -19,6 +19,7 @@ from spend.selectors import budget_limits, last_turn_charge
 from spend.services import budget_check, budget_reserve, charge_record
 from streams.models import Stream
 from streams.providers import Usage
+from streams.providers.attachments import attachment_tokens
 from streams.providers.base import CHARS_PER_TOKEN, TOKENS_PER_MESSAGE, estimate_tokens
 from streams.providers.pricing import prices, usage_cost_nanousd
 
@@ -51,14 +52,14 @@ def _conversation_tokens(chat: Chat, last_turn: counters.LastTurn | None) -> tup
     return (chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * count if count else 0) + system, False
 
 
-def turn_budget_check(*, chat: Chat, user, content: str, model: str) -> None:
+def turn_budget_check(*, chat: Chat, user, content: str, model: str, attached_tokens: int = 0) -> None:
     """Before a turn is queued: ``spend.services.BudgetExceeded`` when its prompt alone (the
-    conversation, the system prompt and ``content``, estimated) would cross a budget. One Redis
-    round trip (the database only for what Redis has lost)."""
+    conversation, the system prompt, ``content`` and its files' ``attached_tokens``, estimated)
+    would cross a budget. One Redis round trip (the database only for what Redis has lost)."""
 
     def prompt(last_turn: counters.LastTurn | None) -> int:
         before, cache_alive = _conversation_tokens(chat, last_turn)
-        tokens = before + estimate_tokens(content) + TOKENS_PER_MESSAGE
+        tokens = before + estimate_tokens(content) + attached_tokens + TOKENS_PER_MESSAGE
         return prompt_nanousd(model=model, tokens=tokens, cached_tokens=before if cache_alive else 0)
 
     budget_check(
@@ -75,6 +76,7 @@ def prompt_tokens(messages: list[dict]) -> int:
     return sum(
         estimate_tokens(m.get("content") or "")
         + sum(estimate_tokens(json.dumps(c.get("arguments", {}))) for c in m.get("tool_calls") or ())
+        + attachment_tokens(m)
         + TOKENS_PER_MESSAGE
         for m in messages
     )

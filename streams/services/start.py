@@ -12,11 +12,14 @@ from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from chats.models import Chat, Message, title_from
+from chats.attachments.selectors import attachments_for_send
+from chats.attachments.service import AttachmentRefused
+from chats.models import Attachment, Chat, Message, title_from
 from mothership.infra.signals import send_logged
 from streams import locks
 from streams.models import Stream
 from streams.providers import get_provider, model_for
+from streams.providers.attachments import refusal
 from streams.services.spending import turn_budget_check
 from streams.signals import turn_started
 
@@ -58,7 +61,23 @@ class CannotAnswerAgain(Exception):
     """Retry, Regenerate, Continue or Edit asked of a message it does not apply to (the reason says why)."""
 
 
-def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
+def turn_attachments(*, chat: Chat, user, attachment_ids) -> list[Attachment]:
+    """The files a send names (``attachments_for_send``), refused (``AttachmentRefused``, 400)
+    when the chat's model cannot read one of them: the message names the model."""
+    if not attachment_ids:
+        return []
+    files = attachments_for_send(chat=chat, user=user, ids=attachment_ids)
+    _check_model_reads(chat, files)
+    return files
+
+
+def _check_model_reads(chat: Chat, files: list[Attachment]) -> None:
+    reason = refusal(model_for(chat.model_id or None), [{"kind": a.kind, "name": a.name, "text": a.text} for a in files])
+    if reason:
+        raise AttachmentRefused(reason, code="model_cannot_read")
+
+
+def stream_start(*, chat: Chat, content: str, user=None, attachments: list[Attachment] = ()) -> StartedTurn:
     """Create the user message, the stream and the assistant message; take the liveness lock.
 
     The marker is set in the same transaction that creates the stream, and the lock is taken
@@ -67,9 +86,10 @@ def stream_start(*, chat: Chat, content: str, user=None) -> StartedTurn:
     SQL runs inside the transaction (a burst of sends queues on it, on SQLite for every chat).
     ``user`` is the sender: their turns running at once are capped (``TooManyTurns``). A prompt
     that alone would cross the workspace's or the sender's budget raises ``BudgetExceeded``.
-    The new messages continue the shown branch and end it.
+    The new messages continue the shown branch and end it. ``attachments``: the question's files
+    (``turn_attachments``), sent with it from now on.
     """
-    return _start(chat=chat, user=user, content=content)
+    return _start(chat=chat, user=user, content=content, attachments=list(attachments))
 
 
 def stream_answer_again(*, chat: Chat, message_id, continues: bool, user=None) -> StartedTurn:
@@ -90,8 +110,11 @@ def stream_answer_again(*, chat: Chat, message_id, continues: bool, user=None) -
 def stream_edit(*, chat: Chat, message_id, content: str, user=None) -> StartedTurn:
     """Edit a question: a new user message beside ``message_id`` (a sibling with ``content``; the old
     one and what followed it stay as a branch) and a turn that answers it, which becomes the shown
-    branch. ``CannotAnswerAgain`` when it is not one of the chat's user messages."""
-    return _start(chat=chat, user=user, content=content, edit=message_id)
+    branch; the new question carries the old one's files. ``CannotAnswerAgain`` when it is not one
+    of the chat's user messages."""
+    files = list(Attachment.objects.filter(chat_id=chat.pk, messages__pk=message_id).order_by("created_at", "id"))
+    _check_model_reads(chat, files)
+    return _start(chat=chat, user=user, content=content, edit=message_id, attachments=files)
 
 
 def _shown_leaf(chat: Chat) -> tuple[uuid.UUID | None, uuid.UUID | None]:
@@ -137,11 +160,16 @@ def _new_reply(chat: Chat, stream_id, parent_id) -> Message:
     )
 
 
-def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None = None, edit=None) -> StartedTurn:
+def _start(
+    *, chat: Chat, user, content: str | None = None, again: tuple | None = None, edit=None, attachments: list | None = None
+) -> StartedTurn:
     stream_id = uuid.uuid4()
     provider = get_provider(chat.model_id or None)
+    files = attachments or []
     # Over budget: 402, and nothing is created or queued.
-    turn_budget_check(chat=chat, user=user, content=content or "", model=provider.model)
+    turn_budget_check(
+        chat=chat, user=user, content=content or "", model=provider.model, attached_tokens=sum(a.tokens for a in files)
+    )
     if not locks.lock_acquire(chat_id=chat.pk, stream_id=stream_id):
         raise StreamConflict(locks.lock_owner(chat_id=chat.pk))
     try:
@@ -151,7 +179,7 @@ def _start(*, chat: Chat, user, content: str | None = None, again: tuple | None 
             # lands meanwhile fails the compare-and-set, and this start reads the row again, once.
             stored_leaf, leaf_id = _shown_leaf(chat)
             try:
-                turn = _begin(chat, user, stream_id, provider, content, again, edit, stored_leaf, leaf_id)
+                turn = _begin(chat, user, stream_id, provider, content, again, edit, stored_leaf, leaf_id, files)
                 break
             except _LeafMoved:
                 if attempt:
@@ -169,7 +197,7 @@ class _LeafMoved(Exception):
     """The chat's leaf is not the one this start read (a branch switch, or a stale copy of the row)."""
 
 
-def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_leaf, leaf_id) -> StartedTurn:
+def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_leaf, leaf_id, files) -> StartedTurn:
     """The start's transaction: the messages, the marker and the new leaf (compare-and-set against
     ``stored_leaf``: ``_LeafMoved``), the sender's cap, the stream; the task after commit."""
     with transaction.atomic():
@@ -195,7 +223,10 @@ def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_l
                 created = [assistant_message]
         # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
         # An untitled chat takes its title from its first message, in the same statement.
-        named = Case(When(title_set=False, then=Value(title_from(content))), default=F("title")) if content else F("title")
+        first_words = content or (files[0].name if files else "")
+        named = (
+            Case(When(title_set=False, then=Value(title_from(first_words))), default=F("title")) if first_words else F("title")
+        )
         # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
         # whole database), so turns of one chat start one after another.
         if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True, leaf_id=stored_leaf).update(
@@ -215,6 +246,11 @@ def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_l
         chat.leaf_id = assistant_message.pk  # as the row now says (a caller that starts again reads it)
         if created:
             Message.objects.bulk_create(created)
+        if files and again is None:  # the question's files: sent with it, from now on part of the conversation
+            Message.attachments.through.objects.bulk_create(
+                [Message.attachments.through(message_id=user_message.pk, attachment_id=a.pk) for a in files]
+            )
+            Attachment.objects.filter(pk__in=[a.pk for a in files], sent_at__isnull=True).update(sent_at=timezone.now())
         stream = Stream.objects.create(
             id=stream_id,
             chat_id=chat.pk,

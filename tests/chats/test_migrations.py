@@ -43,6 +43,8 @@ def test_linear_chats_become_one_branch_each_and_are_sent_as_before(migrations_r
 
     executor = MigrationExecutor(connection)
     executor.migrate(AFTER)
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())  # today's code reads today's tables (attachments)
 
     from chats.models import Chat as NewChat
     from chats.models import Message as NewMessage

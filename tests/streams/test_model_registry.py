@@ -92,7 +92,10 @@ def test_the_api_lists_the_models_and_a_chat_picks_one(three, api, user, workspa
         ("claude", "anthropic", False),
         ("reasoner", "openai", False),
     ]
-    assert all(set(m) == {"id", "label", "provider", "model", "prompt_cache", "prefill", "default"} for m in listed)
+    assert all(
+        set(m) == {"id", "label", "provider", "model", "prompt_cache", "prefill", "images", "documents", "default"}
+        for m in listed
+    )
     assert listed[0]["label"] == "Offline" and listed[1]["prefill"] is True and listed[2]["prefill"] is False
 
     made = api.post("/api/mothership/chats", {"workspace": str(workspace.id), "title": "t", "model": "claude"}, format="json")

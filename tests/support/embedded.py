@@ -26,6 +26,12 @@ for _name, _value in (
 # instead) is tested in tests/e2e/test_ws_tickets.py.
 os.environ.setdefault("MOTHERSHIP_WS_TOKEN_IN_URL", "1")
 
+# Attachments' bytes go to a folder of the run's own (the processes it starts inherit it), never var/.
+if not os.environ.get("MOTHERSHIP_ATTACHMENT_DIR"):
+    import tempfile
+
+    os.environ["MOTHERSHIP_ATTACHMENT_DIR"] = tempfile.mkdtemp(prefix="mothership-attachments-")
+
 from mothership import embedded_redis  # noqa: E402
 
 embedded_redis.ensure_started(record=False)  # a running `make run` keeps its own record

@@ -123,6 +123,12 @@ SCHEMAS: dict[str, dict] = {
         provider={"type": "string", "minLength": 1},
         model={"type": "string", "minLength": 1},
         continued={"type": "boolean"},
+        userAttachments={
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "object", "required": ["id", "name", "content_type", "size", "url"]},
+        },
+        optional=("userAttachments",),
     ),
     "stream.delta": _stream_event("stream.delta", text={"type": "string", "minLength": 1}),
     "stream.usage": _stream_event("stream.usage", usage=USAGE, estimated={"const": True}, optional=("estimated",)),

@@ -32,6 +32,7 @@ Scenarios are chosen by the last user message:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -88,6 +89,36 @@ def _results_text(message: dict) -> str:
             content = block.get("content", "")
             out.append(content if isinstance(content, str) else "".join(b.get("text", "") for b in content))
     return " | ".join(out)
+
+
+_MEDIA = {"image": ("image/jpeg", "image/png", "image/gif", "image/webp"), "document": ("application/pdf",)}
+_MAGIC = {
+    "image/png": b"\x89PNG",
+    "image/jpeg": b"\xff\xd8\xff",
+    "image/gif": b"GIF8",
+    "image/webp": b"RIFF",
+    "application/pdf": b"%PDF-",
+}
+
+
+def _source_invalid(i: int, message: dict, block: dict) -> str | None:
+    """What the API refuses about an ``image`` or ``document`` block: in a user message, a base64
+    source of an allowed media type whose bytes are of that type (the API checks them)."""
+    kind, source = block["type"], block.get("source") or {}
+    if message["role"] != "user":
+        return f"messages.{i}: {kind} blocks are only allowed in user messages"
+    if source.get("type") != "base64":
+        return f"messages.{i}.content.{kind}.source.type: Input should be 'base64'"
+    media = source.get("media_type")
+    if media not in _MEDIA[kind]:
+        return f"messages.{i}.content.{kind}.source.media_type: Input should be " + " or ".join(_MEDIA[kind])
+    try:
+        data = base64.b64decode(source.get("data", ""), validate=True)
+    except ValueError:
+        return f"messages.{i}.content.{kind}.source.base64: invalid base64 data"
+    if not data.startswith(_MAGIC[media]):
+        return f"messages.{i}.content.{kind}.source: Image does not match the provided media type {media}"
+    return None
 
 
 class AnthropicHandler(Handler):
@@ -176,6 +207,9 @@ class AnthropicHandler(Handler):
                         return f"messages.{i}: a tool_use block needs an id, a name and an input object, in an assistant message"
                 elif kind == "tool_result":
                     pass
+                elif kind in ("image", "document"):
+                    if problem := _source_invalid(i, message, block):
+                        return problem
                 elif kind != "text" or not block.get("text", "").strip():
                     return f"messages.{i}: text content blocks must be non-empty"
                 if "cache_control" in block:

@@ -43,6 +43,7 @@ Scenarios are chosen by the last user message:
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -53,10 +54,57 @@ WORDS = ["Hello", " from", " the", " fake", " model", ".", " It", " streams", " 
 _CALL = re.compile(r"call ([A-Za-z0-9_-]+) (\{[^}]*\})")
 
 
+_DATA_URL = re.compile(r"^data:([a-z]+/[a-z0-9.+-]+);base64,([A-Za-z0-9+/=]+)$")
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def _part_invalid(i: int, j: int, part) -> str | None:
+    """What OpenAI refuses about a content part: a text, an ``image_url`` (a URL or a base64 data
+    URL of an image), a ``file`` (a filename and a base64 data URL)."""
+    where = f"messages[{i}].content[{j}]"
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text":
+        return None if isinstance(part.get("text"), str) else f"Invalid type for '{where}.text': expected a string."
+    if kind == "image_url":
+        url = (part.get("image_url") or {}).get("url", "")
+        found = _DATA_URL.match(url)
+        if not found or found.group(1) not in _IMAGE_TYPES or not _decodes(found.group(2)):
+            return f"Invalid '{where}.image_url.url': expected a base64-encoded data URL with an image MIME type."
+        return None
+    if kind == "file":
+        file = part.get("file") or {}
+        found = _DATA_URL.match(file.get("file_data", ""))
+        if not file.get("filename") or not found or not _decodes(found.group(2)).startswith(b"%PDF-"):
+            return f"Invalid '{where}.file': expected filename and file_data (a base64 data URL of a PDF)."
+        return None
+    return f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', 'input_audio', 'refusal', 'audio', and 'file'."
+
+
+def _decodes(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        return b""
+
+
+def text_of(content) -> str:
+    """A message's text: the string, or its text parts joined."""
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
+
+
 def _invalid(messages: list[dict]) -> str | None:
-    """What OpenAI refuses about tool messages: one must answer a call of the assistant message before."""
+    """What OpenAI refuses about tool messages (one must answer a call of the assistant message
+    before) and about content parts (only a user message's; each of a known type and shape)."""
     asked: set[str] = set()
     for i, message in enumerate(messages):
+        if isinstance(message.get("content"), list):
+            if message.get("role") != "user":
+                return f"Invalid 'messages[{i}].content': only a user message may hold image or file parts here."
+            for j, part in enumerate(message["content"]):
+                if problem := _part_invalid(i, j, part):
+                    return problem
         if message.get("role") == "tool":
             if message.get("tool_call_id") not in asked:
                 return (
@@ -110,7 +158,7 @@ class OpenAIHandler(Handler):
         server = self.server_state
         body = self.read_json()
         server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-        prompt = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        prompt = next((text_of(m["content"]) for m in reversed(body["messages"]) if m["role"] == "user"), "")
         results = []
         for message in reversed(body["messages"]):
             if message["role"] != "tool":

@@ -1,0 +1,89 @@
+"""Request bodies capped before Django stores them (an ASGI middleware).
+
+Django's ASGI handler copies a whole body to a temporary file before any view runs, so a view
+can refuse a 2 GB upload only after it is on disk. Here a body is measured as it arrives: one
+that says (``Content-Length``) or turns out to be larger than its path allows is answered 413
+at once, and what arrived of it is dropped. Each path's limit is its file's limit plus room for
+the multipart envelope; every other body gets the largest of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+ENVELOPE = 64 * 1024  # a multipart body's boundaries, headers and other fields
+
+
+class RequestBodyLimit:
+    def __init__(self, app, *, limits: list[tuple[re.Pattern, Callable[[], int]]], default: Callable[[], int]):
+        self.app = app
+        self.limits = limits
+        self.default = default
+
+    def limit_for(self, path: str) -> int:
+        for pattern, limit in self.limits:
+            if pattern.match(path):
+                return limit() + ENVELOPE
+        return self.default() + ENVELOPE
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        limit = self.limit_for(scope["path"])
+        declared = next((value for name, value in scope.get("headers") or () if name == b"content-length"), None)
+        try:
+            declared_size = int(declared) if declared is not None else None
+        except ValueError:
+            declared_size = None
+        if declared_size is not None and declared_size > limit:
+            logger.warning(
+                "%s %s: body of %d bytes refused (larger than %d): 413", scope["method"], scope["path"], declared_size, limit
+            )
+            return await _refuse(send, limit)
+        received = 0
+        cut = False
+        started = False
+
+        async def counted_receive():
+            nonlocal received, cut
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    cut = True  # the app sees the client go away; its partial body is dropped
+                    logger.warning("%s %s: body past %d bytes refused: 413", scope["method"], scope["path"], limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted_receive, watched_send)
+        if cut and not started:
+            await _refuse(send, limit)
+
+
+async def _refuse(send, limit: int) -> None:
+    body = json.dumps({"detail": f"The request body is larger than the {limit - ENVELOPE} bytes this address takes."}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
