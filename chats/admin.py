@@ -1,4 +1,4 @@
-"""Admin for workspaces, memberships, messages and share links. Chats are administered by ``mothership.admin``,
+"""Admin for workspaces, memberships, messages, attachments and share links. Chats are administered by ``mothership.admin``,
 which shows their reconciled liveness and acts through the services of every app."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from chats.models import ChatImport, ChatShare, Membership, Message, Workspace
+from chats.models import Attachment, ChatImport, ChatShare, Membership, Message, Workspace
 from chats.services import shares_revoke
 
 
@@ -93,6 +93,25 @@ class ChatImportAdmin(admin.ModelAdmin):
     @admin.display(description="notes")
     def notes_list(self, record: ChatImport):
         return format_html_join(mark_safe("<br>"), "{}", ((note,) for note in record.notes)) or "–"
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    """Files as they were uploaded: read-only (their bytes are opened through the app, by members)."""
+
+    list_display = ["created_at", "name", "kind", "content_type", "size", "uploaded_by", "chat", "sent_at"]
+    list_filter = ["kind", "content_type"]
+    search_fields = ["name", "uploaded_by__username", "sha256"]
+    date_hierarchy = "created_at"
+    list_select_related = ["uploaded_by", "chat"]
+    exclude = ["messages", "text"]
+    readonly_fields = [f.name for f in Attachment._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class ShareActiveFilter(admin.SimpleListFilter):

@@ -18,7 +18,7 @@ from chats.selectors import conversation_prefix, conversation_prefixes
 from chats.services import chat_create
 from mothership.infra.llm_models import parse_llm_models
 from streams.providers import get_provider
-from streams.services import stream_run, stream_start
+from streams.services import stream_edit, stream_run, stream_start
 from streams.services.start import turn_attachments
 from tests.support import fake_anthropic, fake_openai
 from tests.support.files import image_bytes, pdf_bytes
@@ -207,3 +207,15 @@ def test_a_question_of_files_alone_is_answered_and_titles_an_untitled_chat(setti
     reply.refresh_from_db()
     assert status == "completed" and reply.content.startswith("only.txt (1 bytes, text/plain)\n\n")
     assert chat.title == "only.txt"
+
+
+def test_an_edited_question_keeps_its_files_and_the_model_reads_them_again(settings, turns_not_enqueued, chat, user):
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    files = [attach(chat, user, b"abc", "a.txt")]
+    _, first = send(chat, user, "/echo one", files)
+    edited = stream_edit(chat=chat, message_id=first.user_message.pk, content="/echo two", user=user)
+    assert stream_run(stream_id=edited.stream.id) == "completed"
+    assert list(edited.user_message.attachments.all()) == files
+    reply = edited.assistant_message
+    reply.refresh_from_db()
+    assert reply.content == "a.txt (3 bytes, text/plain)\n\ntwo"
