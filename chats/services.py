@@ -8,6 +8,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from chats.attachments.selectors import message_attachments
 from chats.models import MAX_PINNED, UNTITLED, Chat, ChatShare, ChatVisit, Membership, Message, Workspace
 from chats.selectors import chat_branch_messages, shares_active_count
 from chats.signals import chat_archived, chat_created, chat_renamed, chat_restored, chat_trashed
@@ -300,16 +301,20 @@ class ShareLimitReached(Exception):
 
 def share_snapshot(*, chat: Chat) -> list[dict]:
     """The shown branch as a share keeps it: role, text, status, time and each tool call's name and
-    outcome; no ids, no usage, no tool arguments or results. Messages with nothing to show (a
-    reply not yet written, one still streaming) are left out."""
+    outcome, each attached file's name, type and size (never its bytes: a share is public, the
+    files are the members'); no ids, no usage, no tool arguments or results. Messages with nothing
+    to show (a reply not yet written, one still streaming) are left out."""
     shown = []
-    for message in chat_branch_messages(chat=chat):
+    branch = chat_branch_messages(chat=chat)
+    attached = message_attachments(message_ids=[m.pk for m in branch if m.role == Message.Role.USER])
+    for message in branch:
         calls = [
             {"tool": str(call.get("tool", "")), "status": str(call.get("status", ""))}
             for call in message.tool_calls or []
             if isinstance(call, dict)
         ]
-        if not message.content and not calls:
+        files = [{"name": a.name, "content_type": a.content_type, "size": a.size} for a in attached.get(message.pk, [])]
+        if not message.content and not calls and not files:
             continue
         shown.append(
             {
@@ -318,6 +323,7 @@ def share_snapshot(*, chat: Chat) -> list[dict]:
                 "status": message.status,
                 "created_at": message.created_at.isoformat(),
                 "tool_calls": calls,
+                **({"attachments": files} if files else {}),
             }
         )
     return shown

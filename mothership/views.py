@@ -170,6 +170,7 @@ def share_page(request, token):
             "html": render_markdown(row.get("content", "")) if row.get("role") == "assistant" else None,
             "text": row.get("content", ""),
             "tool_calls": row.get("tool_calls") or [],
+            "attachments": row.get("attachments") or [],
         }
         for row in share.messages
     ]

@@ -8,6 +8,7 @@ import datetime
 from html.parser import HTMLParser
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -399,3 +400,15 @@ def test_a_share_link_is_in_the_admin_which_revokes_it(client, make_user, api, c
 
     assert "Revoke: 1 revoked, 0 already revoked." in " ".join(str(m) for m in answer.context["messages"])
     assert Client().get(_share_path(url)).status_code == 404
+
+
+def test_a_shared_question_shows_its_files_names_and_sizes_but_never_their_bytes_or_links(api, chat, turns_not_enqueued):
+    upload = api.post(
+        f"/api/mothership/chats/{chat.id}/attachments",
+        {"file": SimpleUploadedFile("plan.txt", b"secret plan")},
+        format="multipart",
+    )
+    api.post(f"/api/mothership/chats/{chat.id}/messages", {"content": "", "attachments": [upload.json()["id"]]}, format="json")
+    page = Client().get(_share_path(api.post(f"/api/mothership/chats/{chat.id}/share").json()["url"])).content.decode()
+    assert "plan.txt" in page and "11\xa0bytes" in page
+    assert "secret plan" not in page and "/attachments/" not in page

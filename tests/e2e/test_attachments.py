@@ -8,6 +8,8 @@ import json
 import httpx
 import pytest
 import websockets
+from channels.db import database_sync_to_async
+from rest_framework.authtoken.models import Token
 
 from chats.models import Membership
 from tests import factories
@@ -63,9 +65,6 @@ async def test_files_uploaded_and_sent_reach_the_worker_the_socket_and_come_back
 
 
 async def test_a_non_member_gets_404_for_a_file_on_the_real_server(live_server_url, token, chat, make_user):
-    from channels.db import database_sync_to_async
-    from rest_framework.authtoken.models import Token
-
     stranger = await database_sync_to_async(make_user)("eve")
     other_key = (await database_sync_to_async(Token.objects.create)(user=stranger)).key
     await database_sync_to_async(factories.MembershipFactory)(user=stranger, role=Membership.Role.OWNER)  # a workspace of her own

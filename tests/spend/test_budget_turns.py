@@ -7,6 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from chats.models import Message
 from spend.models import Budget, Charge
@@ -229,3 +230,22 @@ def test_the_workers_claim_prices_a_cached_conversation_at_the_cache_read_price(
         assert status == "completed"
         month, _day = counters.spent(scope, seed=lambda s: pytest.fail("seeded again"))
         assert month == so_far + Charge.objects.get(pk=turn.stream.id).cost_nanousd
+
+
+def test_a_short_question_with_a_large_file_is_held_to_the_budget_by_the_files_tokens(api, chat, workspace, turns_not_enqueued):
+    # Given a workspace 4 cents short of its 5-dollar month, and a 60,000-character text file (15,000 tokens)
+    _budget(workspace, monthly="5")
+    spent(workspace, "4.96")
+    upload = api.post(
+        f"/api/mothership/chats/{chat.pk}/attachments", {"file": SimpleUploadedFile("log.txt", b"x" * 60_000)}, format="multipart"
+    )
+    assert upload.status_code == 201
+
+    # When a member sends two words with the file
+    sent = api.post(
+        f"/api/mothership/chats/{chat.pk}/messages", {"content": "read this", "attachments": [upload.json()["id"]]}, format="json"
+    )
+
+    # Then the file's tokens count: refused before anything is written or queued
+    assert sent.status_code == 402 and sent.json()["code"] == "budget_exceeded"
+    assert not Message.objects.filter(chat=chat).exists() and turns_not_enqueued == []
