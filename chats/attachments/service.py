@@ -197,12 +197,15 @@ def _record(*, chat: Chat, user, attachment_id, name: str, fields: dict) -> Atta
     return Attachment.objects.create(id=attachment_id, chat=chat, uploaded_by=user, name=name, **fields)
 
 
+@transaction.atomic
 def attachment_discard(*, attachment: Attachment) -> None:
-    """Remove an upload before it is sent (its bytes too); a sent attachment stays with its messages."""
-    if attachment.sent_at is not None:
+    """Remove an upload before it is sent (its bytes too); a sent attachment stays with its messages.
+
+    The delete is conditional: a send that names the file at the same moment either lands first
+    (then this refuses) or waits for it (then the send is told the file is gone)."""
+    if not Attachment.objects.filter(pk=attachment.pk, sent_at__isnull=True).delete()[0]:
         raise AttachmentRefused("This file was sent with a message; it stays with the conversation.", status=409, code="sent")
     keys = [attachment.key, attachment.thumbnail_key, attachment.model_key]
-    attachment.delete()
     transaction.on_commit(lambda: storage.delete_files(keys))
 
 

@@ -247,6 +247,12 @@ def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_l
         if created:
             Message.objects.bulk_create(created)
         if files and again is None:  # the question's files: sent with it, from now on part of the conversation
+            # Locked, so an upload removed meanwhile is seen here (and its removal waits for this commit).
+            kept = Attachment.objects.select_for_update().filter(pk__in=[a.pk for a in files]).values_list("pk", flat=True)
+            if len(list(kept)) != len(files):  # (PostgreSQL takes no FOR UPDATE with COUNT)
+                raise AttachmentRefused(
+                    "A file of this message was removed meanwhile; nothing was sent.", status=409, code="removed"
+                )
             Message.attachments.through.objects.bulk_create(
                 [Message.attachments.through(message_id=user_message.pk, attachment_id=a.pk) for a in files]
             )

@@ -12,11 +12,12 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from chats.attachments import attachment_upload
+from chats.attachments import AttachmentRefused, attachment_discard, attachment_upload
 from chats.models import Attachment
 from chats.selectors import conversation_prefix, conversation_prefixes
 from chats.services import chat_create
 from mothership.infra.llm_models import parse_llm_models
+from streams import locks
 from streams.providers import get_provider
 from streams.services import stream_edit, stream_run, stream_start
 from streams.services.start import turn_attachments
@@ -219,3 +220,13 @@ def test_an_edited_question_keeps_its_files_and_the_model_reads_them_again(setti
     reply = edited.assistant_message
     reply.refresh_from_db()
     assert reply.content == "a.txt (3 bytes, text/plain)\n\ntwo"
+
+
+def test_a_file_removed_between_the_check_and_the_send_refuses_the_send_and_frees_the_chat(turns_not_enqueued, chat, user):
+    file = attach(chat, user, b"draft", "d.txt")
+    checked = turn_attachments(chat=chat, user=user, attachment_ids=[str(file.pk)])
+    attachment_discard(attachment=file)  # the other tab's remove lands first
+    with pytest.raises(AttachmentRefused) as refused:
+        stream_start(chat=chat, content="see", user=user, attachments=checked)
+    assert refused.value.status == 409 and "removed meanwhile" in refused.value.detail
+    assert not chat.messages.exists() and locks.lock_owner(chat_id=chat.pk) is None
