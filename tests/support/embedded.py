@@ -19,6 +19,7 @@ for _name, _value in (
     ("MOTHERSHIP_CHAT_CREATE_RATE", "100000/min"),
     ("MOTHERSHIP_SHARE_RATE", "100000/min"),
     ("MOTHERSHIP_IMPORT_RATE", "100000/min"),
+    ("MOTHERSHIP_UPLOAD_RATE", "100000/min"),
     ("MOTHERSHIP_MAX_CONCURRENT_TURNS", "100000"),
 ):
     os.environ.setdefault(_name, _value)
