@@ -17,7 +17,7 @@ from chats import selectors
 from chats.api.serializers import AttachmentOutput, attachment_json
 from chats.attachments import AttachmentRefused, attachment_discard, attachment_upload
 from chats.attachments.selectors import attachment_get
-from chats.attachments.storage import open_file
+from chats.attachments.storage import StorageUnavailable, open_file
 from mothership.infra.throttles import user_rate_check
 
 NO_SUCH_FILE = "No such file in this conversation."
@@ -63,8 +63,14 @@ class ChatAttachmentUploadApi(APIView):
         return Response(attachment_json(attachment), status=status.HTTP_201_CREATED)
 
 
-def _file_response(attachment, *, key: str, content_type: str, inline: bool, name: str) -> FileResponse:
-    response = FileResponse(open_file(key), content_type=content_type)
+def _file_response(attachment, *, key: str, content_type: str, inline: bool, name: str):
+    try:
+        opened = open_file(key)
+    except FileNotFoundError:
+        raise Http404(NO_SUCH_FILE) from None
+    except StorageUnavailable as exc:
+        return Response({"detail": str(exc), "code": "storage_unavailable"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    response = FileResponse(opened, content_type=content_type)
     response["Content-Disposition"] = content_disposition_header(not inline, name)
     response["X-Content-Type-Options"] = "nosniff"
     # Opened on its own, a file is never a page: no scripts, no plugins, no frames, no forms.

@@ -183,6 +183,9 @@ def attachment_upload(*, chat: Chat, user, file) -> Attachment:
                 f"{name} is not a type that can be attached; attach {SUPPORTED}.", status=415, code="unsupported_type"
             )
         return _record(chat=chat, user=user, attachment_id=attachment_id, name=name, fields=fields)
+    except storage.StorageUnavailable as exc:
+        storage.delete_files(keys)
+        raise AttachmentRefused(str(exc), status=503, code="storage_unavailable") from exc
     except BaseException:
         storage.delete_files(keys)  # nothing of a refused upload stays behind
         raise

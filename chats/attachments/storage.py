@@ -5,10 +5,13 @@ Keys are ``<chat id>/<attachment id>/<rendition>``: nothing a person chose becom
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage, storages
 
-CHUNK = 256 * 1024
+logger = logging.getLogger(__name__)
 
 
 def attachment_storage() -> Storage:
@@ -19,18 +22,37 @@ def key_for(*, chat_id, attachment_id, rendition: str) -> str:
     return f"{chat_id}/{attachment_id}/{rendition}"
 
 
+class StorageUnavailable(Exception):
+    """The storage refused or could not be reached (a full disk, a bucket away): 503, and nothing is recorded."""
+
+
+@contextmanager
+def _reaching_storage(action: str, key: str):
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # OSError of a folder, botocore's errors of a bucket: one answer either way
+        logger.warning("attachments storage: %s %s failed: %s", action, key, exc)
+        raise StorageUnavailable(f"The file storage is not available ({action}); try again shortly.") from exc
+
+
 def store_file(key: str, file) -> str:
     """``file`` (a file object, read in chunks by the storage) saved under ``key``; the key it got."""
     file.seek(0)
-    return attachment_storage().save(key, File(file, name=key))
+    with _reaching_storage("save", key):
+        return attachment_storage().save(key, File(file, name=key))
 
 
 def store_bytes(key: str, data: bytes) -> str:
-    return attachment_storage().save(key, ContentFile(data, name=key))
+    with _reaching_storage("save", key):
+        return attachment_storage().save(key, ContentFile(data, name=key))
 
 
 def open_file(key: str):
-    return attachment_storage().open(key, "rb")
+    """The stored file, open for reading; ``FileNotFoundError`` when it is gone, ``StorageUnavailable`` when unreachable."""
+    with _reaching_storage("open", key):
+        return attachment_storage().open(key, "rb")
 
 
 def read_bytes(key: str) -> bytes:
@@ -39,8 +61,12 @@ def read_bytes(key: str) -> bytes:
 
 
 def delete_files(keys) -> None:
-    """Each key's file deleted (one already gone is not an error)."""
+    """Each key's file deleted (one already gone is not an error; one the storage refuses now is
+    logged and left: a removal never fails for want of the storage)."""
     storage = attachment_storage()
     for key in keys:
         if key:
-            storage.delete(key)
+            try:
+                storage.delete(key)
+            except Exception as exc:
+                logger.warning("attachments storage: delete %s failed: %s", key, exc)

@@ -232,3 +232,21 @@ def test_an_uploaded_text_file_keeps_its_hash_and_a_long_one_is_cut_for_the_mode
 def test_a_pdfs_text_and_pages_are_read_at_upload(api, chat):
     row = Attachment.objects.get(pk=upload(api, chat, pdf_bytes("Revenue grew", pages=3), "q.pdf").json()["id"])
     assert row.pages == 3 and "Revenue grew 2" in row.text and row.tokens >= 3 * 1500
+
+
+def test_a_storage_that_cannot_be_written_is_503_and_records_nothing(api, chat, settings, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the folder should be")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(blocked)}},
+    }
+    answer = upload(api, chat, b"words", "w.txt")
+    assert answer.status_code == 503 and answer.json()["code"] == "storage_unavailable"
+    assert not Attachment.objects.exists()
+
+
+def test_a_file_gone_from_storage_is_404_not_500(api, chat):
+    body = upload(api, chat, b"words", "w.txt").json()
+    attachment_storage().delete(Attachment.objects.get(pk=body["id"]).key)
+    assert api.get(body["url"]).status_code == 404
