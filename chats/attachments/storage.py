@@ -5,10 +5,14 @@ Keys are ``<chat id>/<attachment id>/<rendition>``: nothing a person chose becom
 
 from __future__ import annotations
 
+import logging
+
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage, storages
 
 CHUNK = 256 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 def attachment_storage() -> Storage:
@@ -38,9 +42,20 @@ def read_bytes(key: str) -> bytes:
         return f.read()
 
 
-def delete_files(keys) -> None:
-    """Each key's file deleted (one already gone is not an error)."""
+def delete_files(keys) -> int:
+    """Each key's file deleted (one already gone is not an error); the number that could not be.
+
+    Called after the rows are gone: a storage that fails (a bucket unreachable) leaves those bytes
+    behind, logged by key, and the other deletions still happen.
+    """
     storage = attachment_storage()
+    failed = 0
     for key in keys:
-        if key:
+        if not key:
+            continue
+        try:
             storage.delete(key)
+        except Exception as exc:  # boto3's and the file system's errors alike
+            failed += 1
+            logger.warning("attachment file %s could not be deleted from storage: %s", key, exc)
+    return failed
