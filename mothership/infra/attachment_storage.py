@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 S3_BACKEND = "storages.backends.s3.S3Storage"
+SINGLE_PUT_MAX = 5 * 1024**3  # S3's largest object in one PUT
 
 
 def attachments_storage(
@@ -38,6 +39,8 @@ def attachments_storage(
         raise ImproperlyConfigured(
             f"MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL must be an http(s) URL such as https://s3.example.com, got {endpoint_url!r}"
         )
+    from boto3.s3.transfer import TransferConfig
+
     return {
         "BACKEND": S3_BACKEND,
         "OPTIONS": {
@@ -48,5 +51,10 @@ def attachments_storage(
             "default_acl": None,
             "querystring_auth": True,
             "file_overwrite": False,
+            # One PUT streamed from the file, in the request's thread: boto3's default (ten threads,
+            # an 8 MB part each held in memory) grew the web process by the file's size (docs/attachments-ops.md).
+            "transfer_config": TransferConfig(use_threads=False, multipart_threshold=SINGLE_PUT_MAX),
+            # A download past 1 MB is staged on disk, not in memory (django-storages' default: all in memory).
+            "max_memory_size": 1024 * 1024,
         },
     }

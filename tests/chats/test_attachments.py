@@ -234,3 +234,11 @@ def test_an_uploaded_text_file_keeps_its_hash_and_a_long_one_is_cut_for_the_mode
 def test_a_pdfs_text_and_pages_are_read_at_upload(api, chat):
     row = Attachment.objects.get(pk=upload(api, chat, pdf_bytes("Revenue grew", pages=3), "q.pdf").json()["id"])
     assert row.pages == 3 and "Revenue grew 2" in row.text and row.tokens >= 3 * 1500
+
+
+def test_text_with_more_than_one_control_character_in_a_hundred_is_415_and_a_few_escapes_pass(api, chat):
+    # Tab, line feed, form feed and carriage return are text; ESC, BEL and the rest count as binary.
+    lines = b"col\tvalue\r\n" * 99
+    assert upload(api, chat, lines + b"\x1b[1mbold\x1b[0m\n", "few.txt").status_code == 201
+    answer = upload(api, chat, lines + b"\x07" * 20, "bells.txt")
+    assert answer.status_code == 415 and answer.json()["code"] == "unsupported_type"
