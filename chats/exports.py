@@ -13,6 +13,7 @@ import uuid
 
 from django.utils import timezone
 
+from chats.attachments.service import size_words
 from chats.models import Chat
 from chats.selectors import ChatTree
 
@@ -57,11 +58,24 @@ def export_json(*, chat: Chat, tree: ChatTree) -> bytes:
                 "created_at": m.created_at,
                 "tool_calls": m.tool_calls,
                 "usage": m.usage,
+                "attachments": [_attachment(a) for a in tree.attachments.get(m.pk, [])],
             }
             for m in tree.messages
         ],
     }
     return json.dumps(document, default=_plain, ensure_ascii=False, indent=2).encode()
+
+
+def _attachment(attachment) -> dict:
+    """A file as the export lists it: what it was, never its bytes (an import leaves it out)."""
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+        "kind": attachment.kind,
+    }
 
 
 def _plain(value):
@@ -82,4 +96,7 @@ def export_markdown(*, chat: Chat, tree: ChatTree) -> str:
         if message.status != "complete":
             heading += f" ({message.status})"  # a reply stopped or failed: its text is what was kept
         lines += [f"## {heading}", "", message.content, ""]
+        files = tree.attachments.get(message.pk, [])
+        if files:
+            lines += [f"Attached: {', '.join(f'{a.name} ({size_words(a.size)})' for a in files)}", ""]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -14,7 +14,7 @@ from django.http import Http404
 from django.utils.dateparse import parse_datetime
 
 from chats import search
-from chats.attachments.selectors import prompt_attachments
+from chats.attachments.selectors import chat_message_attachments, prompt_attachments
 from chats.models import Chat, ChatShare, Membership, Message, Workspace
 from mothership.infra import cursors
 from mothership.infra.uuids import parse_uuid
@@ -313,6 +313,8 @@ class ChatTree:
     messages: list[Message]
     parents: dict[uuid.UUID, uuid.UUID | None]
     leaf_id: uuid.UUID | None
+    # Message id → its attached files (the rows; an export lists them, their bytes stay out).
+    attachments: dict = field(default_factory=dict)
 
     def branch(self) -> list[Message]:
         """The branch shown: the path from the root to the leaf."""
@@ -326,7 +328,7 @@ class ChatTree:
 
 
 def chat_tree(*, chat: Chat) -> ChatTree:
-    """A chat's messages as a tree (an export's whole content), in one query.
+    """A chat's messages as a tree (an export's whole content), in one query (and one for their files).
 
     The same branch as every other read (``_branch``): when no message names a parent (rows
     written in bulk by a script), they are one branch in the order they were written.
@@ -339,7 +341,7 @@ def chat_tree(*, chat: Chat) -> ChatTree:
             m.pk: (before.pk if before is not None else None) for before, m in zip([None, *messages], messages, strict=False)
         }
     leaf = chat.leaf_id if chat.leaf_id in parents else (messages[-1].pk if messages else None)
-    return ChatTree(messages=messages, parents=parents, leaf_id=leaf)
+    return ChatTree(messages=messages, parents=parents, leaf_id=leaf, attachments=chat_message_attachments(chat=chat))
 
 
 def user_is_member(*, user, chat_id) -> bool:

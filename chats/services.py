@@ -9,7 +9,8 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from chats.attachments.selectors import message_attachments
-from chats.models import MAX_PINNED, UNTITLED, Chat, ChatShare, ChatVisit, Membership, Message, Workspace
+from chats.attachments.service import attachments_files_delete_on_commit
+from chats.models import MAX_PINNED, UNTITLED, Attachment, Chat, ChatShare, ChatVisit, Membership, Message, Workspace
 from chats.selectors import chat_branch_messages, shares_active_count
 from chats.signals import chat_archived, chat_created, chat_renamed, chat_restored, chat_trashed
 from mothership.infra.mcp.config import split_tool_name
@@ -244,7 +245,7 @@ def chats_discard_empty(*, user, workspace_id, chat_id=None) -> int:
     ids = list(empty.values_list("pk", flat=True))
     if not ids:
         return 0
-    deleted = empty.filter(pk__in=ids).delete()[1].get(Chat._meta.label, 0)
+    deleted = _chats_delete(empty.filter(pk__in=ids)).get(Chat._meta.label, 0)
     for pk in ids:  # their tiles leave every open dashboard
         transaction.on_commit(lambda pk=pk: send_logged(chat_trashed, sender=Chat, chat_id=pk, workspace_id=workspace_id))
     return deleted
@@ -260,7 +261,7 @@ def chats_discard_unused() -> int:
     unused = Chat.objects.filter(title_set=False, created_at__lt=before, active_stream_id__isnull=True).exclude(
         Exists(Message.objects.filter(chat_id=OuterRef("pk")))
     )
-    return unused.delete()[1].get(Chat._meta.label, 0)
+    return _chats_delete(unused).get(Chat._meta.label, 0)
 
 
 def chat_mark_trashed(*, chat: Chat) -> bool:
@@ -286,13 +287,21 @@ def chat_mark_restored(*, chat: Chat) -> bool:
 def chats_purge(*, chat_ids) -> dict[str, int]:
     """Delete these chats for good, with their messages (and, through their foreign keys, their
     streams, visits and warming schedules). The spend ledger keeps its rows (``Charge.chat`` is
-    SET_NULL). Counts per kind of row deleted."""
-    _, per_model = Chat.objects.filter(pk__in=list(chat_ids)).delete()
+    SET_NULL). Their attachments' files leave the storage once this commits. Counts per kind of row deleted."""
+    per_model = _chats_delete(Chat.objects.filter(pk__in=list(chat_ids)))
     return {
         "chats": per_model.get(Chat._meta.label, 0),
         "messages": per_model.get(Message._meta.label, 0),
         "streams": per_model.get("streams.Stream", 0),
+        "attachments": per_model.get(Attachment._meta.label, 0),
     }
+
+
+@transaction.atomic
+def _chats_delete(chats) -> dict[str, int]:
+    """Delete these chats (a queryset) with everything they own, their files too (after commit); rows deleted per model."""
+    attachments_files_delete_on_commit(attachments=Attachment.objects.filter(chat__in=chats))
+    return chats.delete()[1]
 
 
 class ShareLimitReached(Exception):

@@ -204,7 +204,12 @@ class ChatAdmin(admin.ModelAdmin):
         report(
             self,
             request,
-            {"chats purged": outcome["chats"], "messages": outcome["messages"], "streams": outcome["streams"]},
+            {
+                "chats purged": outcome["chats"],
+                "messages": outcome["messages"],
+                "streams": outcome["streams"],
+                "attached files": outcome["attachments"],
+            },
             "Purge",
         )
 

@@ -66,7 +66,8 @@ def beat_schedule() -> dict:
             "schedule": settings.MOTHERSHIP_WARMING_TICK,
             "options": {"expires": settings.MOTHERSHIP_WARMING_TICK},
         },
-        # Deletes for good the chats in the trash for longer than MOTHERSHIP_TRASH_DAYS.
+        # Deletes for good the chats in the trash for longer than MOTHERSHIP_TRASH_DAYS (their files
+        # too), and the uploads no message named within MOTHERSHIP_ATTACHMENT_UNSENT_HOURS.
         "trash-purge": {
             "task": "mothership.purge_trash",
             "schedule": settings.MOTHERSHIP_TRASH_PURGE_INTERVAL,

@@ -11,7 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from chats.models import Chat
+from chats.attachments import attachments_purge_unsent
+from chats.models import Attachment, Chat
 from chats.selectors import chat_branch, parse_uuid, trash_due
 from chats.services import chat_mark_closed, chat_mark_restored, chat_mark_trashed, chats_purge
 from mothership import tokens
@@ -106,17 +107,37 @@ def trash_purge(*, dry_run: bool = False, chat_ids=None) -> dict:
     ids = list(due.values_list("pk", flat=True))
     stream_ids = list(Stream.objects.filter(chat_id__in=ids).values_list("pk", flat=True))
     if dry_run:
-        return {"dry_run": True, "chats": len(ids), "chat_ids": [str(pk) for pk in ids], "streams": len(stream_ids)}
-    counts = chats_purge(chat_ids=ids) if ids else {"chats": 0, "messages": 0, "streams": 0}
+        attachments = Attachment.objects.filter(chat_id__in=ids).count()
+        return {
+            "dry_run": True,
+            "chats": len(ids),
+            "chat_ids": [str(pk) for pk in ids],
+            "streams": len(stream_ids),
+            "attachments": attachments,
+        }
+    counts = chats_purge(chat_ids=ids) if ids else {"chats": 0, "messages": 0, "streams": 0, "attachments": 0}
     try:
         logs_discard(stream_ids)
     except redis.RedisError:  # they expire on their own (MOTHERSHIP_EVENT_LOG_TTL)
         logger.warning("could not delete the event logs of %d purged streams: Redis unreachable", len(stream_ids))
     if ids:
         logger.info(
-            "purged %d chats from the trash (%d messages, %d streams)", counts["chats"], counts["messages"], counts["streams"]
+            "purged %d chats from the trash (%d messages, %d streams, %d attachments)",
+            counts["chats"],
+            counts["messages"],
+            counts["streams"],
+            counts["attachments"],
         )
     return {"dry_run": False, **counts, "chat_ids": [str(pk) for pk in ids]}
+
+
+def purge_due(*, dry_run: bool = False) -> dict:
+    """What the beat's purge does at every MOTHERSHIP_TRASH_PURGE_INTERVAL (and ``manage.py purge_trash``):
+    the trash past MOTHERSHIP_TRASH_DAYS (``trash_purge``), then the uploads no message named within
+    MOTHERSHIP_ATTACHMENT_UNSENT_HOURS (``unsent_attachments``: how many)."""
+    outcome = trash_purge(dry_run=dry_run)
+    outcome["unsent_attachments"] = attachments_purge_unsent(dry_run=dry_run)
+    return outcome
 
 
 def api_token_revoke(*, user) -> bool:

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from mothership import embedded_redis, processes
 from mothership.infra import logs
+from mothership.infra.attachment_storage import attachments_storage
 from mothership.infra.llm_models import check_base_url, parse_llm_models
 from mothership.infra.mcp.config import ConfigError as McpConfigError
 from mothership.infra.mcp.config import parse_servers as parse_mcp_servers
@@ -381,11 +382,12 @@ MOTHERSHIP_ATTACHMENT_UNSENT_HOURS = env_float("MOTHERSHIP_ATTACHMENT_UNSENT_HOU
 # Where the bytes live: a folder (default: beside the SQLite database, var/attachments), or an
 # S3-compatible bucket when MOTHERSHIP_ATTACHMENT_S3_BUCKET is set (AWS_ACCESS_KEY_ID /
 # AWS_SECRET_ACCESS_KEY, or the machine's role, as boto3 finds them).
-MOTHERSHIP_ATTACHMENT_DIR = Path(env_str("MOTHERSHIP_ATTACHMENT_DIR", str(SQLITE_PATH.parent / "attachments")))
+MOTHERSHIP_ATTACHMENT_DIR = Path(env_str("MOTHERSHIP_ATTACHMENT_DIR") or str(SQLITE_PATH.parent / "attachments"))
 MOTHERSHIP_ATTACHMENT_S3_BUCKET = env_str("MOTHERSHIP_ATTACHMENT_S3_BUCKET")
 MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL = env_str("MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL")
 MOTHERSHIP_ATTACHMENT_S3_REGION = env_str("MOTHERSHIP_ATTACHMENT_S3_REGION")
-MOTHERSHIP_ATTACHMENT_S3_PREFIX = env_str("MOTHERSHIP_ATTACHMENT_S3_PREFIX", "attachments")
+# (The prefix defaults to "attachments"; an endpoint, region or prefix without a bucket stops the app at start.)
+MOTHERSHIP_ATTACHMENT_S3_PREFIX = env_str("MOTHERSHIP_ATTACHMENT_S3_PREFIX")
 # Share links (``/s/<token>``) a user may have active at once; one more answers 409 until one is revoked.
 MOTHERSHIP_SHARES_PER_USER = env_int("MOTHERSHIP_SHARES_PER_USER", 100, minimum=1)
 # The frame clock's tick (streams.frames): 40 ms is 25 frames a second, smooth to the eye, and
@@ -561,24 +563,12 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
     # Attachments (chats.attachments.storage): never served by URL from the storage itself, only
     # through the members-only views, so the folder is outside STATIC_ROOT and MEDIA_ROOT.
-    "attachments": (
-        {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": MOTHERSHIP_ATTACHMENT_S3_BUCKET,
-                "endpoint_url": MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL or None,
-                "region_name": MOTHERSHIP_ATTACHMENT_S3_REGION or None,
-                "location": MOTHERSHIP_ATTACHMENT_S3_PREFIX,
-                "default_acl": None,
-                "querystring_auth": True,
-                "file_overwrite": False,
-            },
-        }
-        if MOTHERSHIP_ATTACHMENT_S3_BUCKET
-        else {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(MOTHERSHIP_ATTACHMENT_DIR), "base_url": None},
-        }
+    "attachments": attachments_storage(
+        bucket=MOTHERSHIP_ATTACHMENT_S3_BUCKET,
+        endpoint_url=MOTHERSHIP_ATTACHMENT_S3_ENDPOINT_URL,
+        region=MOTHERSHIP_ATTACHMENT_S3_REGION,
+        prefix=MOTHERSHIP_ATTACHMENT_S3_PREFIX or None,
+        directory=str(MOTHERSHIP_ATTACHMENT_DIR),
     ),
 }
 WHITENOISE_USE_FINDERS = DEBUG

@@ -12,6 +12,9 @@ from mothership.celery import app as celery_app
 from tests import factories
 from tests.support import postgres, processes
 
+# ``s3_server`` / ``s3_attachments``: a real S3-compatible server (moto's, as a process) for the attachments.
+pytest_plugins = ["tests.support.s3"]
+
 
 def pytest_collection_modifyitems(config, items):
     """Off PostgreSQL, the row-lock tests leave this run: ``tests/test_postgres_row_locks.py`` runs them on one."""

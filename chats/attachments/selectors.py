@@ -77,8 +77,16 @@ def prompt_attachments(*, message_ids) -> dict[uuid.UUID, list[dict]]:
 
 def message_attachments(*, message_ids) -> dict[uuid.UUID, list[Attachment]]:
     """Message id → its attachments (the rows, for JSON and pages), in upload order."""
-    through = Message.attachments.through
-    rows = through.objects.filter(message_id__in=list(message_ids)).select_related("attachment")
+    return _by_message(Message.attachments.through.objects.filter(message_id__in=list(message_ids)))
+
+
+def chat_message_attachments(*, chat: Chat) -> dict[uuid.UUID, list[Attachment]]:
+    """Message id → its attachments, for every message of ``chat`` (every branch: an export), in upload order."""
+    return _by_message(Message.attachments.through.objects.filter(message__chat=chat))
+
+
+def _by_message(through_rows) -> dict[uuid.UUID, list[Attachment]]:
+    rows = through_rows.select_related("attachment")
     found: dict[uuid.UUID, list[Attachment]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: (r.attachment.created_at, str(r.attachment.pk))):
         found[row.message_id].append(row.attachment)

@@ -42,7 +42,7 @@ class AttachmentRefused(Exception):
             self.status = status
 
 
-def _size_words(size: int) -> str:
+def size_words(size: int) -> str:
     for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
         if size >= scale:
             return f"{size / scale:.1f} {unit}".replace(".0 ", " ")
@@ -51,8 +51,8 @@ def _size_words(size: int) -> str:
 
 def too_large(size: int | None = None) -> AttachmentRefused:
     limit = settings.MOTHERSHIP_ATTACHMENT_MAX_BYTES
-    said = f"The file is {_size_words(size)}; " if size else "The file is too large; "
-    return AttachmentRefused(f"{said}a file may be {_size_words(limit)} at most.", status=413, code="too_large")
+    said = f"The file is {size_words(size)}; " if size else "The file is too large; "
+    return AttachmentRefused(f"{said}a file may be {size_words(limit)} at most.", status=413, code="too_large")
 
 
 def clean_name(raw) -> str:
@@ -81,7 +81,7 @@ def quota_check(*, user, adding: int = 0) -> None:
     limit = settings.MOTHERSHIP_ATTACHMENT_QUOTA_BYTES
     if size + adding > limit:
         raise AttachmentRefused(
-            f"Your files use {_size_words(size)} of your {_size_words(limit)}; this one ({_size_words(adding)}) "
+            f"Your files use {size_words(size)} of your {size_words(limit)}; this one ({size_words(adding)}) "
             "does not fit. Delete conversations with files you no longer need.",
             status=413,
             code="quota_exceeded",
@@ -206,27 +206,48 @@ def attachment_discard(*, attachment: Attachment) -> None:
 
     The delete is conditional: a send that names the file at the same moment either lands first
     (then this refuses) or waits for it (then the send is told the file is gone)."""
-    if not Attachment.objects.filter(pk=attachment.pk, sent_at__isnull=True).delete()[0]:
+    unsent = Attachment.objects.filter(pk=attachment.pk, sent_at__isnull=True)
+    attachments_files_delete_on_commit(attachments=unsent)  # a refusal below rolls this back too
+    if not unsent.delete()[0]:
         raise AttachmentRefused("This file was sent with a message; it stays with the conversation.", status=409, code="sent")
-    keys = [attachment.key, attachment.thumbnail_key, attachment.model_key]
-    transaction.on_commit(lambda: storage.delete_files(keys))
 
 
-def attachments_files_delete(*, attachments) -> int:
-    """The bytes of these attachments (rows about to be deleted, or deleted) removed from storage."""
-    count = 0
-    for key, thumbnail, model in attachments:
-        storage.delete_files([key, thumbnail, model])
-        count += 1
-    return count
+def attachments_files_delete_on_commit(*, attachments) -> int:
+    """Delete the bytes of ``attachments`` (a queryset of rows this transaction deletes) once it commits.
+
+    Read before the rows go; the number of attachments. A rollback keeps rows and bytes both.
+    """
+    rows = list(attachments.values_list("key", "thumbnail_key", "model_key"))
+    keys = [key for row in rows for key in row if key]
+    if keys:
+        transaction.on_commit(lambda: storage.delete_files(keys))
+    return len(rows)
 
 
-def attachments_purge_unsent(*, now: datetime.datetime | None = None) -> int:
-    """Uploads no message named within ``MOTHERSHIP_ATTACHMENT_UNSENT_HOURS``: rows and bytes deleted."""
+PURGE_BATCH = 500
+
+
+def attachments_purge_unsent(*, now: datetime.datetime | None = None, dry_run: bool = False) -> int:
+    """Uploads no message named within ``MOTHERSHIP_ATTACHMENT_UNSENT_HOURS``: rows and bytes deleted (in batches).
+    The number purged (``dry_run``: the number that would be)."""
     cutoff = (now or timezone.now()) - datetime.timedelta(hours=settings.MOTHERSHIP_ATTACHMENT_UNSENT_HOURS)
-    stale = Attachment.objects.filter(sent_at__isnull=True, created_at__lt=cutoff)
-    rows = list(stale.values_list("pk", "key", "thumbnail_key", "model_key")[:1000])
-    if not rows:
-        return 0
-    Attachment.objects.filter(pk__in=[pk for pk, *_ in rows], sent_at__isnull=True).delete()
-    return attachments_files_delete(attachments=[keys for _, *keys in rows])
+    if dry_run:
+        return Attachment.objects.filter(sent_at__isnull=True, created_at__lt=cutoff).count()
+    purged = 0
+    while True:
+        with transaction.atomic():
+            # Locked, then read: a send that names one of them waits, and finds it gone (never its bytes deleted under it).
+            ids = list(
+                Attachment.objects.select_for_update()
+                .filter(sent_at__isnull=True, created_at__lt=cutoff)
+                .values_list("pk", flat=True)[:PURGE_BATCH]
+            )
+            stale = Attachment.objects.filter(pk__in=ids)
+            attachments_files_delete_on_commit(attachments=stale)
+            purged += stale.delete()[1].get(Attachment._meta.label, 0)
+        if len(ids) < PURGE_BATCH:
+            if purged:
+                logger.info(
+                    "purged %d uploads no message named within %g hours", purged, settings.MOTHERSHIP_ATTACHMENT_UNSENT_HOURS
+                )
+            return purged

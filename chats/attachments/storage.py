@@ -60,13 +60,20 @@ def read_bytes(key: str) -> bytes:
         return f.read()
 
 
-def delete_files(keys) -> None:
-    """Each key's file deleted (one already gone is not an error; one the storage refuses now is
-    logged and left: a removal never fails for want of the storage)."""
+def delete_files(keys) -> int:
+    """Each key's file deleted (one already gone is not an error); the number that could not be.
+
+    Called after the rows are gone: a storage that fails (a bucket unreachable) leaves those bytes
+    behind, logged by key, and the other deletions still happen.
+    """
     storage = attachment_storage()
+    failed = 0
     for key in keys:
-        if key:
-            try:
-                storage.delete(key)
-            except Exception as exc:
-                logger.warning("attachments storage: delete %s failed: %s", key, exc)
+        if not key:
+            continue
+        try:
+            storage.delete(key)
+        except Exception as exc:  # boto3's and the file system's errors alike
+            failed += 1
+            logger.warning("attachment file %s could not be deleted from storage: %s", key, exc)
+    return failed

@@ -54,6 +54,7 @@ def read(data: dict) -> list[DraftChat]:
     if not title:
         first = min(messages, key=lambda m: m.created_at, default=None)
         title = title_from(first.content) if first else UNTITLED
+    files = sum(_attached_count(row, f"messages[{i}]") for i, row in enumerate(rows))
     return [
         DraftChat(
             title=title,
@@ -63,8 +64,19 @@ def read(data: dict) -> list[DraftChat]:
             model_id=model_id,
             created_at=_time(data.get("created_at"), "created_at", required=False),
             updated_at=_time(data.get("updated_at"), "updated_at", required=False),
+            # The export lists files without their bytes: the messages come back, the files do not.
+            notes=[f"{files} attached {'file was' if files == 1 else 'files were'} not imported."] if files else [],
         )
     ]
+
+
+def _attached_count(row: dict, path: str) -> int:
+    attached = row.get("attachments")
+    if attached is None:
+        return 0
+    if not isinstance(attached, list):
+        raise ImportRejected(f"{path}.attachments: not a list.")
+    return len(attached)
 
 
 def _message(row, path: str) -> DraftMessage:

@@ -5,6 +5,10 @@ can refuse a 2 GB upload only after it is on disk. Here a body is measured as it
 that says (``Content-Length``) or turns out to be larger than its path allows is answered 413
 at once, and what arrived of it is dropped. Each path's limit is its file's limit plus room for
 the multipart envelope; every other body gets the largest of them.
+
+A chunked body (no ``Content-Length``) is read here first, up to the limit, into a file that
+spills to disk: Django reads only as many bytes as ``Content-Length`` says, so without one it
+would see an empty body. It then gets the body with its length.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
 ENVELOPE = 64 * 1024  # a multipart body's boundaries, headers and other fields
+SPOOL_MEMORY = 1024 * 1024  # a chunked body's first bytes kept in memory; the rest goes to disk
+REPLAY_CHUNK = 256 * 1024
 
 
 class RequestBodyLimit:
@@ -45,6 +52,8 @@ class RequestBodyLimit:
                 "%s %s: body of %d bytes refused (larger than %d): 413", scope["method"], scope["path"], declared_size, limit
             )
             return await _refuse(send, limit)
+        if declared is None and _chunked(scope):
+            return await self._chunked_body(scope, receive, send, limit)
         received = 0
         cut = False
         started = False
@@ -71,6 +80,41 @@ class RequestBodyLimit:
         await self.app(scope, counted_receive, watched_send)
         if cut and not started:
             await _refuse(send, limit)
+
+    async def _chunked_body(self, scope, receive, send, limit: int):
+        """Read the whole chunked body (413 once it passes ``limit``), then hand it to the app with its length."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client went away mid-body: nobody to answer
+                body = message.get("body", b"")
+                size += len(body)
+                if size > limit:
+                    logger.warning("%s %s: chunked body past %d bytes refused: 413", scope["method"], scope["path"], limit)
+                    return await _refuse(send, limit)
+                spool.write(body)
+                if not message.get("more_body", False):
+                    break
+            spool.seek(0)
+            headers = [(name, value) for name, value in scope["headers"] if name != b"transfer-encoding"]
+            headers.append((b"content-length", str(size).encode()))
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if replayed:
+                    return await receive()  # after the body: the client's disconnect, when it comes
+                chunk = spool.read(REPLAY_CHUNK)
+                replayed = spool.tell() >= size
+                return {"type": "http.request", "body": chunk, "more_body": not replayed}
+
+            await self.app({**scope, "headers": headers}, replay, send)
+
+
+def _chunked(scope) -> bool:
+    return any(name == b"transfer-encoding" and b"chunked" in value.lower() for name, value in scope.get("headers") or ())
 
 
 async def _refuse(send, limit: int) -> None:

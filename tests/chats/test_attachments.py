@@ -207,7 +207,9 @@ def test_removing_an_unsent_upload_deletes_its_bytes_and_a_sent_one_is_409(
     assert api.delete(sent["url"]).status_code == 409
 
 
-def test_uploads_never_sent_are_purged_with_their_bytes_after_the_window(api, chat, turns_not_enqueued, settings):
+def test_uploads_never_sent_are_purged_with_their_bytes_after_the_window(
+    api, chat, turns_not_enqueued, settings, django_capture_on_commit_callbacks
+):
     settings.MOTHERSHIP_ATTACHMENT_UNSENT_HOURS = 24
     old = upload(api, chat, b"old draft", "o.txt").json()
     sent = upload(api, chat, b"sent", "s.txt").json()
@@ -216,7 +218,8 @@ def test_uploads_never_sent_are_purged_with_their_bytes_after_the_window(api, ch
     day_ago = timezone.now() - datetime.timedelta(hours=25)
     Attachment.objects.filter(pk__in=[old["id"], sent["id"]]).update(created_at=day_ago)
     old_key = Attachment.objects.get(pk=old["id"]).key
-    assert attachments_purge_unsent() == 1
+    with django_capture_on_commit_callbacks(execute=True):  # the bytes go once the rows' delete commits
+        assert attachments_purge_unsent() == 1
     assert set(map(str, Attachment.objects.values_list("pk", flat=True))) == {sent["id"], fresh["id"]}
     assert not attachment_storage().exists(old_key)
 
@@ -250,3 +253,11 @@ def test_a_file_gone_from_storage_is_404_not_500(api, chat):
     body = upload(api, chat, b"words", "w.txt").json()
     attachment_storage().delete(Attachment.objects.get(pk=body["id"]).key)
     assert api.get(body["url"]).status_code == 404
+
+
+def test_text_with_more_than_one_control_character_in_a_hundred_is_415_and_a_few_escapes_pass(api, chat):
+    # Tab, line feed, form feed and carriage return are text; ESC, BEL and the rest count as binary.
+    lines = b"col\tvalue\r\n" * 99
+    assert upload(api, chat, lines + b"\x1b[1mbold\x1b[0m\n", "few.txt").status_code == 201
+    answer = upload(api, chat, lines + b"\x07" * 20, "bells.txt")
+    assert answer.status_code == 415 and answer.json()["code"] == "unsupported_type"

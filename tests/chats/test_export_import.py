@@ -114,7 +114,10 @@ def test_json_export_holds_every_message_of_every_branch_with_the_chat_fields(ap
         assert (row["role"], row["content"], row["status"]) == (message.role, message.content, message.status)
         assert row["tool_calls"] == message.tool_calls and row["usage"] == message.usage
         assert datetime.datetime.fromisoformat(row["created_at"]) == message.created_at
-    assert set(body["messages"][0]) == {"id", "parent_id", "role", "content", "status", "created_at", "tool_calls", "usage"}
+    assert set(body["messages"][0]) == {
+        *("id", "parent_id", "role", "content", "status", "created_at", "tool_calls", "usage", "attachments")
+    }
+    assert all(m["attachments"] == [] for m in body["messages"])  # none attached in this chat
 
 
 def test_a_chat_with_no_leaf_set_exports_its_newest_message_as_the_leaf(api, chat):

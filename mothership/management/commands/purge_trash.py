@@ -1,4 +1,5 @@
-"""Purge the trash now, exactly as the beat task does: chats deleted more than MOTHERSHIP_TRASH_DAYS ago."""
+"""Purge now, exactly as the beat task does: chats deleted more than MOTHERSHIP_TRASH_DAYS ago (their
+files too), and uploads no message named within MOTHERSHIP_ATTACHMENT_UNSENT_HOURS."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from mothership.services import trash_purge
+from mothership.services import purge_due
 
 
 class Command(BaseCommand):
     help = (
-        "Delete for good the chats in the trash for longer than MOTHERSHIP_TRASH_DAYS, with their messages and "
-        "streams (the spend ledger is kept)."
+        "Delete for good the chats in the trash for longer than MOTHERSHIP_TRASH_DAYS, with their messages, streams and "
+        "attached files (the spend ledger is kept), and the uploads no message named within "
+        "MOTHERSHIP_ATTACHMENT_UNSENT_HOURS."
     )
 
     def add_arguments(self, parser):
@@ -21,17 +23,20 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the outcome as JSON.")
 
     def handle(self, *args, **options):
-        outcome = trash_purge(dry_run=options["dry_run"])
+        outcome = purge_due(dry_run=options["dry_run"])
         if options["json"]:
             self.stdout.write(json.dumps(outcome))
             return
-        days = settings.MOTHERSHIP_TRASH_DAYS
+        days, hours = settings.MOTHERSHIP_TRASH_DAYS, settings.MOTHERSHIP_ATTACHMENT_UNSENT_HOURS
+        unsent = f"{outcome['unsent_attachments']} uploads no message named within {hours:g} hours"
         if options["dry_run"]:
             self.stdout.write(
-                f"would purge {outcome['chats']} chats in the trash for over {days} days ({outcome['streams']} streams)"
+                f"would purge {outcome['chats']} chats in the trash for over {days} days ({outcome['streams']} streams, "
+                f"{outcome['attachments']} attached files) and {unsent}"
             )
         else:
             self.stdout.write(
                 f"purged {outcome['chats']} chats in the trash for over {days} days "
-                f"({outcome['messages']} messages, {outcome['streams']} streams); the spend ledger is kept"
+                f"({outcome['messages']} messages, {outcome['streams']} streams, {outcome['attachments']} attached files) "
+                f"and {unsent}; the spend ledger is kept"
             )
