@@ -52,7 +52,7 @@ def attachments_storage(
             "querystring_auth": True,
             "file_overwrite": False,
             # One PUT streamed from the file, in the request's thread: boto3's default (ten threads,
-            # an 8 MB part each held in memory) grew the web process by the file's size (docs/attachments-ops.md).
+            # an 8 MB part each held in memory) grew the web process by the file's size (docs/attachments.md, "Memory and time").
             "transfer_config": TransferConfig(use_threads=False, multipart_threshold=SINGLE_PUT_MAX),
             # A download past 1 MB is staged on disk, not in memory (django-storages' default: all in memory).
             "max_memory_size": 1024 * 1024,
