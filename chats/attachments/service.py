@@ -51,8 +51,8 @@ def size_words(size: int) -> str:
 
 def too_large(size: int | None = None) -> AttachmentRefused:
     limit = settings.MOTHERSHIP_ATTACHMENT_MAX_BYTES
-    said = f"The file is {size_words(size)}; " if size else "The file is too large; "
-    return AttachmentRefused(f"{said}a file may be {size_words(limit)} at most.", status=413, code="too_large")
+    said = f"The file is {size:,} bytes; " if size else "The file is too large; "
+    return AttachmentRefused(f"{said}a file may be {limit:,} bytes ({size_words(limit)}) at most.", status=413, code="too_large")
 
 
 def clean_name(raw) -> str:

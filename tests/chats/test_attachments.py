@@ -114,7 +114,7 @@ def test_a_damaged_image_is_400_and_leaves_nothing_in_storage(api, chat):
 def test_a_file_past_the_size_limit_is_413_naming_the_limit(api, chat, settings):
     settings.MOTHERSHIP_ATTACHMENT_MAX_BYTES = 1000
     answer = upload(api, chat, b"x" * 1001, "big.txt")
-    assert answer.status_code == 413 and "1000 bytes at most" in answer.json()["detail"]
+    assert answer.status_code == 413 and "1,001 bytes; a file may be 1,000 bytes" in answer.json()["detail"]
     assert upload(api, chat, b"x" * 1000, "fits.txt").status_code == 201
 
 
