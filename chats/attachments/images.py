@@ -5,6 +5,7 @@ copy sized for the models (their limits: a long edge of 1568 px reads best, 5 MB
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -49,9 +50,29 @@ def _flat(image: Image.Image, *, alpha_ok: bool) -> Image.Image:
     return image.convert("RGB") if image.mode not in ("RGB", "L") else image
 
 
+# Decoding holds an image's every pixel (a 48 MP photo: ~150 MB): a web process re-encodes two at
+# a time, the rest wait their turn, so uploads at once cannot multiply its memory.
+_AT_ONCE = threading.BoundedSemaphore(2)
+
+
+def _sized(image: Image.Image, edge: int) -> Image.Image:
+    """A new image at most ``edge`` pixels a side (never a full-size copy first)."""
+    if max(image.size) <= edge:
+        return image.copy()
+    scale = edge / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # reducing_gap: a cheap integer reduction first, then Lanczos (as Image.thumbnail does)
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
 def renditions(source, *, fmt: str, max_pixels: int) -> Renditions:
     """The stored copy, the thumbnail and the model's copy of the image in ``source`` (a file
     object), whose format the bytes already said (``fmt``: PNG, JPEG, GIF, WEBP)."""
+    with _AT_ONCE:
+        return _renditions(source, fmt=fmt, max_pixels=max_pixels)
+
+
+def _renditions(source, *, fmt: str, max_pixels: int) -> Renditions:
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
@@ -60,26 +81,29 @@ def renditions(source, *, fmt: str, max_pixels: int) -> Renditions:
                 if opened.width * opened.height > max_pixels:
                     raise BadImage(f"The image is {opened.width}×{opened.height} pixels, more than the {max_pixels:,} allowed.")
                 opened.load()
-                frames = getattr(opened, "n_frames", 1)
-                image = ImageOps.exif_transpose(opened) if fmt in ("JPEG", "WEBP", "PNG") else opened.copy()
+                if fmt != "GIF":
+                    ImageOps.exif_transpose(opened, in_place=True)  # upright, as the camera meant (no copy)
+                original = opened
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"The image has more pixels than the {max_pixels:,} allowed.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage("The image could not be read (is it damaged or cut short?).") from exc
-    width, height = image.size
+    width, height = original.size
+    # Saved from the pixels alone: an encoder writes what ``info`` still holds (a PNG its ICC
+    # profile and text, a GIF its comment), so only what draws the pixels is kept.
+    original.info = {k: v for k, v in original.info.items() if k in ("transparency", "background")}
+    if fmt == "GIF":  # its first frame, as a still, in its own palette (an animation's frames are not kept)
+        stored = _save(original, "GIF")
+    image = _flat(original, alpha_ok=fmt != "JPEG")
+    image.info = {k: v for k, v in image.info.items() if k == "transparency"}
     if fmt == "JPEG":
-        stored = _save(_flat(image, alpha_ok=False), "JPEG", quality=92, optimize=True)
+        stored = _save(image, "JPEG", quality=92, optimize=True)
     elif fmt == "PNG":
-        stored = _save(_flat(image, alpha_ok=True), "PNG", optimize=False)
+        stored = _save(image, "PNG")
     elif fmt == "WEBP":
-        stored = _save(_flat(image, alpha_ok=True), "WEBP", quality=92)
-    else:  # GIF: its first frame, as a still (an animation's frames are not kept)
-        stored = _save(image.convert("RGBA") if frames == 1 and image.mode == "P" else image, "GIF")
-    thumb = _flat(image, alpha_ok=True).copy()
-    thumb.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE))
-    thumbnail = _save(thumb, "WEBP", quality=80)
-    model = _flat(image, alpha_ok=fmt != "JPEG").copy()
-    model.thumbnail((MODEL_EDGE, MODEL_EDGE))
+        stored = _save(image, "WEBP", quality=92)
+    thumbnail = _save(_sized(image, THUMBNAIL_EDGE), "WEBP", quality=80)
+    model = _sized(image, MODEL_EDGE)
     if fmt == "JPEG":
         model_bytes, model_type = _save(model, "JPEG", quality=88), "image/jpeg"
     else:
