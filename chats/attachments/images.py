@@ -89,19 +89,22 @@ def _renditions(source, *, fmt: str, max_pixels: int) -> Renditions:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage("The image could not be read (is it damaged or cut short?).") from exc
     width, height = original.size
-    # Saved from the pixels alone: an encoder writes what ``info`` still holds (a PNG its ICC
-    # profile and text, a GIF its comment), so only what draws the pixels is kept.
+    # Saved from the pixels alone: an encoder writes what ``info`` still holds (a PNG its text, a
+    # GIF its comment), so only what draws the pixels is kept; the colour profile too (without it a
+    # wide-gamut photo's colours would shift), which says nothing of who or where.
+    profile = original.info.get("icc_profile")
     original.info = {k: v for k, v in original.info.items() if k in ("transparency", "background")}
     if fmt == "GIF":  # its first frame, as a still, in its own palette (an animation's frames are not kept)
         stored = _save(original, "GIF")
     image = _flat(original, alpha_ok=fmt != "JPEG")
     image.info = {k: v for k, v in image.info.items() if k == "transparency"}
+    colour = {"icc_profile": profile} if profile else {}
     if fmt == "JPEG":
-        stored = _save(image, "JPEG", quality=92, optimize=True)
+        stored = _save(image, "JPEG", quality=92, optimize=True, **colour)
     elif fmt == "PNG":
-        stored = _save(image, "PNG")
+        stored = _save(image, "PNG", **colour)
     elif fmt == "WEBP":
-        stored = _save(image, "WEBP", quality=92)
+        stored = _save(image, "WEBP", quality=92, **colour)
     thumbnail = _save(_sized(image, THUMBNAIL_EDGE), "WEBP", quality=80)
     model = _sized(image, MODEL_EDGE)
     if fmt == "JPEG":

@@ -10,7 +10,7 @@ import io
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
-from PIL import Image
+from PIL import Image, ImageCms
 from rest_framework.test import APIClient
 
 from chats.attachments import attachments_purge_unsent
@@ -261,3 +261,11 @@ def test_text_with_more_than_one_control_character_in_a_hundred_is_415_and_a_few
     assert upload(api, chat, lines + b"\x1b[1mbold\x1b[0m\n", "few.txt").status_code == 201
     answer = upload(api, chat, lines + b"\x07" * 20, "bells.txt")
     assert answer.status_code == 415 and answer.json()["code"] == "unsupported_type"
+
+
+def test_an_images_colour_profile_is_kept_so_its_colours_do_not_shift(api, chat):
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    Image.new("RGB", (20, 20), (10, 200, 30)).save(out, "JPEG", icc_profile=profile, exif=Image.Exif().tobytes())
+    body = upload(api, chat, out.getvalue(), "wide.jpg").json()
+    assert Image.open(io.BytesIO(stored(body["id"]))).info.get("icc_profile") == profile
