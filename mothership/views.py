@@ -107,6 +107,7 @@ def chat_page(request, chat_id):
     chat = detail.view.chat
     can_manage = chat_selectors.user_may_manage(user=request.user, chat=chat)
     tool_servers = selectors.chat_tool_choices(chat.tools)
+    rows = messages_output(detail.messages)  # each message's JSON, its files among it (one query for them all)
     context = {
         "conversations": conversations,
         "detail": detail,
@@ -118,7 +119,12 @@ def chat_page(request, chat_id):
         "chat_model": model_for(detail.view.chat.model_id).id,
         "can_continue": model_for(detail.view.chat.model_id).prefill,
         # What the page shows under each reply (the JSON of GET …/messages/<id>), and the models' names.
-        "figures": {row["id"]: row for row in messages_output(detail.messages) if row["role"] == "assistant"},
+        "figures": {row["id"]: row for row in rows if row["role"] == "assistant"},
+        # Each message with its files (the JSON of the upload's answer), drawn under its text.
+        "transcript": [(message, row["attachments"]) for message, row in zip(detail.messages, rows, strict=True)],
+        # The composer refuses, before uploading, what the server would refuse (413, and a send's 400).
+        "attachment_max_bytes": settings.MOTHERSHIP_ATTACHMENT_MAX_BYTES,
+        "attachments_per_message": settings.MOTHERSHIP_ATTACHMENTS_PER_MESSAGE,
         "model_labels": {m.id: m.label for m in models()},
         # Continue: the kept text a live stream's deltas go on from.
         "active_prefix": next(

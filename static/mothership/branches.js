@@ -2,6 +2,8 @@
 // regenerated reply) shows another branch; Edit on a question makes a new version and answers it.
 export function branches({ transcript, chatId, csrf, notice, onEdited }) {
   const siblingsOf = (li) => (li.dataset.siblings || li.dataset.messageId || "").split(" ").filter(Boolean);
+  // The message's body: its text, and its files under it; versions and Edit come after.
+  const bodyEnd = (li) => li.querySelector(".msg-files") || li.querySelector(".msg-content");
 
   async function send(method, url, body) {
     const response = await fetch(url, {
@@ -44,7 +46,7 @@ export function branches({ transcript, chatId, csrf, notice, onEdited }) {
     const where = document.createElement("span");
     where.textContent = `${at + 1} / ${ids.length}`;
     nav.append(step("‹", "Previous version", at - 1), where, step("›", "Next version", at + 1));
-    li.querySelector(".msg-content").after(nav);
+    bodyEnd(li).after(nav);
   }
 
   function editor(li) {
@@ -99,7 +101,7 @@ export function branches({ transcript, chatId, csrf, notice, onEdited }) {
       button.textContent = "Edit";
       button.title = "Change this message and answer it again (the old version stays, ‹ › switches)";
       button.addEventListener("click", () => editor(li));
-      (li.querySelector(".msg-versions") || li.querySelector(".msg-content")).after(button);
+      (li.querySelector(".msg-versions") || bodyEnd(li)).after(button);
     }
   }
 

@@ -13,6 +13,8 @@ import { organize } from "./organize.js";
 import { sharePanel } from "./share.js";
 import { menus } from "./menu.js";
 import { suggestions } from "./suggestions.js";
+import { attachmentTray } from "./attachments.js";
+import { showFiles } from "./files.js";
 
 const root = document.getElementById("chat");
 const chatId = root.dataset.chatId;
@@ -43,6 +45,13 @@ const state = {
   prefix: "", // Continue: the kept text the followed stream's deltas go on from
   startedBy: root.dataset.activeStartedBy || null, // who sent the followed turn (a user id)
 };
+// Send waits for the files under way; a message of files alone needs no text.
+const tray = attachmentTray({ chatId, csrf, notice: (text) => notice(text), onChange: armSend });
+function armSend() {
+  sendButton.disabled = state.sending || tray.uploading();
+  sendButton.title = tray.uploading() ? "Waiting for the files to upload" : "";
+  input.required = tray.count() === 0;
+}
 const reply = replies({ transcript, chatId, canContinue: root.dataset.canContinue === "true", onAgain: answerAgain });
 const rendererFor = (messageId) => reply.rendererFor(messageId, assistantBubble);
 const organizer = organize({ chatId, csrf, notice: (text) => notice(text) });
@@ -71,7 +80,7 @@ function mayStop() {
 function setBusy(busy) {
   // While a reply streams the composer stays usable: Send becomes "Stop and send".
   const stoppable = mayStop();
-  sendButton.disabled = state.sending;
+  armSend();
   sendButton.textContent = busy && state.activeStreamId && stoppable ? "Stop and send" : "Send";
   stopButton.hidden = !busy;
   // Stop is armed only once the stream id is known (a send in flight has none yet).
@@ -127,7 +136,7 @@ function adopt(event) {
   state.activeMessageId = event.messageId || null;
   state.startedBy = event.startedBy ?? null;
   state.lastSeq = 0;
-  if (event.userMessageId) bubble("user", event.userMessage || "", event.userMessageId);
+  if (event.userMessageId) bubble("user", event.userMessage || "", event.userMessageId); // its files: with its start event, below
   if (event.messageId) assistantBubble(event.messageId);
   setBusy(true);
 }
@@ -181,6 +190,8 @@ function onEvent(event) {
     if (statusLine.textContent === QUEUED) statusLine.textContent = "Streaming…";
     if (event.startedBy !== undefined) { state.startedBy = event.startedBy; setBusy(true); }
     state.activeMessageId = event.messageId;
+    // The question's files, in every tab (the sender's has them already; an edit keeps them).
+    showFiles(event.userMessageId && transcript.querySelector(`[data-message-id="${event.userMessageId}"]`), event.userAttachments);
     assistantBubble(event.messageId);
     attempt(event.messageId, Boolean(event.continued));
   } else if (event.type === "stream.delta") {
@@ -317,7 +328,8 @@ async function closeConversation() {
 composer.addEventListener("submit", async (e) => {
   e.preventDefault();
   const content = input.value.trim();
-  if (!content || state.sending) return;
+  const files = tray.files();
+  if ((!content && !files.length) || state.sending || tray.uploading()) return;
   // Stop and send: the server stops exactly the turn this page shows, then starts this one (a
   // member who may not stop that turn just sends, and is told to wait).
   const interrupt = mayStop() ? state.activeStreamId : null;
@@ -326,7 +338,12 @@ composer.addEventListener("submit", async (e) => {
   setBusy(true);
   let result;
   try {
-    result = await post(`/api/mothership/chats/${chatId}/messages`, interrupt ? { content, interrupt } : { content });
+    const ids = files.map((file) => file.id);
+    result = await post(`/api/mothership/chats/${chatId}/messages`, {
+      content,
+      ...(ids.length ? { attachments: ids } : {}),
+      ...(interrupt ? { interrupt } : {}),
+    });
   } catch (err) {
     state.sending = false;
     setBusy(Boolean(state.activeStreamId));
@@ -347,8 +364,9 @@ composer.addEventListener("submit", async (e) => {
     return;
   }
   input.value = "";
-  nameFromFirstMessage(content);
-  bubble("user", content, body.user_message_id);
+  tray.sent(files.map((file) => file.id));
+  nameFromFirstMessage(content || files[0]?.name || ""); // as the server names it: the text, else the first file
+  showFiles(bubble("user", content, body.user_message_id), files);
   view.toEnd({ unlessLetGoSince: sentAt }); // what was just sent, and its reply, in view (unless the reader went up meanwhile)
   follow(body, false);
 });
@@ -432,6 +450,7 @@ async function showEarlier() {
     for (const message of body) {
       if (transcript.querySelector(`[data-message-id="${message.id}"]`)) continue;
       const li = bubble(message.role, message.content, message.id);
+      showFiles(li, message.attachments);
       if (message.status !== "complete") li.classList.add(`msg--${message.status}`);
       if (message.role === "assistant") { reply.stored(li, message.content); reply.showFigures(message.id, message); }
       transcript.insertBefore(li, first);

@@ -47,9 +47,9 @@ class Stack:
             "MOTHERSHIP_WARMING_MIN_INTERVAL": 1,
             "MOTHERSHIP_STALL_SECONDS": 2,
             # Two models, so the chat page shows its model picker (both offline); the second cannot
-            # go on from kept text, as an OpenAI-compatible model without prefill cannot.
+            # go on from kept text, as an OpenAI-compatible model without prefill cannot, nor read images.
             "LLM_MODELS": '[{"id": "mothership-local-1", "provider": "local", "label": "Local"},'
-            ' {"id": "local-terse", "provider": "local", "label": "Local (terse)", "prefill": false}]',
+            ' {"id": "local-terse", "provider": "local", "label": "Local (terse)", "prefill": false, "images": false}]',
             # The demo tool server twice: "demo" runs calls at once, "ask" waits for a person.
             "MCP_SERVERS": json.dumps([demo_entry(tmp / "tools.jsonl"), demo_entry(tmp / "ask.jsonl", name="ask", approve=True)]),
         }
