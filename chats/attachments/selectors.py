@@ -60,11 +60,11 @@ def attachments_for_send(*, chat: Chat, user, ids) -> list[Attachment]:
 
 
 def prompt_attachments(*, message_ids) -> dict[uuid.UUID, list[dict]]:
-    """Message id → its attachments as a prompt carries them (``PROMPT_FIELDS``), in upload order."""
+    """Message id → its attachments as a prompt carries them (``PROMPT_FIELDS``), in the order the send named them."""
     through = Message.attachments.through
     rows = (
         through.objects.filter(message_id__in=message_ids)
-        .order_by("attachment__created_at", "attachment__id")
+        .order_by("id")  # the order the send named them
         .values_list("message_id", *(f"attachment__{field}" for field in PROMPT_FIELDS))
     )
     found: dict[uuid.UUID, list[dict]] = defaultdict(list)
@@ -76,7 +76,7 @@ def prompt_attachments(*, message_ids) -> dict[uuid.UUID, list[dict]]:
 
 
 def message_attachments(*, message_ids) -> dict[uuid.UUID, list[Attachment]]:
-    """Message id → its attachments (the rows, for JSON and pages), in upload order."""
+    """Message id → its attachments (the rows, for JSON and pages), in the order the send named them."""
     return _by_message(Message.attachments.through.objects.filter(message_id__in=list(message_ids)))
 
 
@@ -88,7 +88,7 @@ def chat_message_attachments(*, chat: Chat) -> dict[uuid.UUID, list[Attachment]]
 def _by_message(through_rows) -> dict[uuid.UUID, list[Attachment]]:
     rows = through_rows.select_related("attachment")
     found: dict[uuid.UUID, list[Attachment]] = defaultdict(list)
-    for row in sorted(rows, key=lambda r: (r.attachment.created_at, str(r.attachment.pk))):
+    for row in sorted(rows, key=lambda r: r.pk):  # the order the send named them
         found[row.message_id].append(row.attachment)
     return found
 

@@ -12,10 +12,11 @@ from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from chats.attachments.selectors import attachments_for_send
+from chats.attachments.selectors import attachments_for_send, message_attachments
 from chats.attachments.service import AttachmentRefused
 from chats.models import Attachment, Chat, Message, title_from
 from mothership.infra.signals import send_logged
+from mothership.infra.uuids import parse_uuid
 from streams import locks
 from streams.models import Stream
 from streams.providers import get_provider, model_for
@@ -112,7 +113,8 @@ def stream_edit(*, chat: Chat, message_id, content: str, user=None) -> StartedTu
     one and what followed it stay as a branch) and a turn that answers it, which becomes the shown
     branch; the new question carries the old one's files. ``CannotAnswerAgain`` when it is not one
     of the chat's user messages."""
-    files = list(Attachment.objects.filter(chat_id=chat.pk, messages__pk=message_id).order_by("created_at", "id"))
+    edited = parse_uuid(message_id)
+    files = message_attachments(message_ids=[edited]).get(edited, []) if edited else []
     _check_model_reads(chat, files)
     return _start(chat=chat, user=user, content=content, edit=message_id, attachments=files)
 

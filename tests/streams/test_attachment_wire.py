@@ -230,3 +230,20 @@ def test_a_file_removed_between_the_check_and_the_send_refuses_the_send_and_free
         stream_start(chat=chat, content="see", user=user, attachments=checked)
     assert refused.value.status == 409 and "removed meanwhile" in refused.value.detail
     assert not chat.messages.exists() and locks.lock_owner(chat_id=chat.pk) is None
+
+
+def test_the_model_reads_the_files_in_the_order_the_send_named_them_not_the_upload_order(
+    settings, turns_not_enqueued, chat, user
+):
+    settings.MOTHERSHIP_LOCAL_TOKENS_PER_SECOND = 0
+    first, second = attach(chat, user, b"1", "first.txt"), attach(chat, user, b"22", "second.txt")
+    _, turn = send(chat, user, "/echo x", [second, first])
+    reply = turn.assistant_message
+    reply.refresh_from_db()
+    assert reply.content.splitlines()[:2] == ["second.txt (2 bytes, text/plain)", "first.txt (1 bytes, text/plain)"]
+    assert [a["name"] for a in conversation_prefix(chat_id=chat.id)[0]["attachments"]] == ["second.txt", "first.txt"]
+    edited = stream_edit(chat=chat, message_id=turn.user_message.pk, content="/echo y", user=user)
+    stream_run(stream_id=edited.stream.id)
+    again = edited.assistant_message
+    again.refresh_from_db()
+    assert again.content.splitlines()[:2] == ["second.txt (2 bytes, text/plain)", "first.txt (1 bytes, text/plain)"]
