@@ -14,6 +14,7 @@ typesetting on the server would need a JavaScript engine.
 from __future__ import annotations
 
 import functools
+import re
 
 import nh3
 from django.utils.html import escape
@@ -147,6 +148,10 @@ def _cleaner() -> nh3.Cleaner:
     )
 
 
+# A reply stopped right after a heading's marker ("## ") leaves a heading with no words (as the page drops it).
+_EMPTY_HEADING = re.compile(r"<h([1-6])>\s*</h\1>\n?")
+
+
 def render_markdown(text: str) -> SafeString:
     """``text`` as sanitized HTML, safe to put in a template as it is."""
-    return mark_safe(_cleaner().clean(_parser().render(text or "")))
+    return mark_safe(_EMPTY_HEADING.sub("", _cleaner().clean(_parser().render(text or ""))))

@@ -260,5 +260,10 @@ export function streamRenderer(element, { schedule = nextFrame } = {}) {
 // A stored reply: rendered once, with copy buttons.
 export function renderInto(element, text) {
   show(element, renderMarkdown(text));
+  // A reply stopped right after a heading's marker ("## ") leaves a heading with no words: it
+  // would be announced as an empty heading, and reads as nothing.
+  for (const heading of element.querySelectorAll("h1, h2, h3, h4, h5, h6")) {
+    if (!heading.textContent.trim()) heading.remove();
+  }
   element.classList.add("markdown");
 }

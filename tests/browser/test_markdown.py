@@ -376,3 +376,17 @@ def test_a_reply_with_every_feature_has_no_serious_accessibility_violation(login
         assert axe_violations(page) == [], f"{scheme}, {name}"
         if name == "phone":
             assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_a_reply_that_ends_on_a_headings_marker_shows_no_empty_heading_live_or_after_a_reload(login, user, chat, stack):
+    _, page = login(user)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    send(page, "/echo Intro words\n\n##")  # as a reply stopped right after "##" is kept
+    expect(page.locator("#send")).to_have_text("Send", timeout=20000)
+    reply = _reply(page)
+    expect(reply).to_contain_text("Intro words")
+    assert reply.locator("h1, h2, h3, h4, h5, h6").count() == 0
+    page.reload()
+    reply = _reply(page)
+    expect(reply).to_contain_text("Intro words")
+    assert reply.locator("h1, h2, h3, h4, h5, h6").count() == 0 and axe_violations(page) == []
