@@ -28,7 +28,7 @@ def slow_worker(tmp_path):
         tmp_path, name="access", MOTHERSHIP_LOCAL_TOKENS_PER_SECOND=20, MOTHERSHIP_LOCAL_REPLY_TOKENS=400
     )
     yield worker
-    worker.stop()
+    worker.stop(grace=1)  # its 20-second replies are the test's, not worth waiting for
 
 
 async def _socket(base: str, *, token: str | None = None, cookies: dict | None = None):

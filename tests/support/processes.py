@@ -72,11 +72,12 @@ class Proc:
         os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
 
-    def stop(self) -> None:
+    def stop(self, *, grace: float = 10) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (a worker's warm shutdown waits for its running turns)."""
         if self.popen.poll() is None:
             try:
                 os.killpg(self.popen.pid, signal.SIGTERM)
-                self.popen.wait(timeout=10)
+                self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=10)
