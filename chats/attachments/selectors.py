@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 
 from chats.attachments.service import AttachmentRefused
 from chats.models import Attachment, Chat, Message
@@ -91,9 +91,3 @@ def _by_message(through_rows) -> dict[uuid.UUID, list[Attachment]]:
     for row in sorted(rows, key=lambda r: r.pk):  # the order the send named them
         found[row.message_id].append(row.attachment)
     return found
-
-
-def attachments_kept(*, user) -> tuple[int, int]:
-    """The files and bytes ``user`` keeps (their quota's use)."""
-    kept = Attachment.objects.filter(uploaded_by=user).aggregate(n=Count("id"), size=Sum("size"))
-    return kept["n"] or 0, kept["size"] or 0
