@@ -135,9 +135,19 @@ async def _client(spec: dict) -> None:
         sockets += await asyncio.gather(*(_open(c) for c in spec["chats"][chunk : chunk + 50]))
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    senders = set(spec.get("senders", ()))  # --send socket: the first tab of each chat sends its message
+    sent_at = {}
+    for index in sorted(senders):
+        chat_id = spec["chats"][index]
+        sent_at[index] = time.monotonic()
+        await sockets[index].send(
+            json.dumps({"type": "message.send", "conversationId": chat_id, "content": f"fan-out {chat_id}", "requestId": "b"})
+        )
 
     async def _read(index: int, ws) -> None:
         record = {"chat": spec["chats"][index], "events": [], "text": {}}
+        if index in sent_at:
+            record["sent_at"] = sent_at[index]
         records.append(record)
         ends = 0
         try:
@@ -146,6 +156,11 @@ async def _client(spec: dict) -> None:
                 at = time.monotonic()
                 event = json.loads(raw)
                 kind = event.get("type")
+                if kind == "message.sent" or (kind == "error" and event.get("requestId")):
+                    record["answer"] = {"at": at, "stream_id": event.get("streamId"), "code": event.get("code")}
+                    if kind == "error":
+                        break
+                    continue
                 if "seq" not in event:
                     continue
                 record["events"].append((event["streamId"], event["seq"], kind, at))
@@ -342,10 +357,13 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
         part = sockets[k * per_client : (k + 1) * per_client]
         if not part:
             continue
+        # --send socket: each chat's first tab sends (its index in this client's part).
+        senders = [i for i in range(len(part)) if (k * per_client + i) % args.tabs == 0] if args.send == "socket" else []
         clients.append(
             Helper(
                 "client",
                 {
+                    "senders": senders,
                     "ws_url": ctx["ws_url"],
                     "chats": part,
                     "turns_per_socket": 1,
@@ -390,8 +408,9 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
 
     load_procs = {"subscriber": psutil.Process(subscriber.proc.pid)}
     cpu_start = cpu_seconds({**procs, **load_procs})
-    for client in clients:
-        client.go()
+    if args.send == "http":  # the tabs read from now on; the bench posts the messages below
+        for client in clients:
+            client.go()
 
     sent_at: dict[str, float] = {}
     stream_of: dict[str, str] = {}
@@ -444,16 +463,30 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
 
             await asyncio.gather(*(_send(c) for c in chats))
 
-    print(f"  sending {len(chats)} messages at once", flush=True)
+    how = "on the tabs' sockets" if args.send == "socket" else "POST"
+    print(f"  sending {len(chats)} messages at once ({how})", flush=True)
     _cpu_sample()
     started = time.monotonic()
-    asyncio.run(_send_all())
+    if args.send == "socket":
+        for client in clients:
+            client.go()  # each sends its chats' messages at once, on their first tab
+    else:
+        asyncio.run(_send_all())
     post_seconds = time.monotonic() - started
     # Redis memory of the live logs: sampled while every stream is live (the middle of the run).
     time.sleep(max(0.0, args.tokens / args.rate * 0.5 - post_seconds))
     peaks["redis"] = rclient.info("memory")["used_memory"]
     per_client = [c.finish(close_stdin=False) for c in clients]
     records = [r for part in per_client for r in part]
+    for record in records:  # --send socket: what each sender's socket answered
+        if "sent_at" in record:
+            sent_at[record["chat"]] = record["sent_at"]
+            answer = record.get("answer") or {}
+            status = 201 if answer.get("stream_id") else answer.get("code", "no answer")
+            statuses[status] = statuses.get(status, 0) + 1
+            if answer.get("stream_id"):
+                stream_of[record["chat"]] = answer["stream_id"]
+                answered.append(answer["at"] - record["sent_at"])
     cpu_end_load = {f"load-{i + 1}": part[0].get("cpu", 0.0) for i, part in enumerate(per_client)}
     wall = time.monotonic() - started
     sampling.set()
@@ -560,8 +593,9 @@ def burst_cpu(timeline: list, since: float, until: float) -> dict:
     }
 
 
-def idle_run(app: App, ctx: dict, samples: int) -> dict:
-    """One stream on a quiet app, ``samples`` times: POST → stream.started and → first delta."""
+def idle_run(app: App, ctx: dict, samples: int, send: str = "http") -> dict:
+    """One stream on a quiet app, ``samples`` times: send → stream.started and → first delta
+    (``send``: POST, or ``message.send`` on the tab's socket)."""
     import httpx
     import websockets
 
@@ -582,11 +616,26 @@ def idle_run(app: App, ctx: dict, samples: int) -> dict:
                 pass
             for i in range(samples):
                 t0 = time.monotonic()
-                answer = await client.post(f"/api/mothership/chats/{chat_id}/messages", json={"content": f"idle {i}"})
-                answered.append(time.monotonic() - t0)
-                answer.raise_for_status()
-                stream_id = answer.json()["stream_id"]
-                while True:
+                early = []
+                if send == "socket":
+                    await ws.send(json.dumps({"type": "message.send", "conversationId": chat_id, "content": f"idle {i}"}))
+                    while (event := json.loads(await ws.recv()))["type"] != "message.sent":
+                        if event["type"] == "error":
+                            raise RuntimeError(event)
+                        early.append((event, time.monotonic()))  # the turn's first events may come first
+                    answered.append(time.monotonic() - t0)
+                    stream_id = event["streamId"]
+                else:
+                    answer = await client.post(f"/api/mothership/chats/{chat_id}/messages", json={"content": f"idle {i}"})
+                    answered.append(time.monotonic() - t0)
+                    answer.raise_for_status()
+                    stream_id = answer.json()["stream_id"]
+                kinds = {event["type"]: at for event, at in early if event.get("streamId") == stream_id}
+                if "stream.started" in kinds:
+                    started.append(kinds["stream.started"] - t0)
+                if "stream.delta" in kinds:
+                    deltas.append(kinds["stream.delta"] - t0)
+                while "stream.delta" not in kinds:
                     event = json.loads(await ws.recv())
                     if event.get("streamId") != stream_id:
                         continue
@@ -742,7 +791,7 @@ def report(label: str, run: dict, echo: dict | None) -> None:
     cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(run["cpu"].items()))
     print(f"  CPU s over {run['wall']:.1f} s wall: {cpu}")
     print(
-        f"  turn start: POST answered p50 / p99 {ms(run['answered'], 50)} / {ms(run['answered'], 99)} ms; "
+        f"  turn start: send answered p50 / p99 {ms(run['answered'], 50)} / {ms(run['answered'], 99)} ms; "
         f"created → claimed by a worker p50 / p99 {ms(run['queue_wait'], 50)} / {ms(run['queue_wait'], 99)} ms; "
         f"claimed → first delta p50 / p99 {ms(run['to_delta'], 50)} / {ms(run['to_delta'], 99)} ms"
     )
@@ -816,6 +865,12 @@ def main() -> None:
     parser.add_argument("--stalled-read", action="store_true", help="the control: those sockets read everything")
     parser.add_argument("--label", default="")
     parser.add_argument(
+        "--send",
+        choices=["socket", "http"],
+        default="socket",
+        help="how the messages are sent: on the tabs' sockets (message.send, as the page does) or POST …/messages",
+    )
+    parser.add_argument(
         "--app-dir", type=Path, default=ROOT, help="run the app of another checkout (an A/B against a base commit)"
     )
     args = parser.parse_args()
@@ -887,11 +942,11 @@ def main() -> None:
             f"{psutil.cpu_count()} cores; {args.clients} load clients"
         )
         if args.idle:
-            idle = idle_run(app, ctx, args.idle)
+            idle = idle_run(app, ctx, args.idle, args.send)
             print(
-                f"idle, 1 stream × 1 tab, {len(idle['started'])} turns: POST → stream.started p50 {ms(idle['started'], 50)} ms, "
-                f"p99 {ms(idle['started'], 99)} ms; POST → first delta p50 {ms(idle['first_delta'], 50)} ms; "
-                f"POST answered p50 {ms(idle['answered'], 50)} ms"
+                f"idle ({args.send} send), 1 stream × 1 tab, {len(idle['started'])} turns: send → stream.started p50 {ms(idle['started'], 50)} ms, "
+                f"p99 {ms(idle['started'], 99)} ms; send → first delta p50 {ms(idle['first_delta'], 50)} ms; "
+                f"send answered p50 {ms(idle['answered'], 50)} ms"
             )
         if args.warm_backlog:
             backlog = warm_backlog(args.warm_backlog)
@@ -902,8 +957,8 @@ def main() -> None:
             )
         echo = echo_run(args, tmp, app.redis_url) if args.echo else None
         print(
-            "| run | streams × tabs | delivery p50 / p99 / max | POST → first delta p50 / p99 | → started p99 "
-            "| lost / gaps / dups | wrong text | unfinished | POST statuses | PG connections (max) |"
+            "| run | streams × tabs | delivery p50 / p99 / max | send → first delta p50 / p99 | → started p99 "
+            "| lost / gaps / dups | wrong text | unfinished | send statuses | PG connections (max) |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for run_no in range(1, args.runs + 1):

@@ -70,9 +70,11 @@ class MothershipConsumer(AccessSocket, TileSocket, WarmingSocket, StreamSocket, 
         "subscribe": "on_subscribe",
         "unsubscribe": "on_chat_unsubscribe",
         "stream.resume": "on_resume",
+        "message.send": "on_message_send",
         "ping": "on_ping",
     }
     surfaces = {SURFACE_ID: WarmingSocket.surface_routes}  # noqa: RUF012
+    concurrent = frozenset({"message.send"})
 
     async def on_subscribe(self, content: dict) -> None:
         # One message type, two subscriptions: a workspace's tiles or a conversation's stream.

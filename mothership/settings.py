@@ -255,6 +255,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["ENGINE"] = "mothership.infra.sqlite3"
     # Web, worker and beat write concurrently: WAL plus IMMEDIATE transactions avoid
     # "database is locked" on upgrade from read to write.
+    # Each thread keeps its connection open (a SQLite connection is a file handle, not a server's
+    # slot): opening one (its pragmas, Django's functions) cost ~1 ms per request, per socket query
+    # and twice per turn. PostgreSQL instead hands connections back to its pool (above).
+    DATABASES["default"]["CONN_MAX_AGE"] = None
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",

@@ -6,16 +6,82 @@ per-stream log plus ``seq`` make what a socket sends gapless and duplicate-free.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from chats.selectors import user_is_member
+from chats.attachments import AttachmentRefused
+from chats.models import Chat
+from chats.selectors import chat_get_for_member, user_is_member
 from mothership.infra import metrics
 from mothership.infra.groups import chat_group
-from mothership.infra.socket import ClientError, require_uuid
+from mothership.infra.socket import ClientError, request_id, require_uuid
+from spend.services import BudgetExceeded
 from streams import eventlog, events
+from streams.api.serializers import MessageSendInput
 from streams.selectors import stream_in_chat
+from streams.services import CannotAnswerAgain, StreamConflict, TooManyTurns, message_send
+
+_SEND_FIELDS = ("content", "interrupt", "attachments")
+_sending: asyncio.Semaphore | None = None  # the process's sends at once (MOTHERSHIP_WEB_REQUEST_CONCURRENCY)
+
+
+def _send_slots() -> asyncio.Semaphore:
+    global _sending
+    if _sending is None:  # created on the server's own loop
+        _sending = asyncio.Semaphore(settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY)
+    return _sending
+
+
+def _validation_message(detail) -> str:
+    """The first sentence of a serializer's errors, named by its field."""
+    if isinstance(detail, dict):
+        field, errors = next(iter(detail.items()))
+        inner = _validation_message(errors)
+        return inner if field == "non_field_errors" or inner.startswith(f"{field}") else f"{field}: {inner}"
+    if isinstance(detail, list) and detail:
+        return _validation_message(detail[0])
+    return str(detail)
+
+
+def send_message(*, user, chat_id: str, content: dict) -> dict:
+    """A ``message.send``, in a thread: the member's chat (``Http404``), the message's fields (as
+    ``POST …/messages`` reads them), then ``message_send``; its refusals as ``ClientError`` codes
+    (what the HTTP API answers with a status: ``conflict`` 409, ``too_many_turns`` 429,
+    ``budget_exceeded`` 402, an attachment's own code)."""
+    chat = chat_get_for_member(user=user, chat_id=chat_id)
+    payload = MessageSendInput(data={field: content[field] for field in _SEND_FIELDS if field in content})
+    if not payload.is_valid():
+        raise ClientError("bad_request", _validation_message(payload.errors))
+    sent = payload.validated_data
+    try:
+        turn = message_send(
+            chat=chat,
+            user=user,
+            content=sent["content"],
+            attachment_ids=sent.get("attachments") or (),
+            interrupt=sent.get("interrupt"),
+        )
+    except StreamConflict as exc:
+        live = str(exc.active_stream_id) if exc.active_stream_id else None
+        raise ClientError("conflict", str(exc), activeStreamId=live) from None
+    except CannotAnswerAgain as exc:
+        raise ClientError("conflict", str(exc), activeStreamId=None) from None
+    except TooManyTurns as exc:
+        raise ClientError("too_many_turns", str(exc)) from None
+    except BudgetExceeded as exc:
+        raise ClientError(BudgetExceeded.code, str(exc)) from None
+    except AttachmentRefused as exc:
+        raise ClientError(exc.code, exc.detail) from None
+    except Chat.DoesNotExist:
+        raise ClientError("not_found", "No such conversation.") from None
+    return {
+        "streamId": str(turn.stream.id),
+        "messageId": str(turn.assistant_message.id),
+        "userMessageId": str(turn.user_message.id),
+    }
 
 
 class StreamSocket:
@@ -38,6 +104,21 @@ class StreamSocket:
         chat_id = require_uuid(content, "conversationId")
         await self.join_chat(chat_id)
         await self.send_json({"type": "subscribed", "conversationId": chat_id})
+
+    async def on_message_send(self, content: dict) -> None:
+        """Send a message over the socket the page holds (authenticated once): what ``POST
+        …/messages`` does, answered ``message.sent`` (or an error frame) with the ``requestId``."""
+        chat_id = require_uuid(content, "conversationId")
+        if "requestId" in content and request_id(content) is None:
+            raise ClientError("bad_request", "requestId must be a string of 1 to 64 characters.")
+        async with _send_slots():
+            sent = await database_sync_to_async(send_message, thread_sensitive=False)(
+                user=self.user, chat_id=chat_id, content=content
+            )
+        answer = {"type": "message.sent", "conversationId": chat_id, **sent}
+        if request_id(content) is not None:
+            answer["requestId"] = content["requestId"]
+        await self.send_json(answer)
 
     async def on_chat_unsubscribe(self, content: dict) -> None:
         chat_id = require_uuid(content, "conversationId")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, connections
 
 from mothership.infra import metrics
 
@@ -40,3 +40,14 @@ def retrying_database(call, *, for_seconds: float, what: str, on_failure=None):
         if failures:
             logger.warning("database back for %s after %d failed attempts", what, failures)
         return result
+
+
+def connection_release() -> None:
+    """Give this thread's database connection back while it waits a long time (a turn's model):
+    to the pool on PostgreSQL, so connections never grow with the turns in flight. A persistent
+    connection (SQLite's: a file handle, ``CONN_MAX_AGE = None``) is kept; so is one inside a
+    transaction (a test's keeps its connection)."""
+    conn = connections["default"]
+    if conn.settings_dict.get("CONN_MAX_AGE") is None or conn.in_atomic_block:
+        return
+    conn.close()

@@ -9,6 +9,7 @@ stays open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -36,11 +37,12 @@ MAX_FRAME_BYTES = 64 * 1024
 
 
 class ClientError(Exception):
-    """A client message the server refuses: answered with an error frame, the socket stays open."""
+    """A client message the server refuses: answered with an error frame, the socket stays open.
+    ``fields``: more of the frame (a conflict's ``activeStreamId``)."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, **fields):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.fields = code, message, fields
 
 
 def require_uuid(content: dict, field: str) -> str:
@@ -49,6 +51,12 @@ def require_uuid(content: dict, field: str) -> str:
     if parsed is None:
         raise ClientError("bad_request", f"{field} must be a UUID string.")
     return str(parsed)
+
+
+def request_id(content: dict) -> str | None:
+    """A message's ``requestId`` (a string of at most 64 characters, echoed in its answer), or None."""
+    value = content.get("requestId")
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
 
 
 class _Allowance:
@@ -80,6 +88,8 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
     routes: dict[str, str] = {}  # noqa: RUF012 (overridden per consumer, never mutated)
     surfaces: dict[str, dict[str, str]] = {}  # noqa: RUF012
+    # Message types handled beside the socket's other messages (a send waits on the database).
+    concurrent: frozenset[str] = frozenset()
 
     def setup_state(self) -> None:
         """Per-connection state; handler mixins extend it (cooperatively, through super())."""
@@ -90,6 +100,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         self.allowance = _Allowance(settings.MOTHERSHIP_WS_MESSAGES_PER_SECOND, settings.MOTHERSHIP_WS_MESSAGE_BURST)
         self.closed_by_server = False  # close_for_good: nothing more is sent
         self.recheck_task: asyncio.Task | None = None
+        self.handling: set[asyncio.Task] = set()  # the ``concurrent`` messages under way
 
     async def dispatch(self, message):
         """Channels' dispatch without its per-message ``close_old_connections`` thread hop.
@@ -221,12 +232,34 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error({}, "bad_request", "A message must be a JSON object.")
             return
         try:
+            handler = self._handler_for(content)
+        except ClientError as exc:
+            await self.send_error(content, exc.code, exc.message, **exc.fields)
+            return
+        if content["type"] in self.concurrent and "surfaceId" not in content:
+            # Beside the socket's other messages: its live events are not held up meanwhile.
+            task = asyncio.get_running_loop().create_task(self._handle_beside(content, handler))
+            self.handling.add(task)
+            task.add_done_callback(self.handling.discard)
+            return
+        await self._handle(content, handler)
+
+    async def _handle_beside(self, content: dict, handler) -> None:
+        try:
+            await self._handle(content, handler)
+        except Exception:  # what would have closed the socket: here, said to the client
+            logger.exception("socket message %s failed", content.get("type"))
+            with contextlib.suppress(Exception):  # (the socket may be gone meanwhile)
+                await self.send_error(content, "internal_error", "Something went wrong; try again.")
+
+    async def _handle(self, content: dict, handler) -> None:
+        """Run ``handler``; what it refuses (or what is away) becomes the message's error frame."""
+        try:
             with logs.log_context(chat_id=_log_id(content, "conversationId"), stream_id=_log_id(content, "streamId")):
-                handler = self._handler_for(content)
                 logger.debug("socket message %s", handler.__name__)
                 await handler(content)
         except ClientError as exc:
-            await self.send_error(content, exc.code, exc.message)
+            await self.send_error(content, exc.code, exc.message, **exc.fields)
         except Http404:
             await self.send_error(content, "not_found", "No such conversation.")
         except PermissionDenied as exc:
@@ -261,9 +294,11 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     async def on_ping(self, content: dict) -> None:
         await self.send_json({"type": "pong"})
 
-    async def send_error(self, content: dict, code: str, message: str) -> None:
-        frame = {"type": "error", "code": code, "message": message}
+    async def send_error(self, content: dict, code: str, message: str, **fields) -> None:
+        frame = {"type": "error", "code": code, "message": message, **fields}
         for field in ("conversationId", "workspaceId", "surfaceId"):
             if field in content:
                 frame[field] = content[field]
+        if request_id(content) is not None:  # the client's own name for what it asked
+            frame["requestId"] = content["requestId"]
         await self.send_json(frame)

@@ -42,6 +42,7 @@ const state = {
   settleTimer: null,
   sending: false,
   finished: new Set(), // streams this page saw end: never followed again
+  interrupted: new Map(), // stream → its reply: a turn this page stopped to send, settled by its terminal event
   prefix: "", // Continue: the kept text the followed stream's deltas go on from
   startedBy: root.dataset.activeStartedBy || null, // who sent the followed turn (a user id)
 };
@@ -180,6 +181,16 @@ function onEvent(event) {
     if (event.type === "stream.started" && event.seq === 1) adopt(event);
     else { adopt(event); state.lastSeq = 0; resume(); return; } // joined mid-way: replay it from the log
   }
+  // The turn a Stop and send stopped: its end may come after the new turn's answer (a socket
+  // answers before the events that arrived meanwhile); its reply still shows how it ended.
+  if (TERMINAL.includes(event.type) && state.interrupted.has(event.streamId) && event.streamId !== state.activeStreamId) {
+    const messageId = state.interrupted.get(event.streamId);
+    state.interrupted.delete(event.streamId);
+    state.finished.add(event.streamId);
+    reply.finish(messageId);
+    markStatus(messageId, event.type === "stream.completed" ? "complete" : event.type.slice("stream.".length), event.reason);
+    return;
+  }
   // Events of any stream that is no longer the active one are dropped: no stale tokens in the next turn.
   if (!state.activeStreamId || event.streamId !== state.activeStreamId) return;
   if (event.type === "stream.replay_gap") { onReplayGap(event); return; }
@@ -252,6 +263,7 @@ function connect() {
     onMessage: (event) => {
       if (event.surfaceId === SURFACE_ID) { warming.onMessage(event); return; }
       if (conversations.onMessage(event)) return;
+      if (answeredSend(event)) return;
       if (event.type === "error") { notice(event.message); return; }
       if (event.type?.startsWith("stream.")) onEvent(event);
     },
@@ -265,6 +277,45 @@ async function post(path, body) {
     body: JSON.stringify(body),
   });
   return { response, body: await response.json().catch(() => ({})) };
+}
+
+// A send goes over the socket the page already holds (no request to authenticate, parse and
+// answer: the cheapest way to start a turn), answered `message.sent` or an error frame with its
+// requestId; shaped here as the HTTP answer is, so the composer reads either. A message past a
+// frame (64 KiB; the API takes 100,000 characters), or no open socket, is posted instead.
+const SOCKET_FRAME_BYTES = 60 * 1024;
+const SOCKET_STATUS = { conflict: 409, forbidden: 403, not_found: 404, rate_limited: 429, too_many_turns: 429, budget_exceeded: 402, unavailable: 503 };
+const pendingSends = new Map(); // requestId → the send's answer, waiting
+let sendCount = 0;
+
+function sendOnSocket(payload) {
+  const socket = state.socket;
+  if (socket?.readyState !== WebSocket.OPEN) return null;
+  const requestId = `send-${Date.now().toString(36)}-${++sendCount}`;
+  const frame = JSON.stringify({ type: "message.send", conversationId: chatId, requestId, ...payload });
+  if (new TextEncoder().encode(frame).length > SOCKET_FRAME_BYTES) return null;
+  return new Promise((resolve, reject) => {
+    const lost = () => { pendingSends.delete(requestId); reject(new Error("the socket closed before the answer")); };
+    socket.addEventListener("close", lost, { once: true });
+    pendingSends.set(requestId, (message) => {
+      pendingSends.delete(requestId);
+      socket.removeEventListener("close", lost);
+      if (message.type === "message.sent") {
+        resolve({ response: { ok: true, status: 201 }, body: { stream_id: message.streamId, message_id: message.messageId, user_message_id: message.userMessageId } });
+      } else {
+        resolve({ response: { ok: false, status: SOCKET_STATUS[message.code] || 400 }, body: { detail: message.message, code: message.code, active_stream_id: message.activeStreamId ?? null } });
+      }
+    });
+    socket.send(frame);
+  });
+}
+
+// The answer to a send on the socket (true: it was one).
+function answeredSend(message) {
+  const answer = message.requestId && pendingSends.get(message.requestId);
+  if (!answer || (message.type !== "message.sent" && message.type !== "error")) return false;
+  answer(message);
+  return true;
 }
 
 const NOT_CANCELLED = {
@@ -333,21 +384,20 @@ composer.addEventListener("submit", async (e) => {
   // Stop and send: the server stops exactly the turn this page shows, then starts this one (a
   // member who may not stop that turn just sends, and is told to wait).
   const interrupt = mayStop() ? state.activeStreamId : null;
+  const interruptedReply = interrupt ? state.activeMessageId : null;
   const sentAt = performance.now();
   state.sending = true; // until the answer names the stream, its events are left to the replay below
   setBusy(true);
   let result;
   try {
     const ids = files.map((file) => file.id);
-    result = await post(`/api/mothership/chats/${chatId}/messages`, {
-      content,
-      ...(ids.length ? { attachments: ids } : {}),
-      ...(interrupt ? { interrupt } : {}),
-    });
+    const payload = { content, ...(ids.length ? { attachments: ids } : {}), ...(interrupt ? { interrupt } : {}) };
+    result = await (sendOnSocket(payload) ?? post(`/api/mothership/chats/${chatId}/messages`, payload));
   } catch (err) {
     state.sending = false;
     setBusy(Boolean(state.activeStreamId));
-    notice("Could not reach the server; your message was not sent.");
+    // Lost mid-send, it may have started: its events, once the socket is back, show it here.
+    notice("The connection dropped while sending. If your message went through, it appears here in a moment; if not, it is still in the box.");
     return;
   } finally {
     state.sending = false;
@@ -363,6 +413,7 @@ composer.addEventListener("submit", async (e) => {
     } else notice(body.detail || `Error ${response.status}`);
     return;
   }
+  if (interrupt && state.activeStreamId === interrupt) state.interrupted.set(interrupt, interruptedReply); // not settled yet
   input.value = "";
   tray.sent(files.map((file) => file.id));
   nameFromFirstMessage(content || files[0]?.name || ""); // as the server names it: the text, else the first file

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 
 from chats.api.serializers import MessageOutput
 from chats.attachments.selectors import message_attachments
+from mothership.infra.api import StrictCharField, StrictUUIDField
 from streams.selectors import message_cost
+
+
+@extend_schema_serializer(component_name="MessageSendInput")
+class MessageSendInput(serializers.Serializer):
+    """A message sent: ``POST …/messages`` and the socket's ``message.send`` read the same fields."""
+
+    content = StrictCharField(max_length=100_000, trim_whitespace=True, allow_blank=True)
+    # Stop and send: the id of the turn the page shows as running, stopped before this one starts.
+    interrupt = StrictUUIDField(required=False)
+    attachments = serializers.ListField(
+        child=StrictUUIDField(),
+        required=False,
+        max_length=100,
+        help_text="Files uploaded to this chat (POST …/attachments), in the order the model reads them.",
+    )
+
+    def validate(self, attrs):
+        if not attrs["content"] and not attrs.get("attachments"):
+            raise ValidationError({"content": ["Write a message or attach a file."]})
+        return attrs
 
 
 class MessageCostOutput(MessageOutput):

@@ -22,7 +22,7 @@ from mothership.infra.api import (
 )
 from mothership.infra.throttles import user_rate_check
 from spend.services import BudgetExceeded
-from streams.api.serializers import MessageCostOutput, messages_output
+from streams.api.serializers import MessageCostOutput, MessageSendInput, messages_output
 from streams.providers import models
 from streams.selectors import STOP_REFUSED, user_may_stop
 from streams.services import (
@@ -30,13 +30,11 @@ from streams.services import (
     StreamConflict,
     ToolCallNotWaiting,
     TooManyTurns,
+    message_send,
     stream_answer_again,
     stream_cancel,
     stream_edit,
-    stream_interrupt_and_start,
-    stream_start,
     tool_call_decide,
-    turn_attachments,
 )
 
 # When a user at the cap of turns running at once should look again (a turn takes seconds).
@@ -60,22 +58,7 @@ class ChatMessagesApi(APIView):
             raise ValidationError({"cursor": ["Not a cursor this API gave; use the one from the Link header."]}) from None
         return Response(messages_output(messages), headers=cursors.link_header(request, earlier))
 
-    @extend_schema_serializer(component_name="MessageSendInput")
-    class Input(serializers.Serializer):
-        content = StrictCharField(max_length=100_000, trim_whitespace=True, allow_blank=True)
-        # Stop and send: the id of the turn the page shows as running, stopped before this one starts.
-        interrupt = StrictUUIDField(required=False)
-        attachments = serializers.ListField(
-            child=StrictUUIDField(),
-            required=False,
-            max_length=100,
-            help_text="Files uploaded to this chat (POST …/attachments), in the order the model reads them.",
-        )
-
-        def validate(self, attrs):
-            if not attrs["content"] and not attrs.get("attachments"):
-                raise ValidationError({"content": ["Write a message or attach a file."]})
-            return attrs
+    Input = MessageSendInput
 
     @extend_schema(
         request=Input,
@@ -106,21 +89,16 @@ class ChatMessagesApi(APIView):
         chat = chat_get_for_member(user=request.user, chat_id=chat_id)
         payload = self.Input(data=request.data)
         payload.is_valid(raise_exception=True)
-        content, interrupt = payload.validated_data["content"], payload.validated_data.get("interrupt")
-        if interrupt is not None and not user_may_stop(user=request.user, chat=chat, stream_id=interrupt):
-            raise PermissionDenied(STOP_REFUSED)  # nothing stopped, nothing sent
-        user_rate_check(scope="send", user=request.user)
-        try:  # before anything is stopped or started: a file the model cannot read refuses the send
-            files = turn_attachments(chat=chat, user=request.user, attachment_ids=payload.validated_data.get("attachments") or [])
-        except AttachmentRefused as exc:
-            return Response({"detail": exc.detail, "code": exc.code}, status=exc.status)
-        if interrupt is not None:
-            return _turn_started(
-                lambda: stream_interrupt_and_start(
-                    chat=chat, content=content, interrupt=interrupt, user=request.user, attachments=files
-                )
+        sent = payload.validated_data
+        return _turn_started(
+            lambda: message_send(
+                chat=chat,
+                user=request.user,
+                content=sent["content"],
+                attachment_ids=sent.get("attachments") or (),
+                interrupt=sent.get("interrupt"),
             )
-        return _turn_started(lambda: stream_start(chat=chat, content=content, user=request.user, attachments=files))
+        )
 
 
 def _turn_started(start) -> Response:
@@ -138,7 +116,7 @@ def _turn_started(start) -> Response:
         raise PaymentRequired({"code": BudgetExceeded.code, "detail": str(exc)}) from None
     except Chat.DoesNotExist:
         raise Http404("No such chat.") from None
-    except AttachmentRefused as exc:  # an edited question's files, which the chat's model cannot read
+    except AttachmentRefused as exc:  # a file the chat's model cannot read (a send's, an edited question's)
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status)
     body = {
         "stream_id": str(turn.stream.id),

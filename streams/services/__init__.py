@@ -6,6 +6,7 @@ from streams.services.cancel import CancelOutcome, stream_cancel, streams_cancel
 from streams.services.finalize import stream_finalize
 from streams.services.interrupt import stream_interrupt_and_start
 from streams.services.run import stream_run
+from streams.services.send import message_send
 from streams.services.start import (
     CannotAnswerAgain,
     StartedTurn,
@@ -22,6 +23,7 @@ __all__ = [
     "CannotAnswerAgain",
     "NotInChat",
     "chat_show_branch",
+    "message_send",
     "CancelOutcome",
     "StartedTurn",
     "StreamConflict",

@@ -602,3 +602,37 @@ def test_the_tools_picker_lists_the_servers_tools_and_saves_the_chats_choice(log
     page.reload()
     expect(page.locator('#tools-form input[value="demo.roll"]')).to_be_checked()
     expect(page.locator('#tools-form input[value="demo.clock"]')).not_to_be_checked()
+
+
+def test_a_message_goes_over_the_pages_socket_and_a_long_one_is_posted(login, user, chat, stack):
+    context, page = login(user)
+    posts, sent, heard = [], [], []
+
+    def watch(ws):
+        ws.on("framesent", lambda payload: sent.append(str(payload)))
+        ws.on("framereceived", lambda payload: heard.append(str(payload)))
+
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and r.url.endswith("/messages") else None)
+    page.on("websocket", watch)
+    page.goto(f"{stack.url}/chats/{chat.id}/")
+    deadline = time.monotonic() + 10
+    while not any('"subscribed"' in frame for frame in heard) and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+
+    _send(page, "/echo over the socket")
+    expect(page.locator(".msg--assistant").last).to_contain_text("over the socket", timeout=10000)
+    expect(page.locator("#send")).to_have_text("Send", timeout=10000)  # the turn ended
+    assert posts == []  # no request: the socket carried it
+    sends = [frame for frame in sent if '"message.send"' in frame]
+    assert len(sends) == 1 and "over the socket" in sends[0]
+    assert any('"message.sent"' in frame for frame in heard)
+    assert Message.objects.filter(chat=chat, role="user", content="/echo over the socket").count() == 1
+
+    long = "word " * 14_000  # 70 KB: past a socket frame, so the page posts it
+    _send(page, long)
+    expect(page.locator(".msg--assistant")).to_have_count(2, timeout=10000)
+    _wait_streaming(page, 3)
+    assert len(posts) == 1 and len([frame for frame in sent if '"message.send"' in frame]) == 1
+    assert Message.objects.filter(chat=chat, role="user", content=long.strip()).count() == 1
+    page.click("#stop")
+    expect(page.locator("#stop")).to_be_hidden(timeout=5000)

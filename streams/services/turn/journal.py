@@ -19,11 +19,11 @@ import logging
 import threading
 import time
 
-from django import db
 from django.conf import settings
 from django.utils import timezone
 
 from mothership.infra import metrics
+from mothership.infra.database import connection_release
 from mothership.infra.redis import UNAVAILABLE, retrying
 from streams import eventlog, events, frames, locks
 from streams.models import Stream
@@ -157,8 +157,7 @@ class Journal:
         owner = locks.lock_owner(chat_id=self.chat_id)
         if owner is None:
             live = Stream.objects.filter(pk=self.stream.pk, status=Stream.Status.STREAMING).exists()
-            if not db.connection.in_atomic_block:  # back to the pool: this runs on the clock's thread too
-                db.connection.close()
+            connection_release()  # back to the pool: this runs on the clock's thread too
             if live and locks.lock_acquire(chat_id=self.chat_id, stream_id=self.stream.id):
                 logger.warning("stream %s took its lock again after Redis lost it", self.stream.id)
                 return True

@@ -19,12 +19,11 @@ import threading
 import time
 
 import redis
-from django import db
 from django.conf import settings
 from django.utils import timezone
 
 from mothership.infra import metrics
-from mothership.infra.database import retrying_database
+from mothership.infra.database import connection_release, retrying_database
 from mothership.infra.signals import send_logged
 from streams import abort, approvals, eventlog, events
 from streams.models import Stream
@@ -109,8 +108,7 @@ class Turn:
         self.history = prompt_sent(history, prefix)
         # The model may take minutes: the database connection goes back to the pool meanwhile
         # (the seal takes one again), so connections never grow with the turns in flight.
-        if not db.connection.in_atomic_block:  # (a test's transaction keeps its connection)
-            db.connection.close()
+        connection_release()
         provider = get_provider(self.stream.model_id or None)
         self.meter.delta_is_token = getattr(provider, "delta_is_token", False)
         ended = False
