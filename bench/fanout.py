@@ -802,6 +802,19 @@ def report(label: str, run: dict, echo: dict | None) -> None:
             f"  burst (sends → p99 first delta, {b['wall']:.2f} s): box {b['busy_share']:.0%} busy on {b['cores']} cores; "
             f"CPU s: {per}, everything else (the load clients, the bench, PostgreSQL) {b['others']:.2f}"
         )
+        # Per turn of the burst (what a turn's start costs, the streaming of the turns already started included).
+        kinds = {"web": 0.0, "worker": 0.0, "redis": 0.0}
+        for name, seconds in b["per_process"].items():
+            kind = name.split("-")[0]
+            if kind in kinds:
+                kinds[kind] += seconds
+        n = max(1, run["streams"])
+        app_ms = sum(b["per_process"].values()) * 1000 / n
+        print(
+            f"  per turn in the burst: web {kinds['web'] * 1000 / n:.1f} ms, workers {kinds['worker'] * 1000 / n:.1f} ms, "
+            f"redis {kinds['redis'] * 1000 / n:.1f} ms, the app in all {app_ms:.1f} ms, the box in all "
+            f"{(sum(b['per_process'].values()) + b['others']) * 1000 / n:.1f} ms of CPU"
+        )
     events_per_s = run["events"] / run["wall"]
     print(f"  events at the sockets: {run['events']:,} ({events_per_s:,.0f}/s); replayed, not live: {run['not_live']}")
     m = run["mem"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, OuterRef, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -53,7 +53,8 @@ def _check_turn_cap(user) -> None:
     and the cap is never overrun. Two statements: a count in the locking statement would read
     the snapshot from before the wait (READ COMMITTED) and miss the turn that held the lock."""
     limit = settings.MOTHERSHIP_MAX_CONCURRENT_TURNS
-    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+    if connection.vendor != "sqlite":  # SQLite's write transaction already holds the whole database
+        get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
     if Stream.objects.filter(started_by=user.pk, status__in=Stream.LIVE_STATUSES).count() >= limit:
         raise TooManyTurns(limit)
 

@@ -55,3 +55,23 @@ def test_a_writer_in_another_process_holds_it_off_and_a_bounded_wait_says_databa
 )
 def test_which_statements_are_writes(query, write):
     assert _is_write(query) is write
+
+
+@pytest.mark.django_db
+def test_debug_keeps_no_log_of_statements_but_a_capture_still_counts_them(settings):
+    """DEBUG (as `make run` sets it) would log every statement in memory, and on SQLite run a second
+    one per query to quote its parameters; nothing reads that log, so it is off. The tests'
+    query counts (``CaptureQueriesContext``) still see every statement."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection, reset_queries
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite backend's own setting")
+    settings.DEBUG = True
+    reset_queries()
+    get_user_model().objects.filter(username="nobody").exists()
+    assert connection.queries == []
+    with CaptureQueriesContext(connection) as captured:
+        get_user_model().objects.filter(username="nobody").exists()
+    assert len(captured) == 1 and "nobody" in captured[0]["sql"]

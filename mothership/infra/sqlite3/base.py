@@ -106,6 +106,13 @@ class CursorWrapper(base.SQLiteCursorWrapper):
 class DatabaseWrapper(base.DatabaseWrapper):
     writer: WriterLock | None = None
 
+    @property
+    def queries_logged(self) -> bool:
+        """Only when asked (the tests' ``CaptureQueriesContext``), never for DEBUG: its log of every
+        statement is read by nothing here (the settings keep SQL out of the logs), and on SQLite it
+        costs a second statement per query (Django quotes the parameters with ``SELECT QUOTE(?)``)."""
+        return self.force_debug_cursor
+
     def get_new_connection(self, conn_params):
         connection = super().get_new_connection(conn_params)
         if not self.is_in_memory_db():
