@@ -6,11 +6,9 @@ per-stream log plus ``seq`` make what a socket sends gapless and duplicate-free.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 
 from chats.attachments import AttachmentRefused
 from chats.models import Chat
@@ -25,14 +23,6 @@ from streams.selectors import stream_in_chat
 from streams.services import CannotAnswerAgain, StreamConflict, TooManyTurns, message_send
 
 _SEND_FIELDS = ("content", "interrupt", "attachments")
-_sending: asyncio.Semaphore | None = None  # the process's sends at once (MOTHERSHIP_WEB_REQUEST_CONCURRENCY)
-
-
-def _send_slots() -> asyncio.Semaphore:
-    global _sending
-    if _sending is None:  # created on the server's own loop
-        _sending = asyncio.Semaphore(settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY)
-    return _sending
 
 
 def _validation_message(detail) -> str:
@@ -111,10 +101,9 @@ class StreamSocket:
         chat_id = require_uuid(content, "conversationId")
         if "requestId" in content and request_id(content) is None:
             raise ClientError("bad_request", "requestId must be a string of 1 to 64 characters.")
-        async with _send_slots():
-            sent = await database_sync_to_async(send_message, thread_sensitive=False)(
-                user=self.user, chat_id=chat_id, content=content
-            )
+        # In the process's one thread for the sockets' database work, as every socket query: the
+        # sends of a burst go one after another (SQLite's writer lock would take them so anyway).
+        sent = await database_sync_to_async(send_message)(user=self.user, chat_id=chat_id, content=content)
         answer = {"type": "message.sent", "conversationId": chat_id, **sent}
         if request_id(content) is not None:
             answer["requestId"] = content["requestId"]
