@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import Length
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
@@ -385,9 +385,16 @@ def conversation_prefix(*, chat_id, until: Message | None = None, system: str | 
         if until is not None and system is not None
         else Chat.objects.filter(pk=chat_id).values("leaf_id", "system_prompt").first() or {}
     )
-    rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", "role", "content")
-    nodes = {pk: rest for pk, *rest in rows}
-    messages = _prefix(nodes, until.pk if until is not None else chat.get("leaf_id"), _attached(chat_ids=[chat_id]))
+    # Whether each message has files, in the same query: their read is skipped when none has any.
+    has_files = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("pk")))
+    rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", "role", "content", has_files)
+    nodes, with_files = {}, []
+    for pk, parent_id, role, content, files in rows:
+        nodes[pk] = (parent_id, role, content)
+        if files:
+            with_files.append(pk)
+    attached = prompt_attachments(message_ids=with_files) if with_files else {}
+    messages = _prefix(nodes, until.pk if until is not None else chat.get("leaf_id"), attached)
     return _with_system(chat.get("system_prompt", "") if system is None else system, messages)
 
 

@@ -16,10 +16,12 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from chats.api.serializers import attachment_json
 from chats.attachments.selectors import message_attachments
+from chats.models import Message
 from mothership.infra import logs
 from mothership.infra.database import retrying_database
 from mothership.infra.signals import send_logged
@@ -79,7 +81,14 @@ def stream_run(*, stream_id) -> str:
 
 def _claim(stream_id) -> Stream | str:
     """Move a queued stream to ``streaming`` if its lock is still its own; else why not."""
-    stream = Stream.objects.select_related("user_message", "chat__workspace__budget").filter(pk=stream_id).first()
+    # Whether the question has files, in the same read: ``stream.started`` looks them up only then.
+    question_files = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("user_message_id")))
+    stream = (
+        Stream.objects.select_related("user_message", "chat__workspace__budget")
+        .annotate(question_files=question_files)
+        .filter(pk=stream_id)
+        .first()
+    )
     if stream is None or stream.status != Stream.Status.QUEUED:
         return "not_queued"
     # The lock must still be ours (a stream whose lock expired in the queue never starts); from
@@ -161,7 +170,7 @@ def _execute(turn: Turn) -> _Outcome:
 
 def _user_attachments(stream) -> dict:
     """``userAttachments`` of the start event, when the question carries files (one indexed read)."""
-    if not stream.user_message_id:
+    if not stream.user_message_id or not getattr(stream, "question_files", True):
         return {}
     files = message_attachments(message_ids=[stream.user_message_id]).get(stream.user_message_id)
     return {"userAttachments": [attachment_json(a) for a in files]} if files else {}
