@@ -6,9 +6,13 @@ per-stream log plus ``seq`` make what a socket sends gapless and duplicate-free.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
 
 from chats.attachments import AttachmentRefused
 from chats.models import Chat
@@ -23,6 +27,27 @@ from streams.selectors import stream_in_chat
 from streams.services import CannotAnswerAgain, StreamConflict, TooManyTurns, message_send
 
 _SEND_FIELDS = ("content", "interrupt", "attachments")
+_sending: asyncio.Semaphore | None = None
+
+
+def _send_slots() -> asyncio.Semaphore:
+    """The sends a web process runs at once: ``MOTHERSHIP_WEB_REQUEST_CONCURRENCY``, as its requests."""
+    global _sending
+    if _sending is None:  # made on the server's own loop
+        _sending = asyncio.Semaphore(settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY)
+    return _sending
+
+
+def _send_closing(**kwargs) -> dict:
+    """``send_message`` in a thread of the loop's pool, its database connection given back (or kept,
+    where connections persist: SQLite) before the thread returns. Closed here, in the call itself:
+    channels' close around a call outside its one sync thread does not reach it, and on PostgreSQL
+    each send kept a pooled connection until the pool ran dry."""
+    close_old_connections()
+    try:
+        return send_message(**kwargs)
+    finally:
+        close_old_connections()
 
 
 def _validation_message(detail) -> str:
@@ -101,9 +126,10 @@ class StreamSocket:
         chat_id = require_uuid(content, "conversationId")
         if "requestId" in content and request_id(content) is None:
             raise ClientError("bad_request", "requestId must be a string of 1 to 64 characters.")
-        # In the process's one thread for the sockets' database work, as every socket query: the
-        # sends of a burst go one after another (SQLite's writer lock would take them so anyway).
-        sent = await database_sync_to_async(send_message)(user=self.user, chat_id=chat_id, content=content)
+        # Beside the process's one thread for the sockets' other database work, a few at a time, as
+        # requests are (a burst's sends would otherwise queue behind one another in that thread).
+        async with _send_slots():
+            sent = await sync_to_async(_send_closing, thread_sensitive=False)(user=self.user, chat_id=chat_id, content=content)
         answer = {"type": "message.sent", "conversationId": chat_id, **sent}
         if request_id(content) is not None:
             answer["requestId"] = content["requestId"]

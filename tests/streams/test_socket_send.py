@@ -5,6 +5,7 @@ queued (no worker: ``tests/e2e/test_socket_send.py`` runs them)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 
@@ -170,3 +171,20 @@ async def test_an_upload_of_another_chat_is_refused_with_the_apis_code(user, wor
     assert answer["message"].startswith(f"No such file in this conversation: {missing}")
     assert not await database_sync_to_async(Message.objects.filter(chat=chat).exists)()
     await socket.disconnect()
+
+
+async def test_sends_at_once_give_their_database_connections_back(user, workspace, turns_not_enqueued):
+    """Each send runs in a thread of the loop's pool: on PostgreSQL its pooled connection goes back
+    when it ends (else a web process's pool runs dry after a few bursts and every request waits)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("connections are pooled on PostgreSQL only (a SQLite thread keeps its own)")
+    chats = [await database_sync_to_async(factories.ChatFactory)(workspace=workspace) for _ in range(12)]
+    sockets = [await _socket(user) for _ in chats]
+    answers = await asyncio.gather(*(_ask(s, conversationId=str(c.id), content="at once") for s, c in zip(sockets, chats)))
+    assert [a["type"] for a in answers] == ["message.sent"] * len(chats)
+    stats = await database_sync_to_async(lambda: connection.pool.get_stats())()
+    assert stats["pool_size"] - stats["pool_available"] <= 1, stats  # at most the test's own
+    for socket in sockets:
+        await socket.disconnect()
