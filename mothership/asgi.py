@@ -10,7 +10,6 @@ django_asgi_app = get_asgi_application()
 
 # The app serves its own CSS and ES modules through WhiteNoise (see settings: STORAGES).
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
@@ -20,7 +19,7 @@ from mothership.infra.logs import adopt_server_loggers  # noqa: E402
 from mothership.infra.request_ids import RequestIdMiddleware  # noqa: E402
 from mothership.infra.uploads import RequestBodyLimit  # noqa: E402
 from mothership.routing import websocket_urlpatterns  # noqa: E402
-from mothership.ws_auth import TokenAuthMiddleware, origin_validator  # noqa: E402
+from mothership.ws_auth import TokenAuthMiddleware, origin_validator, socket_auth_stack  # noqa: E402
 from streams.providers import get_provider  # noqa: E402
 
 
@@ -70,7 +69,7 @@ application = Lifespan(
                     ),
                     limit=settings.MOTHERSHIP_WEB_REQUEST_CONCURRENCY,
                 ),
-                "websocket": origin_validator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+                "websocket": origin_validator(socket_auth_stack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
             }
         )
     )

@@ -185,7 +185,7 @@ class StreamSocket:
                     break
                 await self._forward(missed)
         if self._advance(stream_id, seq):
-            await self.send(text_data=message["text"])
+            await self.send_text(message["text"])
             if "at" in message:  # appended at the worker at this epoch ms (streams.eventlog)
                 metrics.observe(metrics.DELIVERY_LAG, max(0.0, time.time() - message["at"] / 1000))
 

@@ -22,8 +22,9 @@ from django.db import transaction
 from mothership.infra.redis import get_redis
 
 
+@functools.lru_cache(maxsize=4096)
 def chat_group(chat_id) -> str:
-    """A conversation's stream events."""
+    """A conversation's stream events. (Kept: the fan-out asks it for every event at every socket.)"""
     return f"chat.{uuid.UUID(str(chat_id))}"
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from collections import defaultdict
@@ -249,3 +250,25 @@ class ChannelLayer(RedisPubSubChannelLayer):
             self._layers[loop] = layer
             _wrap_close(self, loop)
         return layer
+
+
+def channel_receiver(layer, channel: str):
+    """``layer.receive`` bound to ``channel`` on this loop's layer: channels' proxy looks the
+    loop's layer up again for every message a socket receives."""
+    if isinstance(layer, RedisPubSubChannelLayer):
+        return functools.partial(layer._get_layer().receive, channel)
+    return functools.partial(layer.receive, channel)
+
+
+async def discard_channel(layer, channel: str) -> None:
+    """Forget a consumer's channel (its queue, its subscription), as ``receive`` does when it is
+    cancelled waiting: a consumer stopped while a message of the channel was being dispatched
+    never gets back to waiting on it."""
+    if not isinstance(layer, RedisPubSubChannelLayer):
+        return
+    loop_layer = layer._get_layer()
+    if loop_layer.channels.pop(channel, None) is not None:
+        try:
+            await loop_layer._get_shard(channel).unsubscribe(channel)
+        except Exception:
+            logger.exception("could not unsubscribe the channel of a closed socket")

@@ -17,7 +17,9 @@ import time
 
 import redis
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError, OperationalError
@@ -26,6 +28,7 @@ from rest_framework.exceptions import Throttled
 
 from mothership.infra import logs, metrics
 from mothership.infra.groups import user_group
+from mothership.infra.pubsub import channel_receiver, discard_channel
 from mothership.infra.uuids import parse_uuid
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,40 @@ def request_id(content: dict) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 64 else None
 
 
+_YIELD_EVERY = 64  # messages a source hands over in a row before the loop's other tasks get a turn
+
+
+async def _dispatch_serially(sources, dispatch) -> None:
+    """What channels' ``await_many_dispatch`` does, without its two tasks and an ``asyncio.wait``
+    per message (a fifth of a web process's fan-out CPU): a reader per source, each taking its
+    next message once its last one was dispatched, the dispatches one at a time (a lock), in
+    the order they were taken. Returns (raises) when a dispatch raises (``StopConsumer``)."""
+    lock = asyncio.Lock()
+
+    async def read(source) -> None:
+        taken = 0
+        while True:
+            message = await source()
+            async with lock:
+                await dispatch(message)
+            taken += 1
+            if taken % _YIELD_EVERY == 0:  # a long backlog does not hold the loop
+                await asyncio.sleep(0)
+
+    loop = asyncio.get_running_loop()
+    readers = [loop.create_task(read(source)) for source in sources]
+    try:
+        done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+        for reader in done:
+            reader.result()  # its exception (a reader only ends by one)
+    finally:
+        for reader in readers:
+            reader.cancel()
+        for reader in readers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+
 class _Allowance:
     """A token bucket: ``burst`` messages at once, refilled at ``rate`` a second."""
 
@@ -90,6 +127,21 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     surfaces: dict[str, dict[str, str]] = {}  # noqa: RUF012
     # Message types handled beside the socket's other messages (a send waits on the database).
     concurrent: frozenset[str] = frozenset()
+
+    async def __call__(self, scope, receive, send):
+        """Channels' ``AsyncConsumer.__call__`` with a leaner loop (``_dispatch_serially``): the
+        socket's client messages and its channel-layer events, dispatched one at a time."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = channel_receiver(self.channel_layer, self.channel_name)
+        self.base_send = send
+        try:
+            await _dispatch_serially((receive, self.channel_receive), self.dispatch)
+        except StopConsumer:
+            pass
+        finally:
+            await discard_channel(self.channel_layer, self.channel_name)
 
     def setup_state(self) -> None:
         """Per-connection state; handler mixins extend it (cooperatively, through super())."""
@@ -180,6 +232,11 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "closed_by_server", False):
             return  # an event dispatched after close_for_good: the socket said its last word
         await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def send_text(self, text: str) -> None:
+        """``send(text_data=text)`` in one call: the fan-out's path, taken for every event at every socket."""
+        if not self.closed_by_server:
+            await self.base_send({"type": "websocket.send", "text": text})
 
     async def join(self, group: str, *, grant: tuple[str, str, dict] | None = None) -> None:
         """Join ``group``; ``grant`` is (``"chat"`` or ``"workspace"``, its id, the fields naming it)."""
