@@ -17,6 +17,7 @@ from chats import search
 from chats.attachments.selectors import chat_message_attachments, prompt_attachments
 from chats.models import Chat, ChatShare, Membership, Message, Workspace
 from mothership.infra import cursors
+from mothership.infra.prepared import PreparedRead
 from mothership.infra.uuids import parse_uuid
 
 __all__ = [
@@ -148,9 +149,15 @@ def still_visible(*, user_ref, chat_ids, workspace_ids) -> tuple[dict[str, Exist
     return chats, workspaces
 
 
+# Every send's first read, compiled once (``mothership.infra.prepared``).
+_CHAT_FOR_MEMBER = PreparedRead(
+    lambda user_id, chat_id: member_chats(user=user_id).select_related("workspace").filter(pk=chat_id), kinds=(int, uuid.UUID)
+)
+
+
 def chat_get_for_member(*, user, chat_id) -> Chat:
     pk = parse_uuid(chat_id)
-    chat = member_chats(user=user).select_related("workspace").filter(pk=pk).first() if pk else None
+    chat = next(iter(_CHAT_FOR_MEMBER.run(user.pk, pk)), None) if pk and user.pk is not None else None
     if chat is None:
         raise Http404("No such chat.")
     return chat

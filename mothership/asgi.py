@@ -27,18 +27,27 @@ def _warm_up() -> None:
     """Do now, once, what the first requests would otherwise each do at the same time.
 
     A burst right after a start (a deploy, a restart, every tab reconnecting) would otherwise
-    import the provider and Celery's publisher, build the URL resolver and compile the tile's
-    template in every one of its request threads at once: seconds of CPU on a small machine.
+    import the provider and Celery's publisher (its event dispatcher too), build the URL
+    resolver, compile the tile's template and the sends' prepared reads in every one of its
+    request threads at once: seconds of CPU on a small machine.
     """
+    import threading
+
     from django.template.loader import get_template
     from django.urls import get_resolver
 
     from mothership.celery import app as celery_app
+    from mothership.infra.prepared import prepare_all
 
     get_provider()
-    celery_app.amqp  # noqa: B018 (builds Celery's publisher side)
+    celery_app.amqp.send_task_message  # noqa: B018 (builds Celery's publisher side)
     get_resolver().reverse_dict  # noqa: B018
     get_template("mothership/_tile.html")
+    # In a thread of its own: compiling may connect (PostgreSQL's version), which the server's
+    # event loop thread may not do.
+    compiling = threading.Thread(target=prepare_all, name="prepare-reads")
+    compiling.start()
+    compiling.join()
 
 
 _warm_up()

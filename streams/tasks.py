@@ -76,6 +76,45 @@ def _sweep_lost_workers() -> None:
 
 
 @worker_ready.connect
+def _warm_up_turns(sender, **kwargs) -> None:
+    """What a turn's first run in this process would do once, done now, off the start path: a
+    burst right after a start would otherwise do it in each of its turns' threads at once."""
+    import threading
+
+    turn_queue = sender.app.conf.task_default_queue
+    if turn_queue in {queue.name for queue in sender.task_consumer.queues}:
+        threading.Thread(target=_warm_up, name="turn-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    import logging
+
+    from channels.layers import get_channel_layer
+    from django.template.loader import get_template
+
+    from mothership.infra.prepared import prepare_all
+    from mothership.infra.redis import get_redis
+    from streams import eventlog
+    from streams.providers import get_provider
+
+    try:
+        get_channel_layer()  # the layer's module (an event's publish names its group through it)
+        get_provider()
+        get_template("mothership/_tile.html")
+        eventlog._append_script()
+        pool = get_redis().connection_pool  # a few connections open before the turns ask for them
+        opened = [pool.get_connection() for _ in range(_REDIS_CONNECTIONS_AHEAD)]
+        for connection in opened:
+            pool.release(connection)
+        prepare_all()
+    except Exception:  # a turn does it all again itself
+        logging.getLogger(__name__).exception("the turn worker's warm-up failed")
+
+
+_REDIS_CONNECTIONS_AHEAD = 8
+
+
+@worker_ready.connect
 def _list_tools(sender, **kwargs) -> None:
     """Each MCP server's tools listed once the worker is up (off its start path), for the pages' picker."""
     import threading

@@ -13,6 +13,7 @@ are written before the terminal event once Redis takes writes again.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from chats.attachments.selectors import message_attachments
 from chats.models import Message
 from mothership.infra import logs
 from mothership.infra.database import retrying_database
+from mothership.infra.prepared import PreparedRead
 from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, locks, workers
 from streams.models import Stream
@@ -79,16 +81,23 @@ def stream_run(*, stream_id) -> str:
     return outcome.status if finalized else "already_finalized"
 
 
-def _claim(stream_id) -> Stream | str:
-    """Move a queued stream to ``streaming`` if its lock is still its own; else why not."""
+def _turn_read(stream_id):
     # Whether the question has files, in the same read: ``stream.started`` looks them up only then.
     question_files = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("user_message_id")))
-    stream = (
+    return (
         Stream.objects.select_related("user_message", "chat__workspace__budget")
         .annotate(question_files=question_files)
         .filter(pk=stream_id)
-        .first()
     )
+
+
+# Every turn's first read, compiled once (``mothership.infra.prepared``).
+TURN_READ = PreparedRead(_turn_read, kinds=(uuid.UUID,))
+
+
+def _claim(stream_id) -> Stream | str:
+    """Move a queued stream to ``streaming`` if its lock is still its own; else why not."""
+    stream = next(iter(TURN_READ.run(stream_id)), None)
     if stream is None or stream.status != Stream.Status.QUEUED:
         return "not_queued"
     # The lock must still be ours (a stream whose lock expired in the queue never starts); from

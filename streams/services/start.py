@@ -15,6 +15,7 @@ from django.utils import timezone
 from chats.attachments.selectors import attachments_for_send, message_attachments
 from chats.attachments.service import AttachmentRefused
 from chats.models import Attachment, Chat, Message, title_from
+from mothership.infra.prepared import PreparedRead
 from mothership.infra.signals import send_logged
 from mothership.infra.uuids import parse_uuid
 from streams import locks
@@ -120,6 +121,14 @@ def stream_edit(*, chat: Chat, message_id, content: str, user=None) -> StartedTu
     return _start(chat=chat, user=user, content=content, edit=message_id, attachments=files)
 
 
+def _shown_leaf_read(chat_id):
+    newest = Message.objects.filter(chat_id=OuterRef("pk")).order_by("-created_at", "-id").values("id")[:1]
+    return Chat.objects.filter(pk=chat_id, deleted_at__isnull=True).values_list("leaf_id", Coalesce("leaf_id", Subquery(newest)))
+
+
+_SHOWN_LEAF = PreparedRead(_shown_leaf_read, kinds=(uuid.UUID,))  # compiled once (``mothership.infra.prepared``)
+
+
 def _shown_leaf(chat: Chat) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     """Before the start's transaction (a read takes no write lock): the chat's ``leaf_id`` as stored
     (what the start's UPDATE compares and sets) and the last message of its shown branch (that, or
@@ -128,10 +137,7 @@ def _shown_leaf(chat: Chat) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     when it was deleted (or moved to the trash) since the membership check."""
     if chat.leaf_id is not None:
         return chat.leaf_id, chat.leaf_id
-    chat_id = chat.pk
-    newest = Message.objects.filter(chat_id=OuterRef("pk")).order_by("-created_at", "-id").values("id")[:1]
-    row = Chat.objects.filter(pk=chat_id, deleted_at__isnull=True).values_list("leaf_id", Coalesce("leaf_id", Subquery(newest)))
-    found = list(row)
+    found = _SHOWN_LEAF.run(chat.pk)
     if not found:
         raise Chat.DoesNotExist("No such chat.")
     return found[0]
