@@ -15,6 +15,7 @@ from django.utils import timezone
 from chats.attachments.selectors import attachments_for_send, message_attachments
 from chats.attachments.service import AttachmentRefused
 from chats.models import Attachment, Chat, Message, title_from
+from mothership.infra import statements
 from mothership.infra.prepared import PreparedRead
 from mothership.infra.signals import send_logged
 from mothership.infra.uuids import parse_uuid
@@ -48,15 +49,25 @@ class StartedTurn:
     assistant_message: Message
 
 
-def _check_turn_cap(user) -> None:
-    """Inside the start's transaction: the user's row locked (PostgreSQL; SQLite holds the whole
-    database), then their live turns counted, so that one user's starts count one after another
-    and the cap is never overrun. Two statements: a count in the locking statement would read
-    the snapshot from before the wait (READ COMMITTED) and miss the turn that held the lock."""
+def _turn_cap(user) -> list[statements.Statement]:
+    """The sender's cap, compiled: the user's row locked (PostgreSQL; SQLite's write transaction
+    holds the whole database), then their live turns counted, so that one user's starts count one
+    after another and the cap is never overrun. Two statements: a count in the locking statement
+    would read the snapshot from before the wait (READ COMMITTED) and miss the turn that held the lock."""
+    cap = []
+    if connection.vendor != "sqlite":
+        cap.append(statements.for_update(get_user_model().objects.filter(pk=user.pk).values_list("pk")))
+    cap.append(statements.count(Stream.objects.filter(started_by=user.pk, status__in=Stream.LIVE_STATUSES)))
+    return cap
+
+
+def _check_turn_cap(cap: list[statements.Statement]) -> None:
+    """Inside the start's transaction: ``_turn_cap``'s statements, run."""
     limit = settings.MOTHERSHIP_MAX_CONCURRENT_TURNS
-    if connection.vendor != "sqlite":  # SQLite's write transaction already holds the whole database
-        get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
-    if Stream.objects.filter(started_by=user.pk, status__in=Stream.LIVE_STATUSES).count() >= limit:
+    *locking, counting = cap
+    for statement in locking:
+        statements.execute(statement)
+    if statements.scalar(counting) >= limit:
         raise TooManyTurns(limit)
 
 
@@ -208,53 +219,39 @@ class _LeafMoved(Exception):
 
 def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_leaf, leaf_id, files) -> StartedTurn:
     """The start's transaction: the messages, the marker and the new leaf (compare-and-set against
-    ``stored_leaf``: ``_LeafMoved``), the sender's cap, the stream; the task after commit."""
+    ``stored_leaf``: ``_LeafMoved``), the sender's cap, the stream; the task after commit.
+
+    A plain new message (no retry, no edit, no files: nearly every send) has every statement
+    compiled before the transaction (``_Writes``), so the transaction holds SQLite's one writer
+    turn (the chat's row, on PostgreSQL) only for the database's own work."""
+    what = _What(chat, user, stream_id, provider, stored_leaf, content, files)
+    writes = None
+    if again is None and edit is None and not files:
+        user_message, assistant_message = _new_question(chat, stream_id, leaf_id, content)
+        writes = _Writes.compile(what, user_message, assistant_message)
     with transaction.atomic():
-        continues, created = False, []
-        if again is None:
-            parent_id = leaf_id if edit is None else _question_to_edit(chat=chat, message_id=edit).parent_id
-            # The messages name their stream before it exists: foreign keys are checked at commit.
-            user_message = Message(
-                chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id, parent_id=parent_id
+        if writes is None:
+            continues, created = False, True
+            if again is None:
+                parent_id = leaf_id if edit is None else _question_to_edit(chat=chat, message_id=edit).parent_id
+                user_message, assistant_message = _new_question(chat, stream_id, parent_id, content)
+            else:
+                message_id, continues = again
+                user_message, last = _reply_to_answer_again(
+                    chat=chat, leaf_id=leaf_id, message_id=message_id, continues=continues
+                )
+                if continues or not (last.content.strip() or last.tool_calls):
+                    # Continued: its text stays, and the seal appends to it; empty: nothing to keep.
+                    assistant_message, created = last, False
+                    reset = {} if continues else {"content": "", "tool_calls": []}
+                    Message.objects.filter(pk=last.pk).update(status=Message.Status.PARTIAL, stream_id=stream_id, **reset)
+                else:  # started over: the old reply stays beside the new one, as a version
+                    user_message, assistant_message = user_message, _new_reply(chat, stream_id, user_message.pk)
+            writes = _Writes.compile(
+                what, user_message, assistant_message, new_question=again is None, new_reply=created, continues=continues
             )
-            assistant_message = _new_reply(chat, stream_id, user_message.pk)
-            created = [user_message, assistant_message]
-        else:
-            message_id, continues = again
-            user_message, last = _reply_to_answer_again(chat=chat, leaf_id=leaf_id, message_id=message_id, continues=continues)
-            if continues or not (last.content.strip() or last.tool_calls):
-                # Continued: its text stays, and the seal appends to it; empty: nothing to keep.
-                assistant_message = last
-                reset = {} if continues else {"content": "", "tool_calls": []}
-                Message.objects.filter(pk=last.pk).update(status=Message.Status.PARTIAL, stream_id=stream_id, **reset)
-            else:  # started over: the old reply stays beside the new one, as a version
-                assistant_message = _new_reply(chat, stream_id, user_message.pk)
-                created = [assistant_message]
-        # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
-        # An untitled chat takes its title from its first message, in the same statement.
-        first_words = content or (files[0].name if files else "")
-        named = (
-            Case(When(title_set=False, then=Value(title_from(first_words))), default=F("title")) if first_words else F("title")
-        )
-        # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
-        # whole database), so turns of one chat start one after another.
-        if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True, leaf_id=stored_leaf).update(
-            active_stream_id=stream_id,
-            updated_at=timezone.now(),
-            closed_at=None,
-            archived_at=None,  # a new turn brings an archived chat back to the lists
-            title=named,
-            title_set=True,
-            leaf_id=assistant_message.pk,
-        ):
-            if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True).exists():
-                raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
-            raise _LeafMoved()
-        if user is not None:
-            _check_turn_cap(user)
+        writes.run(chat)
         chat.leaf_id = assistant_message.pk  # as the row now says (a caller that starts again reads it)
-        if created:
-            Message.objects.bulk_create(created)
         if files and again is None:  # the question's files: sent with it, from now on part of the conversation
             # Locked, so an upload removed meanwhile is seen here (and its removal waits for this commit).
             kept = Attachment.objects.select_for_update().filter(pk__in=[a.pk for a in files]).values_list("pk", flat=True)
@@ -266,7 +263,73 @@ def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_l
                 [Message.attachments.through(message_id=user_message.pk, attachment_id=a.pk) for a in files]
             )
             Attachment.objects.filter(pk__in=[a.pk for a in files], sent_at__isnull=True).update(sent_at=timezone.now())
-        stream = Stream.objects.create(
+        transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
+        # The tile turns yellow everywhere.
+        transaction.on_commit(
+            lambda: send_logged(turn_started, sender=Stream, chat_id=chat.pk, workspace_id=chat.workspace_id, stream_id=stream_id)
+        )
+    return StartedTurn(stream=writes.stream, user_message=user_message, assistant_message=assistant_message)
+
+
+def _new_question(chat: Chat, stream_id, parent_id, content) -> tuple[Message, Message]:
+    # The messages name their stream before it exists: foreign keys are checked at commit.
+    question = Message(chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id, parent_id=parent_id)
+    return question, _new_reply(chat, stream_id, question.pk)
+
+
+@dataclass(frozen=True)
+class _What:
+    """What a start writes, as ``_begin`` was given it."""
+
+    chat: Chat
+    user: object
+    stream_id: uuid.UUID
+    provider: object
+    stored_leaf: uuid.UUID | None
+    content: str | None
+    files: list
+
+
+@dataclass
+class _Writes:
+    """The start transaction's statements, compiled (``mothership.infra.statements``)."""
+
+    chat_update: statements.Statement
+    cap: list[statements.Statement]
+    inserts: list[statements.Statement]
+    rows: list
+    stream: Stream
+
+    @classmethod
+    def compile(
+        cls, what: _What, user_message, assistant_message, *, new_question=True, new_reply=True, continues=False
+    ) -> _Writes:
+        chat, user, stream_id, provider, stored_leaf, content, files = (
+            what.chat,
+            what.user,
+            what.stream_id,
+            what.provider,
+            what.stored_leaf,
+            what.content,
+            what.files,
+        )
+        # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
+        # An untitled chat takes its title from its first message, in the same statement.
+        first_words = content or (files[0].name if files else "")
+        named = (
+            Case(When(title_set=False, then=Value(title_from(first_words))), default=F("title")) if first_words else F("title")
+        )
+        chat_update = statements.update(
+            Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True, leaf_id=stored_leaf),
+            active_stream_id=stream_id,
+            updated_at=timezone.now(),
+            closed_at=None,
+            archived_at=None,  # a new turn brings an archived chat back to the lists
+            title=named,
+            title_set=True,
+            leaf_id=assistant_message.pk,
+        )
+        stream = Stream(
             id=stream_id,
             chat_id=chat.pk,
             user_message=user_message,
@@ -278,12 +341,23 @@ def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_l
             continues=continues,
             system_prompt=chat.system_prompt,
         )
-        transaction.on_commit(lambda: stream_enqueue(stream_id=stream_id))
-        # The tile turns yellow everywhere.
-        transaction.on_commit(
-            lambda: send_logged(turn_started, sender=Stream, chat_id=chat.pk, workspace_id=chat.workspace_id, stream_id=stream_id)
-        )
-    return StartedTurn(stream=stream, user_message=user_message, assistant_message=assistant_message)
+        created = [m for m, new in ((user_message, new_question), (assistant_message, new_reply)) if new]
+        inserts = [*(statements.insert(created) if created else ()), *statements.insert([stream])]
+        cap = _turn_cap(user) if user is not None else []
+        return cls(chat_update=chat_update, cap=cap, inserts=inserts, rows=[*created, stream], stream=stream)
+
+    def run(self, chat: Chat) -> None:
+        # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
+        # whole database), so turns of one chat start one after another.
+        if not statements.execute(self.chat_update):
+            if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True).exists():
+                raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
+            raise _LeafMoved()
+        if self.cap:
+            _check_turn_cap(self.cap)
+        for statement in self.inserts:
+            statements.execute(statement)
+        statements.saved(self.rows)
 
 
 def stream_enqueue(*, stream_id) -> None:

@@ -130,3 +130,28 @@ def test_a_regenerate_starts_a_new_reply_from_nothing_and_keeps_the_old(chat, us
     assert (new.content, new.tool_calls, new.status) == ("", [], "partial")
     kept = Message.objects.get(pk=stopped.assistant_message.pk)  # the attempt before, kept as a version
     assert (kept.content, kept.tool_calls, kept.status) == ("The first half,", [{"id": "c1", "tool": "demo.roll"}], "cancelled")
+
+
+def test_a_plain_sends_statements_are_compiled_before_its_transaction_and_a_retrys_inside(monkeypatch, chat, user):
+    """SQLite lets one writer in at a time: a plain send's transaction only runs statements compiled
+    before it (a burst's sends queued on the ORM compiling inside it). A retry reads inside it first."""
+    from django.db import connection
+
+    from mothership.infra import statements
+
+    compiled_in_transaction = []
+    for name in ("update", "insert", "count", "for_update"):
+        original = getattr(statements, name)
+
+        def recording(*args, _original=original, **kwargs):
+            compiled_in_transaction.append(connection.in_atomic_block)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(statements, name, recording)
+    turn = stream_start(chat=chat, user=user, content="hello")
+    assert compiled_in_transaction and not any(compiled_in_transaction)
+    assert Message.objects.filter(chat=chat).count() == 2 and Stream.objects.get(pk=turn.stream.pk).status == "queued"
+    stream_cancel(chat=chat, stream_id=turn.stream.pk)
+    compiled_in_transaction.clear()
+    stream_answer_again(chat=Chat.objects.get(pk=chat.pk), user=user, message_id=turn.assistant_message.pk, continues=False)
+    assert compiled_in_transaction and all(compiled_in_transaction)
