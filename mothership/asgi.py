@@ -41,6 +41,7 @@ def _warm_up() -> None:
 
     get_provider()
     celery_app.amqp.send_task_message  # noqa: B018 (builds Celery's publisher side)
+    celery_app.producer_pool  # noqa: B018 (and its pool of producers)
     get_resolver().reverse_dict  # noqa: B018
     get_template("mothership/_tile.html")
     # In a thread of its own: compiling may connect (PostgreSQL's version), which the server's

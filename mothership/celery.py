@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 import warnings
 
 from celery import Celery
+from celery.app import backends
 from celery.beat import PersistentScheduler, SchedulingError
 from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import (
@@ -23,13 +25,28 @@ from kombu.exceptions import OperationalError
 from redis import RedisError
 
 from mothership.infra import logs, metrics
+from mothership.infra import redis as _redis  # noqa: F401 (its fix-ups of redis-py, in every process)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mothership.settings")
 
 logger = logging.getLogger("mothership.beat")
 
 
-app = Celery("mothership")
+class _App(Celery):
+    """Celery, its result backend's class looked up once per process. Celery keeps a backend per
+    thread and looked its class up for each (an entry-points scan of every installed package,
+    ~20 ms under load): a burst's first sends and turns, each in a new thread, paid it each."""
+
+    @functools.cached_property
+    def _backend_class(self):
+        return backends.by_url(self.backend_cls or self.conf.result_backend, self.loader)
+
+    def _get_backend(self):
+        backend, url = self._backend_class
+        return backend(app=self, url=url)
+
+
+app = _App("mothership")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -7,6 +7,7 @@ builds on these two functions, never on the Django cache (which may swallow erro
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
@@ -15,6 +16,7 @@ import weakref
 
 import redis
 import redis.asyncio as aioredis
+import redis.utils
 from django.conf import settings
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP3Parser, _HiredisParser, _RESP3Parser
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -23,6 +25,11 @@ from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
 from mothership.infra import metrics
+
+# redis-py reads its own version from the installed package's metadata for every connection
+# it makes (``redis.driver_info``): a scan of ``sys.path``, about 1 ms, which never changes. A
+# burst that opens connections (a process's first sends, each opening Celery's) paid it each time.
+redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 # Commands here are short; a blocking read would be a bug, so bound every wait.
 _SOCKET_TIMEOUT = 5.0

@@ -85,3 +85,38 @@ def test_publishes_inside_batched_leave_together_in_order_when_the_block_ends(re
     groups.publish(a, {"type": "x", "n": 5})  # outside a block: at once
     assert [m["n"] for m in _received(pubsub)] == [5]
     pubsub.close()
+
+
+def test_a_new_redis_connection_does_not_read_package_metadata(monkeypatch):
+    """redis-py looked its own version up in the installed packages for every connection it made."""
+    import importlib.metadata
+
+    import redis
+
+    import mothership.infra.redis  # noqa: F401 (its fix-up)
+
+    redis.utils.get_lib_version()  # the one lookup of the process
+    read = []
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: read.append(name) or "0")
+    redis.Connection()
+    redis.Connection()
+    assert read == []
+
+
+def test_celerys_result_backend_class_is_looked_up_once_for_every_thread(monkeypatch):
+    import threading
+
+    from celery.app import backends
+
+    from mothership.celery import app
+
+    looked_up = []
+    real = backends.by_url
+    monkeypatch.setattr(backends, "by_url", lambda *args, **kwargs: looked_up.append(1) or real(*args, **kwargs))
+    app.__dict__.pop("_backend_class", None)
+    for _ in range(3):  # one thread after another: each keeps a backend of its own
+        thread = threading.Thread(target=app._get_backend)
+        thread.start()
+        thread.join()
+    app._get_backend()
+    assert len(looked_up) == 1
