@@ -76,10 +76,17 @@ _ALL: list[PreparedRead] = []
 
 def prepare_all() -> None:
     """Compile every prepared read of the modules imported so far (``prepare``), on this thread's
-    connection, which is then closed: a process's warm-up, in a thread of its own."""
+    connection, which is then closed: a process's warm-up, in a thread of its own. A read that
+    cannot be compiled now (the database away at boot) is compiled at its first use."""
     try:
         for read in list(_ALL):
-            read.prepare()
+            try:
+                read.prepare()
+            except Exception as exc:
+                read._plan = None  # (``_prepare`` may have failed half-way)
+                logger.warning(
+                    "prepared read %s: not compiled at boot (%s)", getattr(read.build, "__qualname__", read.build), exc
+                )
     finally:
         connections.close_all()
 

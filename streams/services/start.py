@@ -246,7 +246,7 @@ def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_l
                     reset = {} if continues else {"content": "", "tool_calls": []}
                     Message.objects.filter(pk=last.pk).update(status=Message.Status.PARTIAL, stream_id=stream_id, **reset)
                 else:  # started over: the old reply stays beside the new one, as a version
-                    user_message, assistant_message = user_message, _new_reply(chat, stream_id, user_message.pk)
+                    assistant_message = _new_reply(chat, stream_id, user_message.pk)
             writes = _Writes.compile(
                 what, user_message, assistant_message, new_question=again is None, new_reply=created, continues=continues
             )
@@ -304,15 +304,8 @@ class _Writes:
     def compile(
         cls, what: _What, user_message, assistant_message, *, new_question=True, new_reply=True, continues=False
     ) -> _Writes:
-        chat, user, stream_id, provider, stored_leaf, content, files = (
-            what.chat,
-            what.user,
-            what.stream_id,
-            what.provider,
-            what.stored_leaf,
-            what.content,
-            what.files,
-        )
+        chat, user, stream_id, provider = what.chat, what.user, what.stream_id, what.provider
+        content, files = what.content, what.files
         # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
         # An untitled chat takes its title from its first message, in the same statement.
         first_words = content or (files[0].name if files else "")
@@ -320,7 +313,7 @@ class _Writes:
             Case(When(title_set=False, then=Value(title_from(first_words))), default=F("title")) if first_words else F("title")
         )
         chat_update = statements.update(
-            Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True, leaf_id=stored_leaf),
+            Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True, leaf_id=what.stored_leaf),
             active_stream_id=stream_id,
             updated_at=timezone.now(),
             closed_at=None,

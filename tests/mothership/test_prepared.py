@@ -121,3 +121,25 @@ def test_compiled_once_and_run_on_each_threads_own_connection(user, chat):
     assert found == {n: [chat.pk] for n in range(4)}
     assert len(compiled) == 3  # three stand-in builds, once for the process
     assert [c.pk for c in read.run(chat.pk)] == [chat.pk] and len(compiled) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_that_cannot_be_compiled_at_boot_leaves_the_others_compiled_and_is_tried_again(chat, monkeypatch):
+    from mothership.infra import prepared
+
+    away = {"now": True}
+
+    def build(chat_id):
+        if away["now"]:
+            raise prepared.connections["default"].Database.OperationalError("the database is away")
+        return Chat.objects.filter(pk=chat_id)
+
+    failing = PreparedRead(build, kinds=(uuid.UUID,))
+    fine = PreparedRead(lambda chat_id: Chat.objects.filter(pk=chat_id), kinds=(uuid.UUID,))
+    monkeypatch.setattr(prepared, "_ALL", [failing, fine])
+    booting = threading.Thread(target=prepared.prepare_all)  # as a process's warm-up: a thread of its own
+    booting.start()
+    booting.join()
+    assert failing._plan is None and fine._plan not in (None, False)
+    away["now"] = False
+    assert [c.pk for c in failing.run(chat.pk)] == [chat.pk] and failing._plan not in (None, False)
