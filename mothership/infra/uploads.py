@@ -9,10 +9,16 @@ the multipart envelope; every other body gets the largest of them.
 A chunked body (no ``Content-Length``) is read here first, up to the limit, into a file that
 spills to disk: Django reads only as many bytes as ``Content-Length`` says, so without one it
 would see an empty body. It then gets the body with its length.
+
+A refusal is sent whole at once, and then the rest of the refused body is read and dropped, for
+at most ``LINGER_SECONDS``, before the connection closes. Most clients write their whole body
+before they read a response; a socket closed with their bytes unread is reset, and a reset can
+throw away the 413 they have not read yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -24,6 +30,7 @@ logger = logging.getLogger(__name__)
 ENVELOPE = 64 * 1024  # a multipart body's boundaries, headers and other fields
 SPOOL_MEMORY = 1024 * 1024  # a chunked body's first bytes kept in memory; the rest goes to disk
 REPLAY_CHUNK = 256 * 1024
+LINGER_SECONDS = 5.0  # how long the rest of a refused body is read and dropped before the connection closes
 
 
 class RequestBodyLimit:
@@ -51,20 +58,22 @@ class RequestBodyLimit:
             logger.warning(
                 "%s %s: body of %d bytes refused (larger than %d): 413", scope["method"], scope["path"], declared_size, limit
             )
-            return await _refuse(send, limit)
+            return await _refuse(send, receive, limit)
         if declared is None and _chunked(scope):
             return await self._chunked_body(scope, receive, send, limit)
         received = 0
         cut = False
+        body_done = False
         started = False
 
         async def counted_receive():
-            nonlocal received, cut
+            nonlocal received, cut, body_done
             if cut:
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     cut = True  # the app sees the client go away; its partial body is dropped
                     logger.warning("%s %s: body past %d bytes refused: 413", scope["method"], scope["path"], limit)
@@ -79,7 +88,7 @@ class RequestBodyLimit:
 
         await self.app(scope, counted_receive, watched_send)
         if cut and not started:
-            await _refuse(send, limit)
+            await _refuse(send, receive, limit, body_done=body_done)
 
     async def _chunked_body(self, scope, receive, send, limit: int):
         """Read the whole chunked body (413 once it passes ``limit``), then hand it to the app with its length."""
@@ -93,7 +102,7 @@ class RequestBodyLimit:
                 size += len(body)
                 if size > limit:
                     logger.warning("%s %s: chunked body past %d bytes refused: 413", scope["method"], scope["path"], limit)
-                    return await _refuse(send, limit)
+                    return await _refuse(send, receive, limit, body_done=not message.get("more_body", False))
                 spool.write(body)
                 if not message.get("more_body", False):
                     break
@@ -117,7 +126,9 @@ def _chunked(scope) -> bool:
     return any(name == b"transfer-encoding" and b"chunked" in value.lower() for name, value in scope.get("headers") or ())
 
 
-async def _refuse(send, limit: int) -> None:
+async def _refuse(send, receive, limit: int, *, body_done: bool = False) -> None:
+    """Send the whole 413 at once, then read and drop the rest of the body (for ``LINGER_SECONDS``
+    at most) before the response is completed and the connection closes."""
     body = json.dumps({"detail": f"The request body is larger than the {limit - ENVELOPE} bytes this address takes."}).encode()
     await send(
         {
@@ -130,4 +141,14 @@ async def _refuse(send, limit: int) -> None:
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": True})  # all of it: the client can read it now
+    if not body_done:
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            pass  # a client still sending after this long is cut off
+    await send({"type": "http.response.body", "body": b""})

@@ -15,7 +15,7 @@ import pytest
 
 from chats import services as chat_services
 from chats.models import Attachment
-from mothership.infra.uploads import ENVELOPE
+from mothership.infra.uploads import ENVELOPE, LINGER_SECONDS
 from tests.support import processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -142,3 +142,40 @@ def test_a_body_past_the_limit_on_another_address_gets_the_default_limit(server,
         timeout=30,
     )
     assert answer.status_code == 413
+
+
+def test_a_client_that_sends_the_whole_refused_body_before_reading_still_reads_the_413(server, workspace, token):
+    """Most clients (httpx, requests, a browser's form post) write the whole body before they read a
+    response: the server reads and drops the rest of a refused body before it closes, so its 413 is
+    not lost to a connection reset."""
+    _proc, base, folder = server
+    chat = chat_services.chat_create(workspace=workspace, title="whole body")
+    path = f"/api/mothership/chats/{chat.id}/attachments"
+    size = 40 * (LIMIT + ENVELOPE)
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", httpx.URL(base).port), timeout=10) as sock:
+            sock.sendall(_request_head(base, path, token, length=size) + b"x" * size)
+            status, body = _answer(sock)
+        assert status == 413 and f"larger than the {LIMIT} bytes this address takes" in body["detail"]
+        answer = httpx.post(
+            base + path, content=b"y" * size, headers={"Authorization": f"Token {token}", "Content-Type": "text/plain"}
+        )
+        assert answer.status_code == 413 and "larger than" in answer.json()["detail"]
+    assert not Attachment.objects.filter(chat=chat).exists() and not (folder / str(chat.id)).exists()
+
+
+def test_a_refused_client_that_stops_sending_is_closed_after_the_linger(server, workspace, token):
+    _proc, base, _folder = server
+    chat = chat_services.chat_create(workspace=workspace, title="silent")
+    path = f"/api/mothership/chats/{chat.id}/attachments"
+    with socket.create_connection(("127.0.0.1", httpx.URL(base).port), timeout=LINGER_SECONDS + 5) as sock:
+        sock.sendall(_request_head(base, path, token, length=10 * (LIMIT + ENVELOPE)) + b"x" * 1000)
+        status, _body = _answer(sock)
+        answered = time.monotonic()
+        try:
+            rest = sock.recv(65536)
+        except ConnectionResetError:
+            rest = b""
+        closed_after = time.monotonic() - answered
+    assert status == 413 and rest == b""  # nothing after the answer but the close
+    assert LINGER_SECONDS - 1 < closed_after < LINGER_SECONDS + 3, closed_after
