@@ -96,8 +96,11 @@ class PreparedRead:
     ``kinds``: ``uuid.UUID`` or ``int``). ``run(*args)`` → its rows as that QuerySet would give them
     (model instances, or ``values_list`` tuples / flat values), in a list."""
 
-    def __init__(self, build: Callable[..., QuerySet], *, kinds: tuple[type, ...], using: str = "default"):
-        self.build, self.kinds, self.using = build, kinds, using
+    def __init__(self, build: Callable[..., QuerySet], *, kinds: tuple[type, ...], lock: bool = False, using: str = "default"):
+        """``lock``: the rows are locked (``FOR UPDATE``, where the database has it) by the
+        transaction ``run`` is called in, as ``select_for_update()`` would (which Django will not
+        compile outside a transaction)."""
+        self.build, self.kinds, self.lock, self.using = build, kinds, lock, using
         self._lock = threading.Lock()
         self._plan: _Plan | bool | None = None
         self.refused: str | None = None  # why this shape is read the ordinary way
@@ -171,6 +174,8 @@ class PreparedRead:
         if sql_3 != sql or made != list(params_3):
             return self._refuse("its parameters did not come out as Django's own")
         fields = [column[0] for column in compiler.select[0 : compiler.col_count]]
+        if self.lock and compiler.connection.features.has_select_for_update:
+            sql = f"{sql} FOR UPDATE"
         plan = _Plan(
             vendor=compiler.connection.vendor,
             sql=sql,

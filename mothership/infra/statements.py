@@ -60,30 +60,3 @@ def saved(objs: list, using: str = "default") -> None:
     for obj in objs:
         obj._state.adding = False
         obj._state.db = using
-
-
-def select(queryset: QuerySet) -> Statement:
-    """The queryset's SELECT, compiled."""
-    sql, params = queryset.query.get_compiler(queryset.db).as_sql()
-    return Statement(sql, tuple(params))
-
-
-def count(queryset: QuerySet) -> Statement:
-    """``queryset.count()``, compiled (``scalar`` runs it)."""
-    inner = select(queryset.order_by().values_list("pk"))
-    return Statement(f"SELECT COUNT(*) FROM ({inner.sql}) counted", inner.params)
-
-
-def for_update(queryset: QuerySet) -> Statement:
-    """``queryset.select_for_update()``'s SELECT, compiled (PostgreSQL: Django refuses to compile
-    one outside a transaction)."""
-    inner = select(queryset)
-    return Statement(f"{inner.sql} FOR UPDATE", inner.params)
-
-
-def scalar(statement: Statement, using: str = "default"):
-    """Run it; the first column of its first row (None when no row)."""
-    with connections[using].cursor() as cursor:
-        cursor.execute(statement.sql, statement.params)
-        row = cursor.fetchone()
-        return row[0] if row else None

@@ -49,25 +49,29 @@ class StartedTurn:
     assistant_message: Message
 
 
-def _turn_cap(user) -> list[statements.Statement]:
-    """The sender's cap, compiled: the user's row locked (PostgreSQL; SQLite's write transaction
-    holds the whole database), then their live turns counted, so that one user's starts count one
-    after another and the cap is never overrun. Two statements: a count in the locking statement
-    would read the snapshot from before the wait (READ COMMITTED) and miss the turn that held the lock."""
-    cap = []
-    if connection.vendor != "sqlite":
-        cap.append(statements.for_update(get_user_model().objects.filter(pk=user.pk).values_list("pk")))
-    cap.append(statements.count(Stream.objects.filter(started_by=user.pk, status__in=Stream.LIVE_STATUSES)))
-    return cap
+def _user_row(user_pk):
+    return get_user_model().objects.filter(pk=user_pk).values_list("pk", flat=True)
 
 
-def _check_turn_cap(cap: list[statements.Statement]) -> None:
-    """Inside the start's transaction: ``_turn_cap``'s statements, run."""
+def _live_turns(user_pk):
+    return Stream.objects.filter(started_by=user_pk, status__in=Stream.LIVE_STATUSES).values_list("pk", flat=True)
+
+
+# The sender's cap, compiled once (``mothership.infra.prepared``): the user's row locked
+# (PostgreSQL; SQLite's write transaction holds the whole database), then their live turns read,
+# so that one user's starts count one after another and the cap is never overrun. Two statements:
+# a count in the locking statement would read the snapshot from before the wait (READ COMMITTED)
+# and miss the turn that held the lock. (At most the cap's few rows: they are counted here.)
+_SENDER_LOCK = PreparedRead(_user_row, kinds=(int,), lock=True)
+_LIVE_TURNS = PreparedRead(_live_turns, kinds=(int,))
+
+
+def _check_turn_cap(user) -> None:
+    """Inside the start's transaction: ``TooManyTurns`` when ``user`` is at the cap."""
     limit = settings.MOTHERSHIP_MAX_CONCURRENT_TURNS
-    *locking, counting = cap
-    for statement in locking:
-        statements.execute(statement)
-    if statements.scalar(counting) >= limit:
+    if connection.vendor != "sqlite":
+        _SENDER_LOCK.run(user.pk)
+    if len(_LIVE_TURNS.run(user.pk)) >= limit:
         raise TooManyTurns(limit)
 
 
@@ -295,7 +299,7 @@ class _Writes:
     """The start transaction's statements, compiled (``mothership.infra.statements``)."""
 
     chat_update: statements.Statement
-    cap: list[statements.Statement]
+    user: object
     inserts: list[statements.Statement]
     rows: list
     stream: Stream
@@ -336,8 +340,7 @@ class _Writes:
         )
         created = [m for m, new in ((user_message, new_question), (assistant_message, new_reply)) if new]
         inserts = [*(statements.insert(created) if created else ()), *statements.insert([stream])]
-        cap = _turn_cap(user) if user is not None else []
-        return cls(chat_update=chat_update, cap=cap, inserts=inserts, rows=[*created, stream], stream=stream)
+        return cls(chat_update=chat_update, user=user, inserts=inserts, rows=[*created, stream], stream=stream)
 
     def run(self, chat: Chat) -> None:
         # The UPDATE takes the chat's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the
@@ -346,8 +349,8 @@ class _Writes:
             if not Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True).exists():
                 raise Chat.DoesNotExist("No such chat.")  # deleted since the membership check
             raise _LeafMoved()
-        if self.cap:
-            _check_turn_cap(self.cap)
+        if self.user is not None:
+            _check_turn_cap(self.user)
         for statement in self.inserts:
             statements.execute(statement)
         statements.saved(self.rows)

@@ -120,3 +120,33 @@ def test_celerys_result_backend_class_is_looked_up_once_for_every_thread(monkeyp
         thread.join()
     app._get_backend()
     assert len(looked_up) == 1
+
+
+def test_the_broker_publishes_with_one_redis_client_per_channel_and_a_new_one_for_a_new_pool(monkeypatch):
+    """kombu made a redis-py client (its table of callbacks) for every message it put."""
+    import uuid
+
+    import redis
+    from kombu import Producer, Queue
+
+    from mothership.celery import app
+
+    queue = Queue(f"test-broker-{uuid.uuid4().hex}")
+    made = []
+    real_init = redis.Redis.__init__
+    monkeypatch.setattr(redis.Redis, "__init__", lambda self, *a, **kw: made.append(1) or real_init(self, *a, **kw))
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        producer = Producer(channel)
+        queue(channel).declare()
+        made.clear()
+        for n in range(3):
+            producer.publish({"n": n}, routing_key=queue.name)
+        assert len(made) <= 1  # the first publish of this channel may make it
+        first = channel._create_client()
+        channel._disconnect_pools()  # (as after a fork or a lost connection)
+        producer.publish({"n": 3}, routing_key=queue.name)
+        assert channel._create_client() is not first and channel._create_client().connection_pool is channel.pool
+        got = [queue(channel).get(no_ack=True) for _ in range(4)]
+        assert sorted(message.payload["n"] for message in got) == [0, 1, 2, 3]
+        queue(channel).delete()

@@ -143,3 +143,18 @@ def test_a_read_that_cannot_be_compiled_at_boot_leaves_the_others_compiled_and_i
     assert failing._plan is None and fine._plan not in (None, False)
     away["now"] = False
     assert [c.pk for c in failing.run(chat.pk)] == [chat.pk] and failing._plan not in (None, False)
+
+
+def test_the_senders_cap_is_read_prepared_and_locks_the_senders_row_on_postgresql(user, chat):
+    from django.db import transaction
+
+    from streams.services.start import _LIVE_TURNS, _SENDER_LOCK
+
+    assert _SENDER_LOCK.prepare() is None and _LIVE_TURNS.prepare() is None
+    assert _SENDER_LOCK._plan.sql.endswith(" FOR UPDATE") == (connection.vendor == "postgresql")
+    assert "FOR UPDATE" not in _LIVE_TURNS._plan.sql
+    live = start.stream_start(chat=chat, user=user, content="one")
+    with transaction.atomic():
+        assert _SENDER_LOCK.run(user.pk) == [user.pk]
+        assert _LIVE_TURNS.run(user.pk) == [live.stream.pk]
+    assert _LIVE_TURNS.run(user.pk + 1) == []

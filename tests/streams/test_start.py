@@ -140,7 +140,7 @@ def test_a_plain_sends_statements_are_compiled_before_its_transaction_and_a_retr
     from mothership.infra import statements
 
     compiled_in_transaction = []
-    for name in ("update", "insert", "count", "for_update"):
+    for name in ("update", "insert"):
         original = getattr(statements, name)
 
         def recording(*args, _original=original, **kwargs):
