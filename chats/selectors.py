@@ -378,6 +378,16 @@ def _prefix(nodes: dict, leaf_id, attached: dict) -> list[dict]:
     return messages
 
 
+def _conversation_rows(chat_id):
+    # Whether each message has files, in the same query: their read is skipped when none has any.
+    has_files = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("pk")))
+    return _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", "role", "content", has_files)
+
+
+# Every turn's conversation, compiled once (``mothership.infra.prepared``).
+_CONVERSATION = PreparedRead(_conversation_rows, kinds=(uuid.UUID,))
+
+
 def conversation_prefix(*, chat_id, until: Message | None = None, system: str | None = None) -> list[dict]:
     """What the model sees: the system prompt, then every message with text of the branch that ends
     at ``until`` (the chat's shown branch when None), in order. ``system``: the turn's own system
@@ -392,11 +402,8 @@ def conversation_prefix(*, chat_id, until: Message | None = None, system: str | 
         if until is not None and system is not None
         else Chat.objects.filter(pk=chat_id).values("leaf_id", "system_prompt").first() or {}
     )
-    # Whether each message has files, in the same query: their read is skipped when none has any.
-    has_files = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("pk")))
-    rows = _ordered(Message.objects.filter(chat_id=chat_id)).values_list("id", "parent_id", "role", "content", has_files)
     nodes, with_files = {}, []
-    for pk, parent_id, role, content, files in rows:
+    for pk, parent_id, role, content, files in _CONVERSATION.run(chat_id):
         nodes[pk] = (parent_id, role, content)
         if files:
             with_files.append(pk)

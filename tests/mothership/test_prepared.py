@@ -158,3 +158,21 @@ def test_the_senders_cap_is_read_prepared_and_locks_the_senders_row_on_postgresq
         assert _SENDER_LOCK.run(user.pk) == [user.pk]
         assert _LIVE_TURNS.run(user.pk) == [live.stream.pk]
     assert _LIVE_TURNS.run(user.pk + 1) == []
+
+
+def test_a_turns_conversation_is_read_prepared_in_one_statement_files_marked(user, chat):
+    assert chat_selectors._CONVERSATION.prepare() is None
+    first = start.stream_start(chat=chat, user=user, content="a question")
+    Message = first.user_message.__class__
+    Message.objects.filter(pk=first.assistant_message.pk).update(content="an answer", status="complete")
+    upload = SimpleUploadedFile("notes.txt", b"a note", content_type="text/plain")
+    first.user_message.attachments.add(attachment_upload(chat=chat, user=user, file=upload))
+    with CaptureQueriesContext(connection) as queries:
+        prepared = chat_selectors._CONVERSATION.run(chat.pk)
+    assert len(queries) == 1
+    assert prepared == [tuple(row) for row in chat_selectors._conversation_rows(chat.pk)]
+    assert [(role, content, files) for _pk, _parent, role, content, files in prepared] == [
+        ("user", "a question", True),
+        ("assistant", "an answer", False),
+    ]
+    assert chat_selectors._CONVERSATION.run(uuid.uuid4()) == []
