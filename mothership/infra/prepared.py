@@ -16,14 +16,17 @@ the arguments, an argument it cannot place) is read the ordinary way on every ca
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import connections
+from django.db import connection, connections
 from django.db.models.query import FlatValuesListIterable, ModelIterable, QuerySet, ValuesListIterable, get_related_populators
+
+from mothership.infra.statements import Statement
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,9 @@ _FORMS = {
         "str": lambda v: str(v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))),
     },
     int: {"int": int, "str": lambda v: str(int(v))},
+    str: {"str": str},
+    # As Django hands a datetime to the database (SQLite: text in UTC; PostgreSQL: itself).
+    datetime.datetime: {"datetime": lambda v: v, "adapted": lambda v: connection.ops.adapt_datetimefield_value(v)},
 }
 
 
@@ -48,11 +54,58 @@ def _converted(row, converters: dict, connection) -> list:
     return row
 
 
+def _stand_in(kind: type, salt: int, i: int):
+    if kind is uuid.UUID:
+        return uuid.UUID(int=(salt << 64) | (i + 1))
+    if kind is str:
+        return f"stand-in {salt}.{i}"
+    if kind is datetime.datetime:
+        return datetime.datetime(2000 + salt, 1, 1 + i, 12, tzinfo=datetime.UTC)
+    return 900_000_000 + salt * 100 + i
+
+
 def _stand_ins(kinds, salt: int) -> tuple:
-    return tuple(
-        uuid.UUID(int=(salt << 64) | (i + 1)) if kind is uuid.UUID else 900_000_000 + salt * 100 + i
-        for i, kind in enumerate(kinds)
-    )
+    return tuple(_stand_in(kind, salt, i) for i, kind in enumerate(kinds))
+
+
+def _locate(kinds: tuple[type, ...], compiled: Callable[[tuple], tuple[str, list]], sql: str, params: list, first: tuple):
+    """Where the arguments are among ``params`` (``sql`` compiled with the stand-ins ``first``):
+    (parameter index, argument index, its form) for each that is one, found by compiling with a
+    second set of stand-ins and checked against a third. A str: why they cannot be located."""
+    second, third = _stand_ins(kinds, 2), _stand_ins(kinds, 3)
+    sql_2, params_2 = compiled(second)
+    if sql != sql_2 or len(params) != len(params_2):
+        return "its SQL depends on its arguments"
+    places = []
+    for index, (one, two) in enumerate(zip(params, params_2, strict=True)):
+        if one == two:
+            continue
+        place = _place(kinds, one, two, first, second)
+        if place is None:
+            return f"parameter {index} is no argument it can place"
+        places.append((index, *place))
+    sql_3, params_3 = compiled(third)
+    made = list(params)
+    for index, argument, form in places:
+        made[index] = form(third[argument])
+    if sql_3 != sql or made != list(params_3):
+        return "its parameters did not come out as Django's own"
+    return places
+
+
+def _place(kinds, one, two, first, second) -> tuple[int, Callable] | None:
+    for argument, kind in enumerate(kinds):
+        for form in _FORMS[kind].values():
+            if form(first[argument]) == one and form(second[argument]) == two and type(one) is type(form(first[argument])):
+                return argument, form
+    return None
+
+
+def _filled(params: list, places: list, args: tuple) -> list:
+    params = list(params)
+    for index, argument, form in places:
+        params[index] = form(args[argument])
+    return params
 
 
 @dataclass
@@ -71,7 +124,7 @@ class _Plan:
     annotations: dict | None = None
 
 
-_ALL: list[PreparedRead] = []
+_ALL: list[_Compiled] = []
 
 
 def prepare_all() -> None:
@@ -84,41 +137,75 @@ def prepare_all() -> None:
                 read.prepare()
             except Exception as exc:
                 read._plan = None  # (``_prepare`` may have failed half-way)
-                logger.warning(
-                    "prepared read %s: not compiled at boot (%s)", getattr(read.build, "__qualname__", read.build), exc
-                )
+                logger.warning("prepared %s %s: not compiled at boot (%s)", read.what, _name(read.build), exc)
     finally:
         connections.close_all()
 
 
-class PreparedRead:
-    """``build(*args)`` → the QuerySet (each argument used only as a parameter, of the type in
-    ``kinds``: ``uuid.UUID`` or ``int``). ``run(*args)`` → its rows as that QuerySet would give them
-    (model instances, or ``values_list`` tuples / flat values), in a list."""
+class _Compiled:
+    """What a prepared read and a prepared statement share: compiled once per process (and
+    database), by one thread while the others wait; refused shapes built the ordinary way."""
+
+    what = "compiled"
+    otherwise = "built the ordinary way"
+
+    def __init__(self, build: Callable, kinds: tuple[type, ...], using: str):
+        self.build, self.kinds, self.using = build, kinds, using
+        self._lock = threading.Lock()
+        self._plan = None
+        self.refused: str | None = None  # why this shape is built the ordinary way
+        _ALL.append(self)
+
+    def _current_plan(self, vendor: str):
+        plan = self._plan
+        if plan is None or (plan is not False and plan.vendor != vendor):
+            with self._lock:  # one thread compiles it; the others wait for it
+                plan = self._plan
+                if plan is None or (plan is not False and plan.vendor != vendor):
+                    plan = self._plan = self._prepare()
+        return plan
+
+    def prepare(self) -> str | None:
+        """Compile it now (a process's warm-up, off its first requests); None when it runs
+        prepared on this database, else why not."""
+        with self._lock:
+            self._plan = self._prepare()
+        return None if self._plan is not False else self.refused
+
+    def _prepare(self):
+        raise NotImplementedError
+
+    def _refuse(self, why: str) -> bool:
+        self.refused = why
+        logger.warning("prepared %s %s: %s (%s)", self.what, _name(self.build), self.otherwise, why)
+        return False
+
+
+def _name(build) -> str:
+    return getattr(build, "__qualname__", repr(build))
+
+
+class PreparedRead(_Compiled):
+    """``build(*args)`` → the QuerySet (each argument used only as a parameter, of a kind in
+    ``kinds``: ``uuid.UUID``, ``int``, ``str``, ``datetime.datetime``). ``run(*args)`` → its rows as
+    that QuerySet would give them (model instances, or ``values_list`` tuples / flat values), in a list."""
+
+    what = "read"
+    otherwise = "read the ordinary way"
 
     def __init__(self, build: Callable[..., QuerySet], *, kinds: tuple[type, ...], lock: bool = False, using: str = "default"):
         """``lock``: the rows are locked (``FOR UPDATE``, where the database has it) by the
         transaction ``run`` is called in, as ``select_for_update()`` would (which Django will not
         compile outside a transaction)."""
-        self.build, self.kinds, self.lock, self.using = build, kinds, lock, using
-        self._lock = threading.Lock()
-        self._plan: _Plan | bool | None = None
-        self.refused: str | None = None  # why this shape is read the ordinary way
-        _ALL.append(self)
+        super().__init__(build, kinds, using)
+        self.lock = lock
 
     def run(self, *args) -> list:
         connection = connections[self.using]
-        plan = self._plan
-        if plan is None or (plan is not False and plan.vendor != connection.vendor):
-            with self._lock:  # one thread compiles it; the others wait for it
-                plan = self._plan
-                if plan is None or (plan is not False and plan.vendor != connection.vendor):
-                    plan = self._plan = self._prepare()
+        plan = self._current_plan(connection.vendor)
         if plan is False:
             return list(self.build(*args))
-        params = list(plan.params)
-        for index, argument, form in plan.places:
-            params[index] = form(args[argument])
+        params = _filled(plan.params, plan.places, args)
         with connection.cursor() as cursor:
             cursor.execute(plan.sql, params)
             rows = cursor.fetchall()
@@ -140,15 +227,8 @@ class PreparedRead:
             objects.append(obj)
         return objects
 
-    def prepare(self) -> str | None:
-        """Compile it now (a process's warm-up, off its first requests); None when it runs
-        prepared on this database, else why not."""
-        with self._lock:
-            self._plan = self._prepare()
-        return None if self._plan is not False else self.refused
-
     def _prepare(self) -> _Plan | bool:
-        first, second, third = (_stand_ins(self.kinds, salt) for salt in (1, 2, 3))
+        first = _stand_ins(self.kinds, 1)
         queryset = self.build(*first)
         if queryset._iterable_class not in (ModelIterable, ValuesListIterable, FlatValuesListIterable):
             return self._refuse(f"its rows are {queryset._iterable_class.__name__}")
@@ -156,23 +236,11 @@ class PreparedRead:
             return self._refuse("it has known related objects or prefetches")
         compiler = queryset.query.get_compiler(using=self.using)
         sql, params = compiler.as_sql()
-        sql_2, params_2 = self.build(*second).query.get_compiler(using=self.using).as_sql()
-        if sql != sql_2 or len(params) != len(params_2):
-            return self._refuse("its SQL depends on its arguments")
-        places = []
-        for index, (one, two) in enumerate(zip(params, params_2, strict=True)):
-            if one == two:
-                continue
-            place = self._place(one, two, first, second)
-            if place is None:
-                return self._refuse(f"parameter {index} is no argument it can place")
-            places.append((index, *place))
-        sql_3, params_3 = self.build(*third).query.get_compiler(using=self.using).as_sql()
-        made = list(params)
-        for index, argument, form in places:
-            made[index] = form(third[argument])
-        if sql_3 != sql or made != list(params_3):
-            return self._refuse("its parameters did not come out as Django's own")
+        places = _locate(
+            self.kinds, lambda args: self.build(*args).query.get_compiler(using=self.using).as_sql(), sql, params, first
+        )
+        if isinstance(places, str):
+            return self._refuse(places)
         fields = [column[0] for column in compiler.select[0 : compiler.col_count]]
         if self.lock and compiler.connection.features.has_select_for_update:
             sql = f"{sql} FOR UPDATE"
@@ -194,14 +262,42 @@ class PreparedRead:
             plan.annotations = dict(compiler.annotation_col_map or {})
         return plan
 
-    def _place(self, one, two, first, second) -> tuple[int, Callable] | None:
-        for argument, kind in enumerate(self.kinds):
-            for form in _FORMS[kind].values():
-                if form(first[argument]) == one and form(second[argument]) == two and type(one) is type(form(first[argument])):
-                    return argument, form
-        return None
 
-    def _refuse(self, why: str) -> bool:
-        self.refused = why
-        logger.warning("prepared read %s: read the ordinary way (%s)", getattr(self.build, "__qualname__", self.build), why)
-        return False
+@dataclass(frozen=True)
+class _StatementPlan:
+    vendor: str
+    sql: str
+    params: list
+    places: list[tuple[int, int, Callable]]
+
+
+class PreparedStatement(_Compiled):
+    """``build(*args)`` → a ``statements.Statement`` (``statements.update``, ``statements.insert``),
+    each argument used only as a parameter, of a kind in ``kinds`` (as ``PreparedRead``'s).
+    ``statement(*args)`` → the Statement ``build(*args)`` would give, without compiling it.
+    (An argument that changes the SQL, a None where the SQL would say NULL, is a shape of its own.)"""
+
+    what = "statement"
+    otherwise = "compiled at each call"
+
+    def __init__(self, build: Callable[..., Statement], *, kinds: tuple[type, ...], using: str = "default"):
+        super().__init__(build, kinds, using)
+
+    def statement(self, *args) -> Statement:
+        plan = self._current_plan(connections[self.using].vendor)
+        if plan is False:
+            return self.build(*args)
+        return Statement(plan.sql, tuple(_filled(plan.params, plan.places, args)))
+
+    def _prepare(self) -> _StatementPlan | bool:
+        first = _stand_ins(self.kinds, 1)
+        made = self.build(*first)
+
+        def compiled(args):
+            statement = self.build(*args)
+            return statement.sql, list(statement.params)
+
+        places = _locate(self.kinds, compiled, made.sql, list(made.params), first)
+        if isinstance(places, str):
+            return self._refuse(places)
+        return _StatementPlan(connections[self.using].vendor, made.sql, list(made.params), places)

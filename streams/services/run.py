@@ -12,6 +12,7 @@ are written before the terminal event once Redis takes writes again.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ from django.utils import timezone
 from chats.api.serializers import attachment_json
 from chats.attachments.selectors import message_attachments
 from chats.models import Message
-from mothership.infra import logs
+from mothership.infra import logs, statements
 from mothership.infra.database import retrying_database
-from mothership.infra.prepared import PreparedRead
+from mothership.infra.prepared import PreparedRead, PreparedStatement
 from mothership.infra.signals import send_logged
 from streams import abort, eventlog, events, locks, workers
 from streams.models import Stream
@@ -95,6 +96,15 @@ def _turn_read(stream_id):
 TURN_READ = PreparedRead(_turn_read, kinds=(uuid.UUID,))
 
 
+def _claimed(stream_id, now) -> statements.Statement:
+    return statements.update(
+        Stream.objects.filter(pk=stream_id, status=Stream.Status.QUEUED), status=Stream.Status.STREAMING, started_at=now
+    )
+
+
+_CLAIMED = PreparedStatement(_claimed, kinds=(uuid.UUID, datetime.datetime))
+
+
 def _claim(stream_id) -> Stream | str:
     """Move a queued stream to ``streaming`` if its lock is still its own; else why not."""
     stream = next(iter(TURN_READ.run(stream_id)), None)
@@ -104,10 +114,7 @@ def _claim(stream_id) -> Stream | str:
     # here the lock names this worker, so the sweeper knows the turn is lost the moment it is.
     if not locks.lock_heartbeat(chat_id=stream.chat_id, stream_id=stream.id, worker=workers.current_tag()):
         return "lock_lost"
-    started = Stream.objects.filter(pk=stream.pk, status=Stream.Status.QUEUED).update(
-        status=Stream.Status.STREAMING, started_at=timezone.now()
-    )
-    if not started:
+    if not statements.execute(_CLAIMED.statement(stream.pk, timezone.now())):
         return "not_queued"
     send_logged(
         turn_claimed, sender=Stream, chat_id=stream.chat_id, workspace_id=stream.chat.workspace_id, stream_id=stream.id

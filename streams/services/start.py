@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from chats.attachments.selectors import attachments_for_send, message_attachment
 from chats.attachments.service import AttachmentRefused
 from chats.models import Attachment, Chat, Message, title_from
 from mothership.infra import statements
-from mothership.infra.prepared import PreparedRead
+from mothership.infra.prepared import PreparedRead, PreparedStatement
 from mothership.infra.signals import send_logged
 from mothership.infra.uuids import parse_uuid
 from streams import locks
@@ -275,6 +276,59 @@ def _begin(chat: Chat, user, stream_id, provider, content, again, edit, stored_l
     return StartedTurn(stream=writes.stream, user_message=user_message, assistant_message=assistant_message)
 
 
+def _chat_update_built(chat_pk, stream_id, now, new_leaf, stored_leaf=None, title=None) -> statements.Statement:
+    """The start's UPDATE of its chat, where it still has the leaf ``stored_leaf``. A stale marker
+    (its lock is gone) is simply replaced; the sweeper finalizes that stream. An untitled chat takes
+    its title (``title``, from its first message) in the same statement."""
+    named = Case(When(title_set=False, then=Value(title)), default=F("title")) if title is not None else F("title")
+    return statements.update(
+        Chat.objects.filter(pk=chat_pk, deleted_at__isnull=True, leaf_id=stored_leaf),
+        active_stream_id=stream_id,
+        updated_at=now,
+        closed_at=None,
+        archived_at=None,  # a new turn brings an archived chat back to the lists
+        title=named,
+        title_set=True,
+        leaf_id=new_leaf,
+    )
+
+
+# Compiled once per shape (``mothership.infra.prepared``): a leaf to compare with or none (IS
+# NULL), a title to give or none.
+_ID, _TIME = uuid.UUID, datetime.datetime
+_CHAT_UPDATES = {
+    (False, False): PreparedStatement(
+        lambda chat, stream, now, leaf: _chat_update_built(chat, stream, now, leaf), kinds=(_ID, _ID, _TIME, _ID)
+    ),
+    (True, False): PreparedStatement(
+        lambda chat, stream, now, leaf, stored: _chat_update_built(chat, stream, now, leaf, stored),
+        kinds=(_ID, _ID, _TIME, _ID, _ID),
+    ),
+    (False, True): PreparedStatement(
+        lambda chat, stream, now, leaf, title: _chat_update_built(chat, stream, now, leaf, title=title),
+        kinds=(_ID, _ID, _TIME, _ID, str),
+    ),
+    (True, True): PreparedStatement(
+        lambda chat, stream, now, leaf, stored, title: _chat_update_built(chat, stream, now, leaf, stored, title),
+        kinds=(_ID, _ID, _TIME, _ID, _ID, str),
+    ),
+}
+
+
+def _chat_update(chat_pk, stream_id, now, new_leaf, stored_leaf, title) -> statements.Statement:
+    """``_chat_update_built``'s statement, from its prepared shape."""
+    shape = _CHAT_UPDATES[(stored_leaf is not None, title is not None)]
+    args = [
+        chat_pk,
+        stream_id,
+        now,
+        new_leaf,
+        *([stored_leaf] if stored_leaf is not None else []),
+        *([title] if title is not None else []),
+    ]
+    return shape.statement(*args)
+
+
 def _new_question(chat: Chat, stream_id, parent_id, content) -> tuple[Message, Message]:
     # The messages name their stream before it exists: foreign keys are checked at commit.
     question = Message(chat_id=chat.pk, role=Message.Role.USER, content=content, stream_id=stream_id, parent_id=parent_id)
@@ -310,21 +364,14 @@ class _Writes:
     ) -> _Writes:
         chat, user, stream_id, provider = what.chat, what.user, what.stream_id, what.provider
         content, files = what.content, what.files
-        # A stale marker (its lock is gone) is simply replaced; the sweeper finalizes that stream.
-        # An untitled chat takes its title from its first message, in the same statement.
         first_words = content or (files[0].name if files else "")
-        named = (
-            Case(When(title_set=False, then=Value(title_from(first_words))), default=F("title")) if first_words else F("title")
-        )
-        chat_update = statements.update(
-            Chat.objects.filter(pk=chat.pk, deleted_at__isnull=True, leaf_id=what.stored_leaf),
-            active_stream_id=stream_id,
-            updated_at=timezone.now(),
-            closed_at=None,
-            archived_at=None,  # a new turn brings an archived chat back to the lists
-            title=named,
-            title_set=True,
-            leaf_id=assistant_message.pk,
+        chat_update = _chat_update(
+            chat.pk,
+            stream_id,
+            timezone.now(),
+            assistant_message.pk,
+            what.stored_leaf,
+            title_from(first_words) if first_words else None,
         )
         stream = Stream(
             id=stream_id,

@@ -176,3 +176,36 @@ def test_a_turns_conversation_is_read_prepared_in_one_statement_files_marked(use
         ("assistant", "an answer", False),
     ]
     assert chat_selectors._CONVERSATION.run(uuid.uuid4()) == []
+
+
+def test_the_starts_chat_update_and_the_claim_come_out_as_djangos_own_in_every_shape(chat):
+    from django.utils import timezone
+
+    from mothership.infra import statements
+
+    now, ids = timezone.now(), [uuid.uuid4() for _ in range(3)]
+    for (leaf, titled), shape in start._CHAT_UPDATES.items():
+        assert shape.prepare() is None, shape.refused
+        stored, title = (ids[2] if leaf else None), ("A title" if titled else None)
+        prepared = start._chat_update(chat.pk, ids[0], now, ids[1], stored, title)
+        assert prepared == start._chat_update_built(chat.pk, ids[0], now, ids[1], stored, title)
+    assert run._CLAIMED.prepare() is None
+    assert run._CLAIMED.statement(ids[0], now) == run._claimed(ids[0], now)
+    Chat.objects.filter(pk=chat.pk).update(title="", title_set=False, leaf_id=None)
+    assert statements.execute(start._chat_update(chat.pk, ids[0], now, ids[1], ids[2], "Named")) == 0  # another leaf
+    assert statements.execute(start._chat_update(chat.pk, ids[0], now, ids[1], None, "Named")) == 1
+    chat.refresh_from_db()
+    assert (chat.title, chat.title_set, chat.updated_at, chat.active_stream_id, chat.leaf_id) == ("Named", True, now, *ids[:2])
+
+
+def test_a_statement_whose_parameters_it_cannot_place_is_compiled_at_each_call(chat):
+    from mothership.infra import statements
+    from mothership.infra.prepared import PreparedStatement
+
+    def build(pk):
+        return statements.update(Chat.objects.filter(pk=pk), title=pk.hex[:16])  # from the argument, but not it
+
+    shape = PreparedStatement(build, kinds=(uuid.UUID,))
+    assert shape.prepare() is not None and "no argument it can place" in shape.refused
+    other = uuid.uuid4()
+    assert shape.statement(other) == build(other)

@@ -39,10 +39,10 @@ def test_start_sets_marker_and_lock_together_and_refuses_a_second_turn(chat):
 
 
 def test_a_failed_start_releases_the_lock_it_took(chat, monkeypatch):
-    def boom(**kwargs):
+    def boom(*args, **kwargs):
         raise RuntimeError("db down")
 
-    monkeypatch.setattr("streams.services.start.Chat.objects.filter", boom)
+    monkeypatch.setattr("streams.services.start.statements.execute", boom)  # the start's first write
     with pytest.raises(RuntimeError):
         stream_start(chat=chat, content="hi")
     assert locks.lock_owner(chat_id=chat.id) is None
