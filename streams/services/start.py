@@ -408,4 +408,6 @@ def stream_enqueue(*, stream_id) -> None:
     from streams.tasks import run_stream  # the task module imports this one
 
     # The task's id is the stream's: the queue keeper finds a waiting turn by it (streams.queue).
-    run_stream.apply_async(args=[str(stream_id)], task_id=str(stream_id))
+    # Nothing to declare: the message goes straight onto the queue's list (kombu's Redis transport,
+    # the default exchange), which the workers declared; kombu copied and bound the queue per message.
+    run_stream.apply_async(args=[str(stream_id)], task_id=str(stream_id), declare=[])

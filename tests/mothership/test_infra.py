@@ -150,3 +150,30 @@ def test_the_broker_publishes_with_one_redis_client_per_channel_and_a_new_one_fo
         got = [queue(channel).get(no_ack=True) for _ in range(4)]
         assert sorted(message.payload["n"] for message in got) == [0, 1, 2, 3]
         queue(channel).delete()
+
+
+def test_a_turns_publish_finds_every_celery_setting_it_reads_in_the_first_place_it_looks(monkeypatch):
+    """Celery reads its settings at every publish; one missing from Django's settings is looked for in
+    every layer of its configuration (four times the cost of one found)."""
+    import uuid
+
+    from celery.utils import collections as celery_collections
+
+    from mothership.celery import app
+    from mothership.infra.redis import get_redis
+    from streams.services.start import stream_enqueue
+
+    real = celery_collections.ConfigurationView.__getitem__
+    read = []
+
+    def looked_up(view, key):
+        found = any(k in view.maps[1] for k in view._to_keys(key))  # the layer of Django's settings
+        read.append((key, found))
+        return real(view, key)
+
+    stream_enqueue(stream_id=uuid.uuid4())  # (the first publish of a process sets up its pools)
+    monkeypatch.setattr(celery_collections.ConfigurationView, "__getitem__", looked_up)
+    stream_enqueue(stream_id=uuid.uuid4())
+    monkeypatch.undo()
+    assert read and [key for key, found in read if not found] == []
+    get_redis().delete(app.conf.task_default_queue)
