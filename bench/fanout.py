@@ -503,7 +503,7 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
         str(s.id): (s.status, s.assistant_message.content if s.assistant_message else "", s.last_seq)
         for s in Stream.objects.filter(pk__in=list(stream_of.values())).select_related("assistant_message")
     }
-    delivery, first_delta, first_started = [], [], []
+    delivery, first_delta, first_started, published_at = [], [], [], []
     lost = gaps = dups = wrong_text = unfinished = unpublished = 0
     for record in records:
         chat = record["chat"]
@@ -526,6 +526,7 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
                 unpublished += 1  # replayed from the log, never live-published to this subscriber
             else:
                 delivery.append(at - pub)
+                published_at.append(pub)
         deltas = [e[3] for e in mine if e[2] == "stream.delta"]
         if deltas:
             first_delta.append(deltas[0] - sent_at[chat])
@@ -536,12 +537,17 @@ def load_run(app: App, ctx: dict, args, tmp: Path, run_no: int) -> dict:
     time.sleep(1.0)
     web_after = rss_mb(procs, "web")
     burst = burst_cpu(timeline, started, started + percentile(first_delta, 99)) if first_delta else None
+    # Delivery of the events published while the burst's turns were still starting, and after.
+    burst_end = started + percentile(first_delta, 99) if first_delta else started
+    in_burst = [lag for lag, pub in zip(delivery, published_at, strict=True) if pub <= burst_end]
+    after_burst = [lag for lag, pub in zip(delivery, published_at, strict=True) if pub > burst_end]
     cpu = {name: cpu_end.get(name, 0) - cpu_start.get(name, 0) for name in cpu_end} | cpu_end_load
     return {
         "streams": args.streams,
         "tabs": args.tabs,
         "posts": statuses,
         "delivery": delivery,
+        "delivery_split": (in_burst, after_burst),
         "first_delta": first_delta,
         "started": first_started,
         "lost": lost,
@@ -814,6 +820,12 @@ def report(label: str, run: dict, echo: dict | None) -> None:
             f"  per turn in the burst: web {kinds['web'] * 1000 / n:.1f} ms, workers {kinds['worker'] * 1000 / n:.1f} ms, "
             f"redis {kinds['redis'] * 1000 / n:.1f} ms, the app in all {app_ms:.1f} ms, the box in all "
             f"{(sum(b['per_process'].values()) + b['others']) * 1000 / n:.1f} ms of CPU"
+        )
+    if run.get("delivery_split"):
+        in_burst, after_burst = run["delivery_split"]
+        print(
+            f"  delivery p99 of the events published in the burst (sends → p99 first delta): {ms(in_burst, 99)} ms "
+            f"({len(in_burst):,} events); after it: {ms(after_burst, 99)} ms ({len(after_burst):,})"
         )
     events_per_s = run["events"] / run["wall"]
     print(f"  events at the sockets: {run['events']:,} ({events_per_s:,.0f}/s); replayed, not live: {run['not_live']}")
