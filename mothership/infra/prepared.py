@@ -1,4 +1,4 @@
-"""Reads of a fixed shape compiled to SQL once: the start path's hottest reads.
+"""Reads and writes of a fixed shape compiled to SQL once: the start path's hottest statements.
 
 Django compiles a QuerySet to SQL every time it runs. For a turn read with the rows it needs
 (``select_related``, an ``Exists``) that is 2-3 ms of Python on this kind of machine, against a
@@ -11,7 +11,9 @@ worker's hundred threads would each compile it at their first turn, all in the f
 Which parameters the arguments are is found by compiling with two sets of stand-ins, then
 checked against a third compiled the ordinary way. A shape that fails that (its SQL depends on
 the arguments, an argument it cannot place) is read the ordinary way on every call, and
-``PreparedRead.prepare`` says why (the tests call it).
+``PreparedRead.prepare`` says why (the tests call it). A ``PreparedStatement`` does the same for
+an UPDATE or INSERT built by ``mothership.infra.statements``: it keeps the SQL and where each
+argument goes among its parameters.
 """
 
 from __future__ import annotations

@@ -293,26 +293,19 @@ def _chat_update_built(chat_pk, stream_id, now, new_leaf, stored_leaf=None, titl
     )
 
 
-# Compiled once per shape (``mothership.infra.prepared``): a leaf to compare with or none (IS
-# NULL), a title to give or none.
-_ID, _TIME = uuid.UUID, datetime.datetime
-_CHAT_UPDATES = {
-    (False, False): PreparedStatement(
-        lambda chat, stream, now, leaf: _chat_update_built(chat, stream, now, leaf), kinds=(_ID, _ID, _TIME, _ID)
-    ),
-    (True, False): PreparedStatement(
-        lambda chat, stream, now, leaf, stored: _chat_update_built(chat, stream, now, leaf, stored),
-        kinds=(_ID, _ID, _TIME, _ID, _ID),
-    ),
-    (False, True): PreparedStatement(
-        lambda chat, stream, now, leaf, title: _chat_update_built(chat, stream, now, leaf, title=title),
-        kinds=(_ID, _ID, _TIME, _ID, str),
-    ),
-    (True, True): PreparedStatement(
-        lambda chat, stream, now, leaf, stored, title: _chat_update_built(chat, stream, now, leaf, stored, title),
-        kinds=(_ID, _ID, _TIME, _ID, _ID, str),
-    ),
-}
+def _chat_update_shape(leaf: bool, titled: bool) -> PreparedStatement:
+    """The chat update compiled once for one shape (``mothership.infra.prepared``): with a leaf to
+    compare with or none (IS NULL), a title to give or none; the arguments in ``_chat_update``'s order."""
+
+    def build(chat_pk, stream_id, now, new_leaf, *rest):
+        stored_leaf, title = (rest[0] if leaf else None), (rest[-1] if titled else None)
+        return _chat_update_built(chat_pk, stream_id, now, new_leaf, stored_leaf, title)
+
+    kinds = (uuid.UUID, uuid.UUID, datetime.datetime, uuid.UUID, *((uuid.UUID,) if leaf else ()), *((str,) if titled else ()))
+    return PreparedStatement(build, kinds=kinds)
+
+
+_CHAT_UPDATES = {(leaf, titled): _chat_update_shape(leaf, titled) for leaf in (False, True) for titled in (False, True)}
 
 
 def _chat_update(chat_pk, stream_id, now, new_leaf, stored_leaf, title) -> statements.Statement:
